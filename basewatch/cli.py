@@ -1,0 +1,378 @@
+"""The ``basewatch`` command line.
+
+Conventions (DESIGN.md): ``--json`` prints exactly one JSON document on stdout; exit code 0 on
+success, 1 on a failure the user can fix (one clear line on stderr), 2 on wrong usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from core.errors import BasewatchError, ConfigError
+from core.logsetup import configure_logging
+from core.settings import Settings
+
+log = logging.getLogger("basewatch")
+
+Handler = Callable[[Settings, argparse.Namespace], int]
+
+
+def emit(args: argparse.Namespace, document: Any, text: Callable[[], str]) -> None:
+    """Print ``document`` as JSON with ``--json``, else the human-readable ``text()``."""
+    if getattr(args, "json", False):
+        json.dump(document, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(text().rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    values = settings.public()
+    emit(args, values, lambda: "\n".join(f"{k}={v}" for k, v in values.items()))
+    return 0
+
+
+def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.wiring import migrate_database
+
+    report = migrate_database(settings)
+    document = {"applied": report.applied, "timescale": report.timescale}
+    emit(
+        args,
+        document,
+        lambda: (
+            f"storage: {'TimescaleDB' if report.timescale else 'plain PostgreSQL'}\n"
+            + (
+                "applied:\n" + "\n".join(f"  {m}" for m in report.applied)
+                if report.applied
+                else "schema is up to date"
+            )
+        ),
+    )
+    return 0
+
+
+def cmd_db_stats(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.wiring import open_database
+    from ingest.stats import storage_stats
+
+    with open_database(settings) as conn:
+        stats = storage_stats(conn)
+    t = stats["telemetry"]
+    emit(
+        args,
+        stats,
+        lambda: (
+            f"telemetry:    {t['rows']:,} rows ({t['values']:,} values) from {t['assets']} assets\n"
+            f"              {t['first_time'] or '-'} .. {t['last_time'] or '-'}\n"
+            f"events:       {stats['events']['rows']:,} rows\n"
+            f"dead letters: {stats['dead_letters']['rows']:,} rows "
+            f"({stats['dead_letters']['unresolved']:,} unresolved)"
+        ),
+    )
+    return 0
+
+
+def cmd_registry_import(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.wiring import open_database
+    from core.registry import import_registry, read_registry_csv
+
+    batch = read_registry_csv([Path(p) for p in args.files], kind=args.kind)
+    counts = batch.count()
+    if not args.dry_run:
+        with open_database(settings) as conn:
+            import_registry(conn, batch)
+    document = {"imported": not args.dry_run, "records": counts}
+    emit(
+        args,
+        document,
+        lambda: (
+            ("validated" if args.dry_run else "imported")
+            + ": "
+            + ", ".join(f"{n} {kind}s" for kind, n in counts.items())
+        ),
+    )
+    return 0
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.processes import run_ingesters
+
+    processes = args.processes or settings.ingest_processes
+    return run_ingesters(settings, processes=processes, index=args.index)
+
+
+def cmd_deadletters_list(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.wiring import open_database
+    from ingest.deadletters import list_dead_letters
+
+    with open_database(settings) as conn:
+        rows = list_dead_letters(
+            conn, limit=args.limit, include_resolved=args.all, reason_contains=args.reason or ""
+        )
+    emit(
+        args,
+        rows,
+        lambda: (
+            "\n".join(
+                f"#{r['id']} {r['received_at']} {r['topic']}"
+                + (f" line {r['line']}" if r["line"] else "")
+                + f"\n    reason: {r['reason']}\n    payload: {r['payload'][:200]}"
+                + (
+                    f"\n    resolved: {r['resolved_at']} ({r['resolution']})"
+                    if r["resolved_at"]
+                    else ""
+                )
+                for r in rows
+            )
+            or "no dead letters"
+        ),
+    )
+    return 0
+
+
+def cmd_deadletters_replay(settings: Settings, args: argparse.Namespace) -> int:
+    import datetime as dt
+    import functools
+
+    from basewatch.wiring import decode_limits, open_database
+    from ingest.deadletters import replay
+    from ingest.store import BatchWriter, decode_message
+
+    if not args.ids and not args.all:
+        raise ConfigError("deadletters replay", "name dead letter ids or pass --all")
+    writer = BatchWriter(settings.database_url, auto_register=settings.auto_register)
+    decode = functools.partial(
+        decode_message,
+        prefix=settings.topic_prefix,
+        limits=decode_limits(settings),
+        received_at=dt.datetime.now(dt.UTC),
+    )
+    try:
+        with open_database(settings) as conn:
+            result = replay(conn, writer, decode, None if args.all else args.ids)
+    finally:
+        writer.close()
+    document = {
+        "replayed": result.replayed,
+        "resolved": result.resolved,
+        "still_failing": result.still_failing,
+        "skipped": result.skipped,
+    }
+    emit(
+        args,
+        document,
+        lambda: (
+            f"replayed {result.replayed}: {result.resolved} stored, {result.still_failing} still "
+            f"failing"
+            + (f", {result.skipped} not replayable (not from MQTT)" if result.skipped else "")
+        ),
+    )
+    return 0
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.demo import simulate_command
+
+    return simulate_command(settings, args)
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.demo import run_demo
+
+    return run_demo(settings, args)
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="basewatch",
+        description="Installed-base telemetry to revenue signals. "
+        "Settings come from BASEWATCH_* environment variables (see the README).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        sub: Any, name: str, handler: Handler, help_text: str, json_flag: bool = True
+    ) -> argparse.ArgumentParser:
+        command: argparse.ArgumentParser = sub.add_parser(
+            name, help=help_text, description=help_text
+        )
+        command.set_defaults(handler=handler)
+        if json_flag:
+            command.add_argument(
+                "--json", action="store_true", help="print one JSON document on stdout"
+            )
+        return command
+
+    add(commands, "config", cmd_config, "show the effective settings (secrets masked)")
+
+    db = commands.add_parser("db", help="database schema and figures").add_subparsers(
+        dest="db_command", required=True, metavar="SUBCOMMAND"
+    )
+    add(db, "migrate", cmd_db_migrate, "create the database if needed and apply migrations")
+    add(db, "stats", cmd_db_stats, "row counts and time span of what is stored")
+
+    registry = commands.add_parser("registry", help="the installed-base registry").add_subparsers(
+        dest="registry_command", required=True, metavar="SUBCOMMAND"
+    )
+    imp = add(
+        registry,
+        "import",
+        cmd_registry_import,
+        "import CSMs, accounts, assets and components from CSV (all rows or none)",
+    )
+    imp.add_argument("files", nargs="+", metavar="FILE.csv")
+    imp.add_argument(
+        "--kind",
+        choices=("csm", "account", "asset", "component"),
+        help="record kind of every file (default: detected from the header)",
+    )
+    imp.add_argument("--dry-run", action="store_true", help="validate only, write nothing")
+
+    ingest = add(
+        commands,
+        "ingest",
+        cmd_ingest,
+        "consume device messages from MQTT into the database",
+        json_flag=False,
+    )
+    ingest.add_argument(
+        "--processes",
+        type=_positive,
+        default=0,
+        help="consumer processes on the shared subscription (default BASEWATCH_INGEST_PROCESSES)",
+    )
+    ingest.add_argument("--index", type=_non_negative, default=None, help=argparse.SUPPRESS)
+
+    dead = commands.add_parser(
+        "deadletters", help="messages that could not be stored"
+    ).add_subparsers(dest="dead_command", required=True, metavar="SUBCOMMAND")
+    lst = add(dead, "list", cmd_deadletters_list, "list dead letters, newest first")
+    lst.add_argument("--limit", type=_positive, default=50)
+    lst.add_argument("--all", action="store_true", help="include resolved ones")
+    lst.add_argument("--reason", help="only those whose reason contains this text")
+    rep = add(
+        dead,
+        "replay",
+        cmd_deadletters_replay,
+        "run dead letters through the decoder and registry again",
+    )
+    rep.add_argument("ids", nargs="*", type=_positive, metavar="ID")
+    rep.add_argument("--all", action="store_true", help="replay every unresolved dead letter")
+
+    sim = add(
+        commands,
+        "simulate",
+        cmd_simulate,
+        "publish a simulated fleet's telemetry over MQTT (registering the fleet first)",
+    )
+    _fleet_options(sim)
+    sim.add_argument(
+        "--registry-csv", type=Path, help="also write the fleet's registry as one CSV file"
+    )
+    sim.add_argument(
+        "--no-register", action="store_true", help="do not write the fleet into the registry"
+    )
+
+    demo = add(
+        commands,
+        "demo",
+        cmd_demo,
+        "run the pipeline end to end on a simulated fleet and print what was stored",
+    )
+    _fleet_options(demo)
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the demo database's previous contents (default: start fresh)",
+    )
+    demo.add_argument(
+        "--database",
+        default="basewatch_demo",
+        help="database the demo uses (on BASEWATCH_DATABASE_URL's server)",
+    )
+    demo.add_argument(
+        "--broker",
+        choices=("private", "configured"),
+        default="private",
+        help="private: start a Mosquitto on a free port with the project's "
+        "config (default); configured: use BASEWATCH_MQTT_HOST/PORT",
+    )
+    return parser
+
+
+def _fleet_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--accounts", type=_positive, default=4)
+    command.add_argument("--assets", type=_positive, default=36)
+    command.add_argument("--days", type=_positive, default=3, help="days of history ending now")
+    command.add_argument(
+        "--interval-s", type=_positive, default=300, help="seconds between readings of one asset"
+    )
+    command.add_argument("--seed", type=int, default=1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        configure_logging("DEBUG" if args.verbose else settings.log_level)
+        for name in Settings.unknown_variables():
+            log.warning("%s names no setting (typo?); it is ignored", name)
+        handler: Handler = args.handler
+        return handler(settings, args)
+    except BasewatchError as exc:
+        print(f"basewatch: error: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.errors.UndefinedTable as exc:
+        print(
+            f"basewatch: error: the database is not migrated ({str(exc).splitlines()[0]}); "
+            "run: basewatch db migrate",
+            file=sys.stderr,
+        )
+        return 1
+    except psycopg.Error as exc:
+        print(f"basewatch: error: database: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"basewatch: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("basewatch: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,67 @@
+"""Builds each part's configuration from the one Settings object."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from core.db import connect, ensure_database
+from core.migrate import MigrationReport, migrate
+from core.settings import Settings
+from ingest.consumer import ConsumerConfig
+from ingest.decode import Limits
+from ingest.retention import apply_timescale_policies
+
+PACKAGES = ("core", "ingest")
+
+
+def decode_limits(settings: Settings) -> Limits:
+    return Limits(
+        max_payload_bytes=settings.ingest_max_payload_bytes,
+        max_items=settings.ingest_max_batch_items,
+        max_metrics=settings.ingest_max_metrics,
+        max_future_s=settings.ingest_max_future_s,
+        max_past_days=settings.ingest_max_past_days,
+    )
+
+
+def consumer_config(settings: Settings, index: int = 0) -> ConsumerConfig:
+    return ConsumerConfig(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        client_id=settings.effective_client_id(index),
+        topic_prefix=settings.topic_prefix,
+        share_group=settings.mqtt_share_group,
+        username=settings.mqtt_username,
+        password=settings.mqtt_password,
+        tls=settings.mqtt_tls,
+        ca_file=settings.mqtt_ca_file,
+        cert_file=settings.mqtt_cert_file,
+        key_file=settings.mqtt_key_file,
+        keepalive_s=settings.mqtt_keepalive_s,
+        session_expiry_s=settings.mqtt_session_expiry_s,
+        receive_maximum=settings.mqtt_receive_maximum,
+        batch_size=settings.ingest_batch_size,
+        batch_age_ms=settings.ingest_batch_age_ms,
+        limits=decode_limits(settings),
+    )
+
+
+def migrate_database(settings: Settings) -> MigrationReport:
+    """Create the database if needed, apply every package's migrations, then the storage
+    policies that come from settings (TimescaleDB compression and retention)."""
+    ensure_database(settings.database_url)
+    with connect(settings.database_url, autocommit=True) as conn:
+        report = migrate(conn, PACKAGES, settings.timescale)
+        if report.timescale:
+            apply_timescale_policies(
+                conn,
+                retention_days=settings.retention_days,
+                compress_after_days=settings.compress_after_days,
+            )
+    return report
+
+
+def open_database(settings: Settings) -> psycopg.Connection[TupleRow]:
+    """A connection to a migrated database (autocommit off)."""
+    return connect(settings.database_url)

@@ -1,0 +1,6 @@
+"""MQTT and file ingest of machine telemetry and events into the database.
+
+Layers, bottom up: ``topics`` and ``decode`` (pure: bytes in, values or reasons out),
+``store`` (routing against the registry and batched writes: COPY with an idempotent fallback),
+``consumer`` (the paho-mqtt loop that acks only what is committed), ``deadletters``, ``simulate``.
+"""

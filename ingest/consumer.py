@@ -1,0 +1,450 @@
+"""The MQTT ingester: paho-mqtt 2.x, MQTT v5, QoS 1, persistent session, shared subscription.
+
+One thread runs the network loop, decodes each message as it arrives, batches by size and age,
+writes each batch in one transaction (:class:`~ingest.store.BatchWriter`) and only then acks the
+batch's messages. Nothing is acked that is not committed, so a crash loses nothing: the broker
+redelivers what was not acked, and the writer's idempotent path stores it once.
+
+Memory stays bounded without a buffer of our own: the broker sends at most the MQTT v5 Receive
+Maximum of unacked messages, so while the database is down the backlog stops there and the rest
+waits, persisted, in the broker's session queue.
+
+Acks and reconnects: a connection "generation" counts connections. A message is acked only on the
+connection that delivered it (a packet id means nothing on another connection). When the broker
+resumes the session after a reconnect it redelivers every unacked message, so copies still
+pending from the previous connection are dropped; a copy already committed is merged again by the
+writer and acked on the new connection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import select
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from core.errors import ConfigError, StorageUnavailable
+from ingest.decode import Decoded, Limits
+from ingest.store import BatchWriter, Message, WriteStats, decode_message
+from ingest.topics import subscriptions
+
+log = logging.getLogger(__name__)
+
+UTC = dt.UTC
+THROUGHPUT_LOG_INTERVAL_S = 10.0
+SHUTDOWN_FLUSH_TIMEOUT_S = 20.0
+_MAX_BACKOFF_S = 15.0
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """What an ingester process needs to know (built from Settings by the composition root)."""
+
+    host: str
+    port: int
+    client_id: str
+    topic_prefix: str
+    share_group: str = "basewatch"
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    keepalive_s: int = 30
+    session_expiry_s: int = 86400
+    receive_maximum: int = 10000
+    batch_size: int = 2000
+    batch_age_ms: int = 200
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(slots=True)
+class _Pending:
+    message: Message
+    mid: int
+    qos: int
+    generation: int
+
+
+@dataclass(slots=True)
+class Counters:
+    """Running totals since start (read by tests and the benchmark through ``stats``)."""
+
+    received: int = 0
+    committed: int = 0
+    readings: int = 0
+    values: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    write_failures: int = 0
+    conflict_batches: int = 0
+
+
+class Ingester:
+    """Consumes device messages until :meth:`stop` (or SIGTERM/SIGINT), then flushes cleanly."""
+
+    def __init__(
+        self,
+        config: ConsumerConfig,
+        writer: BatchWriter,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.stats = Counters()
+        self._writer = writer
+        self._clock = clock
+        self._pending: list[_Pending] = []
+        self._oldest_pending = 0.0
+        self._generation = 0
+        self._connected = False
+        self._stopping = False
+        self._fatal: BaseException | None = None
+        self._retry_at = 0.0
+        self._backoff_s = 0.5
+        self._client = self._make_client()
+
+    # -- public -------------------------------------------------------------------------------
+
+    def stop(self, *_: object) -> None:
+        """Ask the loop to finish: flush, commit, ack and disconnect."""
+        self._stopping = True
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s: flushing and stopping", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> None:
+        """Run until stopped. Raises :class:`ConfigError` when the broker refuses us for good."""
+        self._connect_with_retry()
+        next_report = time.monotonic() + THROUGHPUT_LOG_INTERVAL_S
+        last = (self.stats.committed, self.stats.values, time.monotonic())
+        try:
+            while not self._stopping:
+                self._network_step()
+                if self._fatal is not None:
+                    raise self._fatal
+                self._maybe_flush()
+                if time.monotonic() >= next_report:
+                    last = self._report(last)
+                    next_report = time.monotonic() + THROUGHPUT_LOG_INTERVAL_S
+        finally:
+            self._shutdown()
+
+    # -- network ------------------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.config
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password or None)
+        if cfg.tls:
+            client.tls_set(
+                ca_certs=cfg.ca_file or None,
+                certfile=cfg.cert_file or None,
+                keyfile=cfg.key_file or None,
+            )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _connect_properties(self) -> Properties:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.config.session_expiry_s
+        props.ReceiveMaximum = self.config.receive_maximum
+        return props
+
+    def _connect_with_retry(self) -> None:
+        delay = 0.5
+        while not self._stopping:
+            try:
+                self._client.connect(
+                    self.config.host,
+                    self.config.port,
+                    keepalive=self.config.keepalive_s,
+                    clean_start=False,
+                    properties=self._connect_properties(),
+                )
+                return
+            except OSError as exc:
+                log.warning(
+                    "cannot reach MQTT broker %s:%d (%s); retrying in %.1f s",
+                    self.config.host,
+                    self.config.port,
+                    exc,
+                    delay,
+                )
+                self._sleep_serving(delay)
+                delay = min(delay * 2, _MAX_BACKOFF_S)
+
+    def _reconnect_with_retry(self) -> None:
+        delay = 0.5
+        while not self._stopping:
+            try:
+                self._client.reconnect()
+                return
+            except OSError as exc:
+                log.warning("MQTT reconnect failed (%s); retrying in %.1f s", exc, delay)
+                self._sleep_serving(delay)
+                delay = min(delay * 2, _MAX_BACKOFF_S)
+
+    def _sleep_serving(self, seconds: float) -> None:
+        """Wait, but keep writing pending messages meanwhile (they are acked later or
+        redelivered)."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            self._maybe_flush()
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def _network_step(self) -> None:
+        client = self._client
+        sock = client.socket()
+        if sock is None:
+            self._reconnect_with_retry()
+            return
+        timeout = self._flush_wait()
+        pending_tls = getattr(sock, "pending", None)
+        if pending_tls is not None and pending_tls() > 0:
+            timeout = 0.0
+        wlist = [sock] if client.want_write() else []
+        try:
+            readable, writable, _ = select.select([sock], wlist, [], timeout)
+        except (OSError, ValueError):
+            readable, writable = [sock], []
+        if readable:
+            # drain what the socket holds: loop_read reads one packet per call here
+            while True:
+                before = self.stats.received
+                rc = client.loop_read()
+                if rc != mqtt.MQTT_ERR_SUCCESS or self.stats.received == before:
+                    break
+        if writable or client.want_write():
+            client.loop_write()
+        client.loop_misc()
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            if reason.value in (0x86, 0x87, 0x85, 0x8C):  # bad credentials, not authorised
+                self._fatal = ConfigError(
+                    "BASEWATCH_MQTT_USERNAME", f"the broker refused the connection: {reason}"
+                )
+            else:
+                log.warning("broker refused the connection: %s", reason)
+            return
+        self._connected = True
+        if flags.session_present:
+            dropped = [p for p in self._pending if p.generation != self._generation]
+            if dropped:
+                # the broker resends these on this connection; keep only the new copies
+                self._pending = [p for p in self._pending if p.generation == self._generation]
+                log.info("session resumed: %d unacked messages will be redelivered", len(dropped))
+        else:
+            log.info(
+                "connected to %s:%d as %s (new session)",
+                self.config.host,
+                self.config.port,
+                self.config.client_id,
+            )
+        options = SubscribeOptions(qos=1)
+        client.subscribe(
+            [(f, options) for f in subscriptions(self.config.topic_prefix, self.config.share_group)]
+        )
+
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        _mid: int,
+        reasons: list[ReasonCode],
+        _props: Properties | None,
+    ) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            self._fatal = ConfigError(
+                "BASEWATCH_TOPIC_PREFIX",
+                f"the broker refused the subscription: {', '.join(failed)}",
+            )
+
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        _flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
+        if self._connected:
+            log.warning("disconnected from the broker: %s", reason)
+        self._connected = False
+        self._generation += 1
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # paho stops its loop if this raises: everything here is caught
+        payload = bytes(msg.payload)
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # brokers check UTF-8, but a bad topic must not stop us
+            topic = bytes(msg._topic).decode("utf-8", "replace")
+        try:
+            message = self.decode(topic, payload)
+        except Exception as exc:  # a bug here must not stop ingest
+            log.exception("unexpected error decoding a message on %r", topic)
+            message = Message(
+                topic,
+                payload,
+                self._clock(),
+                None,
+                Decoded([], [], []),
+                topic_error=f"internal decoding error: {type(exc).__name__}",
+            )
+        if not self._pending:
+            self._oldest_pending = time.monotonic()
+        self._pending.append(_Pending(message, msg.mid, msg.qos, self._generation))
+        self.stats.received += 1
+
+    def decode(self, topic_name: str, payload: bytes) -> Message:
+        """Decode one message (topic and payload) without touching the database."""
+        return decode_message(
+            topic_name,
+            payload,
+            prefix=self.config.topic_prefix,
+            limits=self.config.limits,
+            received_at=self._clock(),
+        )
+
+    # -- batching -----------------------------------------------------------------------------
+
+    def _flush_wait(self) -> float:
+        if not self._pending:
+            return 0.5
+        now = time.monotonic()
+        if now < self._retry_at:
+            return min(0.5, self._retry_at - now)
+        due = self._oldest_pending + self.config.batch_age_ms / 1000
+        return max(0.0, min(0.5, due - now))
+
+    def _maybe_flush(self) -> None:
+        if not self._pending or time.monotonic() < self._retry_at:
+            return
+        full = len(self._pending) >= self.config.batch_size
+        old = time.monotonic() - self._oldest_pending >= self.config.batch_age_ms / 1000
+        if full or old:
+            self._flush()
+
+    def _flush(self) -> bool:
+        """Write everything pending in batches; False when the database is unavailable."""
+        while self._pending:
+            batch = self._pending[: self.config.batch_size]
+            try:
+                written = self._writer.write([p.message for p in batch])
+            except StorageUnavailable as exc:
+                self.stats.write_failures += 1
+                log.warning(
+                    "%s; %d messages wait unacked, retrying in %.1f s",
+                    exc,
+                    len(self._pending),
+                    self._backoff_s,
+                )
+                self._retry_at = time.monotonic() + self._backoff_s
+                self._backoff_s = min(self._backoff_s * 2, _MAX_BACKOFF_S)
+                return False
+            self._backoff_s = 0.5
+            self._retry_at = 0.0
+            del self._pending[: len(batch)]
+            self._ack(batch)
+            self._count(written)
+        self._oldest_pending = time.monotonic()
+        return True
+
+    def _ack(self, batch: list[_Pending]) -> None:
+        if not self._connected:
+            return
+        for pending in batch:
+            if pending.qos > 0 and pending.generation == self._generation:
+                self._client.ack(pending.mid, pending.qos)
+
+    def _count(self, written: WriteStats) -> None:
+        s = self.stats
+        s.committed += written.messages
+        s.readings += written.readings
+        s.values += written.values
+        s.events += written.events
+        s.dead_letters += written.dead_letters
+        s.batches += 1
+        s.conflict_batches += int(written.conflict_path)
+        log.debug(
+            "batch: %d messages, %d readings, %d events, %d dead letters%s",
+            written.messages,
+            written.readings,
+            written.events,
+            written.dead_letters,
+            " (merged)" if written.conflict_path else "",
+        )
+
+    def _report(self, last: tuple[int, int, float]) -> tuple[int, int, float]:
+        committed, values, at = last
+        now = time.monotonic()
+        elapsed = max(now - at, 1e-9)
+        if self.stats.committed != committed or self._pending:
+            log.info(
+                "ingest: %.0f msg/s, %.0f values/s; %d committed, %d dead letters, %d pending",
+                (self.stats.committed - committed) / elapsed,
+                (self.stats.values - values) / elapsed,
+                self.stats.committed,
+                self.stats.dead_letters,
+                len(self._pending),
+            )
+        return self.stats.committed, self.stats.values, now
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + SHUTDOWN_FLUSH_TIMEOUT_S
+        self._retry_at = 0.0
+        while self._pending and time.monotonic() < deadline:
+            if not self._flush():
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                self._retry_at = 0.0
+        if self._pending:
+            log.warning(
+                "stopping with %d uncommitted messages: they stay unacked and the broker "
+                "redelivers them",
+                len(self._pending),
+            )
+        client = self._client
+        while client.want_write() and client.socket() is not None:
+            if client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
+                break
+        if self._connected:
+            client.disconnect()
+        self._writer.close()
+        log.info("ingester stopped: %d messages committed", self.stats.committed)

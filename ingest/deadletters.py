@@ -1,0 +1,114 @@
+"""Listing and replaying dead letters.
+
+Replay runs a stored MQTT message through today's decoder and registry (after an asset was
+registered, say): what is now valid is stored (idempotently: a reading stored before is merged,
+not doubled) and the dead letter is marked resolved; what is still invalid keeps its dead letter,
+with the new reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from ingest.store import BatchWriter, Message
+
+UTC = dt.UTC
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """Counts of a replay run."""
+
+    replayed: int
+    resolved: int
+    still_failing: int
+    skipped: int
+
+
+def list_dead_letters(
+    conn: psycopg.Connection[TupleRow],
+    *,
+    limit: int = 100,
+    include_resolved: bool = False,
+    reason_contains: str = "",
+) -> list[dict[str, Any]]:
+    """Newest first; the payload is shown as text when it is UTF-8, else as hex."""
+    rows = conn.execute(
+        "SELECT id, received_at, source, topic, line, payload, reason, resolved_at, resolution"
+        " FROM dead_letters WHERE (%s OR resolved_at IS NULL) AND reason ILIKE %s"
+        " ORDER BY id DESC LIMIT %s",
+        (include_resolved, f"%{reason_contains}%", limit),
+    ).fetchall()
+    return [
+        {
+            "id": r[0],
+            "received_at": _iso(r[1]),
+            "source": r[2],
+            "topic": r[3],
+            "line": r[4],
+            "payload": _show(bytes(r[5])),
+            "payload_bytes": len(bytes(r[5])),
+            "reason": r[6],
+            "resolved_at": _iso(r[7]),
+            "resolution": r[8],
+        }
+        for r in rows
+    ]
+
+
+def replay(
+    conn: psycopg.Connection[TupleRow],
+    writer: BatchWriter,
+    decode: Callable[[str, bytes], Message],
+    ids: Sequence[int] | None,
+) -> ReplayResult:
+    """Replay the unresolved dead letters with ``ids`` (all unresolved ones when ``None``)."""
+    query = (
+        "SELECT id, source, topic, payload FROM dead_letters WHERE resolved_at IS NULL"
+        " AND (%s::bigint[] IS NULL OR id = ANY(%s::bigint[])) ORDER BY id"
+    )
+    rows = conn.execute(
+        query, (list(ids) if ids is not None else None, list(ids) if ids is not None else None)
+    ).fetchall()
+    resolved = failing = skipped = 0
+    for dead_id, source, topic, payload in rows:
+        if source != "mqtt":
+            skipped += 1
+            continue
+        message = decode(str(topic), bytes(payload))
+        message.source = "replay"
+        stats = writer.write([message])
+        if stats.dead_letters:
+            failing += 1
+            conn.execute(
+                "UPDATE dead_letters SET reason = %s WHERE id = %s", (stats.reasons[0], dead_id)
+            )
+        else:
+            resolved += 1
+            conn.execute(
+                "UPDATE dead_letters SET resolved_at = now(), resolution = 'replayed'"
+                " WHERE id = %s",
+                (dead_id,),
+            )
+        conn.commit()
+    return ReplayResult(
+        replayed=len(rows) - skipped, resolved=resolved, still_failing=failing, skipped=skipped
+    )
+
+
+def _show(payload: bytes) -> str:
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return "hex:" + payload[:512].hex()
+    return text if len(text) <= 2000 else text[:2000] + "…"
+
+
+def _iso(value: object) -> str | None:
+    return value.isoformat() if isinstance(value, dt.datetime) else None

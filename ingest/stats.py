@@ -1,0 +1,69 @@
+"""Figures about what ingest stored, for ``basewatch db stats``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+
+
+def storage_stats(conn: psycopg.Connection[TupleRow]) -> dict[str, Any]:
+    """Row counts of telemetry, events and dead letters, and telemetry's time span.
+
+    A telemetry row is one reading (an asset at a device time); ``values`` counts its metrics.
+    """
+    telemetry = conn.execute(
+        "SELECT count(*), coalesce(sum((SELECT count(*) FROM jsonb_object_keys(metrics))), 0),"
+        " count(DISTINCT asset_id), min(time), max(time), max(received_at) FROM telemetry"
+    ).fetchone()
+    events = conn.execute("SELECT count(*), min(time), max(time) FROM asset_events").fetchone()
+    dead = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE resolved_at IS NULL) FROM dead_letters"
+    ).fetchone()
+    metrics = conn.execute("SELECT count(*) FROM metric_names").fetchone()
+    assert telemetry is not None
+    assert events is not None
+    assert dead is not None
+    assert metrics is not None
+    return {
+        "telemetry": {
+            "rows": int(str(telemetry[0])),
+            "values": int(str(telemetry[1])),
+            "assets": int(str(telemetry[2])),
+            "first_time": _iso(telemetry[3]),
+            "last_time": _iso(telemetry[4]),
+            "last_received_at": _iso(telemetry[5]),
+            "metric_names": int(str(metrics[0])),
+        },
+        "events": {
+            "rows": int(str(events[0])),
+            "first_time": _iso(events[1]),
+            "last_time": _iso(events[2]),
+        },
+        "dead_letters": {"rows": int(str(dead[0])), "unresolved": int(str(dead[1]))},
+    }
+
+
+def rows_per_asset(conn: psycopg.Connection[TupleRow]) -> list[dict[str, Any]]:
+    """Per asset: its account, readings stored and their time span (for the demo summary)."""
+    rows = conn.execute(
+        "SELECT a.account_id, a.asset_id, count(t.time), min(t.time), max(t.time)"
+        " FROM assets a LEFT JOIN telemetry t USING (asset_id)"
+        " GROUP BY a.account_id, a.asset_id ORDER BY a.account_id, a.asset_id"
+    ).fetchall()
+    return [
+        {
+            "account_id": r[0],
+            "asset_id": r[1],
+            "rows": int(str(r[2])),
+            "first_time": _iso(r[3]),
+            "last_time": _iso(r[4]),
+        }
+        for r in rows
+    ]
+
+
+def _iso(value: object) -> str | None:
+    return value.isoformat() if isinstance(value, dt.datetime) else None

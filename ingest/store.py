@@ -1,0 +1,354 @@
+"""Routing decoded messages against the registry and writing them in one transaction per batch.
+
+The common path COPYs telemetry straight into ``telemetry``. A batch that hits a row already
+stored (a redelivery after a crash or reconnect) fails with a unique violation; it is then
+written again through a staging table with ``INSERT … ON CONFLICT``, which merges the metrics of
+a reading sent twice, so a redelivery never creates a second row and the common path pays nothing
+for idempotence.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+
+from core import registry
+from core.db import connect
+from core.errors import InvalidPayload, StorageUnavailable
+from ingest.decode import Decoded, Event, Limits, Reading, decode_events, decode_telemetry
+from ingest.topics import Topic, parse_topic
+
+log = logging.getLogger(__name__)
+
+OWNER_CACHE_TTL_S = 60.0
+_COPY_TELEMETRY = (
+    "COPY telemetry (asset_id, time, received_at, seq, metrics) FROM STDIN (FORMAT BINARY)"
+)
+_COPY_STAGE = (
+    "COPY telemetry_stage (asset_id, time, received_at, seq, metrics) FROM STDIN (FORMAT BINARY)"
+)
+_TYPES = ["text", "timestamptz", "timestamptz", "int8", "jsonb"]
+_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS telemetry_stage"
+    " (LIKE telemetry INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_MERGE = (
+    "INSERT INTO telemetry AS t (asset_id, time, received_at, seq, metrics)"
+    " SELECT asset_id, time, received_at, seq, metrics FROM telemetry_stage"
+    " ON CONFLICT (asset_id, time) DO UPDATE SET metrics = t.metrics || EXCLUDED.metrics,"
+    " seq = coalesce(EXCLUDED.seq, t.seq)"
+    " WHERE NOT t.metrics @> EXCLUDED.metrics"
+)
+_INSERT_EVENT = (
+    "INSERT INTO asset_events (asset_id, time, kind, code, component, detail, received_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+_INSERT_DEAD = (
+    "INSERT INTO dead_letters (received_at, source, topic, line, payload, payload_sha256, reason)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (topic, coalesce(line, -1), payload_sha256) WHERE resolved_at IS NULL"
+    " DO NOTHING"
+)
+
+
+@dataclass(slots=True)
+class Message:
+    """One received message (or import row), decoded, waiting to be written.
+
+    ``target`` is ``None`` when the topic broke the contract (``topic_error`` says how)."""
+
+    topic: str
+    payload: bytes
+    received_at: dt.datetime
+    target: Topic | None
+    decoded: Decoded
+    topic_error: str = ""
+    source: str = "mqtt"
+    line: int | None = None
+
+
+def decode_message(
+    topic_name: str, payload: bytes, *, prefix: str, limits: Limits, received_at: dt.datetime
+) -> Message:
+    """Parse the topic and decode the payload of one message (no database access)."""
+    try:
+        topic = parse_topic(topic_name, prefix)
+    except InvalidPayload as exc:
+        return Message(
+            topic_name, payload, received_at, None, Decoded([], [], []), topic_error=exc.reason
+        )
+    if topic.channel == "telemetry":
+        decoded = decode_telemetry(payload, received_at, limits)
+    else:
+        decoded = decode_events(payload, received_at, limits)
+    return Message(topic_name, payload, received_at, topic, decoded)
+
+
+@dataclass(slots=True)
+class WriteStats:
+    """What one batch wrote."""
+
+    messages: int = 0
+    readings: int = 0
+    values: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    conflict_path: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Routed:
+    rows: dict[tuple[str, dt.datetime], list[object]] = field(default_factory=dict)
+    events: list[tuple[object, ...]] = field(default_factory=list)
+    dead: list[tuple[object, ...]] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)
+
+    def values(self) -> int:
+        return sum(len(row[4]) for row in self.rows.values())  # type: ignore[arg-type,misc]
+
+
+class BatchWriter:
+    """Writes batches of :class:`Message` through one connection, reopened after a failure.
+
+    ``write`` raises :class:`StorageUnavailable` when the database cannot be reached; the caller
+    keeps the batch (and its acks) and tries again later."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        auto_register: bool = False,
+        application_name: str = "basewatch-ingest",
+    ) -> None:
+        self._url = database_url
+        self._auto_register = auto_register
+        self._application_name = application_name
+        self._conn: psycopg.Connection[TupleRow] | None = None
+        self._owners: dict[str, str] = {}
+        self._owners_loaded_at = 0.0
+        self._known_names: set[str] = set()
+        self._stage_ready = False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def write(self, messages: Sequence[Message]) -> WriteStats:
+        """Write one batch in one transaction; idempotent for messages written before.
+
+        A message the database refuses (a value it cannot store) is found by writing the batch
+        one message at a time and is dead-lettered, so it never blocks the stream."""
+        conn = self._connection()
+        try:
+            try:
+                return self._write_idempotent(conn, messages)
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                log.warning(
+                    "database refused a batch (%s): isolating the message", str(exc).strip()[:200]
+                )
+                return self._write_one_by_one(conn, messages)
+        except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
+            self.close()
+            raise StorageUnavailable(f"database write failed: {str(exc).strip()[:200]}") from exc
+
+    def _write_idempotent(
+        self, conn: psycopg.Connection[TupleRow], messages: Sequence[Message]
+    ) -> WriteStats:
+        try:
+            return self._write(conn, messages, merge=False)
+        except psycopg.errors.UniqueViolation:
+            log.debug("batch hit stored rows (a redelivery): merging through staging")
+            return self._write(conn, messages, merge=True)
+
+    def _write_one_by_one(
+        self, conn: psycopg.Connection[TupleRow], messages: Sequence[Message]
+    ) -> WriteStats:
+        total = WriteStats()
+        for message in messages:
+            try:
+                stats = self._write_idempotent(conn, [message])
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                reason = f"database refused the message: {str(exc).strip()[:300]}"
+                with conn.transaction():
+                    conn.execute(_INSERT_DEAD, _dead(message, reason))
+                stats = WriteStats(messages=1, dead_letters=1, reasons=[reason])
+            total.messages += stats.messages
+            total.readings += stats.readings
+            total.values += stats.values
+            total.events += stats.events
+            total.dead_letters += stats.dead_letters
+            total.conflict_path |= stats.conflict_path
+            total.reasons += stats.reasons
+        return total
+
+    def _connection(self) -> psycopg.Connection[TupleRow]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = connect(self._url, application_name=self._application_name)
+            self._stage_ready = False
+        return self._conn
+
+    def _write(
+        self,
+        conn: psycopg.Connection[TupleRow],
+        messages: Sequence[Message],
+        *,
+        merge: bool,
+    ) -> WriteStats:
+        with conn.transaction():
+            owners = self._resolve_owners(conn, messages)
+            routed = route(messages, owners)
+            with conn.cursor() as cur:
+                if routed.rows:
+                    self._copy_rows(cur, routed.rows.values(), merge=merge)
+                if routed.events:
+                    cur.executemany(_INSERT_EVENT, routed.events)
+                if routed.dead:
+                    cur.executemany(_INSERT_DEAD, routed.dead)
+                new_names = routed.names - self._known_names
+                if new_names:
+                    cur.executemany(
+                        "INSERT INTO metric_names (name) VALUES (%s) ON CONFLICT DO NOTHING",
+                        [(n,) for n in sorted(new_names)],
+                    )
+        self._owners.update(owners)
+        self._known_names |= routed.names
+        return WriteStats(
+            messages=len(messages),
+            readings=len(routed.rows),
+            values=routed.values(),
+            events=len(routed.events),
+            dead_letters=len(routed.dead),
+            conflict_path=merge,
+            reasons=[str(d[-1]) for d in routed.dead],
+        )
+
+    def _copy_rows(
+        self, cur: psycopg.Cursor[TupleRow], rows: Iterable[list[object]], *, merge: bool
+    ) -> None:
+        if merge and not self._stage_ready:
+            cur.execute(_STAGE)
+            self._stage_ready = True
+        with cur.copy(_COPY_STAGE if merge else _COPY_TELEMETRY) as copy:
+            copy.set_types(_TYPES)
+            for row in rows:
+                copy.write_row(row)
+        if merge:
+            cur.execute(_MERGE)
+
+    def _resolve_owners(
+        self, conn: psycopg.Connection[TupleRow], messages: Sequence[Message]
+    ) -> dict[str, str]:
+        now = time.monotonic()
+        if now - self._owners_loaded_at > OWNER_CACHE_TTL_S:
+            self._owners.clear()  # pick up registry changes (an asset moved to another account)
+            self._owners_loaded_at = now
+        owners = dict(self._owners)
+        wanted = {
+            m.target.asset_id: m.target.account_id
+            for m in messages
+            if m.target is not None and m.target.asset_id not in owners
+        }
+        if wanted:
+            owners.update(registry.asset_owners(conn, sorted(wanted)))
+            if self._auto_register:
+                for asset_id, account_id in sorted(wanted.items()):
+                    if asset_id not in owners:
+                        owners[asset_id] = registry.auto_register(conn, account_id, asset_id)
+                        log.info(
+                            "auto-registered asset %s of account %s", asset_id, owners[asset_id]
+                        )
+        return owners
+
+
+def route(messages: Sequence[Message], owners: dict[str, str]) -> _Routed:
+    """Split messages into telemetry rows (merged per asset and time), events and dead letters."""
+    routed = _Routed()
+    for message in messages:
+        reasons = _ownership_problem(message, owners)
+        if reasons:
+            routed.dead.append(_dead(message, reasons))
+            continue
+        target = message.target
+        assert target is not None
+        for reading in message.decoded.readings:
+            _add_reading(routed, target.asset_id, reading, message.received_at)
+        for event in message.decoded.events:
+            routed.events.append(_event_row(target.asset_id, event, message.received_at))
+        if message.decoded.rejections:
+            routed.dead.append(_dead(message, _summarise(message.decoded)))
+    return routed
+
+
+def _ownership_problem(message: Message, owners: dict[str, str]) -> str:
+    target = message.target
+    if target is None:
+        return message.topic_error or "invalid topic"
+    owner = owners.get(target.asset_id)
+    if owner is None:
+        return (
+            f"unknown asset {target.asset_id!r} (register it, or set BASEWATCH_AUTO_REGISTER=true)"
+        )
+    if owner != target.account_id:
+        return (
+            f"asset {target.asset_id!r} belongs to account {owner!r}, not to the topic's "
+            f"account {target.account_id!r}"
+        )
+    return ""
+
+
+def _add_reading(
+    routed: _Routed, asset_id: str, reading: Reading, received_at: dt.datetime
+) -> None:
+    key = (asset_id, reading.time)
+    row = routed.rows.get(key)
+    if row is None:
+        routed.rows[key] = [asset_id, reading.time, received_at, reading.seq, reading.metrics]
+    else:  # the same reading twice in one batch: one row with the union of the metrics
+        stored = row[4]
+        assert isinstance(stored, dict)
+        row[4] = {**stored, **reading.metrics}
+    routed.names.update(reading.metrics)
+
+
+def _event_row(asset_id: str, event: Event, received_at: dt.datetime) -> tuple[object, ...]:
+    return (
+        asset_id,
+        event.time,
+        event.kind,
+        event.code,
+        event.component,
+        Jsonb(event.detail),
+        received_at,
+    )
+
+
+def _summarise(decoded: Decoded) -> str:
+    valid = len(decoded.readings) + len(decoded.events)
+    total = valid + len(decoded.rejections)
+    shown = "; ".join(decoded.rejections[:5])
+    more = f"; ... {len(decoded.rejections) - 5} more" if len(decoded.rejections) > 5 else ""
+    prefix = f"{len(decoded.rejections)} of {total} items rejected: " if total > 1 else ""
+    return f"{prefix}{shown}{more}"
+
+
+def _dead(message: Message, reason: str) -> tuple[object, ...]:
+    topic = message.topic.replace("\x00", "\\0")
+    return (
+        message.received_at,
+        message.source,
+        topic,
+        message.line,
+        message.payload,
+        hashlib.sha256(message.payload).digest(),
+        reason[:2000],
+    )
