@@ -304,7 +304,7 @@ class Ingester:
         reason: ReasonCode,
         _props: Properties | None,
     ) -> None:
-        if self._connected:
+        if self._connected and not self._stopping:
             log.warning("disconnected from the broker: %s", reason)
         self._connected = False
         self._generation += 1

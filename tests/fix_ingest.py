@@ -1,0 +1,113 @@
+"""Running the real ``basewatch ingest`` command as a child process, and registering assets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import psycopg
+
+from basewatch.localbroker import LocalBroker
+
+
+class IngesterProcess:
+    """``basewatch ingest`` against a test database and broker, with its own client id."""
+
+    def __init__(
+        self,
+        db_url: str,
+        broker: LocalBroker,
+        prefix: str,
+        *,
+        client_id: str | None = None,
+        extra_env: dict[str, str] | None = None,
+        processes: int = 1,
+        log_path: Path | None = None,
+    ) -> None:
+        self.env = dict(
+            os.environ,
+            BASEWATCH_DATABASE_URL=db_url,
+            BASEWATCH_MQTT_HOST=broker.host,
+            BASEWATCH_MQTT_PORT=str(broker.port),
+            BASEWATCH_TOPIC_PREFIX=prefix,
+            BASEWATCH_MQTT_CLIENT_ID=client_id or f"test-ingest-{uuid.uuid4().hex[:8]}",
+            BASEWATCH_MQTT_SHARE_GROUP=f"g{uuid.uuid4().hex[:8]}",
+            BASEWATCH_INGEST_BATCH_AGE_MS="50",
+            BASEWATCH_LOG_LEVEL="INFO",
+            **(extra_env or {}),
+        )
+        self.processes = processes
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_s: float = 1.5) -> IngesterProcess:
+        args = [sys.executable, "-m", "basewatch", "ingest"]
+        if self.processes > 1:
+            args += ["--processes", str(self.processes)]
+        out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(args, env=self.env, stdout=out, stderr=out)
+        time.sleep(wait_s)  # connect and subscribe
+        assert self.process.poll() is None, "ingester exited at start"
+        return self
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def __enter__(self) -> IngesterProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.terminate()
+
+
+def register(db_url: str, assets: Iterable[tuple[str, str]]) -> None:
+    """Register (account_id, asset_id) pairs."""
+    with psycopg.connect(db_url) as conn:
+        for account_id, asset_id in assets:
+            conn.execute(
+                "INSERT INTO accounts (account_id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (account_id, account_id),
+            )
+            conn.execute(
+                "INSERT INTO assets (asset_id, account_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (asset_id, account_id),
+            )
+
+
+def count(db_url: str, query: str, params: tuple[object, ...] = ()) -> int:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(query.encode(), params).fetchone()
+        return int(row[0]) if row else 0
+
+
+def wait_for(
+    db_url: str, query: str, expected: int, timeout_s: float = 60, params: tuple[object, ...] = ()
+) -> int:
+    """Poll ``query`` (a count) until it reaches ``expected``; return the last value."""
+    deadline = time.monotonic() + timeout_s
+    value = -1
+    while time.monotonic() < deadline:
+        value = count(db_url, query, params)
+        if value >= expected:
+            return value
+        time.sleep(0.2)
+    return value
+
+
+def reading(ts_ms: int, seq: int, **metrics: float) -> bytes:
+    return json.dumps({"ts": ts_ms, "seq": seq, "metrics": metrics}).encode()
