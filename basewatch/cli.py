@@ -300,21 +300,31 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "simulate",
         cmd_simulate,
-        "publish a simulated fleet's telemetry over MQTT (registering the fleet first)",
+        "simulate a compressed-air fleet: write it as CSV files (--out) or publish it "
+        "over MQTT to the configured broker (registering the fleet first)",
     )
     _fleet_options(sim)
     sim.add_argument(
-        "--registry-csv", type=Path, help="also write the fleet's registry as one CSV file"
+        "--out",
+        type=Path,
+        help="write CSV files into this folder instead of "
+        "publishing (telemetry.csv.gz, events, contracts, invoices, fx, "
+        "ground_truth, registry)",
     )
     sim.add_argument(
-        "--no-register", action="store_true", help="do not write the fleet into the registry"
+        "--truth-out", type=Path, help="when publishing: write the ground truth to this CSV file"
+    )
+    sim.add_argument(
+        "--no-register",
+        action="store_true",
+        help="when publishing: do not write the fleet into the registry",
     )
 
     demo = add(
         commands,
         "demo",
         cmd_demo,
-        "run the pipeline end to end on a simulated fleet and print what was stored",
+        "run the pipeline end to end on a simulated fleet and tell its story",
     )
     _fleet_options(demo)
     demo.add_argument(
@@ -334,17 +344,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="private: start a Mosquitto on a free port with the project's "
         "config (default); configured: use BASEWATCH_MQTT_HOST/PORT",
     )
+    demo.add_argument(
+        "--out", type=Path, default=None, help="folder for the demo's files (default out/demo)"
+    )
     return parser
 
 
 def _fleet_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--accounts", type=_positive, default=4)
-    command.add_argument("--assets", type=_positive, default=36)
-    command.add_argument("--days", type=_positive, default=3, help="days of history ending now")
+    command.add_argument("--accounts", type=_positive, default=40)
     command.add_argument(
-        "--interval-s", type=_positive, default=300, help="seconds between readings of one asset"
+        "--assets",
+        type=_positive,
+        default=150,
+        help="compressors in the fleet (at least one per account)",
+    )
+    command.add_argument(
+        "--months",
+        type=_positive,
+        default=24,
+        help="months of hourly history ending at the start of this month",
     )
     command.add_argument("--seed", type=int, default=1)
+    command.add_argument(
+        "--stories",
+        default="",
+        help="story mix, e.g. steady=0.4,growing=0.2,declining=0.2,leaky=0.1,"
+        "third_party=0.05,heat_recovery=0.05 (default: the built-in mix)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

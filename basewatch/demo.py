@@ -1,22 +1,25 @@
-"""``basewatch demo`` and ``basewatch simulate``: a simulated fleet through the real pipeline.
+"""``basewatch demo`` and ``basewatch simulate``: the simulated fleet through the real pipeline.
 
 The demo migrates a fresh database (``basewatch_demo`` on the configured server), registers the
-fleet, starts a private Mosquitto with the project's config and an ingester process, publishes
-the fleet's history over MQTT with device timestamps as fast as the pipeline takes it (QoS 1,
-a bounded window of unacknowledged messages), waits until everything is committed and prints
-what was stored. A few deliberately bad messages show the dead-letter path.
+fleet, starts a private Mosquitto with the project's config and an ingester process, and
+publishes 24 months of hourly history over MQTT the way a device gateway uploads its buffer:
+one message per asset and day holding that day's hourly readings (QoS 1, a bounded window of
+unacknowledged messages). Hourly resolution and daily batches keep the demo to a few minutes
+here: 150 machines × 24 months are about 2.3 million readings, which one message per reading
+would take about ten minutes to carry. It then waits until everything is committed, stores the
+ground truth and the commercial records, adds a few deliberately bad messages to show the
+dead-letter path, and prints the fleet's story.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -24,178 +27,140 @@ from typing import Any
 from basewatch.localbroker import LocalBroker
 from basewatch.wiring import migrate_database
 from core.db import connect, drop_database, with_database
-from core.errors import StorageUnavailable
-from core.registry import KINDS, RegistryBatch, import_registry
+from core.errors import ConfigError, StorageUnavailable
+from core.registry import COLUMNS, KINDS, RegistryBatch, import_registry
 from core.settings import Settings
+from ingest.fleet import Fleet, make_fleet, month_start, parse_mix
 from ingest.publish import Publisher
-from ingest.simulate import Fleet, make_fleet, telemetry
-from ingest.stats import rows_per_asset, storage_stats
-from ingest.topics import device_topic
+from ingest.simulate import SimulationOutput, mqtt_sink, run, store_ground_truth, write_csv
+from ingest.simulate import write_files as write_simulation_files
+from ingest.stats import storage_stats
 
-UTC = dt.UTC
-PROGRESS_INTERVAL_S = 2.0
+PROGRESS_INTERVAL_S = 3.0
 BAD_MESSAGES = (
-    (
-        "acct-999/ghost-01",
-        b'{"ts": "2026-01-01T00:00:00Z", "metrics": {"load_pct": 50}}',
-        "an asset nobody registered",
-    ),
-    (
-        "{account}/{asset}",
-        b'{"ts": "yesterday", "metrics": {"load_pct": 50}}',
-        "a timestamp that is not RFC 3339",
-    ),
-    ("{account}/{asset}", b"\x00\xffnot json", "bytes that are not JSON"),
+    ("acct-999/ghost-01", b'{"ts": "2026-01-01T00:00:00Z", "metrics": {"load_pct": 50}}'),
+    ("{account}/{asset}", b'{"ts": "yesterday", "metrics": {"load_pct": 50}}'),
+    ("{account}/{asset}", b"\x00\xffnot json"),
+    ("{account}/{asset}", b'{"ts": 1767600000000, "metrics": {"load_pct": NaN}}'),
 )
-
-
-def _fleet(args: argparse.Namespace) -> Fleet:
-    return make_fleet(seed=args.seed, accounts=args.accounts, assets=args.assets)
-
-
-def _window(args: argparse.Namespace) -> tuple[dt.datetime, dt.datetime]:
-    end = dt.datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    return end - dt.timedelta(days=args.days), end
-
-
-def _messages(fleet: Fleet, args: argparse.Namespace, prefix: str) -> Iterator[tuple[str, bytes]]:
-    start, end = _window(args)
-    for spec, time_, metrics in telemetry(fleet, start, end, args.interval_s, args.seed):
-        payload = {"ts": time_.isoformat().replace("+00:00", "Z"), "metrics": metrics}
-        yield device_topic(prefix, spec.account_id, spec.asset_id), json.dumps(payload).encode()
-    for spec in fleet.assets[:: max(1, len(fleet.assets) // 5)]:
-        event = {
-            "ts": (end - dt.timedelta(hours=30)).isoformat(),
-            "kind": "service",
-            "component": "oil_filter",
-            "service_order": f"SO-{spec.asset_id}",
-        }
-        yield (
-            device_topic(prefix, spec.account_id, spec.asset_id, "event"),
-            json.dumps(event).encode(),
-        )
-
-
-def _register(url: str, fleet: Fleet) -> None:
-    records = fleet.registry_records()
-    batch = RegistryBatch({kind: records[kind] for kind in KINDS})
-    with connect(url) as conn:
-        import_registry(conn, batch)
-        conn.commit()
-
-
-def _write_registry_csv(path: Path, fleet: Fleet) -> None:
-    import csv
-
-    from core.registry import COLUMNS
-
-    columns = ["record", *dict.fromkeys(c for kind in KINDS for c in COLUMNS[kind])]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, columns)
-        writer.writeheader()
-        for kind, rows in fleet.registry_records().items():
-            for row in rows:
-                writer.writerow(
-                    {"record": kind, **{k: ("" if v is None else v) for k, v in row.items()}}
-                )
 
 
 def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def fleet_from_args(args: argparse.Namespace) -> Fleet:
+    try:
+        mix = parse_mix(args.stories) if args.stories else None
+        return make_fleet(
+            seed=args.seed, accounts=args.accounts, assets=args.assets, months=args.months, mix=mix
+        )
+    except ValueError as exc:
+        raise ConfigError("--stories/--accounts/--assets", str(exc)) from exc
+
+
+def register_fleet(url: str, fleet: Fleet) -> None:
+    records = fleet.registry_records()
+    with connect(url) as conn:
+        import_registry(conn, RegistryBatch({kind: records[kind] for kind in KINDS}))
+        conn.commit()
+
+
+def write_registry_csv(path: Path, fleet: Fleet) -> None:
+    columns = ("record", *dict.fromkeys(c for kind in KINDS for c in COLUMNS[kind]))
+    rows = [
+        {"record": kind, **row}
+        for kind, records in fleet.registry_records().items()
+        for row in records
+    ]
+    write_csv(path, columns, rows)
+
+
+class _Throttled:
+    """Publishes through a Publisher and reports progress every few seconds."""
+
+    def __init__(self, publisher: Publisher, stored_url: str | None) -> None:
+        self.publisher = publisher
+        self.stored_url = stored_url
+        self._last = time.monotonic()
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        self.publisher.publish(topic, payload)
+        if time.monotonic() - self._last >= PROGRESS_INTERVAL_S:
+            self._last = time.monotonic()
+            stored = f", {_stored(self.stored_url)[0]:,} readings stored" if self.stored_url else ""
+            _progress(f"  published {self.publisher.acked:,} messages{stored}")
+
+
 def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
-    """Publish a simulated fleet to the configured broker (registering it first)."""
-    fleet = _fleet(args)
-    if args.registry_csv:
-        _write_registry_csv(args.registry_csv, fleet)
-    if not args.no_register:
-        _register(settings.database_url, fleet)
-    published = _publish(
-        fleet,
-        args,
-        settings.mqtt_host,
-        settings.mqtt_port,
-        settings.topic_prefix,
-        settings,
-        stored=None,
-    )
+    """Write the simulated fleet to files, or publish it to the configured broker."""
+    from basewatch.cli import emit
+
+    fleet = fleet_from_args(args)
+    if args.out:
+        output = write_simulation_files(fleet, args.out, progress=_progress)
+        write_registry_csv(args.out / "registry.csv", fleet)
+        where = str(args.out)
+    else:
+        if not args.no_register:
+            register_fleet(settings.database_url, fleet)
+        with Publisher(
+            settings.mqtt_host,
+            settings.mqtt_port,
+            username=settings.mqtt_username,
+            password=settings.mqtt_password,
+            window=1000,
+        ) as publisher:
+            output = run(
+                fleet,
+                mqtt_sink(_Throttled(publisher, None), settings.topic_prefix),
+                progress=_progress,
+            )
+            if not publisher.wait_all_acked():
+                raise StorageUnavailable("the broker did not acknowledge every message")
+        where = f"mqtt://{settings.mqtt_host}:{settings.mqtt_port}/{settings.topic_prefix}"
+        if args.truth_out:
+            write_csv(
+                args.truth_out,
+                ("kind", "account_id", "asset_id", "component", "time", "value", "detail"),
+                output.truth,
+            )
     document = {
         "accounts": len(fleet.accounts),
         "assets": len(fleet.assets),
-        "published": published,
+        "readings": output.readings,
+        "events": output.events,
+        "contracts": len(output.contracts),
+        "invoice_lines": len(output.invoices),
+        "to": where,
     }
-    from basewatch.cli import emit
-
     emit(
         args,
         document,
         lambda: (
-            f"published {published:,} messages for {len(fleet.assets)} "
-            f"assets of {len(fleet.accounts)} accounts"
+            f"simulated {output.readings:,} readings and {output.events:,} "
+            f"events of {len(fleet.assets)} compressors at {len(fleet.accounts)} accounts "
+            f"-> {where}"
         ),
     )
     return 0
 
 
-def _publish(
-    fleet: Fleet,
-    args: argparse.Namespace,
-    host: str,
-    port: int,
-    prefix: str,
-    settings: Settings,
-    stored: str | None,
-) -> int:
-    total = len(fleet.assets) * int(args.days * 86400 / args.interval_s)
-    last = time.monotonic()
-    with Publisher(
-        host,
-        port,
-        client_id="",
-        username=settings.mqtt_username,
-        password=settings.mqtt_password,
-        window=2000,
-    ) as publisher:
-        for topic, payload in _messages(fleet, args, prefix):
-            publisher.publish(topic, payload)
-            if time.monotonic() - last >= PROGRESS_INTERVAL_S:
-                last = time.monotonic()
-                suffix = f", {_stored(stored):,} stored" if stored else ""
-                _progress(f"  published {publisher.acked:,}/~{total:,} messages{suffix}")
-        if not publisher.wait_all_acked():
-            raise StorageUnavailable("the broker did not acknowledge every message")
-        return publisher.acked
-
-
-def _stored(url: str | None) -> int:
-    if url is None:
-        return 0
-    try:
-        with connect(url) as conn:
-            row = conn.execute(
-                "SELECT (SELECT count(*) FROM telemetry) + "
-                "(SELECT count(*) FROM asset_events) + "
-                "(SELECT count(*) FROM dead_letters)"
-            ).fetchone()
-    except StorageUnavailable:
-        return 0
-    return int(str(row[0])) if row else 0
-
-
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.cli import emit
+
     url = with_database(settings.database_url, args.database)
     demo_settings = settings.replace(database_url=url)
-    fleet = _fleet(args)
+    fleet = fleet_from_args(args)
     started = time.monotonic()
     _progress(
-        f"demo: database {args.database}, {len(fleet.accounts)} accounts, "
-        f"{len(fleet.assets)} compressors, {args.days} days every {args.interval_s} s"
+        f"demo: {len(fleet.accounts)} accounts, {len(fleet.assets)} compressors, "
+        f"{fleet.months} months of hourly telemetry into database {args.database}"
     )
     if not args.keep:
         drop_database(url)
     report = migrate_database(demo_settings)
-    _register(url, fleet)
+    register_fleet(url, fleet)
     with ExitStack() as stack:
         if args.broker == "private":
             broker = stack.enter_context(LocalBroker())
@@ -205,17 +170,49 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         ingester = _start_ingester(url, host, port, settings)
         stack.callback(_stop, ingester)
         publish_started = time.monotonic()
-        published = _publish(fleet, args, host, port, settings.topic_prefix, settings, url)
-        bad = _publish_bad(fleet, host, port, settings)
-        _wait_stored(url, published + bad, ingester)
-        elapsed = time.monotonic() - publish_started
+        with Publisher(
+            host,
+            port,
+            username=settings.mqtt_username,
+            password=settings.mqtt_password,
+            window=1000,
+        ) as publisher:
+            output = run(
+                fleet,
+                mqtt_sink(_Throttled(publisher, url), settings.topic_prefix),
+                progress=_progress,
+            )
+            _publish_bad(publisher, fleet, settings.topic_prefix)
+            if not publisher.wait_all_acked():
+                raise StorageUnavailable("the broker did not acknowledge every message")
+            messages = publisher.acked
+        _wait_stored(url, output, ingester)
+        pipeline_s = time.monotonic() - publish_started
+    with connect(url) as conn:
+        store_ground_truth(conn, output.truth)
+    out_dir = Path(args.out or "out/demo")
+    _write_commercial(out_dir, output)
     summary = _summary(
-        url, fleet, report.timescale, published, bad, elapsed, time.monotonic() - started
+        url,
+        fleet,
+        output,
+        report.timescale,
+        messages,
+        pipeline_s,
+        time.monotonic() - started,
+        out_dir,
     )
-    from basewatch.cli import emit
-
     emit(args, summary, lambda: _render(summary))
     return 0
+
+
+def _write_commercial(out_dir: Path, output: SimulationOutput) -> None:
+    from ingest.commercial import CONTRACT_COLUMNS, FX_COLUMNS, INVOICE_COLUMNS
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(out_dir / "contracts.csv", CONTRACT_COLUMNS, output.contracts)
+    write_csv(out_dir / "invoices.csv", INVOICE_COLUMNS, output.invoices)
+    write_csv(out_dir / "fx.csv", FX_COLUMNS, output.fx)
 
 
 def _start_ingester(url: str, host: str, port: int, settings: Settings) -> subprocess.Popen[bytes]:
@@ -227,6 +224,7 @@ def _start_ingester(url: str, host: str, port: int, settings: Settings) -> subpr
         BASEWATCH_MQTT_CLIENT_ID="basewatch-demo-ingest",
         BASEWATCH_LOG_LEVEL="WARNING",
         BASEWATCH_TOPIC_PREFIX=settings.topic_prefix,
+        BASEWATCH_INGEST_BATCH_SIZE="200",
     )
     process = subprocess.Popen([sys.executable, "-m", "basewatch", "ingest"], env=env)
     time.sleep(1.0)  # let it subscribe before the first publish (its session keeps the rest)
@@ -244,83 +242,148 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.kill()
 
 
-def _publish_bad(fleet: Fleet, host: str, port: int, settings: Settings) -> int:
+def _publish_bad(publisher: Publisher, fleet: Fleet, prefix: str) -> None:
     first = fleet.assets[0]
-    with Publisher(host, port) as publisher:
-        for where, payload, _why in BAD_MESSAGES:
-            path = where.format(account=first.account_id, asset=first.asset_id)
-            publisher.publish(f"{settings.topic_prefix}/{path}/telemetry", payload)
-        publisher.wait_all_acked()
-        return publisher.acked
+    for where, payload in BAD_MESSAGES:
+        path = where.format(account=first.account_id, asset=first.asset_id)
+        publisher.publish(f"{prefix}/{path}/telemetry", payload)
 
 
-def _wait_stored(url: str, expected: int, ingester: subprocess.Popen[bytes]) -> None:
-    """Wait until every published message is a row or a dead letter."""
-    deadline = time.monotonic() + 300
+def _stored(url: str | None) -> tuple[int, int, int]:
+    if url is None:
+        return 0, 0, 0
+    try:
+        with connect(url) as conn:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM telemetry),"
+                " (SELECT count(*) FROM asset_events),"
+                " (SELECT count(*) FROM dead_letters)"
+            ).fetchone()
+    except StorageUnavailable:
+        return 0, 0, 0
+    return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
+
+
+def _wait_stored(url: str, output: SimulationOutput, ingester: subprocess.Popen[bytes]) -> None:
+    """Wait until every reading and event is a row and every bad message a dead letter."""
+    deadline = time.monotonic() + 600
+    expected = (output.readings, output.events, len(BAD_MESSAGES))
     while time.monotonic() < deadline:
-        if _stored(url) >= expected:
+        stored = _stored(url)
+        if all(s >= e for s, e in zip(stored, expected, strict=True)):
             return
         if ingester.poll() is not None:
             raise StorageUnavailable("the ingester stopped before storing everything")
         time.sleep(0.5)
-    raise StorageUnavailable(f"only {_stored(url)} of {expected} messages were stored in time")
+    raise StorageUnavailable(
+        f"stored {_stored(url)} of {expected} (readings, events, dead letters) in time"
+    )
 
 
 def _summary(
     url: str,
     fleet: Fleet,
+    output: SimulationOutput,
     timescale: bool,
-    published: int,
-    bad: int,
-    elapsed_s: float,
+    messages: int,
+    pipeline_s: float,
     total_s: float,
+    out_dir: Path,
 ) -> dict[str, Any]:
     with connect(url) as conn:
         stats = storage_stats(conn)
-        per_asset = rows_per_asset(conn)
         dead = conn.execute("SELECT topic, reason FROM dead_letters ORDER BY id").fetchall()
-    accounts: dict[str, dict[str, Any]] = {}
-    for row in per_asset:
-        entry = accounts.setdefault(row["account_id"], {"assets": 0, "rows": 0})
-        entry["assets"] += 1
-        entry["rows"] += row["rows"]
+        monthly = conn.execute(
+            "SELECT a.account_id, date_trunc('month', v.day)::date, sum(v.volume_m3)"
+            " FROM usage_daily v JOIN assets a USING (asset_id) GROUP BY 1, 2"
+        ).fetchall()
+    months = [month_start(fleet.start, m).date() for m in range(fleet.months)]
+    volumes: dict[str, dict[dt.date, float]] = {}
+    for account_id, month, volume in monthly:
+        volumes.setdefault(account_id, {})[month] = float(volume)
+    truth = Counter((str(t["account_id"]), str(t["kind"])) for t in output.truth)
+    accounts = []
+    for account in fleet.accounts:
+        machines = sum(1 for a in fleet.assets if a.account_id == account.account_id)
+        accounts.append(
+            {
+                "account_id": account.account_id,
+                "name": account.name,
+                "story": account.story,
+                "machines": machines,
+                "failures": truth[(account.account_id, "failure")],
+                "third_party_replacements": truth[(account.account_id, "third_party_replacement")],
+                "silent_machines": truth[(account.account_id, "silent")],
+                "churned": truth[(account.account_id, "churn")] > 0,
+                "expansions": truth[(account.account_id, "expansion")],
+                "monthly_m3": [
+                    round(volumes.get(account.account_id, {}).get(m, 0.0)) for m in months
+                ],
+            }
+        )
     return {
         "storage": "TimescaleDB" if timescale else "plain PostgreSQL",
-        "published_messages": published + bad,
-        "seconds_publish_to_commit": round(elapsed_s, 1),
-        "messages_per_second": round((published + bad) / elapsed_s) if elapsed_s else None,
+        "fleet": {
+            "accounts": len(fleet.accounts),
+            "assets": len(fleet.assets),
+            "months": fleet.months,
+            "start": fleet.start.isoformat(),
+            "stories": dict(Counter(a.story for a in fleet.accounts)),
+        },
+        "mqtt_messages": messages,
+        "readings_simulated": output.readings,
+        "seconds_publish_to_commit": round(pipeline_s, 1),
+        "readings_per_second": round(output.readings / pipeline_s) if pipeline_s else None,
         "seconds_total": round(total_s, 1),
         "stats": stats,
         "accounts": accounts,
-        "assets": per_asset,
         "dead_letters": [{"topic": t, "reason": r} for t, r in dead],
-        "fleet": {"accounts": len(fleet.accounts), "assets": len(fleet.assets)},
+        "commercial_files": str(out_dir),
+        "contracts": len(output.contracts),
+        "invoice_lines": len(output.invoices),
     }
+
+
+def _trend(values: list[int]) -> str:
+    if len(values) < 6 or not values[:3] or sum(values[:3]) == 0:
+        return "-"
+    first, last = sum(values[:3]) / 3, sum(values[-3:]) / 3
+    return f"{(last / first - 1) * 100:+.0f}%"
 
 
 def _render(summary: dict[str, Any]) -> str:
     stats = summary["stats"]
     t = stats["telemetry"]
+    fleet = summary["fleet"]
     lines = [
         "",
-        f"basewatch demo - {summary['fleet']['assets']} compressors of "
-        f"{summary['fleet']['accounts']} accounts, stored in {summary['storage']}",
-        f"  {summary['published_messages']:,} messages published over MQTT (QoS 1) and "
-        f"committed in {summary['seconds_publish_to_commit']} s "
-        f"({summary['messages_per_second']:,} msg/s end to end)",
-        f"  telemetry: {t['rows']:,} readings, {t['values']:,} values, {t['metric_names']} "
-        f"metrics, {t['first_time']} .. {t['last_time']}",
-        f"  events:    {stats['events']['rows']:,}",
+        f"basewatch demo - {fleet['assets']} compressors at {fleet['accounts']} accounts, "
+        f"{fleet['months']} months from {fleet['start'][:10]}, stored in {summary['storage']}",
+        f"  {summary['readings_simulated']:,} hourly readings in {summary['mqtt_messages']:,} MQTT "
+        f"messages (QoS 1), committed in {summary['seconds_publish_to_commit']} s "
+        f"({summary['readings_per_second']:,} readings/s end to end)",
+        f"  telemetry: {t['rows']:,} readings, {t['values']:,} values, {t['first_time'][:10]} .. "
+        f"{t['last_time'][:10]}; events: {stats['events']['rows']:,}",
         "",
-        "  account        assets   readings",
+        "  The fleet's stories (ground truth stored in table ground_truth):",
+        "  account   story          machines  failures  3rd-party  silent  volume trend  outcome",
     ]
-    for account_id, entry in summary["accounts"].items():
-        lines.append(f"  {account_id:<14} {entry['assets']:>6} {entry['rows']:>10,}")
-    lines += ["", "  asset                 readings  first .. last"]
-    lines += [
-        f"  {a['asset_id']:<20} {a['rows']:>9,}  {a['first_time']} .. {a['last_time']}"
-        for a in summary["assets"]
-    ]
+    for a in summary["accounts"]:
+        outcome = (
+            "churned"
+            if a["churned"]
+            else (f"{a['expansions']} expansion(s)" if a["expansions"] else "")
+        )
+        lines.append(
+            f"  {a['account_id']:<9} {a['story']:<14} {a['machines']:>8} "
+            f"{a['failures']:>9} {a['third_party_replacements']:>10} "
+            f"{a['silent_machines']:>7} {_trend(a['monthly_m3']):>13}  {outcome}"
+        )
     lines += ["", f"  dead letters: {len(summary['dead_letters'])} (deliberately bad messages)"]
     lines += [f"    {d['topic']}: {d['reason']}" for d in summary["dead_letters"]]
+    lines += [
+        "",
+        f"  {summary['contracts']} contracts and {summary['invoice_lines']:,} invoice "
+        f"lines written to {summary['commercial_files']}/",
+    ]
     return "\n".join(lines)

@@ -1,272 +1,307 @@
-"""A seeded, deterministic compressed-air fleet: accounts, screw compressors and their telemetry.
+"""Running the fleet simulator and writing what it produces.
 
-Physics of the reference machine (DESIGN.md), per time step of ``interval_s`` seconds:
-
-- demand (m³/min) follows the account's shifts: weekdays 06-22 at the account's base level,
-  nights and weekends at a fraction of it, with noise; the account's machines share it;
-- ``load_pct`` = demand / rated flow (capped at 100); ``flow_m3_min`` = rated flow × load;
-- ``pressure_bar`` holds the set point and sags only when demand exceeds capacity;
-- ``power_kw``: a variable-speed machine draws power in proportion to load (plus 10 % base), a
-  fixed-speed machine runs loaded at rated power and idles at 30 % of it;
-- counters ``energy_kwh`` (the integral of power), ``running_hours``, ``loaded_hours`` and
-  ``starts`` only increase;
-- temperatures follow ambient and load; filter and separator differential pressures and vibration
-  rise with the hours since the component was installed.
-
-Issue #3 grows this into the full fleet with stories, wear, failures and contracts.
+``simulate`` yields each account's hourly history (``ingest.physics``); ``publish`` sends it over
+MQTT as a device gateway uploading its buffered history would (one message per asset and day,
+a list of hourly readings, events on the event topic); ``write_files`` writes the same as CSV
+for ``basewatch import``; ``ground_truth`` lists what really happened, for scoring signals.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
-import math
-import random
-from collections.abc import Iterator
+import gzip
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
 
-UTC = dt.UTC
-INDUSTRIES = ("food", "automotive", "chemicals", "textiles", "pharma", "metalworking")
-REGIONS = ("north", "south", "east", "west")
-# model name → (rated power kW, rated flow m³/min, variable speed)
-MODELS = {
-    "GA30": (30.0, 5.2, False),
-    "GA37VSD": (37.0, 6.6, True),
-    "GA55": (55.0, 9.8, False),
-    "GA75VSD": (75.0, 13.2, True),
-    "GA90": (90.0, 16.0, False),
-    "GA110VSD": (110.0, 19.5, True),
-}
-COMPONENT_LIVES_H = {
-    "air_filter": 2000,
-    "oil_filter": 2000,
-    "separator": 4000,
-    "oil": 4000,
-    "airend_bearings": 24000,
-    "motor_bearings": 20000,
-    "inlet_valve": 16000,
-}
-SETPOINT_BAR = 7.5
+import psycopg
+from psycopg.rows import TupleRow
 
+from ingest.commercial import (
+    CONTRACT_COLUMNS,
+    FX_COLUMNS,
+    INVOICE_COLUMNS,
+    contracts_for,
+    fx_rates,
+    invoices_for,
+)
+from ingest.fleet import Fleet, month_start
+from ingest.physics import METRICS, AccountHistory, AssetHistory, SimEvent, simulate_account
+from ingest.topics import device_topic
 
-@dataclass(frozen=True)
-class AssetSpec:
-    asset_id: str
-    account_id: str
-    model: str
-    rated_power_kw: float
-    rated_flow_m3_min: float
-    variable_speed: bool
-    site: str
-    installed_on: dt.date
-
-
-@dataclass(frozen=True)
-class AccountSpec:
-    account_id: str
-    name: str
-    industry: str
-    region: str
-    csm_id: str
-    base_demand_share: float  # share of the installed capacity used on a production shift
-
-
-@dataclass(frozen=True)
-class Fleet:
-    csms: list[dict[str, str]]
-    accounts: list[AccountSpec]
-    assets: list[AssetSpec]
-
-    def registry_records(self) -> dict[str, list[dict[str, object]]]:
-        """The fleet as registry records (``core.registry`` column names)."""
-        return {
-            "csm": [dict(c) for c in self.csms],
-            "account": [
-                {
-                    "account_id": a.account_id,
-                    "name": a.name,
-                    "industry": a.industry,
-                    "region": a.region,
-                    "csm_id": a.csm_id,
-                }
-                for a in self.accounts
-            ],
-            "asset": [
-                {
-                    "asset_id": s.asset_id,
-                    "account_id": s.account_id,
-                    "serial": f"SN-{s.asset_id}",
-                    "model": s.model,
-                    "rated_power_kw": s.rated_power_kw,
-                    "rated_flow_m3_min": s.rated_flow_m3_min,
-                    "installed_on": s.installed_on,
-                    "site": s.site,
-                }
-                for s in self.assets
-            ],
-            "component": [
-                {
-                    "asset_id": s.asset_id,
-                    "kind": kind,
-                    "rated_life_hours": life,
-                    "installed_at_running_hours": 0,
-                    "installed_on": s.installed_on,
-                }
-                for s in self.assets
-                for kind, life in COMPONENT_LIVES_H.items()
-            ],
-        }
-
-
-def make_fleet(seed: int = 1, accounts: int = 4, assets: int = 36) -> Fleet:
-    """A fleet of ``accounts`` customers sharing ``assets`` compressors (at least one each)."""
-    if accounts < 1 or assets < accounts:
-        raise ValueError("need at least one account and one asset per account")
-    rng = random.Random(seed)
-    csm_count = max(1, accounts // 5)
-    csms = [
-        {
-            "csm_id": f"csm-{i + 1:02d}",
-            "name": f"CSM {i + 1}",
-            "email": f"csm{i + 1}@example.com",
-            "webhook_url": "",
-        }
-        for i in range(csm_count)
-    ]
-    account_specs = [
-        AccountSpec(
-            account_id=f"acct-{i + 1:03d}",
-            name=f"Customer {i + 1}",
-            industry=rng.choice(INDUSTRIES),
-            region=rng.choice(REGIONS),
-            csm_id=csms[i % csm_count]["csm_id"],
-            base_demand_share=rng.uniform(0.45, 0.85),
-        )
-        for i in range(accounts)
-    ]
-    counts = [1] * accounts
-    for _ in range(assets - accounts):
-        counts[rng.randrange(accounts)] += 1
-    asset_specs: list[AssetSpec] = []
-    for account, count in zip(account_specs, counts, strict=True):
-        for j in range(count):
-            model = rng.choice(sorted(MODELS))
-            power, flow, vsd = MODELS[model]
-            asset_specs.append(
-                AssetSpec(
-                    asset_id=f"{account.account_id}-c{j + 1:02d}",
-                    account_id=account.account_id,
-                    model=model,
-                    rated_power_kw=power,
-                    rated_flow_m3_min=flow,
-                    variable_speed=vsd,
-                    site=f"{account.account_id}-site{1 + j // 4}",
-                    installed_on=dt.date(2020, 1, 1) + dt.timedelta(days=rng.randrange(1500)),
-                )
-            )
-    return Fleet(csms, account_specs, asset_specs)
+GROUND_TRUTH_COLUMNS = ("kind", "account_id", "asset_id", "component", "time", "value", "detail")
+EVENT_COLUMNS = ("time", "asset_id", "kind", "component", "code", "service_order")
+Sender = Callable[[str, bytes], None]
 
 
 @dataclass
-class _AssetState:
-    spec: AssetSpec
-    rng: random.Random
-    running_hours: float
-    loaded_hours: float
-    energy_kwh: float
-    starts: int
-    hours_since: dict[str, float] = field(default_factory=dict)
-    running: bool = False
+class SimulationOutput:
+    """Counts and the commercial and ground-truth records of one run."""
+
+    readings: int = 0
+    events: int = 0
+    contracts: list[dict[str, object]] = field(default_factory=list)
+    invoices: list[dict[str, object]] = field(default_factory=list)
+    fx: list[dict[str, object]] = field(default_factory=list)
+    truth: list[dict[str, object]] = field(default_factory=list)
 
 
-def _shift_factor(time: dt.datetime) -> float:
-    weekday = time.weekday() < 5
-    hour = time.hour + time.minute / 60
-    if weekday and 6 <= hour < 22:
-        return 1.0
-    return 0.25 if weekday else 0.12
+def simulate(fleet: Fleet) -> Iterator[AccountHistory]:
+    """Each account's history, one account at a time (bounded memory)."""
+    for account in fleet.accounts:
+        yield simulate_account(fleet, account)
 
 
-def telemetry(
-    fleet: Fleet, start: dt.datetime, end: dt.datetime, interval_s: int = 300, seed: int = 1
-) -> Iterator[tuple[AssetSpec, dt.datetime, dict[str, float]]]:
-    """Readings of every asset from ``start`` to ``end`` (exclusive), time-ordered."""
-    if interval_s <= 0:
-        raise ValueError("interval_s must be positive")
-    accounts = {a.account_id: a for a in fleet.accounts}
-    states = []
-    for spec in fleet.assets:
-        rng = random.Random(f"{seed}:{spec.asset_id}")
-        age_h = rng.uniform(2000, 30000)
-        states.append(
-            _AssetState(
-                spec,
-                rng,
-                running_hours=age_h,
-                loaded_hours=age_h * 0.7,
-                energy_kwh=age_h * spec.rated_power_kw * 0.7,
-                starts=int(age_h / 10),
-                hours_since={
-                    k: rng.uniform(0, life * 0.8) for k, life in COMPONENT_LIVES_H.items()
-                },
+def _iso(epoch_s: int) -> str:
+    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def reading_batches(history: AssetHistory, hours: int = 24) -> Iterator[list[dict[str, Any]]]:
+    """The asset's reported readings in lists of up to ``hours`` consecutive hours."""
+    columns = [history.metrics[name] for name in METRICS]
+    indexes = history.reporting.nonzero()[0]
+    for begin in range(0, len(indexes), hours):
+        batch = []
+        for i in indexes[begin : begin + hours]:
+            metrics = {name: float(col[i]) for name, col in zip(METRICS, columns, strict=True)}
+            batch.append({"ts": _iso(int(history.epoch_s[i])), "metrics": metrics})
+        yield batch
+
+
+def _event_payload(event: SimEvent) -> dict[str, Any]:
+    payload: dict[str, Any] = {"ts": event.time.strftime("%Y-%m-%dT%H:%M:%SZ"), "kind": event.kind}
+    if event.component:
+        payload["component"] = event.component
+    if event.code:
+        payload["code"] = event.code
+    if event.service_order:
+        payload["service_order"] = event.service_order
+    return payload
+
+
+AssetSink = Callable[[AssetHistory], None]
+
+
+def run(
+    fleet: Fleet,
+    sink: AssetSink | None,
+    *,
+    reporting_currency: str = "EUR",
+    progress: Callable[[str], None] | None = None,
+) -> SimulationOutput:
+    """Simulate the fleet account by account, hand every asset's history to ``sink`` (publish
+    or write it), and collect contracts, invoices, exchange rates and ground truth."""
+    out = SimulationOutput(fx=fx_rates(fleet, reporting_currency))
+    for done, history in enumerate(simulate(fleet), 1):
+        account = history.account
+        for asset in history.assets:
+            out.readings += int(asset.reporting.sum())
+            out.events += len(asset.events)
+            if sink is not None:
+                sink(asset)
+        contracts = contracts_for(fleet, account, history.monthly_volume_m3)
+        out.contracts += [c.row() for c in contracts]
+        out.invoices += invoices_for(fleet, account, contracts, history.monthly_volume_m3)
+        out.truth += _truth(fleet, history, out.invoices)
+        if progress is not None:
+            progress(
+                f"  simulated {done}/{len(fleet.accounts)} accounts, {out.readings:,} readings"
+            )
+    return out
+
+
+def mqtt_sink(send: Sender, prefix: str) -> AssetSink:
+    """Publish an asset's history as a gateway uploading its buffer: a message per day (a list
+    of hourly readings) on the telemetry topic, its events as one list on the event topic."""
+
+    def publish(history: AssetHistory) -> None:
+        asset = history.asset
+        topic = device_topic(prefix, asset.account_id, asset.asset_id)
+        for batch in reading_batches(history):
+            send(topic, json.dumps(batch).encode())
+        if history.events:
+            send(
+                device_topic(prefix, asset.account_id, asset.asset_id, "event"),
+                json.dumps([_event_payload(e) for e in history.events]).encode(),
+            )
+
+    return publish
+
+
+def _truth(
+    fleet: Fleet, history: AccountHistory, invoices: list[dict[str, object]]
+) -> list[dict[str, object]]:
+    account = history.account
+    rows: list[dict[str, object]] = [
+        _row("story", account.account_id, "", "", fleet.start, None, account.story)
+    ]
+    for asset in history.assets:
+        rows += [
+            _row(e.kind, account.account_id, e.asset_id, e.component, e.time, None, e.service_order)
+            for e in asset.truth
+        ]
+        if asset.asset.silent_month is not None:
+            rows.append(
+                _row(
+                    "silent",
+                    account.account_id,
+                    asset.asset.asset_id,
+                    "",
+                    month_start(fleet.start, asset.asset.silent_month),
+                    None,
+                    "",
+                )
+            )
+        if asset.asset.start_month > account.start_month:
+            rows.append(
+                _row(
+                    "expansion",
+                    account.account_id,
+                    asset.asset.asset_id,
+                    "",
+                    month_start(fleet.start, asset.asset.start_month),
+                    None,
+                    "added a compressor",
+                )
+            )
+    if account.churn_month is not None:
+        last = month_start(fleet.start, account.churn_month - 1).strftime("%Y-%m")
+        lost = sum(
+            (
+                Decimal(str(i["amount"]))
+                for i in invoices
+                if i["account_id"] == account.account_id
+                and i["period"] == last
+                and i["recurring"] == "true"
+            ),
+            Decimal(0),
+        )
+        rows.append(
+            _row(
+                "churn",
+                account.account_id,
+                "",
+                "",
+                month_start(fleet.start, account.churn_month),
+                lost,
+                f"recurring revenue of {last} lost",
             )
         )
-    step_h = interval_s / 3600
-    time = start
-    while time < end:
-        season = math.cos(2 * math.pi * (time.timetuple().tm_yday - 200) / 365)
-        ambient = 14 + 8 * season + 5 * math.sin(2 * math.pi * (time.hour - 9) / 24)
-        for state in states:
-            account = accounts[state.spec.account_id]
-            yield state.spec, time, _step(state, account, time, ambient, step_h)
-        time += dt.timedelta(seconds=interval_s)
+    if account.buys_heat_recovery:
+        rows.append(
+            _row(
+                "expansion",
+                account.account_id,
+                "",
+                "heat_recovery",
+                month_start(fleet.start, account.event_month),
+                None,
+                "bought the heat-recovery module",
+            )
+        )
+    return rows
 
 
-def _step(
-    state: _AssetState, account: AccountSpec, time: dt.datetime, ambient: float, step_h: float
-) -> dict[str, float]:
-    spec, rng = state.spec, state.rng
-    demand_share = account.base_demand_share * _shift_factor(time) * rng.gauss(1.0, 0.08)
-    load = max(0.0, min(1.0, demand_share))
-    running = load > 0.08
-    if running and not state.running:
-        state.starts += 1
-    state.running = running
-    if not running:
-        load = 0.0
-    if spec.variable_speed:
-        power = spec.rated_power_kw * (0.10 + 0.90 * load) if running else 0.0
-    else:
-        power = spec.rated_power_kw * (0.30 + 0.70 * load) if running else 0.0
-    sag = max(0.0, demand_share - 1.0) * 3.0
-    pressure = (SETPOINT_BAR - sag + rng.gauss(0, 0.03)) if running else SETPOINT_BAR - 0.4
-    if running:
-        state.running_hours += step_h
-        state.loaded_hours += step_h * load
-        for kind in state.hours_since:
-            state.hours_since[kind] += step_h
-    state.energy_kwh += power * step_h
-    wear = state.hours_since
-    oil_temp = ambient + (55 + 15 * load if running else 10) + rng.gauss(0, 0.5)
+def _row(
+    kind: str,
+    account_id: str,
+    asset_id: str,
+    component: str,
+    time: dt.datetime,
+    value: Decimal | None,
+    detail: str,
+) -> dict[str, object]:
     return {
-        "load_pct": round(load * 100, 2),
-        "pressure_bar": round(pressure, 3),
-        "flow_m3_min": round(spec.rated_flow_m3_min * load, 3),
-        "power_kw": round(power + (rng.gauss(0, 0.3) if running else 0.0), 2),
-        "energy_kwh": round(state.energy_kwh, 3),
-        "running_hours": round(state.running_hours, 4),
-        "loaded_hours": round(state.loaded_hours, 4),
-        "oil_temp_c": round(oil_temp, 2),
-        "discharge_temp_c": round(oil_temp + (8 if running else 0) + rng.gauss(0, 0.5), 2),
-        "vibration_mm_s": round(
-            (1.2 + 1.0 * load + wear["airend_bearings"] / 24000) * (1 if running else 0.05)
-            + abs(rng.gauss(0, 0.05)),
-            3,
-        ),
-        "oil_filter_dp_bar": round(
-            0.3 + 0.9 * (wear["oil_filter"] / 2000) ** 1.5 + rng.gauss(0, 0.01), 3
-        ),
-        "air_filter_dp_mbar": round(20 + 40 * wear["air_filter"] / 2000 + rng.gauss(0, 0.5), 2),
-        "separator_dp_bar": round(0.2 + 0.6 * wear["separator"] / 4000 + rng.gauss(0, 0.005), 3),
-        "ambient_temp_c": round(ambient + rng.gauss(0, 0.3), 2),
-        "starts": float(state.starts),
+        "kind": kind,
+        "account_id": account_id,
+        "asset_id": asset_id,
+        "component": component,
+        "time": time,
+        "value": value,
+        "detail": detail,
     }
+
+
+def store_ground_truth(conn: psycopg.Connection[TupleRow], rows: list[dict[str, object]]) -> None:
+    """Replace the ground truth with ``rows`` (one simulation's)."""
+    with conn.transaction():
+        conn.execute("DELETE FROM ground_truth")
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO ground_truth (kind, account_id, asset_id, component, time, value,"
+                " detail) VALUES (%(kind)s, %(account_id)s, %(asset_id)s, %(component)s,"
+                " %(time)s, %(value)s, %(detail)s) ON CONFLICT DO NOTHING",
+                rows,
+            )
+
+
+def _open(path: Path) -> IO[str]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "wt", newline="")
+    return path.open("w", newline="")
+
+
+def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, object]]) -> None:
+    with _open(path) as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(v) for k, v in row.items()})
+
+
+def _cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value
+
+
+def write_files(
+    fleet: Fleet,
+    out_dir: Path,
+    *,
+    reporting_currency: str = "EUR",
+    progress: Callable[[str], None] | None = None,
+) -> SimulationOutput:
+    """Write telemetry (wide CSV with an asset column, gzip), events, contracts, invoices,
+    exchange rates and ground truth as CSV files under ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    events: list[dict[str, object]] = []
+    with _open(out_dir / "telemetry.csv.gz") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["time", "asset_id", *METRICS])
+
+        def write_asset(history: AssetHistory) -> None:
+            columns = [history.metrics[name] for name in METRICS]
+            for i in history.reporting.nonzero()[0]:
+                writer.writerow(
+                    [
+                        _iso(int(history.epoch_s[i])),
+                        history.asset.asset_id,
+                        *(repr(float(c[i])) for c in columns),
+                    ]
+                )
+            events.extend(
+                {
+                    "time": e.time,
+                    "asset_id": e.asset_id,
+                    "kind": e.kind,
+                    "component": e.component,
+                    "code": e.code,
+                    "service_order": e.service_order,
+                }
+                for e in history.events
+            )
+
+        output = run(fleet, write_asset, reporting_currency=reporting_currency, progress=progress)
+    write_csv(out_dir / "events.csv", EVENT_COLUMNS, events)
+    write_csv(out_dir / "contracts.csv", CONTRACT_COLUMNS, output.contracts)
+    write_csv(out_dir / "invoices.csv", INVOICE_COLUMNS, output.invoices)
+    write_csv(out_dir / "fx.csv", FX_COLUMNS, output.fx)
+    write_csv(out_dir / "ground_truth.csv", GROUND_TRUTH_COLUMNS, output.truth)
+    return output

@@ -84,8 +84,9 @@ def test_unknown_reference_writes_nothing(tmp_path: Path, db_url: str) -> None:
     )
     batch = read_registry_csv([path])
     with psycopg.connect(db_url) as conn:
-        conn.execute("INSERT INTO accounts (account_id, name) VALUES ('acme', 'Acme')"
-                     " ON CONFLICT DO NOTHING")
+        conn.execute(
+            "INSERT INTO accounts (account_id, name) VALUES ('acme', 'Acme') ON CONFLICT DO NOTHING"
+        )
         conn.commit()
         with pytest.raises(RegistryImportError, match="nobody"):
             import_registry(conn, batch)
