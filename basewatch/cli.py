@@ -183,6 +183,98 @@ def cmd_deadletters_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _layout(args: argparse.Namespace) -> Any:
+    import datetime as dt
+
+    from ingest.importer import CsvLayout
+
+    origin = None
+    if args.time_origin:
+        try:
+            origin = dt.datetime.fromisoformat(args.time_origin)
+        except ValueError:
+            raise ConfigError("--time-origin", f"{args.time_origin!r} is not an ISO time") from None
+        if origin.tzinfo is None:
+            origin = origin.replace(tzinfo=dt.UTC)
+    renames = []
+    for pair in args.rename or []:
+        old, sep, new = pair.partition("=")
+        if not sep or not old or not new:
+            raise ConfigError("--rename", f"expected old=new, got {pair!r}")
+        renames.append((old, new))
+    return CsvLayout(
+        format=getattr(args, "format", "wide"),
+        delimiter=args.delimiter or "",
+        header=not args.no_header,
+        columns=tuple(c.strip() for c in args.columns.split(",")) if args.columns else (),
+        time_column=args.time_column or "",
+        time_format=args.time_format,
+        time_origin=origin,
+        timezone=args.timezone,
+        asset=args.asset or "",
+        asset_column=args.asset_column or "",
+        asset_prefix=args.asset_prefix or "",
+        metric_column=getattr(args, "metric_column", "metric"),
+        value_column=getattr(args, "value_column", "value"),
+        ignore=frozenset(c.strip() for c in (args.ignore or "").split(",") if c.strip()),
+        rename=tuple(renames),
+        account=args.register_account or "",
+        max_past_days=args.max_past_days,
+        series_end_event=getattr(args, "series_end_event", "") or "",
+        kind=getattr(args, "kind", "") or "",
+        kind_column=getattr(args, "kind_column", "kind"),
+        component_column=getattr(args, "component_column", "component"),
+        code_column=getattr(args, "code_column", "code"),
+    )
+
+
+def _import_report(args: argparse.Namespace, result: Any, what: str) -> int:
+    document = result.document()
+    emit(
+        args,
+        document,
+        lambda: (
+            f"imported {args.file}: {document['rows']:,} rows -> {document[what]:,} {what}"
+            + (f" ({document['values']:,} values)" if what == "readings" else "")
+            + f" of {document['assets']} assets, {document['dead_letters']:,} dead letters, "
+            f"{document['seconds']} s ({document['rows_per_second'] or 0:,} rows/s)"
+        ),
+    )
+    return 0
+
+
+def cmd_import_telemetry(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.wiring import decode_limits
+    from ingest.importer import import_telemetry
+
+    result = import_telemetry(
+        settings.database_url,
+        Path(args.file),
+        _layout(args),
+        decode_limits(settings),
+        progress=None if args.json else _stderr,
+    )
+    return _import_report(args, result, "readings")
+
+
+def cmd_import_events(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.wiring import decode_limits
+    from ingest.importer import import_events
+
+    result = import_events(
+        settings.database_url,
+        Path(args.file),
+        _layout(args),
+        decode_limits(settings),
+        progress=None if args.json else _stderr,
+    )
+    return _import_report(args, result, "events")
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.demo import simulate_command
 
@@ -296,6 +388,41 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("ids", nargs="*", type=_positive, metavar="ID")
     rep.add_argument("--all", action="store_true", help="replay every unresolved dead letter")
 
+    imports = commands.add_parser("import", help="load history from CSV files").add_subparsers(
+        dest="import_command", required=True, metavar="SUBCOMMAND"
+    )
+    tel = add(
+        imports,
+        "telemetry",
+        cmd_import_telemetry,
+        "stream a telemetry CSV (wide or long, optionally .gz) into the database",
+    )
+    _csv_options(tel)
+    tel.add_argument(
+        "--format",
+        choices=("wide", "long"),
+        default="wide",
+        help="wide: a column per metric (default); long: time, asset, metric, value",
+    )
+    tel.add_argument("--metric-column", default="metric", help="long format: metric name column")
+    tel.add_argument("--value-column", default="value", help="long format: value column")
+    tel.add_argument(
+        "--series-end-event",
+        metavar="KIND",
+        help="record an event of this kind at each asset's last reading (run-to-failure data)",
+    )
+    ev = add(
+        imports,
+        "events",
+        cmd_import_events,
+        "stream an events CSV (alarms, service, replacements, failures) into the database",
+    )
+    _csv_options(ev)
+    ev.add_argument("--kind", help="event kind of every row (else the --kind-column column)")
+    ev.add_argument("--kind-column", default="kind")
+    ev.add_argument("--component-column", default="component")
+    ev.add_argument("--code-column", default="code")
+
     sim = add(
         commands,
         "simulate",
@@ -348,6 +475,52 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="folder for the demo's files (default out/demo)"
     )
     return parser
+
+
+def _csv_options(command: argparse.ArgumentParser) -> None:
+    from ingest.importer import TIME_FORMATS
+
+    command.add_argument("file", help="CSV file (.gz accepted)")
+    where = command.add_mutually_exclusive_group()
+    where.add_argument("--asset", help="the asset every row belongs to")
+    where.add_argument("--asset-column", help="column holding the asset id")
+    command.add_argument(
+        "--asset-prefix",
+        help="prefix added to the asset column's values (e.g. 'engine-' for numeric ids)",
+    )
+    command.add_argument(
+        "--register-account",
+        metavar="ACCOUNT",
+        help="register unknown assets under this account (else they are dead-lettered)",
+    )
+    command.add_argument(
+        "--time-column", help="time column (default: time, timestamp, datetime, ts or date)"
+    )
+    command.add_argument(
+        "--time-format",
+        choices=TIME_FORMATS,
+        default="auto",
+        help="auto: ISO 8601 or epoch s/ms; hours/minutes/seconds/days/cycles: "
+        "a count after --time-origin (a cycle counts as one hour)",
+    )
+    command.add_argument("--time-origin", help="origin for counted time formats (ISO 8601)")
+    command.add_argument("--timezone", default="UTC", help="zone of times without an offset")
+    command.add_argument(
+        "--delimiter",
+        help="field separator (default: detected); 'whitespace' for space-separated files",
+    )
+    command.add_argument("--no-header", action="store_true", help="the file has no header row")
+    command.add_argument("--columns", help="column names, comma-separated (with --no-header)")
+    command.add_argument("--ignore", help="columns to skip, comma-separated")
+    command.add_argument(
+        "--rename", action="append", metavar="OLD=NEW", help="rename a column (repeatable)"
+    )
+    command.add_argument(
+        "--max-past-days",
+        type=_non_negative,
+        default=0,
+        help="reject rows older than this many days (default 0: no limit)",
+    )
 
 
 def _fleet_options(command: argparse.ArgumentParser) -> None:

@@ -247,7 +247,10 @@ def _machine_counts(
 def _account(rng: random.Random, index: int, story: str, csm_id: str, months: int) -> AccountSpec:
     currency = rng.choices([c for c, _ in CURRENCIES], [w for _, w in CURRENCIES])[0]
     late_start = rng.random() < 0.12 and story in ("steady", "leaky", "growing")
-    event_month = rng.randint(max(2, months // 4), max(3, (3 * months) // 4))
+    start_month = rng.randint(1, months // 2) if late_start else 0
+    # the story turns a few months after the account starts, and before the window ends
+    earliest = min(months - 2, max(start_month + 3, months // 4))
+    event_month = rng.randint(earliest, max(earliest, (3 * months) // 4))
     churn_month = min(months - 1, event_month + rng.randint(5, 9)) if story == "declining" else None
     return AccountSpec(
         account_id=f"acct-{index + 1:03d}",
@@ -259,7 +262,7 @@ def _account(rng: random.Random, index: int, story: str, csm_id: str, months: in
         currency=currency,
         shifts=3 if story == "heat_recovery" else rng.choice((1, 2, 2, 3)),
         base_load=rng.uniform(0.55, 0.7) if story == "growing" else rng.uniform(0.45, 0.8),
-        start_month=rng.randint(1, months // 2) if late_start else 0,
+        start_month=start_month,
         event_month=event_month,
         churn_month=churn_month,
         buys_heat_recovery=story == "heat_recovery" and rng.random() < 0.6,
