@@ -310,6 +310,57 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def add(
+    sub: Any, name: str, handler: Handler, help_text: str, json_flag: bool = True
+) -> argparse.ArgumentParser:
+    """Add a subcommand with its handler (and ``--json`` unless it prints no document)."""
+    command: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    command.set_defaults(handler=handler)
+    if json_flag:
+        command.add_argument(
+            "--json", action="store_true", help="print one JSON document on stdout"
+        )
+    return command
+
+
+def _add_import_commands(commands: Any) -> Any:
+    imports = commands.add_parser("import", help="load history from CSV files").add_subparsers(
+        dest="import_command", required=True, metavar="SUBCOMMAND"
+    )
+    tel = add(
+        imports,
+        "telemetry",
+        cmd_import_telemetry,
+        "stream a telemetry CSV (wide or long, optionally .gz) into the database",
+    )
+    _csv_options(tel)
+    tel.add_argument(
+        "--format",
+        choices=("wide", "long"),
+        default="wide",
+        help="wide: a column per metric (default); long: time, asset, metric, value",
+    )
+    tel.add_argument("--metric-column", default="metric", help="long format: metric name column")
+    tel.add_argument("--value-column", default="value", help="long format: value column")
+    tel.add_argument(
+        "--series-end-event",
+        metavar="KIND",
+        help="record an event of this kind at each asset's last reading (run-to-failure data)",
+    )
+    ev = add(
+        imports,
+        "events",
+        cmd_import_events,
+        "stream an events CSV (alarms, service, replacements, failures) into the database",
+    )
+    _csv_options(ev)
+    ev.add_argument("--kind", help="event kind of every row (else the --kind-column column)")
+    ev.add_argument("--kind-column", default="kind")
+    ev.add_argument("--component-column", default="component")
+    ev.add_argument("--code-column", default="code")
+    return imports
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="basewatch",
@@ -318,19 +369,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def add(
-        sub: Any, name: str, handler: Handler, help_text: str, json_flag: bool = True
-    ) -> argparse.ArgumentParser:
-        command: argparse.ArgumentParser = sub.add_parser(
-            name, help=help_text, description=help_text
-        )
-        command.set_defaults(handler=handler)
-        if json_flag:
-            command.add_argument(
-                "--json", action="store_true", help="print one JSON document on stdout"
-            )
-        return command
 
     add(commands, "config", cmd_config, "show the effective settings (secrets masked)")
 
@@ -388,40 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("ids", nargs="*", type=_positive, metavar="ID")
     rep.add_argument("--all", action="store_true", help="replay every unresolved dead letter")
 
-    imports = commands.add_parser("import", help="load history from CSV files").add_subparsers(
-        dest="import_command", required=True, metavar="SUBCOMMAND"
-    )
-    tel = add(
-        imports,
-        "telemetry",
-        cmd_import_telemetry,
-        "stream a telemetry CSV (wide or long, optionally .gz) into the database",
-    )
-    _csv_options(tel)
-    tel.add_argument(
-        "--format",
-        choices=("wide", "long"),
-        default="wide",
-        help="wide: a column per metric (default); long: time, asset, metric, value",
-    )
-    tel.add_argument("--metric-column", default="metric", help="long format: metric name column")
-    tel.add_argument("--value-column", default="value", help="long format: value column")
-    tel.add_argument(
-        "--series-end-event",
-        metavar="KIND",
-        help="record an event of this kind at each asset's last reading (run-to-failure data)",
-    )
-    ev = add(
-        imports,
-        "events",
-        cmd_import_events,
-        "stream an events CSV (alarms, service, replacements, failures) into the database",
-    )
-    _csv_options(ev)
-    ev.add_argument("--kind", help="event kind of every row (else the --kind-column column)")
-    ev.add_argument("--kind-column", default="kind")
-    ev.add_argument("--component-column", default="component")
-    ev.add_argument("--code-column", default="code")
+    _add_import_commands(commands)
 
     sim = add(
         commands,

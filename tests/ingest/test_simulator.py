@@ -18,7 +18,7 @@ END = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 @pytest.fixture(scope="module")
 def fleet() -> Fleet:
-    mix = {story: 1.0 for story in STORIES}
+    mix = dict.fromkeys(STORIES, 1.0)
     return make_fleet(seed=7, accounts=12, assets=36, months=18, end=END, mix=mix)
 
 
@@ -29,7 +29,7 @@ def histories(fleet: Fleet) -> dict[str, AccountHistory]:
 
 def test_same_seed_same_fleet_telemetry_and_truth(fleet: Fleet) -> None:
     again = make_fleet(
-        seed=7, accounts=12, assets=36, months=18, end=END, mix={story: 1.0 for story in STORIES}
+        seed=7, accounts=12, assets=36, months=18, end=END, mix=dict.fromkeys(STORIES, 1.0)
     )
     assert again == fleet
     first, second = run(fleet, None), run(again, None)
@@ -44,7 +44,7 @@ def test_same_seed_same_fleet_telemetry_and_truth(fleet: Fleet) -> None:
 
 
 def test_every_story_is_dealt_and_counts_hold(fleet: Fleet) -> None:
-    assert Counter(a.story for a in fleet.accounts) == {s: 2 for s in STORIES}
+    assert Counter(a.story for a in fleet.accounts) == dict.fromkeys(STORIES, 2)
     assert len(fleet.assets) == 36
     assert {a.account_id for a in fleet.assets} == {a.account_id for a in fleet.accounts}
     with pytest.raises(ValueError, match="unknown story"):
