@@ -26,12 +26,10 @@ from typing import Any
 
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from basewatch.wiring import PACKAGES  # noqa: E402
-from core.db import drop_database, ensure_database, with_database  # noqa: E402
-from core.migrate import migrate  # noqa: E402
-from ingest.physics import METRICS  # noqa: E402
+from basewatch.wiring import PACKAGES
+from core.db import drop_database, ensure_database, with_database
+from core.migrate import migrate
+from ingest.physics import METRICS
 
 TARGET_ROWS_PER_S = 150_000
 TARGET_RSS_MB = 200
