@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import TupleRow
 
+from core.errors import InvalidPayload
 from ingest.store import BatchWriter, Message
 
 UTC = dt.UTC
@@ -81,9 +82,18 @@ def replay(
         if source != "mqtt":
             skipped += 1
             continue
-        message = decode(str(topic), bytes(payload))
-        message.source = "replay"
-        stats = writer.write([message])
+        try:
+            message = decode(str(topic), bytes(payload))
+            message.source = "replay"
+            stats = writer.write([message])
+        except (InvalidPayload, ValueError, RecursionError) as exc:  # keep replaying the rest
+            failing += 1
+            conn.execute(
+                "UPDATE dead_letters SET reason = %s WHERE id = %s",
+                (f"replay failed: {exc}"[:2000], dead_id),
+            )
+            conn.commit()
+            continue
         if stats.dead_letters:
             failing += 1
             conn.execute(

@@ -107,9 +107,12 @@ def parse_time(value: object, now: dt.datetime, limits: Limits, field: str = "ts
             raise InvalidPayload(
                 field, f"{value!r} needs a date, a time and a UTC offset (RFC 3339)"
             )
-        time = time.astimezone(UTC)
+        try:
+            time = time.astimezone(UTC)
+        except OverflowError:
+            raise InvalidPayload(field, f"{value!r} is out of range") from None
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value) or not 0 <= value <= _EPOCH_MS_MAX:
+        if not 0 <= value <= _EPOCH_MS_MAX:  # also false for NaN
             raise InvalidPayload(field, f"{value!r} is not an epoch time in milliseconds")
         time = dt.datetime.fromtimestamp(value / 1000, UTC)
     elif value is None:
@@ -189,12 +192,45 @@ def _event(item: object, now: dt.datetime, limits: Limits) -> Event:
         )
     assert isinstance(kind, str)
     detail = {k: v for k, v in item.items() if k not in {"ts", "kind", "type", "code", "component"}}
-    encoded = json.dumps(detail)
-    if len(encoded) > 16 * _MAX_TEXT:
-        raise InvalidPayload("detail", f"extra fields longer than {16 * _MAX_TEXT} characters")
-    if "\\u0000" in encoded:
-        raise InvalidPayload("detail", "text contains a NUL character")
+    _check_detail(detail)
     return Event(time, kind, _text(item, "code"), _text(item, "component"), detail)
+
+
+_MAX_DETAIL_DEPTH = 32
+_MAX_DETAIL_CHARS = 16 * _MAX_TEXT
+
+
+def _check_detail(detail: object) -> None:
+    """Reject what jsonb cannot store (NUL, lone surrogates, infinities) and what is too deep
+    or too large to keep, so the database never refuses an accepted event."""
+    stack: list[tuple[object, int]] = [(detail, 0)]
+    chars = 0
+    while stack:
+        value, depth = stack.pop()
+        if depth > _MAX_DETAIL_DEPTH:
+            raise InvalidPayload("detail", f"nested deeper than {_MAX_DETAIL_DEPTH} levels")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidPayload("detail", "is not a finite number")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**300:
+            raise InvalidPayload("detail", "number out of range")
+        texts: list[str] = [value] if isinstance(value, str) else []
+        if isinstance(value, dict):
+            texts = list(value)
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+        for text in texts:
+            chars += len(text)
+            if "\x00" in text:
+                raise InvalidPayload("detail", "text contains a NUL character")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidPayload("detail", "text is not valid Unicode") from None
+        if chars > _MAX_DETAIL_CHARS:
+            raise InvalidPayload(
+                "detail", f"extra fields longer than {_MAX_DETAIL_CHARS} characters"
+            )
 
 
 def decode_telemetry(payload: bytes, now: dt.datetime, limits: Limits) -> Decoded:

@@ -152,7 +152,7 @@ class BatchWriter:
         try:
             try:
                 return self._write_idempotent(conn, messages)
-            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            except (psycopg.DataError, psycopg.IntegrityError, ValueError, RecursionError) as exc:
                 log.warning(
                     "database refused a batch (%s): isolating the message", str(exc).strip()[:200]
                 )
@@ -177,7 +177,7 @@ class BatchWriter:
         for message in messages:
             try:
                 stats = self._write_idempotent(conn, [message])
-            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            except (psycopg.DataError, psycopg.IntegrityError, ValueError, RecursionError) as exc:
                 reason = f"database refused the message: {str(exc).strip()[:300]}"
                 with conn.transaction():
                     conn.execute(_INSERT_DEAD, _dead(message, reason))

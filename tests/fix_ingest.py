@@ -41,8 +41,11 @@ class IngesterProcess:
             BASEWATCH_MQTT_SHARE_GROUP=f"g{uuid.uuid4().hex[:8]}",
             BASEWATCH_INGEST_BATCH_AGE_MS="50",
             BASEWATCH_LOG_LEVEL="INFO",
-            **(extra_env or {}),
         )
+        # extra_env overrides the defaults above (a share group common to several
+        # processes, another broker port, a log level); passing it as keyword arguments to
+        # dict() would raise TypeError on any of those keys
+        self.env.update(extra_env or {})
         self.processes = processes
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -51,8 +54,14 @@ class IngesterProcess:
         args = [sys.executable, "-m", "basewatch", "ingest"]
         if self.processes > 1:
             args += ["--processes", str(self.processes)]
-        out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(args, env=self.env, stdout=out, stderr=out)
+        if self.log_path is None:
+            self.process = subprocess.Popen(
+                args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        else:
+            # the child keeps its own descriptor; ours is closed (ResourceWarning otherwise)
+            with self.log_path.open("ab") as out:
+                self.process = subprocess.Popen(args, env=self.env, stdout=out, stderr=out)
         time.sleep(wait_s)  # connect and subscribe
         assert self.process.poll() is None, "ingester exited at start"
         return self
