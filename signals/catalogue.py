@@ -1,0 +1,46 @@
+"""Reference knowledge the signals use: component indicators with their limits, and the price
+book that turns findings into money.
+
+Indicator limits are the physical alarm levels of an oil-injected screw compressor's service
+manual (differential pressures of the inlet filter, the oil filter and the separator element;
+ISO 10816-3 zone C/D vibration for a medium machine on a rigid foundation). A component whose
+kind has no indicator here is judged on its rated life alone. The price book values are monthly
+recurring revenue in the reporting currency, overridable by settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class Indicator:
+    """The metric that shows a component's wear, its value when new and its limit."""
+
+    metric: str
+    new: float
+    limit: float
+
+
+INDICATORS: dict[str, Indicator] = {
+    "air_filter": Indicator("air_filter_dp_mbar", 18.0, 68.0),
+    "oil_filter": Indicator("oil_filter_dp_bar", 0.25, 1.25),
+    "separator": Indicator("separator_dp_bar", 0.15, 0.9),
+}
+# Components that customers can replace themselves with parts bought elsewhere.
+CONSUMABLES = ("air_filter", "oil_filter", "separator", "oil")
+
+
+@dataclass(frozen=True)
+class PriceBook:
+    """Monthly values (reporting currency) of what a finding is worth."""
+
+    price_per_m3: Decimal = Decimal("0.02")
+    maintenance_per_machine: Decimal = Decimal(180)
+    heat_recovery_module: Decimal = Decimal(650)
+    vsd_upgrade: Decimal = Decimal(400)
+    leak_service: Decimal = Decimal(150)
+    extra_machine: Decimal = Decimal(900)
+    component_service: Decimal = Decimal(120)
+    heat_price_per_kwh: Decimal = Decimal("0.05")
