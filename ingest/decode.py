@@ -23,6 +23,11 @@ UTC = dt.UTC
 _EPOCH_MS_MAX = 253_402_300_799_000  # 9999-12-31T23:59:59Z
 _BIGINT_MAX = 2**63 - 1
 _MAX_TEXT = 1024
+_INT_EXACT = 2**53
+# Metric names already validated (they repeat in every message); bounded so that a stream of
+# random names cannot grow it without limit.
+_KNOWN_NAMES: set[str] = set()
+_KNOWN_NAMES_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,20 +160,27 @@ def _reading(item: object, now: dt.datetime, limits: Limits) -> Reading:
         raise InvalidPayload(
             "metrics", f"{len(raw)} metrics exceed the limit of {limits.max_metrics}"
         )
-    metrics: dict[str, float] = {}
     for name, value in raw.items():
-        if not is_identifier(name):
-            raise InvalidPayload(
-                "metrics", f"name {name[:70]!r} is not an identifier ([A-Za-z0-9_.-]{{1,64}})"
-            )
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if name not in _KNOWN_NAMES:
+            if not is_identifier(name):
+                raise InvalidPayload(
+                    "metrics", f"name {name[:70]!r} is not an identifier ([A-Za-z0-9_.-]{{1,64}})"
+                )
+            if len(_KNOWN_NAMES) < _KNOWN_NAMES_MAX:
+                _KNOWN_NAMES.add(name)
+        kind = type(value)  # exact types: bool is an int subclass and must not pass
+        if kind is float:
+            if value - value != 0.0:  # NaN or ±inf (parse_constant rejects the literals,
+                raise InvalidPayload(f"metrics.{name}", "is not a finite number")  # 1e400 not)
+        elif kind is int:
+            if not -_INT_EXACT < value < _INT_EXACT:
+                raise InvalidPayload(f"metrics.{name}", "is not a finite number (too large)")
+            raw[name] = float(value)  # replacing a value while iterating is allowed
+        else:
             raise InvalidPayload(
                 f"metrics.{name}", f"expected a number, got {type(value).__name__}"
             )
-        number = float(value) if isinstance(value, float) or abs(value) < 2**53 else math.inf
-        if not math.isfinite(number):
-            raise InvalidPayload(f"metrics.{name}", "is not a finite number")
-        metrics[name] = number
+    metrics: dict[str, float] = raw  # validated in place: no copy on the hot path
     return Reading(time, seq, metrics)
 
 
