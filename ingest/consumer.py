@@ -5,9 +5,12 @@ writes each batch in one transaction (:class:`~ingest.store.BatchWriter`) and on
 batch's messages. Nothing is acked that is not committed, so a crash loses nothing: the broker
 redelivers what was not acked, and the writer's idempotent path stores it once.
 
-Memory stays bounded without a buffer of our own: the broker sends at most the MQTT v5 Receive
-Maximum of unacked messages, so while the database is down the backlog stops there and the rest
-waits, persisted, in the broker's session queue.
+Memory stays bounded: the ingester reads from the socket only while fewer than Receive Maximum
+messages wait uncommitted, and leaves its read loop whenever a batch is full. While the
+database is down the backlog stops there and the rest waits, persisted, in the broker's session
+queue (the broker alone does not bound it: Mosquitto 2.0 sends past the Receive Maximum once
+acks flow). If reading stays paused longer than the keepalive, the connection is dropped and
+resumed later; the session keeps every unacked message.
 
 Acks and reconnects: a connection "generation" counts connections. A message is acked only on the
 connection that delivered it (a packet id means nothing on another connection). When the broker
@@ -227,17 +230,23 @@ class Ingester:
             self._reconnect_with_retry()
             return
         timeout = self._flush_wait()
+        # Stop reading while the backlog is full: Mosquitto sends more than the Receive
+        # Maximum once acks flow again (measured with 2.0.11), so the bound must be ours. The
+        # broker keeps the rest in its session queue; TCP flow control holds it back.
+        full = len(self._pending) >= self.config.receive_maximum
         pending_tls = getattr(sock, "pending", None)
-        if pending_tls is not None and pending_tls() > 0:
+        if not full and pending_tls is not None and pending_tls() > 0:
             timeout = 0.0
         wlist = [sock] if client.want_write() else []
+        rlist = [] if full else [sock]
         try:
-            readable, writable, _ = select.select([sock], wlist, [], timeout)
+            readable, writable, _ = select.select(rlist, wlist, [], timeout)
         except (OSError, ValueError):
-            readable, writable = [sock], []
+            readable, writable = rlist, []
         if readable:
-            # drain what the socket holds: loop_read reads one packet per call here
-            while True:
+            # drain what the socket holds (loop_read reads one packet per call here), but leave
+            # once a batch is full so that it is written before more is read
+            while len(self._pending) < self.config.batch_size:
                 before = self.stats.received
                 rc = client.loop_read()
                 if rc != mqtt.MQTT_ERR_SUCCESS or self.stats.received == before:
