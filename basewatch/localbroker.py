@@ -8,6 +8,7 @@ settings as production, without touching a broker already on this machine.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -54,6 +55,7 @@ DROPPED_OPTIONS = frozenset(
         "http_dir",
         "use_subject_as_username",
         "use_username_as_clientid",
+        "user",
     }
 )
 # Used when the production config is not next to the code (an installed package).
@@ -85,6 +87,9 @@ def broker_config(port: int, data_dir: Path, source: Path | None = None) -> str:
         if words and not words[0].startswith("#") and words[0] in DROPPED_OPTIONS:
             continue
         kept.append(line)
+    if os.geteuid() == 0:
+        # as root, Mosquitto switches to the mosquitto user, who cannot write our temp folder
+        kept.append("user root")
     kept += [
         f"listener {port} 127.0.0.1",
         "allow_anonymous true",
