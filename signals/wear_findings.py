@@ -116,6 +116,10 @@ def _asset_findings(
         if np.isnan(hours).all():
             continue
         estimate = wear(indicator, life, installed, hours, values)
+        if estimate.basis == "rated life" and estimate.used_hours > 2 * life:
+            # twice its rated life without a replacement on record: the record is missing,
+            # which is no data about this component, not a component overdue
+            continue
         if per_day <= 0.5:
             continue  # the machine hardly runs: no date to give
         days_left = estimate.hours_left / per_day
