@@ -49,6 +49,9 @@ UTC = dt.UTC
 THROUGHPUT_LOG_INTERVAL_S = 10.0
 SHUTDOWN_FLUSH_TIMEOUT_S = 20.0
 _MAX_BACKOFF_S = 15.0
+# Reconnect to the broker quickly: Mosquitto 2.0 does not persist shared subscriptions across
+# its own restart, so until we subscribe again devices' messages have no subscriber.
+_MAX_MQTT_BACKOFF_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,7 @@ class Ingester:
             except OSError as exc:
                 log.warning("MQTT reconnect failed (%s); retrying in %.1f s", exc, delay)
                 self._sleep_serving(delay)
-                delay = min(delay * 2, _MAX_BACKOFF_S)
+                delay = min(delay * 2, _MAX_MQTT_BACKOFF_S)
 
     def _sleep_serving(self, seconds: float) -> None:
         """Wait, but keep writing pending messages meanwhile (they are acked later or

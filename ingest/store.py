@@ -136,7 +136,6 @@ class BatchWriter:
         self._owners: dict[str, str] = {}
         self._owners_loaded_at = 0.0
         self._known_names: set[str] = set()
-        self._stage_ready = False
 
     def close(self) -> None:
         if self._conn is not None:
@@ -194,8 +193,7 @@ class BatchWriter:
     def _connection(self) -> psycopg.Connection[TupleRow]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = connect(self._url, application_name=self._application_name)
-            self._stage_ready = False
-        return self._conn
+            return self._conn
 
     def _write(
         self,
@@ -235,9 +233,8 @@ class BatchWriter:
     def _copy_rows(
         self, cur: psycopg.Cursor[TupleRow], rows: Iterable[list[object]], *, merge: bool
     ) -> None:
-        if merge and not self._stage_ready:
+        if merge:  # IF NOT EXISTS: cheap, and right even after a rolled-back first creation
             cur.execute(_STAGE)
-            self._stage_ready = True
         with cur.copy(_COPY_STAGE if merge else _COPY_TELEMETRY) as copy:
             copy.set_types(_TYPES)
             for row in rows:

@@ -118,5 +118,35 @@ def wait_for(
     return value
 
 
+def wait_subscribed(
+    db_url: str,
+    broker: LocalBroker,
+    prefix: str,
+    probe: tuple[str, str],
+    timeout_s: float = 20,
+) -> None:
+    """Publish probe readings for ``probe`` (a registered (account_id, asset_id) that the test
+    counts nowhere) until one is stored: an ingester is then connected and subscribed.
+
+    ``IngesterProcess.start`` only sleeps; a message published before the ingester's SUBSCRIBE
+    reached the broker is dropped by the broker ("no matching subscribers"), which on a busy
+    machine loses the first messages of a test. After a broker restart the same holds until
+    the ingester subscribes again (Mosquitto 2.0 does not persist shared subscriptions)."""
+    from ingest.publish import Publisher
+
+    account_id, asset_id = probe
+    topic = f"{prefix}/{account_id}/{asset_id}/telemetry"
+    query = "SELECT count(*) FROM telemetry WHERE asset_id = %s"
+    before = count(db_url, query, (asset_id,))
+    deadline = time.monotonic() + timeout_s
+    with Publisher(broker.host, broker.port) as pub:
+        while time.monotonic() < deadline:
+            ts_ms = int(time.time() * 1000) - 86_400_000  # unique per attempt, a day ago
+            pub.publish(topic, reading(ts_ms, 0, probe=1.0))
+            if wait_for(db_url, query, before + 1, timeout_s=0.5, params=(asset_id,)) > before:
+                return
+    raise AssertionError(f"no ingester subscribed to {prefix}/# within {timeout_s} s")
+
+
 def reading(ts_ms: int, seq: int, **metrics: float) -> bytes:
     return json.dumps({"ts": ts_ms, "seq": seq, "metrics": metrics}).encode()
