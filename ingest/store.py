@@ -193,7 +193,7 @@ class BatchWriter:
     def _connection(self) -> psycopg.Connection[TupleRow]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = connect(self._url, application_name=self._application_name)
-            return self._conn
+        return self._conn
 
     def _write(
         self,
