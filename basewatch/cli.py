@@ -281,6 +281,12 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     return simulate_command(settings, args)
 
 
+def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.scheduler import run_scheduler
+
+    return run_scheduler(settings)
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.demo import run_demo
 
@@ -427,6 +433,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--all", action="store_true", help="replay every unresolved dead letter")
 
     _add_import_commands(commands)
+    from basewatch.alerts_commands import add_commands as add_alert_commands
+
+    add_alert_commands(commands, add)
+    add(
+        commands,
+        "scheduler",
+        cmd_scheduler,
+        "run the periodic jobs (rollups, scoring, alert delivery); one replica is active",
+        json_flag=False,
+    )
 
     sim = add(
         commands,

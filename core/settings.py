@@ -92,6 +92,19 @@ class Settings:
     retention_days: int = _setting(0, minimum=0, maximum=100 * 365)
     compress_after_days: int = _setting(7, minimum=1, maximum=100 * 365)
     log_level: str = _setting("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    smtp_host: str = ""  # empty: email delivery off (outbox rows wait)
+    smtp_port: int = _setting(25, minimum=1, maximum=65535)
+    smtp_sender: str = "basewatch@localhost"
+    smtp_username: str = ""
+    smtp_password: str = _setting("", secret=True)
+    smtp_starttls: bool = False
+    smtp_timeout_s: int = _setting(30, minimum=1, maximum=600)
+    webhook_timeout_s: int = _setting(10, minimum=1, maximum=600)
+    alert_clear_hours: int = _setting(48, minimum=1, maximum=24 * 365)
+    alert_cooldown_days: int = _setting(7, minimum=0, maximum=365)
+    alert_max_attempts: int = _setting(8, minimum=1, maximum=100)
+    alert_digest: bool = False
+    alert_digest_hour: int = _setting(7, minimum=0, maximum=23)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -131,6 +144,8 @@ class Settings:
             )
         if self.mqtt_password and not self.mqtt_username:
             raise ConfigError("BASEWATCH_MQTT_USERNAME", "a password is set without a username")
+        if self.smtp_password and not self.smtp_username:
+            raise ConfigError("BASEWATCH_SMTP_USERNAME", "a password is set without a username")
 
     def effective_client_id(self, index: int = 0) -> str:
         """The MQTT client id of ingester process ``index``; stable across restarts."""

@@ -64,3 +64,25 @@ def score(
         time.monotonic() - started,
     )
     return findings
+
+
+def score_now(
+    conn: psycopg.Connection[TupleRow],
+    now: dt.datetime,
+    clear_after: dt.timedelta = dt.timedelta(hours=48),
+    cooldown: dt.timedelta = dt.timedelta(days=7),
+) -> int:
+    """The scheduler's hourly job: score as of ``now`` and apply the findings to the alerts;
+    returns the number of alerts opened."""
+    from signals.alerts import apply_findings
+
+    findings = score(conn, now)
+    result = apply_findings(
+        conn,
+        findings,
+        now=now,
+        kinds_scored=KINDS_SCORED,
+        clear_after=clear_after,
+        cooldown=cooldown,
+    )
+    return len(result.opened)

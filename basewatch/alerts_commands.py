@@ -1,0 +1,286 @@
+"""``basewatch alerts list|ack|snooze|resolve|feedback|deliver``, and the alert settings.
+
+:func:`add_commands` is called by ``basewatch.cli.build_parser`` with its ``add`` helper (passed
+in, so this module does not import the CLI module at import time). Handlers take
+``(settings, args)``; an unknown alert id or a change the alert's state does not allow raises
+a :class:`~core.errors.BasewatchError` (``NotFound``, ``AlertStateError``), which the CLI turns
+into one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import getpass
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from core.settings import Settings
+from signals.delivery import SmtpTransport, Transports, WebhookTransport
+
+Handler = Callable[[Settings, argparse.Namespace], int]
+AddCommand = Callable[[Any, str, Handler, str], argparse.ArgumentParser]
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """The alert and delivery settings (``BASEWATCH_<FIELD>``, see the README).
+
+    Fields take the value of the ``Settings`` field of the same name when it has one, else the
+    default here (units in the names; an empty ``smtp_host`` turns email delivery off: email
+    rows then wait in the outbox)."""
+
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_sender: str = "basewatch@localhost"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    smtp_timeout_s: int = 30
+    webhook_timeout_s: int = 10
+    alert_clear_hours: int = 48
+    alert_cooldown_days: int = 7
+    alert_max_attempts: int = 8
+    alert_digest: bool = False
+    alert_digest_hour: int = 7
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AlertConfig:
+        values = {
+            f.name: getattr(settings, f.name)
+            for f in dataclasses.fields(cls)
+            if hasattr(settings, f.name)
+        }
+        return cls(**values)
+
+    @property
+    def clear_after(self) -> dt.timedelta:
+        return dt.timedelta(hours=self.alert_clear_hours)
+
+    @property
+    def cooldown(self) -> dt.timedelta:
+        return dt.timedelta(days=self.alert_cooldown_days)
+
+    def transports(self) -> Transports:
+        """The configured transports: webhooks always, email when an SMTP host is set."""
+        webhook = WebhookTransport(timeout=self.webhook_timeout_s)
+        if not self.smtp_host:
+            return Transports(webhook)
+        smtp = SmtpTransport(
+            self.smtp_host,
+            self.smtp_port,
+            sender=self.smtp_sender,
+            username=self.smtp_username,
+            password=self.smtp_password,
+            starttls=self.smtp_starttls,
+            timeout=self.smtp_timeout_s,
+        )
+        return Transports(smtp, webhook)
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _actor(args: argparse.Namespace) -> str:
+    if args.by:
+        return str(args.by)
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "cli"
+
+
+def _line(alert: dict[str, Any]) -> str:
+    where = alert["account_id"] + (f"/{alert['subject']}" if alert["subject"] else "")
+    state = alert["status"] + (" (snoozed)" if alert["snoozed"] else "")
+    return (
+        f"#{alert['alert_id']} P{alert['priority']} {state:<14} {alert['kind']:<20} {where}  "
+        f"EV {alert['expected_value']}/month  due {alert['due_at'][:10]}  "
+        f"owner {alert['owner_csm_id'] or '-'}"
+    )
+
+
+def _describe(alert: dict[str, Any]) -> str:
+    lines = [_line(alert)]
+    lines += [f"    {r}" for r in alert["reasons"]]
+    return "\n".join(lines)
+
+
+def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.cli import emit
+    from basewatch.wiring import open_database
+    from signals.alerts import list_alerts
+
+    status = None if args.status == "all" else args.status
+    with open_database(settings) as conn:
+        rows = list_alerts(
+            conn,
+            status=status,
+            owner=args.owner,
+            kind=args.kind,
+            account=args.account,
+            limit=args.limit,
+        )
+    emit(args, rows, lambda: "\n".join(_describe(r) for r in rows) or "no alerts")
+    return 0
+
+
+def _changed(args: argparse.Namespace, alert: dict[str, Any], what: str) -> int:
+    from basewatch.cli import emit
+
+    emit(args, alert, lambda: f"alert #{alert['alert_id']} {what}\n{_describe(alert)}")
+    return 0
+
+
+def cmd_ack(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.wiring import open_database
+    from signals.alerts import acknowledge
+
+    with open_database(settings) as conn:
+        alert = acknowledge(conn, args.id, _actor(args))
+    return _changed(args, alert, f"acknowledged by {alert['acknowledged_by']}")
+
+
+def cmd_snooze(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.wiring import open_database
+    from signals.alerts import snooze
+
+    now = _now()
+    until: dt.datetime = args.until or now + dt.timedelta(hours=args.hours)
+    with open_database(settings) as conn:
+        alert = snooze(conn, args.id, until, args.reason, _actor(args), now=now)
+    return _changed(args, alert, f"snoozed until {alert['snoozed_until']}")
+
+
+def cmd_resolve(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.wiring import open_database
+    from signals.alerts import resolve
+
+    with open_database(settings) as conn:
+        alert = resolve(conn, args.id, args.outcome, _actor(args), args.note or "")
+    return _changed(args, alert, f"resolved as {alert['status']} by {alert['closed_by']}")
+
+
+def cmd_feedback(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.wiring import open_database
+    from signals.alerts import feedback
+
+    with open_database(settings) as conn:
+        alert = feedback(conn, args.id, args.useful, _actor(args))
+    return _changed(args, alert, f"marked {alert['feedback'].replace('_', ' ')}")
+
+
+def cmd_deliver(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.cli import emit
+    from basewatch.wiring import open_database
+    from signals.delivery import deliver_due, requeue_given_up
+
+    config = AlertConfig.from_settings(settings)
+    now = _now()
+    with open_database(settings) as conn:
+        requeued = requeue_given_up(conn, now=now) if args.retry_given_up else 0
+        result = deliver_due(
+            conn, config.transports(), now=now, max_attempts=config.alert_max_attempts
+        )
+    document = {**result.document(), "requeued": requeued}
+    emit(
+        args,
+        document,
+        lambda: (
+            f"sent {result.sent}, failed {result.failed} (will retry), gave up {result.gave_up},"
+            f" deferred {result.deferred} (snoozed), waiting {result.waiting} (no transport)"
+            + (f", requeued {requeued}" if requeued else "")
+        ),
+    )
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+
+def _alert_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an alert number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"alert numbers start at 1, got {value}")
+    return value
+
+
+def _hours(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of hours, got {text!r}") from None
+    if not 0 < value <= 24 * 366:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most a year, got {value}")
+    return value
+
+
+def _until(text: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected YYYY-MM-DD or an ISO time, got {text!r}"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _target(command: argparse.ArgumentParser) -> None:
+    command.add_argument("id", type=_alert_id, metavar="ID", help="alert number")
+    command.add_argument("--by", help="who makes the change (default: the login name)")
+
+
+def add_commands(commands: Any, add: AddCommand) -> None:
+    """Add ``alerts`` and its subcommands to the CLI's subparsers."""
+    from signals.alerts import OUTCOMES, STATUS_FILTERS
+
+    alerts = commands.add_parser(
+        "alerts", help="alerts for CSMs: list, acknowledge, snooze, resolve, deliver"
+    ).add_subparsers(dest="alerts_command", required=True, metavar="SUBCOMMAND")
+    lst = add(alerts, "list", cmd_list, "list alerts, active and most urgent first")
+    lst.add_argument(
+        "--status",
+        choices=("all", *STATUS_FILTERS),
+        default="active",
+        help="active (open or acknowledged, the default), closed, all, or one status",
+    )
+    lst.add_argument("--owner", metavar="CSM", help="only this CSM's alerts")
+    lst.add_argument("--kind", help="only this signal kind")
+    lst.add_argument("--account", help="only this account's alerts")
+    lst.add_argument("--limit", type=_alert_id, default=100, help="at most this many (100)")
+
+    _target(add(alerts, "ack", cmd_ack, "acknowledge an open alert"))
+
+    snz = add(alerts, "snooze", cmd_snooze, "hold an alert's messages until a later time")
+    _target(snz)
+    when = snz.add_mutually_exclusive_group(required=True)
+    when.add_argument("--until", type=_until, help="YYYY-MM-DD (00:00 UTC) or an ISO time")
+    when.add_argument("--hours", type=_hours, help="for this many hours from now")
+    snz.add_argument("--reason", required=True, help="why (kept with the alert)")
+
+    res = add(alerts, "resolve", cmd_resolve, "close an alert as won, lost or dismissed")
+    _target(res)
+    res.add_argument("--outcome", choices=OUTCOMES, required=True)
+    res.add_argument("--note", help="what happened (kept with the alert)")
+
+    fb = add(alerts, "feedback", cmd_feedback, "say whether an alert was useful")
+    _target(fb)
+    verdict = fb.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--useful", dest="useful", action="store_true")
+    verdict.add_argument("--not-useful", dest="useful", action="store_false")
+
+    dlv = add(alerts, "deliver", cmd_deliver, "send the alert messages that are due, once")
+    dlv.add_argument(
+        "--retry-given-up",
+        action="store_true",
+        help="first put messages that were given up back in the queue",
+    )

@@ -1,0 +1,315 @@
+"""``basewatch scheduler``: the periodic jobs, run by exactly one active replica.
+
+Jobs (UTC):
+
+==============  =====================  =========================================================
+job             when                   what
+==============  =====================  =========================================================
+rollups         every 15 min, at start ``signals.rollups.refresh_rollups`` (tables on both paths)
+score           hourly at :05          ``signals.scoring.score_now(conn, now)``, which scores and
+                                       applies the findings (``signals.alerts.apply_findings``)
+deliver         every minute, at start ``signals.delivery.deliver_due``
+digest          daily at the digest    ``signals.digest.enqueue_digests`` (when
+                hour                   ``BASEWATCH_ALERT_DIGEST`` is on)
+retrain         nightly at 02:30       ``signals.scoring.retrain_models(conn, now)``
+retention       daily at 03:15         ``ingest.retention.delete_expired`` on plain PostgreSQL when
+                                       ``BASEWATCH_RETENTION_DAYS`` > 0 (TimescaleDB has a policy)
+==============  =====================  =========================================================
+
+Scoring and retraining are looked up in ``signals.scoring`` when the scheduler starts; a job
+whose function is not there is left out with a warning. Tests pass their own :class:`Job` list.
+
+**One active scheduler.** A replica takes a PostgreSQL session advisory lock
+(``pg_try_advisory_lock``) on a dedicated connection it keeps open; the others log that they
+wait and retry every ``retry_s`` seconds. The leader checks its lock connection every
+``check_s`` seconds; when it is gone (the server restarted, the network dropped, the session
+was terminated) it stops its jobs, lets the running ones finish, and goes back to waiting.
+Between the loss of the session and the check another replica may already run jobs, and a
+running job is not interrupted: each job is safe against a concurrent twin on its own
+(rollups and scoring passes take transaction advisory locks, delivery takes rows with
+``SKIP LOCKED``). The lock connection uses TCP keepalives and ``tcp_user_timeout`` so a silent
+network failure is noticed in about 30 s rather than the kernel's default of hours.
+
+APScheduler 3's ``BackgroundScheduler`` runs the jobs on a thread pool while the main thread
+holds the lock and watches it (a ``BlockingScheduler`` would leave no thread to watch the lock
+from). Every job has ``max_instances=1`` and ``coalesce=True`` (never overlaps itself, runs
+once after missed times), opens its own connection, logs its duration at INFO and catches and
+logs its own exceptions. SIGTERM and SIGINT stop the scheduler after the running jobs finish.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import psycopg
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import TupleRow
+
+from basewatch.alerts_commands import AlertConfig
+from core.db import connect
+from core.errors import BasewatchError
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = 7_420_240_003  # one active scheduler (migrations use ...001, rollups ...002)
+RETRY_S = 30.0
+CHECK_S = 10.0
+_LOCK_CONNECTION = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",  # ms
+}
+
+JobFunction = Callable[[psycopg.Connection[TupleRow], dt.datetime], object]
+
+
+@dataclass(frozen=True)
+class Job:
+    """A periodic job: ``function(conn, now)`` on ``trigger`` (an APScheduler trigger)."""
+
+    name: str
+    function: JobFunction
+    trigger: Any
+    run_at_start: bool = False
+
+
+class LeaderLock:
+    """A PostgreSQL session advisory lock held on its own connection."""
+
+    def __init__(self, url: str, key: int = LOCK_KEY) -> None:
+        self.url = url
+        self.key = key
+        self._conn: psycopg.Connection[TupleRow] | None = None
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The server process holding (or trying) the lock, for operators and tests."""
+        return self._conn.info.backend_pid if self._conn is not None else None
+
+    def acquire(self) -> bool:
+        """Try once; True when this process holds the lock."""
+        try:
+            if self._conn is None or self._conn.closed:
+                params = {**conninfo_to_dict(self.url), **_LOCK_CONNECTION}
+                self._conn = connect(
+                    make_conninfo("", **params),
+                    autocommit=True,
+                    application_name="basewatch-scheduler-lock",
+                )
+            row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
+        except (BasewatchError, psycopg.Error) as exc:
+            log.warning("scheduler lock: %s", str(exc).strip().splitlines()[0])
+            self._close()
+            return False
+        return bool(row and row[0])
+
+    def held(self) -> bool:
+        """True while the lock connection is alive (the session, and so the lock, lives)."""
+        if self._conn is None or self._conn.closed:
+            return False
+        try:
+            self._conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            log.warning("scheduler lock connection lost: %s", str(exc).strip().splitlines()[0])
+            self._close()
+            return False
+        return True
+
+    def release(self) -> None:
+        """Give the lock up (closing the session releases it in any case)."""
+        if self._conn is not None and not self._conn.closed:
+            try:
+                self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+            except psycopg.Error:
+                log.debug("scheduler lock: unlock failed; closing the session releases it")
+        self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+
+class SchedulerRunner:
+    """Waits for the leader lock, runs ``jobs`` while it holds it, until :meth:`stop`."""
+
+    def __init__(
+        self,
+        url: str,
+        jobs: Sequence[Job],
+        *,
+        retry_s: float = RETRY_S,
+        check_s: float = CHECK_S,
+        lock_key: int = LOCK_KEY,
+    ) -> None:
+        self.url = url
+        self.jobs = list(jobs)
+        self.retry_s = retry_s
+        self.check_s = check_s
+        self.lock = LeaderLock(url, lock_key)
+        self.active = threading.Event()  # set while this replica runs jobs (or finishes them)
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """Block until :meth:`stop`: wait for the lock, lead, and wait again if it is lost."""
+        waiting_said = False
+        try:
+            while not self._stop.is_set():
+                if not self.lock.acquire():
+                    if not waiting_said:
+                        log.info(
+                            "another scheduler is active; waiting for the lock "
+                            "(retrying every %.0f s)",
+                            self.retry_s,
+                        )
+                        waiting_said = True
+                    self._stop.wait(self.retry_s)
+                    continue
+                waiting_said = False
+                self._lead()
+        finally:
+            self.lock.release()
+        log.info("scheduler stopped")
+
+    def _lead(self) -> None:
+        scheduler = BackgroundScheduler(
+            timezone=dt.UTC,
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
+        )
+        for job in self.jobs:
+            extra = {"next_run_time": dt.datetime.now(dt.UTC)} if job.run_at_start else {}
+            scheduler.add_job(
+                self._run_job, job.trigger, args=(job,), id=job.name, name=job.name, **extra
+            )
+        scheduler.start()
+        self.active.set()
+        log.info("scheduler lock acquired: running %s", ", ".join(j.name for j in self.jobs))
+        try:
+            while not self._stop.wait(self.check_s):
+                if not self.lock.held():
+                    log.warning("scheduler lock lost: stopping the jobs, then waiting for it")
+                    break
+        finally:
+            try:
+                scheduler.shutdown(wait=True)  # lets the running jobs finish
+            finally:
+                self.active.clear()
+
+    def _run_job(self, job: Job) -> None:
+        started = time.monotonic()
+        try:
+            with connect(self.url, application_name=f"basewatch-scheduler-{job.name}") as conn:
+                job.function(conn, dt.datetime.now(dt.UTC))
+        except BasewatchError as exc:
+            log.error("job %s failed after %.1f s: %s", job.name, time.monotonic() - started, exc)
+        except Exception:
+            log.exception("job %s failed after %.1f s", job.name, time.monotonic() - started)
+        else:
+            log.info("job %s finished in %.1f s", job.name, time.monotonic() - started)
+
+
+# -- the production jobs ----------------------------------------------------------------------
+
+
+def _scoring_function(name: str) -> JobFunction | None:
+    # looked up at start so the scheduler runs before signals.scoring exists
+    try:
+        module = importlib.import_module("signals.scoring")
+    except ImportError:
+        return None
+    function: JobFunction | None = getattr(module, name, None)
+    return function
+
+
+def default_jobs(settings: Settings) -> list[Job]:
+    """The production job list (see the module docstring)."""
+    from ingest.retention import delete_expired
+    from signals.delivery import deliver_due
+    from signals.digest import enqueue_digests
+    from signals.rollups import refresh_rollups
+
+    config = AlertConfig.from_settings(settings)
+    transports = config.transports()
+
+    def rollups(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
+        return refresh_rollups(conn)
+
+    def deliver(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
+        return deliver_due(conn, transports, now=now, max_attempts=config.alert_max_attempts)
+
+    def digest(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
+        return enqueue_digests(conn, now=now)
+
+    def retention(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
+        from core.migrate import timescale_in_use
+
+        if timescale_in_use(conn):
+            return 0  # the hypertable's retention policy does it
+        days = settings.retention_days
+        deleted = delete_expired(conn, days)
+        log.info(
+            "retention: %d telemetry rows older than %d days deleted",
+            deleted,
+            settings.retention_days,
+        )
+        return deleted
+
+    jobs = [
+        Job("rollups", rollups, IntervalTrigger(minutes=15), run_at_start=True),
+        Job("deliver", deliver, IntervalTrigger(minutes=1), run_at_start=True),
+    ]
+    score = _scoring_function("score_now")
+    if score is None:
+        log.warning("signals.scoring.score_now is not available: scoring is not scheduled")
+    else:
+        jobs.append(Job("score", score, CronTrigger(minute=5)))
+    retrain = _scoring_function("retrain_models")
+    if retrain is None:
+        log.warning("signals.scoring.retrain_models is not available: retraining is not scheduled")
+    else:
+        jobs.append(Job("retrain", retrain, CronTrigger(hour=2, minute=30)))
+    if config.alert_digest:
+        jobs.append(Job("digest", digest, CronTrigger(hour=config.alert_digest_hour, minute=0)))
+    if settings.retention_days > 0:
+        jobs.append(Job("retention", retention, CronTrigger(hour=3, minute=15)))
+    return jobs
+
+
+def run_scheduler(settings: Settings, jobs: Sequence[Job] | None = None) -> int:
+    """``basewatch scheduler``: run until SIGTERM or SIGINT; returns the exit code (0)."""
+    logging.getLogger("apscheduler").setLevel(
+        max(logging.WARNING, logging.getLogger().getEffectiveLevel())
+    )
+    runner = SchedulerRunner(
+        settings.database_url, default_jobs(settings) if jobs is None else jobs
+    )
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s received: stopping after the running jobs", signal.Signals(signum).name)
+        runner.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        runner.run()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0

@@ -1,0 +1,224 @@
+"""The scheduler: one active replica (a session advisory lock), jobs that survive their own
+failures, a lost lock connection, the production job list, and SIGTERM."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
+import psycopg
+import pytest
+from apscheduler.triggers.interval import IntervalTrigger
+
+from basewatch.scheduler import Job, LeaderLock, SchedulerRunner, default_jobs
+from core.settings import Settings
+from signals.alerts import apply_findings
+from signals.findings import Finding
+
+
+def lock_key() -> int:
+    # a key of its own per test, so tests never contend with each other or a real scheduler
+    return 8_000_000_000 + uuid.uuid4().int % 1_000_000_000
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+@pytest.fixture
+def started() -> Iterator[Callable[[SchedulerRunner], None]]:
+    running: list[tuple[SchedulerRunner, threading.Thread]] = []
+
+    def start(runner: SchedulerRunner) -> None:
+        thread = threading.Thread(target=runner.run, daemon=True)
+        thread.start()
+        running.append((runner, thread))
+
+    yield start
+    for runner, thread in running:
+        runner.stop()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+
+
+def test_second_lock_waits_until_the_first_is_gone(db_url: str) -> None:
+    key = lock_key()
+    first, second = LeaderLock(db_url, key), LeaderLock(db_url, key)
+    try:
+        assert first.acquire()
+        assert not second.acquire()
+        assert first.held()
+        first.release()
+        assert not first.held()
+        assert second.acquire()
+        assert not first.acquire()
+    finally:
+        first.release()
+        second.release()
+
+
+def test_lock_is_freed_when_its_session_dies(db_url: str) -> None:
+    key = lock_key()
+    first, second = LeaderLock(db_url, key), LeaderLock(db_url, key)
+    try:
+        assert first.acquire()
+        with psycopg.connect(db_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (first.backend_pid,))
+        assert wait_for(second.acquire)
+        assert not first.held()
+    finally:
+        first.release()
+        second.release()
+
+
+def test_unreachable_database_is_no_lock() -> None:
+    assert not LeaderLock("postgresql://postgres@127.0.0.1:1/none").acquire()
+
+
+def counting_job(name: str, calls: list[str], every_s: float = 0.2) -> Job:
+    def function(conn: psycopg.Connection, now: dt.datetime) -> None:
+        conn.execute("SELECT 1")
+        calls.append(name)
+
+    return Job(name, function, IntervalTrigger(seconds=every_s), run_at_start=True)
+
+
+def test_standby_runs_no_job_until_the_leader_is_gone(
+    db_url: str, started: Callable[[SchedulerRunner], None]
+) -> None:
+    key = lock_key()
+    holder = LeaderLock(db_url, key)
+    assert holder.acquire()
+    calls: list[str] = []
+    standby = SchedulerRunner(
+        db_url, [counting_job("tick", calls)], retry_s=0.1, check_s=0.1, lock_key=key
+    )
+    try:
+        started(standby)
+        time.sleep(0.6)
+        assert calls == []
+        assert not standby.active.is_set()
+    finally:
+        holder.release()
+    assert wait_for(lambda: len(calls) >= 2)
+    assert standby.active.is_set()
+
+
+def test_leader_that_loses_its_lock_connection_stops_and_waits(
+    db_url: str, started: Callable[[SchedulerRunner], None]
+) -> None:
+    key = lock_key()
+    calls: list[str] = []
+    leader = SchedulerRunner(
+        db_url, [counting_job("tick", calls, 0.05)], retry_s=0.1, check_s=0.05, lock_key=key
+    )
+    started(leader)
+    assert wait_for(lambda: len(calls) >= 1)
+    other = LeaderLock(db_url, key)
+    try:
+        with psycopg.connect(db_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (leader.lock.backend_pid,))
+        assert wait_for(other.acquire)  # the session's end freed the lock: another replica
+        assert wait_for(lambda: not leader.active.is_set())
+        stopped_at = len(calls)
+        time.sleep(0.4)
+        assert len(calls) == stopped_at  # no job while the other replica leads
+    finally:
+        other.release()
+    assert wait_for(leader.active.is_set)  # and it takes over again once free
+    assert wait_for(lambda: len(calls) > stopped_at)
+
+
+def test_a_failing_job_neither_stops_the_scheduler_nor_the_other_jobs(
+    db_url: str, started: Callable[[SchedulerRunner], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE alerts, alert_history, outbox RESTART IDENTITY")
+    calls: list[str] = []
+
+    def broken(conn: psycopg.Connection, now: dt.datetime) -> None:
+        calls.append("broken")
+        raise ZeroDivisionError("a bug in a job")
+
+    def score(conn: psycopg.Connection, now: dt.datetime) -> None:
+        # a stand-in for signals.scoring.score_now: writes real findings through the lifecycle
+        finding = Finding(
+            "acct-s", "usage_decline", "", 0.7, Decimal("500"), 60, ("usage down 35%",)
+        )
+        apply_findings(conn, [finding], now=now, kinds_scored={"usage_decline"})
+        calls.append("score")
+
+    runner = SchedulerRunner(
+        db_url,
+        [
+            Job("broken", broken, IntervalTrigger(seconds=0.2), run_at_start=True),
+            Job("score", score, IntervalTrigger(seconds=0.2), run_at_start=True),
+        ],
+        retry_s=0.1,
+        check_s=0.1,
+        lock_key=lock_key(),
+    )
+    with caplog.at_level("INFO", logger="basewatch.scheduler"):
+        started(runner)
+        assert wait_for(lambda: calls.count("broken") >= 2 and calls.count("score") >= 2)
+    assert "job broken failed after" in caplog.text
+    assert "ZeroDivisionError: a bug in a job" in caplog.text
+    assert "job score finished in" in caplog.text
+    with psycopg.connect(db_url) as conn:
+        alerts = conn.execute("SELECT account_id, kind, status FROM alerts").fetchall()
+    assert alerts == [("acct-s", "usage_decline", "open")]
+
+
+def test_production_jobs(db_url: str) -> None:
+    names = [j.name for j in default_jobs(Settings(database_url=db_url))]
+    assert names[:2] == ["rollups", "deliver"]
+    assert "retention" not in names
+    with_retention = default_jobs(Settings(database_url=db_url, retention_days=30))
+    assert "retention" in [j.name for j in with_retention]
+
+
+def test_sigterm_stops_the_scheduler_cleanly(db_url: str) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("BASEWATCH_")}
+    environ["BASEWATCH_DATABASE_URL"] = db_url
+    code = (
+        "import logging, sys\n"
+        "from core.logsetup import configure_logging\n"
+        "from core.settings import Settings\n"
+        "from basewatch.scheduler import run_scheduler\n"
+        "configure_logging('INFO')\n"
+        "sys.exit(run_scheduler(Settings.from_env()))\n"
+    )
+    lines = []
+    with subprocess.Popen(
+        [sys.executable, "-c", code], env=environ, stderr=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stderr is not None
+        try:
+            for line in process.stderr:
+                lines.append(line)
+                if "job deliver finished" in line:
+                    break
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0
+            lines += process.stderr.readlines()
+        finally:
+            if process.poll() is None:
+                process.kill()
+    text = "".join(lines)
+    assert "scheduler lock acquired" in text
+    assert "SIGTERM received" in text
+    assert "scheduler stopped" in text
+    assert "Traceback" not in text

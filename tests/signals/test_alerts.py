@@ -1,0 +1,498 @@
+"""The alert lifecycle on a real database: dedup, update, expiry, cooldown, snooze, the CSM's
+transitions, feedback, the messages enqueued, the digest, and the ``alerts`` commands."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from basewatch.alerts_commands import add_commands
+from basewatch.cli import add
+from core.errors import InputError, NotFound
+from core.settings import Settings
+from signals.alerts import (
+    AlertStateError,
+    acknowledge,
+    alert_history,
+    apply_findings,
+    due_for,
+    feedback,
+    get_alert,
+    list_alerts,
+    priority_for,
+    resolve,
+    snooze,
+)
+from signals.delivery import SmtpTransport, deliver_due
+from signals.digest import enqueue_digests
+from signals.findings import Finding
+from tests.fix_smtp import SmtpServer, running_smtp_server
+
+T0 = dt.datetime(2025, 6, 2, 10, 0, tzinfo=dt.UTC)
+HOUR = dt.timedelta(hours=1)
+DAY = dt.timedelta(days=1)
+ALL_KINDS = {"capacity_saturation", "usage_decline", "component_due"}
+
+REGISTRY = """
+INSERT INTO csms (csm_id, name, email, webhook_url) VALUES
+    ('csm-a', 'Ada Alvarez', 'ada@example.test', NULL),
+    ('csm-b', 'Ben Brook', 'ben@example.test', 'http://127.0.0.1:9/hook'),
+    ('csm-c', 'Cy Cole', NULL, NULL)
+ON CONFLICT DO NOTHING;
+INSERT INTO accounts (account_id, name, csm_id) VALUES
+    ('acct-1', 'Acme Air', 'csm-a'),
+    ('acct-2', 'Brio Foods', 'csm-b'),
+    ('acct-3', 'Cobalt Metal', 'csm-c')
+ON CONFLICT DO NOTHING;
+"""
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(db_url, autocommit=True) as connection:
+        connection.execute("TRUNCATE alerts, alert_history, outbox RESTART IDENTITY")
+        connection.execute(REGISTRY)
+        yield connection
+
+
+def saturation(account: str = "acct-1", score: float = 0.8, value: str = "1200") -> Finding:
+    return Finding(
+        account_id=account,
+        kind="capacity_saturation",
+        subject="asset-7",
+        score=score,
+        value=Decimal(value),
+        horizon_days=30,
+        reasons=(
+            "load above 95% in 61% of production hours over 28 days",
+            "pressure below set point 7% of the time",
+        ),
+        figures={"load_high_share": 0.61, "pressure_sag_share": 0.07},
+    )
+
+
+def apply(conn: psycopg.Connection, findings: list[Finding], now: dt.datetime, **kw: object):
+    kw.setdefault("kinds_scored", ALL_KINDS)
+    return apply_findings(conn, findings, now=now, **kw)  # type: ignore[arg-type]
+
+
+def count(conn: psycopg.Connection, table: str) -> int:
+    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def outbox(conn: psycopg.Connection) -> list[tuple]:
+    return conn.execute(
+        "SELECT dedup_key, channel, recipient, subject, body, payload FROM outbox"
+        " ORDER BY outbox_id"
+    ).fetchall()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    with running_smtp_server() as server:
+        yield server
+
+
+def actions(conn: psycopg.Connection, alert_id: int) -> list[tuple[str, str]]:
+    return [(h["action"], h["actor"]) for h in alert_history(conn, alert_id)]
+
+
+# -- pure rules -------------------------------------------------------------------------------
+
+
+def test_priority_and_due_date_rules() -> None:
+    assert priority_for(Decimal("1500"), 3) == 1
+    assert priority_for(Decimal("1500"), 30) == 2
+    assert priority_for(Decimal("300"), 30) == 3
+    assert priority_for(Decimal("10"), 20) == 4
+    assert priority_for(Decimal("10"), 90) == 5
+    assert due_for(T0, 0) == T0 + DAY
+    assert due_for(T0, 5) == T0 + 5 * DAY
+    assert due_for(T0, 90) == T0 + 14 * DAY
+
+
+# -- one scoring pass -------------------------------------------------------------------------
+
+
+def test_same_finding_twice_is_one_alert_and_one_delivery(conn: psycopg.Connection) -> None:
+    first = apply(conn, [saturation()], T0)
+    second = apply(conn, [saturation()], T0 + HOUR)
+
+    assert len(first.opened) == 1
+    assert (second.opened, second.updated, second.messages) == ((), 1, 0)
+    alert_id = first.opened[0]
+    assert count(conn, "alerts") == 1
+    [(key, channel, recipient, subject, body, _)] = outbox(conn)
+    assert (key, channel, recipient) == (
+        f"alert:{alert_id}:opened:email",
+        "email",
+        "ada@example.test",
+    )
+    assert subject == "[basewatch] P3 capacity_saturation: Acme Air / asset-7"
+    for text in (
+        "capacity_saturation (expansion), priority 3 of 5",
+        "Account: Acme Air (acct-1)",
+        "load above 95% in 61% of production hours over 28 days",
+        "load_high_share=0.61",
+        "Score 0.80 · value 1,200.00 per month · expected value 960.00 per month",
+        "due 2025-06-16",
+        f"basewatch alerts ack {alert_id}",
+    ):
+        assert text in body
+    alert = get_alert(conn, alert_id)
+    assert alert["status"] == "open"
+    assert alert["owner_csm_id"] == "csm-a"
+    assert alert["opened_at"] == T0.isoformat()
+    assert alert["last_seen_at"] == (T0 + HOUR).isoformat()
+    # an unchanged finding confirms the alert without a history row
+    assert actions(conn, alert_id) == [("opened", "system")]
+
+
+def test_new_figures_update_the_alert_without_a_delivery(conn: psycopg.Connection) -> None:
+    [alert_id] = apply(conn, [saturation(score=0.5)], T0).opened
+    result = apply(conn, [saturation(score=0.9, value="2000")], T0 + 2 * HOUR)
+
+    assert (result.opened, result.updated, result.messages) == ((), 1, 0)
+    alert = get_alert(conn, alert_id)
+    assert (alert["score"], alert["value"], alert["expected_value"]) == (0.9, "2000.00", "1800.00")
+    assert alert["priority"] == 2
+    assert alert["due_at"] == (T0 + 14 * DAY).isoformat()  # never moves later
+    assert count(conn, "outbox") == 1
+    [_, updated] = alert_history(conn, alert_id)
+    assert updated["action"] == "updated"
+    assert updated["detail"]["score"] == [0.5, 0.9]
+    assert updated["detail"]["priority"] == [3, 2]
+
+
+def test_strongest_of_duplicate_findings_in_one_pass_wins(conn: psycopg.Connection) -> None:
+    result = apply(conn, [saturation(score=0.3), saturation(score=0.7)], T0)
+    assert get_alert(conn, result.opened[0])["score"] == 0.7
+    assert result.cooldown == 0
+
+
+def test_alert_expires_once_the_condition_cleared_for_clear_after(
+    conn: psycopg.Connection,
+) -> None:
+    [alert_id] = apply(conn, [saturation()], T0).opened
+    acknowledge(conn, alert_id, "ada", now=T0 + HOUR)
+
+    assert apply(conn, [], T0 + 47 * HOUR).expired == 0
+    # kinds the pass did not score, and accounts outside it, never expire
+    assert apply(conn, [], T0 + 49 * HOUR, kinds_scored={"usage_decline"}).expired == 0
+    assert apply(conn, [], T0 + 49 * HOUR, accounts_scored={"acct-2"}).expired == 0
+    assert get_alert(conn, alert_id)["status"] == "acknowledged"
+
+    assert apply(conn, [], T0 + 49 * HOUR).expired == 1
+    alert = get_alert(conn, alert_id)
+    assert (alert["status"], alert["closed_by"]) == ("expired", "system")
+    assert alert["closed_at"] == (T0 + 49 * HOUR).isoformat()
+    assert actions(conn, alert_id)[-1] == ("expired", "system")
+    assert count(conn, "outbox") == 1
+
+
+def test_custom_clear_after(conn: psycopg.Connection) -> None:
+    apply(conn, [saturation()], T0)
+    assert apply(conn, [], T0 + 3 * HOUR, clear_after=2 * HOUR).expired == 1
+
+
+def test_dismissed_alert_is_not_reopened_within_the_cooldown(conn: psycopg.Connection) -> None:
+    [first] = apply(conn, [saturation()], T0).opened
+    resolve(conn, first, "dismissed", "ada", "customer is replacing the line", now=T0 + HOUR)
+
+    held = apply(conn, [saturation()], T0 + 2 * HOUR)
+    assert (held.opened, held.cooldown) == ((), 1)
+    assert apply(conn, [saturation()], T0 + HOUR + 7 * DAY - HOUR).opened == ()
+
+    reopened = apply(conn, [saturation()], T0 + HOUR + 7 * DAY + HOUR)
+    [second] = reopened.opened
+    assert second != first
+    assert [k for k, *_ in outbox(conn)] == [
+        f"alert:{first}:opened:email",
+        f"alert:{second}:opened:email",
+    ]
+
+
+def test_expired_alert_also_starts_a_cooldown(conn: psycopg.Connection) -> None:
+    apply(conn, [saturation()], T0)
+    apply(conn, [], T0 + 50 * HOUR)
+    assert apply(conn, [saturation()], T0 + 60 * HOUR).cooldown == 1
+    assert apply(conn, [saturation()], T0 + 60 * HOUR, cooldown=HOUR).opened != ()
+
+
+def test_snooze_holds_messages_then_reminds(conn: psycopg.Connection, smtp: SmtpServer) -> None:
+    transport = SmtpTransport(smtp.host, smtp.port, sender="bw@example.test")
+    # alert 1's first message goes out before its snooze; alert 2 is snoozed before delivery
+    [sent_first] = apply(conn, [saturation()], T0).opened
+    assert deliver_due(conn, transport, now=T0).sent == 1
+    [held_back] = apply(conn, [saturation("acct-2")], T0).opened
+    until = T0 + 3 * DAY
+    snooze(conn, sent_first, until, "on holiday", "ada", now=T0 + HOUR)
+    snooze(conn, held_back, until, "customer visit planned", "ben", now=T0 + HOUR)
+
+    during = apply(conn, [saturation(score=0.9), saturation("acct-2", score=0.9)], T0 + DAY)
+    result = deliver_due(conn, transport, now=T0 + DAY)
+    assert (during.updated, during.messages, during.reminded) == (2, 0, 0)
+    assert (result.sent, result.deferred) == (0, 2)  # ben's email and webhook wait
+    assert count(conn, "outbox WHERE sent_at IS NULL") == 2
+    assert get_alert(conn, held_back)["score"] == 0.9
+
+    after = apply(conn, [saturation(), saturation("acct-2")], until + HOUR)
+    assert after.reminded == 1  # alert 2's own first message is still to go: no reminder
+    keys = {k for k, *_ in outbox(conn)}
+    assert f"alert:{sent_first}:reminder:20250605T100000Z:email" in keys
+    assert not any(k.startswith(f"alert:{held_back}:reminder") for k in keys)
+    for alert_id in (sent_first, held_back):
+        alert = get_alert(conn, alert_id)
+        assert (alert["snoozed_until"], alert["snooze_reason"]) == (None, None)
+        assert "snooze_ended" in [a for a, _ in actions(conn, alert_id)]
+    # the next pass does not remind again
+    assert apply(conn, [saturation(), saturation("acct-2")], until + 2 * HOUR).reminded == 0
+
+    deliver_due(conn, transport, now=until + HOUR)
+    subjects = [m["Subject"] for m in smtp.messages]
+    assert subjects == [
+        "[basewatch] P3 capacity_saturation: Acme Air / asset-7",
+        "[basewatch] P3 capacity_saturation: Brio Foods / asset-7",
+        "[basewatch] P3 capacity_saturation: Acme Air / asset-7 (reminder)",
+    ]
+    history = alert_history(conn, held_back)
+    snoozed = next(h for h in history if h["action"] == "snoozed")
+    assert snoozed["actor"] == "ben"
+    assert snoozed["detail"] == {"until": until.isoformat(), "reason": "customer visit planned"}
+
+
+def test_owner_with_email_and_webhook_gets_both(conn: psycopg.Connection) -> None:
+    [alert_id] = apply(conn, [saturation("acct-2")], T0).opened
+    rows = outbox(conn)
+    assert [(k, c, r) for k, c, r, *_ in rows] == [
+        (f"alert:{alert_id}:opened:email", "email", "ben@example.test"),
+        (f"alert:{alert_id}:opened:webhook", "webhook", "http://127.0.0.1:9/hook"),
+    ]
+    payload = rows[1][5]
+    assert "load above 95%" in payload["text"]
+    assert payload["blocks"][0]["type"] == "header"
+    fields = {
+        f["text"].split("\n")[0]: f["text"].split("\n")[1] for f in payload["blocks"][2]["fields"]
+    }
+    assert fields["*Expected value / month*"] == "960.00"
+    assert fields["*Owner*"] == "Ben Brook"
+
+
+def test_owner_without_contact_opens_the_alert_and_warns(
+    conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="signals.alerts"):
+        result = apply(conn, [saturation("acct-3")], T0)
+    assert len(result.opened) == 1
+    assert result.messages == 0
+    assert "owner csm-c has no email or webhook" in caplog.text
+
+
+def test_unknown_account_opens_an_alert_without_owner(conn: psycopg.Connection) -> None:
+    [alert_id] = apply(conn, [saturation("acct-unknown")], T0).opened
+    assert get_alert(conn, alert_id)["owner_csm_id"] is None
+
+
+def test_apply_inside_the_callers_transaction_commits_with_it(db_url: str) -> None:
+    with psycopg.connect(db_url) as connection:
+        connection.execute("TRUNCATE alerts, alert_history, outbox")
+        connection.execute(REGISTRY)
+        connection.commit()
+        connection.execute("SELECT 1")  # a transaction is open
+        apply(connection, [saturation()], T0)
+        connection.rollback()
+        assert count(connection, "alerts") == 0
+        apply(connection, [saturation()], T0)
+        apply(connection, [saturation()], T0 + HOUR)  # same transaction, twice
+        connection.commit()
+        assert count(connection, "alerts") == 1
+
+
+# -- the CSM's changes ------------------------------------------------------------------------
+
+
+def test_lifecycle_keeps_who_and_when_and_rejects_invalid_changes(
+    conn: psycopg.Connection,
+) -> None:
+    [alert_id] = apply(conn, [saturation()], T0).opened
+
+    acked = acknowledge(conn, alert_id, "ada", now=T0 + HOUR)
+    assert (acked["status"], acked["acknowledged_by"]) == ("acknowledged", "ada")
+    assert acked["acknowledged_at"] == (T0 + HOUR).isoformat()
+    with pytest.raises(AlertStateError, match="is acknowledged: cannot acknowledge"):
+        acknowledge(conn, alert_id, "ada")
+
+    won = resolve(conn, alert_id, "won", "ada", "sold a second compressor", now=T0 + 2 * DAY)
+    assert (won["status"], won["closed_by"], won["note"]) == (
+        "won",
+        "ada",
+        "sold a second compressor",
+    )
+    assert won["closed_at"] == (T0 + 2 * DAY).isoformat()
+    with pytest.raises(AlertStateError, match="is won: cannot resolve"):
+        resolve(conn, alert_id, "lost", "ada")
+    with pytest.raises(AlertStateError, match="cannot snooze"):
+        snooze(conn, alert_id, T0 + 5 * DAY, "later", "ada", now=T0 + 3 * DAY)
+    with pytest.raises(AlertStateError, match="cannot acknowledge"):
+        acknowledge(conn, alert_id, "ada")
+    assert actions(conn, alert_id) == [
+        ("opened", "system"),
+        ("acknowledged", "ada"),
+        ("won", "ada"),
+    ]
+
+
+def test_open_alert_can_be_resolved_directly_and_bad_input_is_refused(
+    conn: psycopg.Connection,
+) -> None:
+    [alert_id] = apply(conn, [saturation()], T0).opened
+    with pytest.raises(NotFound, match="no alert #999"):
+        acknowledge(conn, 999, "ada")
+    with pytest.raises(InputError, match="outcome must be one of won, lost, dismissed"):
+        resolve(conn, alert_id, "expired", "ada")  # not a CSM outcome
+    with pytest.raises(InputError, match="not in the future"):
+        snooze(conn, alert_id, T0 - HOUR, "past", "ada", now=T0)
+    with pytest.raises(InputError, match="needs a reason"):
+        snooze(conn, alert_id, T0 + DAY, "  ", "ada", now=T0)
+    with pytest.raises(InputError, match="who makes the change"):
+        acknowledge(conn, alert_id, " ")
+    assert resolve(conn, alert_id, "lost", "ada", now=T0 + HOUR)["status"] == "lost"
+
+
+def test_feedback_is_kept_with_who_and_when(conn: psycopg.Connection) -> None:
+    [alert_id] = apply(conn, [saturation()], T0).opened
+    resolve(conn, alert_id, "won", "ada", now=T0 + DAY)
+    feedback(conn, alert_id, True, "ada", now=T0 + DAY)
+    alert = feedback(conn, alert_id, False, "ben", now=T0 + 2 * DAY)
+    assert (alert["feedback"], alert["feedback_by"]) == ("not_useful", "ben")
+    assert alert["feedback_at"] == (T0 + 2 * DAY).isoformat()
+    given = [h["detail"] for h in alert_history(conn, alert_id) if h["action"] == "feedback"]
+    assert given == [{"feedback": "useful"}, {"feedback": "not_useful"}]
+
+
+def test_list_alerts_filters_and_is_json_ready(conn: psycopg.Connection) -> None:
+    [a1] = apply(conn, [saturation()], T0).opened
+    [a2] = apply(conn, [saturation("acct-2", score=0.2)], T0).opened
+    resolve(conn, a2, "dismissed", "ben", now=T0 + HOUR)
+
+    everything = list_alerts(conn)
+    json.dumps(everything)  # no default= needed
+    assert [a["alert_id"] for a in everything] == [a1, a2]  # active first
+    assert [a["alert_id"] for a in list_alerts(conn, status="active")] == [a1]
+    assert [a["alert_id"] for a in list_alerts(conn, status="closed")] == [a2]
+    assert [a["alert_id"] for a in list_alerts(conn, owner="csm-b")] == [a2]
+    assert list_alerts(conn, kind="usage_decline") == []
+    assert [a["alert_id"] for a in list_alerts(conn, account="acct-1")] == [a1]
+    assert len(list_alerts(conn, limit=1)) == 1
+    first = everything[0]
+    assert first["reasons"][0].startswith("load above 95%")
+    assert first["figures"] == {"load_high_share": 0.61, "pressure_sag_share": 0.07}
+    assert (first["value"], first["expected_value"], first["score"]) == ("1200.00", "960.00", 0.8)
+    assert "owner_email" not in first
+
+
+def test_daily_digest_once_per_csm_and_day(conn: psycopg.Connection) -> None:
+    apply(conn, [saturation(), saturation("acct-2"), saturation("acct-3")], T0)
+    before = count(conn, "outbox")
+    assert enqueue_digests(conn, now=T0 + HOUR) == 2  # csm-c has no email
+    assert enqueue_digests(conn, now=T0 + 2 * HOUR) == 0
+    rows = conn.execute(
+        "SELECT dedup_key, recipient, subject, body FROM outbox WHERE dedup_key LIKE 'digest:%'"
+        " ORDER BY dedup_key"
+    ).fetchall()
+    assert [r[:2] for r in rows] == [
+        ("digest:csm-a:2025-06-02", "ada@example.test"),
+        ("digest:csm-b:2025-06-02", "ben@example.test"),
+    ]
+    assert rows[0][2] == "[basewatch] 2025-06-02: 1 active alerts, expected value 960.00 per month"
+    assert "capacity_saturation" in rows[0][3]
+    assert count(conn, "outbox") == before + 2
+
+
+# -- the commands -----------------------------------------------------------------------------
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="basewatch")
+    add_commands(parser.add_subparsers(dest="command", required=True), add)
+    return parser.parse_args(list(argv))
+
+
+def test_alert_commands_in_process(
+    conn: psycopg.Connection, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(database_url=db_url)
+    [alert_id] = apply(conn, [saturation()], T0).opened
+
+    args = parse("alerts", "list", "--json")
+    assert args.handler(settings, args) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert listed["alert_id"] == alert_id
+
+    args = parse("alerts", "ack", str(alert_id), "--by", "ada", "--json")
+    assert args.handler(settings, args) == 0
+    assert json.loads(capsys.readouterr().out)["acknowledged_by"] == "ada"
+
+    args = parse(
+        "alerts", "snooze", str(alert_id), "--hours", "24", "--reason", "trip", "--by", "ada"
+    )
+    assert args.handler(settings, args) == 0
+    assert f"alert #{alert_id} snoozed until" in capsys.readouterr().out
+
+    args = parse("alerts", "feedback", str(alert_id), "--not-useful", "--by", "ada", "--json")
+    assert args.handler(settings, args) == 0
+    assert json.loads(capsys.readouterr().out)["feedback"] == "not_useful"
+
+    args = parse("alerts", "resolve", str(alert_id), "--outcome", "won", "--note", "sold", "--json")
+    assert args.handler(settings, args) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "won"
+
+    args = parse("alerts", "ack", str(alert_id))
+    with pytest.raises(AlertStateError):
+        args.handler(settings, args)
+
+    args = parse("alerts", "deliver", "--json")
+    assert args.handler(settings, args) == 0
+    document = json.loads(capsys.readouterr().out)
+    # the alert's email waits for the snooze's end (and no SMTP host is configured anyway)
+    assert (document["sent"], document["deferred"], document["waiting"]) == (0, 1, 0)
+
+
+def run_cli(*args: str, db_url: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("BASEWATCH_")}
+    environ["BASEWATCH_DATABASE_URL"] = db_url
+    return subprocess.run(
+        [sys.executable, "-m", "basewatch", *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_alerts_list_json_is_one_document(conn: psycopg.Connection, db_url: str) -> None:
+    [alert_id] = apply(conn, [saturation()], T0).opened
+    result = run_cli("alerts", "list", "--json", db_url=db_url)
+    assert result.returncode == 0, result.stderr
+    [listed] = json.loads(result.stdout)
+    assert listed["alert_id"] == alert_id
+
+    missing = run_cli("alerts", "ack", "99999", db_url=db_url)
+    assert missing.returncode == 1
+    assert missing.stdout == ""
+    assert missing.stderr.strip().splitlines() == ["basewatch: error: no alert #99999"]
+
+    assert run_cli("alerts", "snooze", str(alert_id), db_url=db_url).returncode == 2

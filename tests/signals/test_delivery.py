@@ -1,0 +1,219 @@
+"""The outbox against a real SMTP server (aiosmtpd) and a real HTTP server: retries with
+backoff, exactly one delivery, give-up that keeps the row, and concurrent passes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from basewatch.localbroker import free_port
+from signals.delivery import (
+    OutboxMessage,
+    SmtpTransport,
+    Transports,
+    WebhookTransport,
+    backoff,
+    deliver_due,
+    enqueue,
+    message_id,
+    requeue_given_up,
+)
+from tests.fix_http import WebhookServer, running_webhook_server
+from tests.fix_smtp import SmtpServer, running_smtp_server
+
+T0 = dt.datetime(2025, 6, 2, 10, 0, tzinfo=dt.UTC)
+SECOND = dt.timedelta(seconds=1)
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(db_url, autocommit=True) as connection:
+        connection.execute("TRUNCATE alerts, alert_history, outbox RESTART IDENTITY CASCADE")
+        yield connection
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    with running_smtp_server() as server:
+        yield server
+
+
+@pytest.fixture
+def hook() -> Iterator[WebhookServer]:
+    with running_webhook_server() as server:
+        yield server
+
+
+def email(key: str = "alert:1:opened:email", to: str = "ada@example.test") -> OutboxMessage:
+    return OutboxMessage("email", to, "[basewatch] P2 test", "Why:\n  - a reason, 61%\n", key)
+
+
+def webhook(url: str, key: str = "alert:1:opened:webhook") -> OutboxMessage:
+    return OutboxMessage("webhook", url, "subject", "body", key, payload={"text": "hello"})
+
+
+def row(conn: psycopg.Connection, key: str) -> tuple:
+    found = conn.execute(
+        "SELECT attempts, last_error, next_attempt_at, sent_at, gave_up_at FROM outbox"
+        " WHERE dedup_key = %s",
+        (key,),
+    ).fetchone()
+    assert found is not None
+    return found
+
+
+def test_backoff_doubles_from_30_seconds_up_to_an_hour() -> None:
+    assert [backoff(n).total_seconds() for n in range(1, 10)] == [
+        30, 60, 120, 240, 480, 960, 1920, 3600, 3600,
+    ]  # fmt: skip
+
+
+def test_enqueue_twice_with_one_dedup_key_is_one_row(conn: psycopg.Connection) -> None:
+    with conn.transaction():
+        assert enqueue(conn, [email(), email()], now=T0) == 1
+    with conn.transaction():
+        assert enqueue(conn, [email()], now=T0) == 0
+
+
+@pytest.mark.parametrize("stage", ["DATA", "RCPT"])
+def test_smtp_refuses_then_accepts_exactly_one_email(
+    conn: psycopg.Connection, smtp: SmtpServer, stage: str
+) -> None:
+    transport = SmtpTransport(smtp.host, smtp.port, sender="basewatch@example.test", timeout=5)
+    with conn.transaction():
+        enqueue(conn, [email()], now=T0)
+    smtp.refuse_next(2, at=stage)
+
+    first = deliver_due(conn, transport, now=T0)
+    attempts, error, next_at, sent_at, _ = row(conn, "alert:1:opened:email")
+    assert (first.sent, first.failed) == (0, 1)
+    assert (attempts, next_at, sent_at) == (1, T0 + 30 * SECOND, None)
+    assert "451" in error
+    assert f"SMTP {smtp.host}:{smtp.port}" in error
+
+    assert deliver_due(conn, transport, now=T0 + 29 * SECOND).failed == 0  # not due yet
+    assert deliver_due(conn, transport, now=T0 + 30 * SECOND).failed == 1
+    assert row(conn, "alert:1:opened:email")[2] == T0 + 90 * SECOND
+
+    done = deliver_due(conn, transport, now=T0 + 90 * SECOND)
+    assert done.sent == 1
+    assert deliver_due(conn, transport, now=T0 + 1000 * SECOND).sent == 0
+    attempts, error, _, sent_at, gave_up_at = row(conn, "alert:1:opened:email")
+    assert (attempts, error, sent_at, gave_up_at) == (3, None, T0 + 90 * SECOND, None)
+
+    [message] = smtp.messages
+    assert smtp.handler.refused == 2
+    assert message["Subject"] == "[basewatch] P2 test"
+    assert message["To"] == "ada@example.test"
+    assert message["Message-ID"] == message_id("alert:1:opened:email", "basewatch@example.test")
+    assert message["X-Basewatch-Dedup-Key"] == "alert:1:opened:email"
+    assert "a reason, 61%" in message.get_content()
+    assert smtp.handler.envelopes == [("basewatch@example.test", ["ada@example.test"])]
+
+
+def test_webhook_500_then_200_is_exactly_one_delivery(
+    conn: psycopg.Connection, hook: WebhookServer
+) -> None:
+    with conn.transaction():
+        enqueue(conn, [webhook(hook.url())], now=T0)
+    hook.fail_next(1)
+    transport = WebhookTransport(timeout=5)
+
+    assert deliver_due(conn, transport, now=T0).failed == 1
+    attempts, error, *_ = row(conn, "alert:1:opened:webhook")
+    assert attempts == 1
+    assert error == "webhook http://127.0.0.1: HTTP 500 upstream exploded"
+    assert deliver_due(conn, transport, now=T0 + 30 * SECOND).sent == 1
+    assert deliver_due(conn, transport, now=T0 + 3600 * SECOND).sent == 0
+
+    assert [p.status for p in hook.posts] == [500, 200]
+    [accepted] = hook.accepted
+    assert accepted.body == {"text": "hello"}
+    assert accepted.headers["Idempotency-Key"] == "alert:1:opened:webhook"
+    assert accepted.headers["Content-Type"].startswith("application/json")
+    assert row(conn, "alert:1:opened:webhook")[3] == T0 + 30 * SECOND
+
+
+def test_gives_up_after_max_attempts_and_keeps_the_row(
+    conn: psycopg.Connection, hook: WebhookServer
+) -> None:
+    with conn.transaction():
+        enqueue(conn, [webhook(hook.url())], now=T0)
+    hook.fail_next(100)
+    transport = WebhookTransport(timeout=5)
+    now = T0
+    results = []
+    for _ in range(4):
+        results.append(deliver_due(conn, transport, now=now, max_attempts=3))
+        now += dt.timedelta(hours=2)
+    assert [(r.failed, r.gave_up) for r in results] == [(1, 0), (1, 0), (0, 1), (0, 0)]
+    assert len(hook.posts) == 3
+    attempts, error, _, sent_at, gave_up_at = row(conn, "alert:1:opened:webhook")
+    assert (attempts, sent_at, gave_up_at) == (3, None, T0 + dt.timedelta(hours=4))
+    assert "HTTP 500" in error
+
+    # an operator can put it back once the endpoint is fixed
+    hook.fail_next(0)
+    assert requeue_given_up(conn, now=now) == 1
+    assert deliver_due(conn, transport, now=now).sent == 1
+    assert len(hook.accepted) == 1
+
+
+def test_unreachable_servers_are_failures_with_a_reason(conn: psycopg.Connection) -> None:
+    closed_port = free_port()
+    with conn.transaction():
+        enqueue(
+            conn,
+            [email(), webhook(f"http://127.0.0.1:{closed_port}/x"), webhook("ftp://x/y", "k")],
+            now=T0,
+        )
+    transport = Transports(
+        SmtpTransport("127.0.0.1", closed_port, timeout=2), WebhookTransport(timeout=2)
+    )
+    assert deliver_due(conn, transport, now=T0).failed == 3
+    assert "cannot connect" in row(conn, "alert:1:opened:email")[1]
+    assert "refused" in row(conn, "alert:1:opened:webhook")[1].lower()
+    assert row(conn, "k")[1] == "webhook: not an http(s) URL"
+
+
+def test_channel_without_transport_waits_untouched(
+    conn: psycopg.Connection, hook: WebhookServer
+) -> None:
+    with conn.transaction():
+        enqueue(conn, [email(), webhook(hook.url())], now=T0)
+    result = deliver_due(conn, Transports(WebhookTransport()), now=T0)
+    assert (result.sent, result.waiting) == (1, 1)
+    assert row(conn, "alert:1:opened:email")[:2] == (0, None)
+
+
+def test_concurrent_passes_send_each_message_once(db_url: str, smtp: SmtpServer) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE outbox")
+        with conn.transaction():
+            enqueue(conn, [email(f"k{i}") for i in range(30)], now=T0)
+    transport = SmtpTransport(smtp.host, smtp.port, timeout=5)
+    results = []
+
+    def one_pass() -> None:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            results.append(deliver_due(conn, transport, now=T0))
+
+    threads = [threading.Thread(target=one_pass) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sum(r.sent for r in results) == 30
+    ids = sorted(m["X-Basewatch-Dedup-Key"] for m in smtp.messages)
+    assert ids == sorted(f"k{i}" for i in range(30))
+
+
+def test_deliver_refuses_a_connection_inside_a_transaction(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute("SELECT 1")
+        with pytest.raises(RuntimeError, match="no transaction open"):
+            deliver_due(conn, WebhookTransport(), now=T0)
