@@ -432,7 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("ids", nargs="*", type=_positive, metavar="ID")
     rep.add_argument("--all", action="store_true", help="replay every unresolved dead letter")
 
-    _add_import_commands(commands)
+    imports = _add_import_commands(commands)
+    from basewatch.nrr_commands import add_commands as add_nrr_commands
+
+    add_nrr_commands(commands, imports)
     from basewatch.alerts_commands import add_commands as add_alert_commands
 
     add_alert_commands(commands, add)

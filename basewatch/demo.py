@@ -192,6 +192,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         store_ground_truth(conn, output.truth)
     out_dir = Path(args.out or "out/demo")
     _write_commercial(out_dir, output)
+    revenue = _revenue_story(url, out_dir, settings)
     summary = _summary(
         url,
         fleet,
@@ -202,8 +203,33 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         time.monotonic() - started,
         out_dir,
     )
-    emit(args, summary, lambda: _render(summary))
+    summary["revenue"] = {k: v for k, v in revenue.items() if k != "text"}
+    emit(args, summary, lambda: _render(summary) + "\n\n" + str(revenue["text"]))
     return 0
+
+
+def _revenue_story(url: str, out_dir: Path, settings: Settings) -> dict[str, Any]:
+    """Load the fleet's contracts, invoices and rates like an ERP export, rebuild the MRR
+    ledger and write the monthly NRR report of the last complete month."""
+    from nrr.headline import headline
+    from nrr.imports import import_file
+    from nrr.ledger import rebuild
+    from nrr.months import format_month
+    from nrr.report import build_report, write_report
+
+    currency = settings.reporting_currency
+    with connect(url) as conn:
+        for kind in ("fx", "contracts", "invoices"):
+            import_file(conn, kind, out_dir / f"{kind}.csv", currency)
+        rebuild(conn, currency, full=True)
+        top = headline(conn, currency, None)
+        report = build_report(conn, currency, top.month)
+    written = write_report(report, out_dir / "nrr" / format_month(top.month))
+    return {
+        "headline": top.document(),
+        "report_html": str(written.html),
+        "text": f"{top.text()}\n  report: {written.html}",
+    }
 
 
 def _write_commercial(out_dir: Path, output: SimulationOutput) -> None:

@@ -12,7 +12,7 @@ from ingest.consumer import ConsumerConfig
 from ingest.decode import Limits
 from ingest.retention import apply_timescale_policies
 
-PACKAGES = ("core", "ingest", "signals")
+PACKAGES = ("core", "ingest", "signals", "nrr")
 
 
 def decode_limits(settings: Settings) -> Limits:

@@ -92,6 +92,7 @@ class Settings:
     retention_days: int = _setting(0, minimum=0, maximum=100 * 365)
     compress_after_days: int = _setting(7, minimum=1, maximum=100 * 365)
     log_level: str = _setting("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    reporting_currency: str = "EUR"
     smtp_host: str = ""  # empty: email delivery off (outbox rows wait)
     smtp_port: int = _setting(25, minimum=1, maximum=65535)
     smtp_sender: str = "basewatch@localhost"

@@ -1,0 +1,80 @@
+"""nrr: recurring revenue from contracts and invoices, the MRR ledger, its movements, NRR/GRR.
+
+nrr imports only ``core``. It reads telemetry through the ``usage_daily`` view (ingest's
+documented interface) and the registry through ``accounts`` and ``assets``; every figure is
+computed set-based in SQL, and the pure modules (``months``, ``money``, ``contracts``,
+``movements``, ``metrics``, ``charts``) restate the rules on plain data for the tests.
+
+Definitions (DESIGN.md, "NRR definitions", plus the decisions recorded here)
+----------------------------------------------------------------------------
+MRR (monthly recurring revenue, **usage-inclusive**) of an account, month and product line =
+fixed MRR + metered MRR, in the reporting currency at that month's rate, rounded to the cent:
+
+* **Fixed MRR**: the fee of each ``fixed`` or ``addon`` contract normalised to a month: fee / 1
+  (month), / 3 (quarter), / 12 (year), / term_months (multi_year).
+* **Metered MRR**: for each ``metered`` contract, max(m³ × unit_price, monthly_minimum), where
+  the charge comes from the *invoices* when recurring ``metered`` lines exist for that contract and
+  service month (their sum, in the invoice currency; they win over telemetry), otherwise from
+  *telemetry*: the month's ``usage_daily.volume_m3`` of the account's assets (current registry
+  ownership; no telemetry = no usage, so the minimum) × unit_price, rounded to the cent, with the
+  minimum's true-up. Telemetry only measures m³: a contract in another unit bills its minimum
+  until invoices arrive. An account with two concurrent m³ contracts needs invoices, or each
+  contract bills the account's whole volume.
+* **Not MRR**: one-off lines (installation, spare parts) and taxes; recurring fixed/addon invoice
+  lines are not read either (the contract says the fee, the invoice only bills it, annual fees
+  in one month), they appear in the report's reconciliation.
+* **Months in force (no pro-rating)**: a contract counts in month M when it is in force on M's
+  last day: start_date <= last day and (end_date is empty or end_date >= last day). end_date is
+  the last day of service. MRR is a run rate at month end, so a contract starting on the 20th
+  counts in full for its first month and one ending on the 20th drops out of that month; both
+  the inclusive (2024-06-30) and the exclusive (2024-07-01) habits of writing the end of June
+  give the same months. Renewal terms (renewal, notice_days, term_months) are stored for renewal
+  risk and do not extend a contract: end_date is the end of service actually agreed.
+* **Currency**: each contract has one currency; a currency change is a new contract (the old
+  one ends, the new one starts). Each month converts at that month's rate from ``fx_rates``
+  (units of the reporting currency per unit; the reporting currency at 1). A rate missing for a
+  month and currency in use stops the rebuild with the list of missing rates.
+* **Ledger span**: from the first month with a recurring invoice line (else the earliest
+  contract start) to the last complete month. Its first month is the opening balance: it has no
+  movements.
+
+Movements (per account, month t against t-1): new (0 -> >0, never >0 before), reactivation
+(0 -> >0 after an earlier month >0), expansion, contraction (still >0), churn (>0 -> 0), none.
+Amounts are in **constant currency**: MRR_t at the rates of t-1 (per ledger line, rounded to the
+cent) against MRR_{t-1}; ``fx`` = MRR_t - MRR_t at t-1 rates. Bridge: start + new + reactivation
++ expansion - contraction - churn + fx = end, to the cent. A currency without a rate at t-1 is
+taken at t's rate (no fx effect).
+
+Retention: month-over-month NRR = (start + expansion - contraction - churn) / start over accounts
+with MRR_{t-1} > 0, GRR without expansion (both in constant currency). Trailing-12-month NRR =
+Σ MRR_t / Σ MRR_{t-12} over the cohort with MRR_{t-12} > 0, GRR = Σ min(MRR_t, MRR_{t-12}) /
+Σ MRR_{t-12}, logo retention = share of the cohort with MRR_t > 0; MRR_t is taken in constant
+currency at the rates of t-12, so a rate move is never retention. An account that churned and
+returned inside the window counts at its MRR_t. An empty cohort gives no figure (None / null).
+
+CSV layouts (``basewatch import contracts|invoices|fx FILE``)
+--------------------------------------------------------------
+Header row required; columns in any order; an unknown column is an error; empty cell = none.
+Every row is validated before anything is written; errors read ``file:line: column: message``.
+Importing the same file twice changes nothing (upsert on the key).
+
+contracts.csv, key contract_id (required columns marked *):
+  contract_id*, account_id* (registered), product_line*, kind* (fixed|metered|addon),
+  currency* (ISO 4217, 3 letters), start_date* (YYYY-MM-DD), end_date (last day of service;
+  empty = open-ended), billing_period (month|quarter|year|multi_year; * for fixed and addon;
+  metered: month or empty), fee (per billing period; * for fixed and addon, empty for metered),
+  unit_price (* for metered), unit (metered; default m3), monthly_minimum (metered, in the
+  currency), renewal (auto|manual|none, default none), notice_days, term_months (* for
+  multi_year: the fee covers that many months).
+
+invoices.csv, key (invoice_id, line_no):
+  invoice_id*, line_no* (1, 2, ...), account_id*, contract_id (imported already; * for recurring
+  metered lines), period* (YYYY-MM, the service month), issue_date (YYYY-MM-DD), amount*
+  (net, may be negative for a credit), currency*, recurring* (true|false), kind*
+  (fixed|metered|addon|one_off|tax; one_off and tax cannot be recurring), quantity, unit,
+  description.
+
+fx.csv, key (month, currency):
+  month* (YYYY-MM), currency*, rate* (> 0: units of the reporting currency per 1 unit of
+  currency; the reporting currency's own rate, if listed, must be 1).
+"""

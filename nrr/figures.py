@@ -1,0 +1,142 @@
+"""Monthly figures read from the ledger, movements and invoices: MRR totals (fixed, metered,
+usage-inclusive total), top movers, and the reconciliation of a month's invoices to its MRR.
+Money in the reporting currency.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from nrr.money import ZERO
+from nrr.months import month_range
+
+
+@dataclass(frozen=True)
+class MrrTotals:
+    """Σ MRR of a month: fixed (fees and add-ons), metered, usage-inclusive total, accounts."""
+
+    month: dt.date
+    fixed: Decimal = ZERO
+    metered: Decimal = ZERO
+    total: Decimal = ZERO
+    accounts: int = 0
+
+
+def mrr_totals(
+    conn: psycopg.Connection[TupleRow], first: dt.date, last: dt.date
+) -> list[MrrTotals]:
+    rows = conn.execute(
+        "SELECT month, sum(fixed_mrr), sum(metered_mrr), sum(mrr),"
+        " count(DISTINCT account_id) FILTER (WHERE mrr > 0)"
+        " FROM mrr_ledger WHERE month BETWEEN %s AND %s GROUP BY month",
+        (first, last),
+    )
+    found = {m: MrrTotals(m, Decimal(f), Decimal(v), Decimal(t), int(n)) for m, f, v, t, n in rows}
+    return [found.get(m, MrrTotals(m)) for m in month_range(first, last)]
+
+
+@dataclass(frozen=True)
+class Mover:
+    account_id: str
+    name: str
+    kind: str
+    amount: Decimal  # signed: + new, reactivation, expansion; - contraction, churn
+    previous_mrr: Decimal
+    mrr: Decimal
+
+
+def top_movers(
+    conn: psycopg.Connection[TupleRow], month: dt.date, limit: int = 10
+) -> tuple[list[Mover], list[Mover]]:
+    """The ``limit`` largest gains and the ``limit`` largest losses of ``month``."""
+    query = (
+        "SELECT m.account_id, coalesce(a.name, m.account_id), m.kind,"
+        " CASE WHEN m.kind IN ('contraction', 'churn') THEN -m.amount ELSE m.amount END,"
+        " m.previous_mrr, m.mrr"
+        " FROM mrr_movements m LEFT JOIN accounts a ON a.account_id = m.account_id"
+        " WHERE m.month = %s AND m.kind = ANY(%s) AND m.amount > 0"
+        " ORDER BY m.amount DESC, m.account_id LIMIT %s"
+    )
+    gains = conn.execute(query, (month, ["new", "reactivation", "expansion"], limit)).fetchall()
+    losses = conn.execute(query, (month, ["contraction", "churn"], limit)).fetchall()
+
+    def movers(rows: list[tuple[object, ...]]) -> list[Mover]:
+        return [
+            Mover(str(a), str(n), str(k), Decimal(str(v)), Decimal(str(p)), Decimal(str(m)))
+            for a, n, k, v, p, m in rows
+        ]
+
+    return movers(gains), movers(losses)
+
+
+@dataclass(frozen=True)
+class ReconciliationLine:
+    """Invoice lines of the month by kind and recurrence, and what MRR does with them."""
+
+    item: str
+    lines: int
+    amount: Decimal | None  # reporting currency at the month's rate; None when a rate is missing
+    treatment: str
+
+
+_TREATMENT = {
+    ("metered", True): "metered MRR (wins over telemetry)",
+    ("fixed", True): "billing of fixed fees; MRR takes the contract's fee per month",
+    ("addon", True): "billing of add-on fees; MRR takes the contract's fee per month",
+    ("one_off", False): "excluded from MRR (one-off)",
+    ("tax", False): "excluded from MRR (tax)",
+}
+
+
+def reconciliation(
+    conn: psycopg.Connection[TupleRow], month: dt.date, reporting_currency: str
+) -> list[ReconciliationLine]:
+    """The month's invoice lines by kind, then the ledger's MRR lines by source (counts are
+    invoice lines, then ledger lines: account × product line × currency)."""
+    rows = conn.execute(
+        "SELECT i.kind, i.recurring, count(*),"
+        " CASE WHEN bool_and(i.currency = %(rep)s OR f.rate IS NOT NULL)"
+        " THEN sum(round(i.amount * CASE WHEN i.currency = %(rep)s THEN 1 ELSE f.rate END, 2))"
+        " END"
+        " FROM invoice_lines i LEFT JOIN fx_rates f"
+        " ON f.month = i.period AND f.currency = i.currency"
+        " WHERE i.period = %(month)s GROUP BY i.kind, i.recurring"
+        " ORDER BY i.recurring DESC, i.kind",
+        {"month": month, "rep": reporting_currency},
+    ).fetchall()
+    lines = [
+        ReconciliationLine(
+            f"invoiced {kind} ({'recurring' if recurring else 'one-off'})",
+            int(count),
+            None if amount is None else Decimal(amount),
+            _TREATMENT.get((str(kind), bool(recurring)), "excluded from MRR (not recurring)"),
+        )
+        for kind, recurring, count, amount in rows
+    ]
+    ledger = conn.execute(
+        "SELECT count(*) FILTER (WHERE metered_source = 'invoices'),"
+        " coalesce(sum(metered_mrr) FILTER (WHERE metered_source = 'invoices'), 0),"
+        " count(*) FILTER (WHERE metered_source = 'telemetry'),"
+        " coalesce(sum(metered_mrr) FILTER (WHERE metered_source = 'telemetry'), 0),"
+        " count(*) FILTER (WHERE metered_source = 'both'),"
+        " coalesce(sum(metered_mrr) FILTER (WHERE metered_source = 'both'), 0),"
+        " count(*) FILTER (WHERE fixed_mrr > 0), coalesce(sum(fixed_mrr), 0)"
+        " FROM mrr_ledger WHERE month = %s",
+        (month,),
+    ).fetchone()
+    assert ledger is not None
+    n_inv, inv, n_tel, tel, n_both, both, n_fixed, fixed = ledger
+    lines += [
+        ReconciliationLine("metered MRR from invoices", int(n_inv), Decimal(inv), "ledger"),
+        ReconciliationLine("metered MRR from telemetry", int(n_tel), Decimal(tel), "ledger"),
+        ReconciliationLine(
+            "metered MRR from invoices and telemetry", int(n_both), Decimal(both), "ledger"
+        ),
+        ReconciliationLine("fixed MRR (fees / month)", int(n_fixed), Decimal(fixed), "ledger"),
+    ]
+    return lines

@@ -1,0 +1,179 @@
+"""The headline figures of a month (``basewatch nrr show``): MRR fixed / metered / total
+(usage-inclusive), the bridge, month-over-month and trailing NRR / GRR, logo retention and the
+cohort sizes. In JSON, money is a string with two decimals (exact), a percentage a number with
+two decimals, and an absent figure (empty cohort) ``null``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from core.errors import ConfigError, NotFound
+from nrr.bridge import bridge
+from nrr.figures import MrrTotals, mrr_totals
+from nrr.ledger import LedgerState, ledger_state
+from nrr.metrics import MonthOverMonth, Trailing
+from nrr.money import money_text, percent_text
+from nrr.months import format_month
+from nrr.movements import Bridge
+from nrr.retention import trailing_series
+
+MRR_LABEL = "usage-inclusive MRR (fixed fees per month + metered usage billed in the month)"
+
+
+def percent(value: Decimal | None) -> float | None:
+    """A ratio as a JSON percentage with two decimals, or None (absent)."""
+    text = percent_text(value)
+    return float(text) if text else None
+
+
+def checked_state(
+    conn: psycopg.Connection[TupleRow], reporting_currency: str, month: dt.date | None = None
+) -> tuple[LedgerState, dt.date]:
+    """The ledger's state and the month asked for (default its last), or a clear error."""
+    state = ledger_state(conn)
+    if state is None:
+        raise NotFound("the MRR ledger is empty: run basewatch nrr rebuild")
+    if state.reporting_currency != reporting_currency:
+        raise ConfigError(
+            "BASEWATCH_REPORTING_CURRENCY",
+            f"is {reporting_currency} but the ledger was built in {state.reporting_currency}:"
+            " run basewatch nrr rebuild --full",
+        )
+    month = month or state.last_month
+    if not state.first_month <= month <= state.last_month:
+        raise ConfigError(
+            "--month",
+            f"{format_month(month)} is outside the ledger "
+            f"({format_month(state.first_month)} .. {format_month(state.last_month)})",
+        )
+    return state, month
+
+
+@dataclass(frozen=True)
+class Headline:
+    month: dt.date
+    reporting_currency: str
+    state: LedgerState
+    mrr: MrrTotals
+    bridge: Bridge
+    month_over_month: MonthOverMonth
+    trailing_12: Trailing | None
+    trailing_3: Trailing | None
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "month": format_month(self.month),
+            "reporting_currency": self.reporting_currency,
+            "mrr": {
+                "label": MRR_LABEL,
+                "fixed": money_text(self.mrr.fixed),
+                "metered": money_text(self.mrr.metered),
+                "total": money_text(self.mrr.total),
+                "accounts": self.mrr.accounts,
+            },
+            "bridge": {
+                **{name: money_text(amount) for name, amount in self.bridge.lines()},
+                "reconciles": self.bridge.reconciles(),
+            },
+            "month_over_month": mom_document(self.month_over_month),
+            "trailing_12_months": trailing_document(self.trailing_12),
+            "trailing_3_months": trailing_document(self.trailing_3),
+            "ledger": {
+                "first_month": format_month(self.state.first_month),
+                "last_month": format_month(self.state.last_month),
+                "stale_since": (
+                    format_month(self.state.stale_since) if self.state.stale_since else None
+                ),
+            },
+        }
+
+    def text(self) -> str:
+        cur = self.reporting_currency
+        mom, t12 = self.month_over_month, self.trailing_12
+        lines = [
+            f"NRR {format_month(self.month)} ({cur}, {MRR_LABEL})",
+            f"  MRR       fixed {_money(self.mrr.fixed)}  metered {_money(self.mrr.metered)}"
+            f"  total {_money(self.mrr.total)}  ({self.mrr.accounts} accounts)",
+            "  bridge    "
+            + "  ".join(
+                f"{name} {_money(amount, signed=name not in ('start', 'end'))}"
+                for name, amount in self.bridge.lines()
+            ),
+            f"  month over month   NRR {_pct(mom.nrr)}  GRR {_pct(mom.grr)}"
+            f"  logos {_pct(mom.logo_retention)}  (cohort {mom.cohort_size} accounts)",
+        ]
+        for label, figures in (("trailing 12 months", t12), ("trailing 3 months", self.trailing_3)):
+            if figures is None:
+                lines.append(f"  {label:<18} no cohort (no account had MRR then)")
+            else:
+                lines.append(
+                    f"  {label:<18} NRR {_pct(figures.nrr)}  GRR {_pct(figures.grr)}"
+                    f"  logos {_pct(figures.logo_retention)}"
+                    f"  (cohort {figures.cohort_size} accounts)"
+                )
+        if self.state.stale_since:
+            lines.append(
+                f"  note: imports changed months from {format_month(self.state.stale_since)};"
+                " run basewatch nrr rebuild"
+            )
+        return "\n".join(lines)
+
+
+def mom_document(mom: MonthOverMonth) -> dict[str, Any]:
+    return {
+        "basis": "constant currency",
+        "nrr_pct": percent(mom.nrr),
+        "grr_pct": percent(mom.grr),
+        "logo_retention_pct": percent(mom.logo_retention),
+        "cohort_size": mom.cohort_size,
+        "start_mrr": money_text(mom.start),
+    }
+
+
+def trailing_document(figures: Trailing | None) -> dict[str, Any]:
+    if figures is None:
+        return {"nrr_pct": None, "grr_pct": None, "logo_retention_pct": None, "cohort_size": 0}
+    return {
+        "basis": "constant currency at the rates of the window's first month",
+        "nrr_pct": percent(figures.nrr),
+        "grr_pct": percent(figures.grr),
+        "logo_retention_pct": percent(figures.logo_retention),
+        "cohort_size": figures.cohort_size,
+        "start_mrr": money_text(figures.start_mrr),
+        "end_mrr": money_text(figures.end_mrr),
+    }
+
+
+def headline(
+    conn: psycopg.Connection[TupleRow], reporting_currency: str, month: dt.date | None = None
+) -> Headline:
+    state, month = checked_state(conn, reporting_currency, month)
+    t12 = trailing_series(conn, reporting_currency, month, month, 12).get(month)
+    t3 = trailing_series(conn, reporting_currency, month, month, 3).get(month)
+    month_bridge = bridge(conn, month)
+    return Headline(
+        month,
+        reporting_currency,
+        state,
+        mrr_totals(conn, month, month)[0],
+        month_bridge,
+        MonthOverMonth.from_bridge(month_bridge),
+        t12,
+        t3,
+    )
+
+
+def _money(amount: Decimal, signed: bool = False) -> str:
+    return f"{amount:+,.2f}" if signed else f"{amount:,.2f}"
+
+
+def _pct(value: Decimal | None) -> str:
+    text = percent_text(value, 1)
+    return f"{text}%" if text else "n/a"

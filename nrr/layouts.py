@@ -1,0 +1,362 @@
+"""The CSV layouts of contracts, invoices and exchange rates, and their validation (pure).
+
+:func:`read_file` parses a whole file and validates every row; any bad row raises
+:class:`RevenueImportError` listing each problem as ``file:line: column: message`` and nothing
+is returned to write. The layouts are documented in ``nrr``'s docstring and the README;
+:func:`layout_text` renders them from the specs below, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from core.errors import InputError
+from core.ids import is_identifier
+from nrr.contracts import BILLING_PERIODS, KINDS, RENEWALS
+from nrr.months import parse_month
+
+INVOICE_KINDS = ("fixed", "metered", "addon", "one_off", "tax")
+MAX_ERRORS_LISTED = 50
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+Converter = Callable[[str], object]
+
+
+class RevenueImportError(InputError):
+    """A revenue file has bad rows; ``errors`` lists ``file:line: column: message`` for each."""
+
+    def __init__(self, errors: list[str]) -> None:
+        shown = errors[:MAX_ERRORS_LISTED]
+        more = len(errors) - len(shown)
+        text = "\n".join(shown) + (f"\n... and {more} more" if more else "")
+        super().__init__(f"{len(errors)} problem(s), nothing imported:\n{text}")
+        self.errors = errors
+
+
+# -- converters: raise ValueError with the message shown after "column: " ---------------------
+
+
+def identifier(raw: str) -> str:
+    if not is_identifier(raw):
+        raise ValueError(f"{raw!r} is not an identifier ([A-Za-z0-9_.-], 1-64 characters)")
+    return raw
+
+
+def invoice_id(raw: str) -> str:
+    if len(raw) > 100:
+        raise ValueError("longer than 100 characters")
+    return raw
+
+
+def currency(raw: str) -> str:
+    if not _CURRENCY.fullmatch(raw):
+        raise ValueError(f"{raw!r} is not an ISO 4217 code (three capital letters)")
+    return raw
+
+
+def day(raw: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a date (YYYY-MM-DD)") from None
+
+
+def month(raw: str) -> dt.date:
+    return parse_month(raw)
+
+
+def number(raw: str) -> Decimal:
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ValueError(f"{raw!r} is not a number") from None
+    if not value.is_finite():
+        raise ValueError(f"{raw!r} is not a finite number")
+    return value
+
+
+def non_negative(raw: str) -> Decimal:
+    value = number(raw)
+    if value < 0:
+        raise ValueError(f"{raw!r} must be >= 0")
+    return value
+
+
+def positive(raw: str) -> Decimal:
+    value = number(raw)
+    if value <= 0:
+        raise ValueError(f"{raw!r} must be > 0")
+    return value
+
+
+def whole(minimum: int) -> Converter:
+    def convert(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a whole number") from None
+        if value < minimum:
+            raise ValueError(f"{raw!r} must be >= {minimum}")
+        return value
+
+    return convert
+
+
+def choice(*options: str) -> Converter:
+    def convert(raw: str) -> str:
+        value = raw.lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {raw!r}")
+        return value
+
+    return convert
+
+
+def boolean(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ValueError(f"must be true or false, got {raw!r}")
+
+
+def text(raw: str) -> str:
+    return raw
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    convert: Converter
+    required: bool = False
+    meaning: str = ""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One file kind: its table, key and columns (in the documented order)."""
+
+    kind: str
+    table: str
+    key: tuple[str, ...]
+    columns: tuple[Column, ...]
+    check: Callable[[dict[str, object]], list[str]] = field(default=lambda record: [])
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+
+def _check_contract(record: dict[str, object]) -> list[str]:
+    errors: list[str] = []
+    kind = record["kind"]
+    if kind == "metered":
+        if record["unit_price"] is None:
+            errors.append("unit_price: required for a metered contract")
+        if record["fee"] is not None:
+            errors.append("fee: a metered contract has no fee (its floor is monthly_minimum)")
+        if record["billing_period"] not in (None, "month"):
+            errors.append("billing_period: a metered contract bills monthly (month or empty)")
+        record["billing_period"] = "month"
+        record["unit"] = record["unit"] or "m3"
+    else:
+        if record["fee"] is None:
+            errors.append(f"fee: required for a {kind} contract")
+        if record["billing_period"] is None:
+            errors.append(f"billing_period: required for a {kind} contract")
+        for name in ("unit_price", "monthly_minimum"):
+            if record[name] is not None:
+                errors.append(f"{name}: only for metered contracts")
+    if record["billing_period"] == "multi_year" and record["term_months"] is None:
+        errors.append("term_months: required for a multi_year contract")
+    start, end = record["start_date"], record["end_date"]
+    if isinstance(start, dt.date) and isinstance(end, dt.date) and end < start:
+        errors.append(f"end_date: {end} is before start_date {start}")
+    record["renewal"] = record["renewal"] or "none"
+    return errors
+
+
+def _check_invoice_line(record: dict[str, object]) -> list[str]:
+    errors: list[str] = []
+    if record["recurring"] and record["kind"] in ("one_off", "tax"):
+        errors.append(f"recurring: a {record['kind']} line cannot be recurring")
+    if record["recurring"] and record["kind"] == "metered" and record["contract_id"] is None:
+        errors.append("contract_id: required on a recurring metered line (usage is per contract)")
+    return errors
+
+
+CONTRACTS = Layout(
+    "contracts",
+    "contracts",
+    ("contract_id",),
+    (
+        Column("contract_id", identifier, True),
+        Column("account_id", identifier, True, "a registered account"),
+        Column("product_line", identifier, True),
+        Column("kind", choice(*KINDS), True, "|".join(KINDS)),
+        Column("currency", currency, True, "ISO 4217"),
+        Column("start_date", day, True, "YYYY-MM-DD"),
+        Column("end_date", day, False, "last day of service; empty = open-ended"),
+        Column("billing_period", choice(*BILLING_PERIODS), False, "|".join(BILLING_PERIODS)),
+        Column("fee", non_negative, False, "per billing period (fixed, addon)"),
+        Column("unit_price", non_negative, False, "per unit (metered)"),
+        Column("unit", text, False, "metered; default m3"),
+        Column("monthly_minimum", non_negative, False, "metered, in the currency"),
+        Column("renewal", choice(*RENEWALS), False, "|".join(RENEWALS) + "; default none"),
+        Column("notice_days", whole(0), False),
+        Column("term_months", whole(1), False, "required for multi_year"),
+    ),
+    _check_contract,
+)
+INVOICES = Layout(
+    "invoices",
+    "invoice_lines",
+    ("invoice_id", "line_no"),
+    (
+        Column("invoice_id", invoice_id, True),
+        Column("line_no", whole(1), True),
+        Column("account_id", identifier, True, "a registered account"),
+        Column("contract_id", identifier, False, "an imported contract"),
+        Column("period", month, True, "YYYY-MM, the service month"),
+        Column("issue_date", day, False, "YYYY-MM-DD"),
+        Column("amount", number, True, "net; negative for a credit"),
+        Column("currency", currency, True, "ISO 4217"),
+        Column("recurring", boolean, True, "true|false"),
+        Column("kind", choice(*INVOICE_KINDS), True, "|".join(INVOICE_KINDS)),
+        Column("quantity", number, False),
+        Column("unit", text, False),
+        Column("description", text, False),
+    ),
+    _check_invoice_line,
+)
+FX = Layout(
+    "fx",
+    "fx_rates",
+    ("month", "currency"),
+    (
+        Column("month", month, True, "YYYY-MM"),
+        Column("currency", currency, True, "ISO 4217"),
+        Column("rate", positive, True, "reporting currency per 1 unit"),
+    ),
+)
+LAYOUTS = {layout.kind: layout for layout in (CONTRACTS, INVOICES, FX)}
+
+
+@dataclass
+class ParsedFile:
+    """The validated rows of one file, each with the line it came from."""
+
+    layout: Layout
+    path: Path
+    records: list[dict[str, object]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+
+    def where(self, index: int) -> str:
+        return f"{self.path}:{self.lines[index]}"
+
+
+def read_file(kind: str, path: Path, reporting_currency: str = "EUR") -> ParsedFile:
+    """Parse and validate a whole ``contracts``, ``invoices`` or ``fx`` CSV file."""
+    layout = LAYOUTS[kind]
+    try:
+        content = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from exc
+    reader = csv.DictReader(io.StringIO(content))
+    header = [h.strip() for h in reader.fieldnames or []]
+    problems = _header_problems(layout, header)
+    if problems:
+        raise RevenueImportError([f"{path}:1: {p}" for p in problems])
+    reader.fieldnames = header
+    parsed = ParsedFile(layout, path)
+    errors: list[str] = []
+    seen: dict[tuple[object, ...], int] = {}
+    for row in reader:
+        where = f"{path}:{reader.line_num}"
+        if None in row:
+            errors.append(f"{where}: more fields than the header has")
+            continue
+        record, row_errors = _record(layout, row)
+        if (
+            kind == "fx"
+            and not row_errors
+            and record["currency"] == reporting_currency
+            and record["rate"] != 1
+        ):
+            row_errors.append(f"rate: {reporting_currency} is the reporting currency: rate 1")
+        if row_errors:
+            errors.extend(f"{where}: {message}" for message in row_errors)
+            continue
+        key = tuple(record[k] for k in layout.key)
+        if key in seen:
+            errors.append(
+                f"{where}: duplicate {', '.join(layout.key)} {_show(key)} "
+                f"(first at line {seen[key]})"
+            )
+            continue
+        seen[key] = reader.line_num
+        parsed.records.append(record)
+        parsed.lines.append(reader.line_num)
+    if errors:
+        raise RevenueImportError(errors)
+    return parsed
+
+
+def _header_problems(layout: Layout, header: list[str]) -> list[str]:
+    if not header:
+        return ["empty file (no header)"]
+    known = set(layout.names)
+    problems = [
+        f"unknown column {name!r} (columns of {layout.kind}: {', '.join(layout.names)})"
+        for name in header
+        if name not in known
+    ]
+    problems += [
+        f"missing column {c.name!r}" for c in layout.columns if c.required and c.name not in header
+    ]
+    return problems
+
+
+def _record(layout: Layout, row: dict[str, str]) -> tuple[dict[str, object], list[str]]:
+    record: dict[str, object] = {}
+    errors: list[str] = []
+    for column in layout.columns:
+        raw = (row.get(column.name) or "").strip()
+        if not raw:
+            if column.required:
+                errors.append(f"{column.name}: required")
+            record[column.name] = None
+            continue
+        try:
+            record[column.name] = column.convert(raw)
+        except ValueError as exc:
+            errors.append(f"{column.name}: {exc}")
+            record[column.name] = None
+    if not errors:
+        errors = layout.check(record)
+    return record, errors
+
+
+def _show(key: tuple[object, ...]) -> str:
+    return ", ".join(repr(str(k)) for k in key)
+
+
+def layout_text() -> str:
+    """The three layouts as README markdown: a table per file, required columns in bold."""
+    parts: list[str] = []
+    for layout in LAYOUTS.values():
+        parts.append(f"`{layout.kind}.csv` (key: {', '.join(layout.key)})\n")
+        parts.append("| column | meaning |\n| --- | --- |")
+        for column in layout.columns:
+            name = f"**{column.name}**" if column.required else column.name
+            parts.append(f"| {name} | {column.meaning} |")
+        parts.append("")
+    return "\n".join(parts)

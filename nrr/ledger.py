@@ -1,0 +1,321 @@
+"""The MRR ledger: MRR per account × month × product line (× currency), built in SQL.
+
+Rules (stated in ``nrr``'s docstring, restated on plain data in ``nrr.contracts``): fixed and
+addon fees normalised to a month; metered contracts billed from recurring metered invoice lines
+when they exist for the contract and month, else from ``usage_daily`` × unit price with the
+monthly minimum; one-offs and taxes never; every contract counted in the months it is in force
+on the last day; converted at the month's rate.
+
+:func:`rebuild` recomputes months >= ``since`` (all of them with ``full``) in one transaction,
+then the movements of the same months (``nrr.bridge``), and records the ledger's span, its
+reporting currency and that it is no longer stale in ``mrr_ledger_state``. Without ``since`` it
+continues from what the imports marked stale and from the ledger's last month.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+
+from core.errors import InputError, NotFound
+from nrr.bridge import rebuild_movements
+from nrr.months import add_months, format_month, last_day, previous_complete_month
+
+log = logging.getLogger(__name__)
+MAX_MISSING_RATES_LISTED = 20
+REBUILD_WORK_MEM = "256MB"  # per sort or hash of the rebuild's queries, for its transaction
+
+# Months a contract counts in: from its start month to the last month it is in force on the last
+# day, clipped to [since, through]. Shared by the queries below.
+_CONTRACT_MONTHS = """
+    CROSS JOIN LATERAL generate_series(
+        greatest(date_trunc('month', c.start_date::timestamp), %(since)s::timestamp),
+        least(coalesce(date_trunc('month', (c.end_date + 1)::timestamp) - interval '1 month',
+                       'infinity'::timestamp),
+              %(through)s::timestamp),
+        interval '1 month') AS m(month)
+"""
+
+# The metered contract months, each with its invoiced amount per currency (none: telemetry).
+_METERED_MONTHS = sql.SQL(
+    """
+CREATE TEMP TABLE nrr_metered ON COMMIT DROP AS
+WITH invoiced AS (  -- month as a timestamp, like generate_series's, so both join keys are columns
+    SELECT contract_id, period::timestamp AS month, currency, greatest(sum(amount), 0) AS amount
+    FROM invoice_lines
+    WHERE recurring AND kind = 'metered' AND period BETWEEN %(since)s AND %(through)s
+    GROUP BY contract_id, period, currency
+)
+SELECT m.month::date AS month, c.account_id, c.product_line, c.contract_id,
+       c.currency AS contract_currency, c.unit_price, c.monthly_minimum,
+       coalesce(c.unit, 'm3') = 'm3' AS per_m3,
+       i.currency AS invoice_currency, i.amount AS invoiced
+FROM contracts c
+{contract_months}
+LEFT JOIN invoiced i ON i.contract_id = c.contract_id AND i.month = m.month
+WHERE c.kind = 'metered'
+"""
+).format(contract_months=sql.SQL(_CONTRACT_MONTHS))
+
+_GAP_ASSETS = """
+SELECT DISTINCT a.asset_id
+FROM nrr_metered g JOIN assets a ON a.account_id = g.account_id
+WHERE g.invoiced IS NULL AND g.per_m3
+"""
+
+_USAGE = """
+CREATE TEMP TABLE nrr_usage ON COMMIT DROP AS
+SELECT a.account_id, date_trunc('month', d.day::timestamp)::date AS month,
+       round(sum(d.volume_m3)::numeric, 3) AS volume_m3
+FROM usage_daily d JOIN assets a ON a.asset_id = d.asset_id
+WHERE d.asset_id = ANY(%(assets)s) AND d.day BETWEEN %(since)s AND %(through_day)s
+GROUP BY a.account_id, date_trunc('month', d.day::timestamp)
+"""
+
+_INSERT = sql.SQL(
+    """
+WITH fixed AS (
+    SELECT m.month::date AS month, c.account_id COLLATE "C" AS account_id,
+           c.product_line COLLATE "C" AS product_line, c.currency COLLATE "C" AS currency,
+           round(c.fee / CASE c.billing_period WHEN 'month' THEN 1 WHEN 'quarter' THEN 3
+                              WHEN 'year' THEN 12 ELSE c.term_months END, 6) AS fixed_local,
+           0::numeric AS metered_local, NULL::text AS source
+    FROM contracts c
+    {contract_months}
+    WHERE c.kind <> 'metered'
+), metered AS (
+    SELECT g.month, g.account_id COLLATE "C" AS account_id,
+           g.product_line COLLATE "C" AS product_line,
+           coalesce(g.invoice_currency, g.contract_currency) COLLATE "C" AS currency,
+           0::numeric AS fixed_local,
+           CASE WHEN g.invoiced IS NOT NULL THEN g.invoiced
+                ELSE greatest(round(coalesce(u.volume_m3, 0) * g.unit_price, 2),
+                              coalesce(g.monthly_minimum, 0)) END AS metered_local,
+           CASE WHEN g.invoiced IS NOT NULL THEN 'invoices' ELSE 'telemetry' END AS source
+    FROM nrr_metered g
+    LEFT JOIN nrr_usage u ON u.account_id = g.account_id AND u.month = g.month AND g.per_m3
+), lines AS (
+    -- a contract is one part of a line (metered ones once per invoice currency): count(*)
+    SELECT month, account_id, product_line, currency,
+           sum(fixed_local) AS fixed_local, sum(metered_local) AS metered_local,
+           CASE WHEN bool_or(source = 'invoices') AND bool_or(source = 'telemetry') THEN 'both'
+                WHEN bool_or(source = 'invoices') THEN 'invoices'
+                WHEN bool_or(source = 'telemetry') THEN 'telemetry' END AS source,
+           count(*) AS contracts
+    FROM (SELECT * FROM fixed UNION ALL SELECT * FROM metered) AS parts
+    GROUP BY month, account_id, product_line, currency
+), converted AS (
+    SELECT l.*, r.rate,
+           round(l.fixed_local * r.rate, 2) AS fixed_mrr,
+           round(l.metered_local * r.rate, 2) AS metered_mrr
+    FROM lines l
+    LEFT JOIN fx_rates f ON f.month = l.month AND f.currency = l.currency
+    CROSS JOIN LATERAL (SELECT CASE WHEN l.currency = %(reporting)s THEN 1::numeric
+                                    ELSE f.rate END AS rate) AS r
+), inserted AS (
+    INSERT INTO mrr_ledger (month, account_id, product_line, currency, fixed_mrr_local,
+                            metered_mrr_local, mrr_local, rate, fixed_mrr, metered_mrr, mrr,
+                            metered_source, contracts)
+    SELECT month, account_id, product_line, currency, fixed_local, metered_local,
+           fixed_local + metered_local, rate, fixed_mrr, metered_mrr, fixed_mrr + metered_mrr,
+           source, contracts
+    FROM converted
+    ORDER BY month, account_id, product_line, currency
+    RETURNING metered_source
+)
+SELECT count(*),
+       count(*) FILTER (WHERE metered_source IN ('invoices', 'both')),
+       count(*) FILTER (WHERE metered_source IN ('telemetry', 'both'))
+FROM inserted
+"""
+).format(contract_months=sql.SQL(_CONTRACT_MONTHS))
+
+_MISSING_RATES = sql.SQL(
+    """
+SELECT DISTINCT m.month::date AS month, coalesce(i.currency, c.currency) AS currency
+FROM contracts c
+{contract_months}
+LEFT JOIN invoice_lines i ON c.kind = 'metered' AND i.recurring AND i.kind = 'metered'
+                         AND i.contract_id = c.contract_id AND i.period = m.month::date
+WHERE coalesce(i.currency, c.currency) <> %(reporting)s
+  AND NOT EXISTS (SELECT 1 FROM fx_rates f
+                  WHERE f.month = m.month::date AND f.currency = coalesce(i.currency, c.currency))
+ORDER BY 1, 2
+"""
+).format(contract_months=sql.SQL(_CONTRACT_MONTHS))
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """What the stored ledger holds (``mrr_ledger_state``)."""
+
+    reporting_currency: str
+    first_month: dt.date
+    last_month: dt.date
+    stale_since: dt.date | None
+    rebuilt_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    """What a rebuild did: months since .. through recomputed (none when up to date)."""
+
+    full: bool
+    first_month: dt.date | None
+    since: dt.date | None
+    through: dt.date | None
+    ledger_rows: int
+    movement_rows: int
+    metered_from_invoices: int
+    metered_from_telemetry: int
+    seconds: float
+
+    def document(self) -> dict[str, Any]:
+        def month(value: dt.date | None) -> str | None:
+            return format_month(value) if value else None
+
+        return {
+            "full": self.full,
+            "first_month": month(self.first_month),
+            "rebuilt_from": month(self.since),
+            "rebuilt_through": month(self.through),
+            "ledger_rows": self.ledger_rows,
+            "movement_rows": self.movement_rows,
+            "metered_lines_from_invoices": self.metered_from_invoices,
+            "metered_lines_from_telemetry": self.metered_from_telemetry,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def ledger_state(conn: psycopg.Connection[TupleRow]) -> LedgerState | None:
+    row = conn.execute(
+        "SELECT reporting_currency, first_month, last_month, stale_since, rebuilt_at"
+        " FROM mrr_ledger_state"
+    ).fetchone()
+    return LedgerState(*row) if row else None
+
+
+def default_first_month(conn: psycopg.Connection[TupleRow]) -> dt.date:
+    """The first month with a recurring invoice line, else the earliest contract's start month."""
+    row = conn.execute(
+        "SELECT coalesce((SELECT min(period) FROM invoice_lines WHERE recurring),"
+        " (SELECT date_trunc('month', min(start_date)::timestamp)::date FROM contracts))"
+    ).fetchone()
+    if row is None or row[0] is None:
+        raise NotFound("no contracts imported: run basewatch import contracts FILE first")
+    first: dt.date = row[0]
+    return first
+
+
+def rebuild(
+    conn: psycopg.Connection[TupleRow],
+    reporting_currency: str,
+    *,
+    since: dt.date | None = None,
+    through: dt.date | None = None,
+    full: bool = False,
+    today: dt.date | None = None,
+) -> RebuildResult:
+    """Recompute the ledger and movements of months ``since`` .. ``through`` (default: the last
+    complete month before ``today``) and drop any later months; one transaction."""
+    started = time.perf_counter()
+    through = through or previous_complete_month(today or dt.datetime.now(dt.UTC).date())
+    state = ledger_state(conn)
+    if full or state is None or state.reporting_currency != reporting_currency:
+        full = True
+        since = since or default_first_month(conn)
+        first = since
+    else:
+        if since is None:
+            next_month = add_months(state.last_month, 1)
+            since = min(state.stale_since or next_month, next_month)
+        first = min(state.first_month, since)
+    if since > through and not full:
+        return RebuildResult(False, first, None, None, 0, 0, 0, 0, time.perf_counter() - started)
+    with conn.transaction():
+        # sorts and hashes of a few million rows: in memory rather than in temporary files
+        conn.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(REBUILD_WORK_MEM)))
+        if full:
+            conn.execute("TRUNCATE mrr_ledger, mrr_movements")
+        else:
+            conn.execute("DELETE FROM mrr_ledger WHERE month >= %s", (since,))
+            conn.execute("DELETE FROM mrr_movements WHERE month >= %s", (since,))
+        params = {"since": since, "through": through, "reporting": reporting_currency}
+        counts = _insert_ledger(conn, params) if since <= through else (0, 0, 0)
+        movement_rows = rebuild_movements(
+            conn, reporting_currency, max(since, add_months(first, 1)), through
+        )
+        conn.execute(
+            "INSERT INTO mrr_ledger_state (reporting_currency, first_month, last_month)"
+            " VALUES (%s, %s, %s) ON CONFLICT (singleton) DO UPDATE SET"
+            " reporting_currency = EXCLUDED.reporting_currency,"
+            " first_month = EXCLUDED.first_month, last_month = EXCLUDED.last_month,"
+            " stale_since = NULL, rebuilt_at = now()",
+            (reporting_currency, first, through),
+        )
+    ledger_rows, from_invoices, from_telemetry = counts
+    seconds = time.perf_counter() - started
+    log.info(
+        "MRR ledger rebuilt %s..%s: %d ledger rows, %d movements in %.1f s",
+        format_month(since),
+        format_month(through),
+        ledger_rows,
+        movement_rows,
+        seconds,
+    )
+    return RebuildResult(
+        full,
+        first,
+        since,
+        through,
+        ledger_rows,
+        movement_rows,
+        from_invoices,
+        from_telemetry,
+        seconds,
+    )
+
+
+def _insert_ledger(
+    conn: psycopg.Connection[TupleRow], params: dict[str, Any]
+) -> tuple[int, int, int]:
+    """Insert months since .. through; returns (lines, lines with metered MRR from invoices,
+    lines with metered MRR from telemetry)."""
+    conn.execute("DROP TABLE IF EXISTS nrr_metered, nrr_usage")
+    conn.execute(_METERED_MONTHS, params)
+    conn.execute("ANALYZE nrr_metered")
+    # Telemetry is read only for the assets of metered contract months without invoices; the
+    # filter on asset_id reaches into usage_daily (its partition key), the one on day cannot.
+    assets = [str(a) for (a,) in conn.execute(_GAP_ASSETS)]
+    if assets:
+        conn.execute(
+            _USAGE, {**params, "assets": assets, "through_day": last_day(params["through"])}
+        )
+    else:
+        conn.execute(
+            "CREATE TEMP TABLE nrr_usage (account_id text, month date, volume_m3 numeric)"
+            " ON COMMIT DROP"
+        )
+    try:
+        with conn.transaction():
+            row = conn.execute(_INSERT, params).fetchone()
+    except psycopg.errors.NotNullViolation as exc:
+        missing = conn.execute(_MISSING_RATES, params).fetchall()
+        if not missing:
+            raise
+        shown = ", ".join(f"{c} {format_month(m)}" for m, c in missing[:MAX_MISSING_RATES_LISTED])
+        more = len(missing) - MAX_MISSING_RATES_LISTED
+        raise InputError(
+            f"no exchange rate for {len(missing)} month(s) and currency(ies) in use: {shown}"
+            + (f" and {more} more" if more > 0 else "")
+            + "; import them with basewatch import fx FILE"
+        ) from exc
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])

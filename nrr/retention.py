@@ -1,0 +1,158 @@
+"""Retention figures read from the database: month over month (from the bridge) and trailing
+windows (from the ledger), overall and broken down, each with its cohort size.
+
+The formulas are ``nrr.metrics``'; here SQL sums the cohort, Python divides. Trailing windows
+take MRR_t in constant currency at the rates of t-W (``nrr`` docstring).
+
+Breakdowns place each cohort account where it stood at the start of the window:
+``size`` by its MRR_{t-W} (bands in the reporting currency, ``SIZE_BANDS``) and
+``product_line`` by the product lines it had MRR in at t-W (the cohort is then account ×
+product line). ``industry``, ``region`` and ``csm`` come from the registry's *current*
+attributes: ``accounts`` keeps no history, so an account moved to another CSM inside the window
+is shown under its new CSM.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+
+from nrr.bridge import bridges
+from nrr.metrics import MonthOverMonth, Trailing
+from nrr.months import add_months
+
+DIMENSIONS = ("industry", "region", "csm", "size", "product_line")
+# (lower bound, label) of MRR at the start of the window, reporting currency, ascending.
+SIZE_BANDS = ((0, "< 1k"), (1_000, "1k-5k"), (5_000, "5k-20k"), (20_000, ">= 20k"))
+NO_VALUE = "(none)"
+
+
+def month_over_month(
+    conn: psycopg.Connection[TupleRow], first: dt.date, last: dt.date
+) -> list[MonthOverMonth]:
+    return [MonthOverMonth.from_bridge(b) for b in bridges(conn, first, last)]
+
+
+def _size_band() -> sql.Composable:
+    cases = sql.SQL(" ").join(
+        sql.SQL("WHEN sum(l.mrr) >= {} THEN {}").format(sql.Literal(bound), sql.Literal(label))
+        for bound, label in reversed(SIZE_BANDS)
+    )
+    return sql.SQL("CASE {} END").format(cases)
+
+
+def _segment(dimension: str | None) -> tuple[sql.Composable, sql.Composable, bool]:
+    """(segment expression in the cohort query, its GROUP BY, whether it is per product line)."""
+    none = sql.Literal(NO_VALUE)
+    if dimension is None:
+        return sql.Literal(""), sql.SQL(""), False
+    if dimension == "product_line":
+        return sql.SQL("l.product_line"), sql.SQL(", l.product_line"), True
+    if dimension == "size":
+        return _size_band(), sql.SQL(""), False
+    column = {"industry": "industry", "region": "region", "csm": "csm_id"}[dimension]
+    expression = sql.SQL("coalesce(a.{}, {})").format(sql.Identifier(column), none)
+    return expression, sql.SQL(", {}").format(expression), False
+
+
+_TRAILING = """
+WITH base AS (
+    SELECT l.account_id, l.month AS base_month, {segment} AS segment,
+           {line} AS line, sum(l.mrr) AS mrr
+    FROM mrr_ledger l LEFT JOIN accounts a ON a.account_id = l.account_id
+    WHERE l.month BETWEEN %(base_first)s AND %(base_last)s
+    GROUP BY l.account_id, l.month {group}
+    HAVING sum(l.mrr) > 0
+), later AS (
+    SELECT l.account_id, l.month, {line} AS line, sum(l.mrr) AS mrr,
+           sum(CASE WHEN l.currency = %(reporting)s THEN l.mrr
+                    ELSE round(l.fixed_mrr_local * coalesce(f.rate, l.rate), 2)
+                         + round(l.metered_mrr_local * coalesce(f.rate, l.rate), 2) END)
+               AS constant_currency
+    FROM mrr_ledger l
+    LEFT JOIN fx_rates f ON f.month = (l.month - %(window)s * interval '1 month')::date
+                        AND f.currency = l.currency
+    WHERE l.month BETWEEN %(first)s AND %(last)s
+    GROUP BY l.account_id, l.month {line_group}
+)
+SELECT (b.base_month + %(window)s * interval '1 month')::date AS month, b.segment,
+       count(*), sum(b.mrr), coalesce(sum(n.constant_currency), 0),
+       sum(least(coalesce(n.constant_currency, 0), b.mrr)),
+       count(*) FILTER (WHERE n.mrr > 0)
+FROM base b
+LEFT JOIN later n ON n.account_id = b.account_id
+                 AND n.month = (b.base_month + %(window)s * interval '1 month')::date
+                 AND n.line = b.line
+GROUP BY 1, 2
+"""
+
+
+def trailing(
+    conn: psycopg.Connection[TupleRow],
+    reporting_currency: str,
+    first: dt.date,
+    last: dt.date,
+    window_months: int = 12,
+    dimension: str | None = None,
+) -> dict[tuple[dt.date, str], Trailing]:
+    """Trailing-window retention for months ``first`` .. ``last``, keyed by (month, segment);
+    the segment is ``""`` without a dimension. A month whose cohort is empty has no entry."""
+    if dimension is not None and dimension not in DIMENSIONS:
+        raise ValueError(f"unknown dimension {dimension!r}")
+    segment, group, per_line = _segment(dimension)
+    line = sql.SQL("l.product_line") if per_line else sql.Literal("")
+    query = sql.SQL(_TRAILING).format(
+        segment=segment,
+        group=group,
+        line=line,
+        line_group=sql.SQL(", l.product_line") if per_line else sql.SQL(""),
+    )
+    params = {
+        "first": first,
+        "last": last,
+        "base_first": add_months(first, -window_months),
+        "base_last": add_months(last, -window_months),
+        "window": window_months,
+        "reporting": reporting_currency,
+    }
+    result: dict[tuple[dt.date, str], Trailing] = {}
+    for month, name, size, start, end, retained, logos in conn.execute(query, params):
+        result[(month, str(name))] = Trailing(
+            month,
+            window_months,
+            int(size),
+            Decimal(start),
+            Decimal(end),
+            Decimal(retained),
+            int(logos),
+        )
+    return result
+
+
+def trailing_series(
+    conn: psycopg.Connection[TupleRow],
+    reporting_currency: str,
+    first: dt.date,
+    last: dt.date,
+    window_months: int = 12,
+) -> dict[dt.date, Trailing]:
+    """Overall trailing retention per month; a month with an empty cohort is absent."""
+    found = trailing(conn, reporting_currency, first, last, window_months)
+    return {month: figures for (month, _), figures in found.items()}
+
+
+def breakdown(
+    conn: psycopg.Connection[TupleRow],
+    reporting_currency: str,
+    month: dt.date,
+    dimension: str,
+    window_months: int = 12,
+) -> list[tuple[str, Trailing]]:
+    """Trailing retention of ``month`` per value of ``dimension``, largest cohort MRR first."""
+    found = trailing(conn, reporting_currency, month, month, window_months, dimension)
+    rows = [(name, figures) for (_, name), figures in found.items()]
+    return sorted(rows, key=lambda item: (-item[1].start_mrr, item[0]))

@@ -1,0 +1,233 @@
+"""The monthly report (HTML figures == CSV figures, self-contained page) and the commands
+(``--json`` prints one document, exit codes 0 / 1 / 2), on hand-worked sample files.
+
+Sample files (tests/data/nrr_*.csv), figures in EUR:
+  brew: Jan 447.40 (annual 2,400 / 12 + 35 + metered invoice 212.40), Feb 385.00 (invoiced
+        minimum 150.00), Mar 385.00 (no invoice, no telemetry: the minimum, 150.00).
+  cast: Jan GBP 900 / 3 = 300 at 1.17 = 351.00; Feb (300 + 23,400 / 36 = 650) at 1.16 = 1,102.00;
+        Mar 650 at 1.18 = 767.00.
+  Feb bridge: start 798.40, expansion 760.50 (cast at Jan's rate: 950 × 1.17 = 1,111.50 - 351),
+  contraction 62.40 (brew), fx -9.50 (1,102.00 - 1,111.50), end 1,487.00.
+  MoM NRR (798.40 + 760.50 - 62.40) / 798.40 = 187.44 %, GRR 736.00 / 798.40 = 92.18 %.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from core.registry import import_registry, read_registry_csv
+from nrr.imports import import_file
+from nrr.ledger import rebuild
+from nrr.report import build_report, write_report
+from tests.nrr import fix_nrr as fx
+from tests.nrr.fix_nrr import nrr_db_url, nrr_template_url  # noqa: F401 - fixtures
+
+DATA = Path(__file__).parent.parent / "data"
+ROOT = Path(__file__).parent.parent.parent
+
+# Runs the real `basewatch` CLI; adds the nrr commands itself until basewatch.cli wires them.
+RUNNER = """
+import sys
+from basewatch import cli, nrr_commands
+if "nrr" not in cli.build_parser()._subparsers._group_actions[0].choices:
+    original = cli._add_import_commands
+    def wired(commands):
+        imports = original(commands)
+        nrr_commands.add_commands(commands, imports)
+        return imports
+    cli._add_import_commands = wired
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def run(*args: str, db_url: str = "") -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("BASEWATCH_")}
+    if db_url:
+        environ["BASEWATCH_DATABASE_URL"] = db_url
+    return subprocess.run(
+        [sys.executable, "-c", RUNNER, *args],
+        env=environ,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+class _Tables(HTMLParser):
+    """Collects every ``<table data-csv>``: its cells' data-value and shown text; and flags
+    anything that would make the page not self-contained."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[tuple[str, str]]]] = {}
+        self.current: str | None = None
+        self.cell: list[str] | None = None
+        self.value = ""
+        self.outside: list[str] = []
+        self.svgs = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag in ("script", "link", "iframe", "img"):
+            self.outside.append(tag)
+        for name in ("src", "href"):
+            if found.get(name):
+                self.outside.append(f"{tag} {name}")
+        self.svgs += tag == "svg"
+        if tag == "table" and found.get("data-csv"):
+            self.current = found["data-csv"]
+            self.tables[self.current or ""] = []
+        elif tag == "tr" and self.current and self.cell is None:
+            self.tables[self.current].append([])
+        elif tag == "td" and self.current:
+            self.cell, self.value = [], found.get("data-value") or ""
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self.current and self.cell is not None:
+            self.tables[self.current][-1].append((self.value, "".join(self.cell)))
+            self.cell = None
+        elif tag == "table":
+            self.current = None
+
+
+def assert_html_equals_csv(html: Path, folder: Path) -> dict[str, list[list[str]]]:
+    page = _Tables()
+    page.feed(html.read_text())
+    assert page.outside == []
+    assert page.svgs == 5
+    csv_files = sorted(p.name for p in folder.glob("*.csv"))
+    assert sorted(page.tables) == csv_files
+    figures: dict[str, list[list[str]]] = {}
+    for name, rows in page.tables.items():
+        with (folder / name).open(newline="") as handle:
+            from_csv = list(csv.reader(handle))[1:]
+        body = [r for r in rows if r]
+        assert [[value for value, _ in row] for row in body] == from_csv, name
+        for row in body:
+            for value, shown in row:
+                assert shown.replace(",", "") == value.replace(",", "") or shown == value
+        figures[name] = from_csv
+    return figures
+
+
+@pytest.fixture
+def sample(nrr_db_url: str) -> Iterator[fx.Conn]:  # noqa: F811 - fixture
+    with psycopg.connect(nrr_db_url, autocommit=True) as conn:
+        fx.reset(conn)
+        import_registry(conn, read_registry_csv([DATA / "nrr_registry.csv"]))
+        yield conn
+
+
+def test_report_of_the_sample_files(sample: fx.Conn, tmp_path: Path) -> None:
+    for kind in ("contracts", "invoices", "fx"):
+        import_file(sample, kind, DATA / f"nrr_{kind}.csv")
+    rebuild(sample, "EUR", through=fx.month("2024-03"))
+    written = write_report(build_report(sample, "EUR", fx.month("2024-02")), tmp_path)
+    figures = assert_html_equals_csv(written.html, tmp_path)
+    headline = dict(figures["headline.csv"])
+    assert headline["mrr_total_usage_inclusive"] == "1487.00"
+    assert (headline["mrr_fixed"], headline["mrr_metered"]) == ("1337.00", "150.00")
+    assert (headline["mom_nrr_pct"], headline["mom_grr_pct"]) == ("187.44", "92.18")
+    assert headline["mom_cohort_size"] == "2"
+    assert (headline["t12m_nrr_pct"], headline["t12m_cohort_size"]) == ("", "0")
+    assert figures["bridge.csv"] == [
+        ["start", "798.40"],
+        ["new", "0.00"],
+        ["reactivation", "0.00"],
+        ["expansion", "760.50"],
+        ["contraction", "-62.40"],
+        ["churn", "0.00"],
+        ["fx", "-9.50"],
+        ["end", "1487.00"],
+    ]
+    reconciliation = {row[0]: row[1:3] for row in figures["reconciliation.csv"]}
+    assert reconciliation["invoiced metered (recurring)"] == ["1", "150.00"]
+    assert reconciliation["invoiced tax (one-off)"] == ["1", "37.00"]
+    assert reconciliation["metered MRR from invoices"] == ["1", "150.00"]
+
+
+def test_report_of_a_generated_history(sample: fx.Conn, tmp_path: Path) -> None:
+    files = fx.history_files(sample, tmp_path)
+    for kind in ("contracts", "invoices", "fx"):
+        import_file(sample, kind, files[kind])
+    rebuild(sample, "EUR", through=fx.month("2024-06"))
+    out = tmp_path / "report"
+    written = write_report(build_report(sample, "EUR", fx.month("2024-06")), out)
+    figures = assert_html_equals_csv(written.html, out)
+    assert len(figures["trend.csv"]) == 24
+    assert figures["trend.csv"][-1][7] != ""  # T12M NRR present in the last month
+    dimensions = {row[0] for row in figures["breakdowns.csv"]}
+    assert dimensions == {"industry", "region", "csm", "size", "product_line"}
+    assert all(int(row[2]) > 0 for row in figures["breakdowns.csv"])
+    assert figures["cohorts.csv"]
+
+
+def test_commands_print_one_json_document_and_exit_codes(
+    nrr_db_url: str,  # noqa: F811 - fixture
+    sample: fx.Conn,
+    tmp_path: Path,
+) -> None:
+    empty = run("nrr", "show", "--json", db_url=nrr_db_url)
+    assert (empty.returncode, empty.stdout) == (1, "")
+    assert empty.stderr.strip().splitlines() == [
+        "basewatch: error: the MRR ledger is empty: run basewatch nrr rebuild"
+    ]
+    assert run("nrr", "show", "--month", "2024-13", db_url=nrr_db_url).returncode == 2
+    assert run("nrr", "report", db_url=nrr_db_url).returncode == 2  # --month is required
+
+    bad = tmp_path / "fx.csv"
+    bad.write_text("month,currency,rate\n2024-01,GBP,-1\n")
+    result = run("import", "fx", str(bad), "--json", db_url=nrr_db_url)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert f"{bad}:2: rate: '-1' must be > 0" in result.stderr
+
+    for kind in ("contracts", "invoices", "fx"):
+        result = run("import", kind, str(DATA / f"nrr_{kind}.csv"), "--json", db_url=nrr_db_url)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["imported"] is True
+    again = run("import", "fx", str(DATA / "nrr_fx.csv"), "--json", db_url=nrr_db_url)
+    assert json.loads(again.stdout)["unchanged"] == 6
+
+    result = run("nrr", "rebuild", "--through", "2024-03", "--json", db_url=nrr_db_url)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["rebuilt_from"] == "2024-01"
+
+    result = run("nrr", "show", "--month", "2024-02", "--json", db_url=nrr_db_url)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["mrr"]["total"] == "1487.00"
+    assert shown["bridge"]["fx"] == "-9.50"
+    assert shown["bridge"]["reconciles"] is True
+    assert shown["month_over_month"]["nrr_pct"] == 187.44
+    assert shown["trailing_12_months"]["nrr_pct"] is None
+
+    text = run("nrr", "show", db_url=nrr_db_url)
+    assert text.returncode == 0, text.stderr
+    assert "NRR 2024-03" in text.stdout
+    assert "usage-inclusive" in text.stdout
+
+    out = tmp_path / "report"
+    result = run(
+        "nrr", "report", "--month", "2024-02", "--out", str(out), "--json", db_url=nrr_db_url
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert Path(document["html"]).exists()
+    assert document["headline"]["mrr"]["total"] == "1487.00"
+    assert_html_equals_csv(Path(document["html"]), out)
