@@ -82,7 +82,8 @@ class Contract:
             "kind": self.kind,
             "currency": self.currency,
             "start_date": self.start.isoformat(),
-            "end_date": self.end.isoformat() if self.end else "",
+            # the last day of service (the contract is not active in its end month)
+            "end_date": (self.end - dt.timedelta(days=1)).isoformat() if self.end else "",
             "billing_period": self.billing_period,
             "fee": self.fee or "",
             "unit_price": self.unit_price or "",
