@@ -399,6 +399,30 @@ def import_telemetry(
         raise ConfigError("--asset", "name the asset (--asset) or its column (--asset-column)")
     if layout.asset and not is_identifier(layout.asset):
         raise ConfigError("--asset", f"{layout.asset!r} is not an identifier")
+    reader = _wide if layout.format == "wide" else _long
+
+    def body(
+        importer: _Importer, rows: _Rows, names: list[str], time_column: str, meter: _Progress
+    ) -> None:
+        reader(importer, rows, names, time_column, meter)
+        _series_end_events(importer)
+
+    return _stream(database_url, path, layout, limits, progress, body)
+
+
+_Rows = Iterator[tuple[int, list[str]]]
+_Body = Callable[["_Importer", _Rows, list[str], str, "_Progress"], None]
+
+
+def _stream(
+    database_url: str,
+    path: Path,
+    layout: CsvLayout,
+    limits: Limits,
+    progress: Callable[[str], None] | None,
+    body: _Body,
+) -> ImportResult:
+    """Open the file, read its header, run ``body`` over its rows, write what is left."""
     started = time.monotonic()
     raw, text = _open_text(path)
     importer = _Importer(database_url, path, layout, limits, progress)
@@ -407,10 +431,7 @@ def import_telemetry(
             rows = _rows(text, layout)
             names = _header(rows, layout, path)
             time_column = _guess_time_column(names, layout, path)
-            meter = _Progress(raw, path.stat().st_size, progress)
-            reader = _wide if layout.format == "wide" else _long
-            reader(importer, rows, names, time_column, meter)
-            _series_end_events(importer)
+            body(importer, rows, names, time_column, _Progress(raw, path.stat().st_size, progress))
             importer.flush()
     except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: cannot read past row {importer.result.rows}: {exc}") from exc
@@ -459,29 +480,11 @@ def _wide(
                 raise InvalidPayload("", f"{len(cells)} fields, the header has {width}")
             asset = layout.asset or importer.asset_of({layout.asset_column: cells[asset_index]})
             when = importer.times.parse(cells[time_index])
-            metrics = {
-                names[i]: _number(cells[i], names[i])
-                for i in metric_index
-                if cells[i].strip() != ""
-            }
-            if not metrics:
-                raise InvalidPayload("", "no metric values in this row")
+            metrics = _metrics(names, cells, metric_index)
         except InvalidPayload as exc:
             importer.reject(line, cells, exc.reason)
             continue
-        importer.add(
-            Message(
-                importer.topic,
-                b"",
-                importer.now,
-                importer.target(asset),
-                Decoded([Reading(when, None, metrics)], [], []),
-                source="import",
-                line=line,
-            ),
-            1,
-        )
-        _seen(importer, asset, when)
+        _emit(importer, (asset, when), metrics, line)
 
 
 def _long(
@@ -588,55 +591,45 @@ def import_events(
     the event's detail) into the database."""
     if not layout.asset and not layout.asset_column:
         raise ConfigError("--asset", "name the asset (--asset) or its column (--asset-column)")
-    started = time.monotonic()
-    raw, text = _open_text(path)
-    importer = _Importer(database_url, path, layout, limits, progress)
-    try:
-        with raw, text:
-            rows = _rows(text, layout)
-            names = _header(rows, layout, path)
-            time_column = _guess_time_column(names, layout, path)
-            if not layout.kind and layout.kind_column not in names:
-                raise InputError(
-                    f"{path}: no column {layout.kind_column!r}; give the event "
-                    "kind with --kind or its column with --kind-column"
-                )
-            meter = _Progress(raw, path.stat().st_size, progress)
-            special = {
-                time_column,
-                layout.asset_column,
-                layout.kind_column,
-                layout.component_column,
-                layout.code_column,
-            } | set(layout.ignore)
-            for line, cells in rows:
-                importer.result.rows += 1
-                meter.tick(importer.result.rows)
-                try:
-                    event, asset = _event_row(importer, names, cells, time_column, special)
-                except InvalidPayload as exc:
-                    importer.reject(line, cells, exc.reason)
-                    continue
-                importer.add(
-                    Message(
-                        importer.topic,
-                        b"",
-                        importer.now,
-                        Topic(importer.target(asset).account_id, asset, "event"),
-                        Decoded([], [event], []),
-                        source="import",
-                        line=line,
-                    ),
-                    1,
-                )
-                importer.result.assets.add(asset)
-            importer.flush()
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{path}: cannot read past row {importer.result.rows}: {exc}") from exc
-    finally:
-        importer.close()
-    importer.result.seconds = time.monotonic() - started
-    return importer.result
+
+    def body(
+        importer: _Importer, rows: _Rows, names: list[str], time_column: str, meter: _Progress
+    ) -> None:
+        if not layout.kind and layout.kind_column not in names:
+            raise InputError(
+                f"{path}: no column {layout.kind_column!r}; give the event "
+                "kind with --kind or its column with --kind-column"
+            )
+        special = {
+            time_column,
+            layout.asset_column,
+            layout.kind_column,
+            layout.component_column,
+            layout.code_column,
+        } | set(layout.ignore)
+        for line, cells in rows:
+            importer.result.rows += 1
+            meter.tick(importer.result.rows)
+            try:
+                event, asset = _event_row(importer, names, cells, time_column, special)
+            except InvalidPayload as exc:
+                importer.reject(line, cells, exc.reason)
+                continue
+            importer.add(
+                Message(
+                    importer.topic,
+                    b"",
+                    importer.now,
+                    Topic(importer.target(asset).account_id, asset, "event"),
+                    Decoded([], [event], []),
+                    source="import",
+                    line=line,
+                ),
+                1,
+            )
+            importer.result.assets.add(asset)
+
+    return _stream(database_url, path, layout, limits, progress, body)
 
 
 def _event_row(
