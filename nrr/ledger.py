@@ -26,34 +26,48 @@ from psycopg.rows import TupleRow
 
 from core.errors import InputError, NotFound
 from nrr.bridge import rebuild_movements
-from nrr.months import add_months, format_month, last_day, previous_complete_month
+from nrr.months import (
+    add_months,
+    format_month,
+    last_day,
+    months_between,
+    previous_complete_month,
+)
 
 log = logging.getLogger(__name__)
 MAX_MISSING_RATES_LISTED = 20
-REBUILD_WORK_MEM = "256MB"  # per sort or hash of the rebuild's queries, for its transaction
+# Memory per sort or hash for the rebuild's and the report's queries, set for their transaction
+# only: a few million rows sort and hash in memory instead of temporary files.
+BATCH_WORK_MEM = "256MB"
 
-# Months a contract counts in: from its start month to the last month it is in force on the last
-# day, clipped to [since, through]. Shared by the queries below.
+# The months since .. through (a CTE; an integer series, so the planner knows how many), and the
+# join that gives each contract the months it counts in: from its start month to the last month
+# it is in force on the last day.
+_MONTHS = """
+nrr_months AS (
+    SELECT (%(since)s::date + i * interval '1 month')::date AS month
+    FROM generate_series(0, %(month_count)s - 1) AS i
+)"""
 _CONTRACT_MONTHS = """
-    CROSS JOIN LATERAL generate_series(
-        greatest(date_trunc('month', c.start_date::timestamp), %(since)s::timestamp),
-        least(coalesce(date_trunc('month', (c.end_date + 1)::timestamp) - interval '1 month',
-                       'infinity'::timestamp),
-              %(through)s::timestamp),
-        interval '1 month') AS m(month)
+    JOIN nrr_months m
+      ON m.month >= date_trunc('month', c.start_date::timestamp)::date
+     AND (c.end_date IS NULL
+          OR m.month <= (date_trunc('month', (c.end_date + 1)::timestamp)
+                         - interval '1 month')::date)
 """
+_FORMAT = {"months": sql.SQL(_MONTHS), "contract_months": sql.SQL(_CONTRACT_MONTHS)}
 
 # The metered contract months, each with its invoiced amount per currency (none: telemetry).
 _METERED_MONTHS = sql.SQL(
     """
 CREATE TEMP TABLE nrr_metered ON COMMIT DROP AS
-WITH invoiced AS (  -- month as a timestamp, like generate_series's, so both join keys are columns
-    SELECT contract_id, period::timestamp AS month, currency, greatest(sum(amount), 0) AS amount
+WITH {months}, invoiced AS (
+    SELECT contract_id, period AS month, currency, greatest(sum(amount), 0) AS amount
     FROM invoice_lines
     WHERE recurring AND kind = 'metered' AND period BETWEEN %(since)s AND %(through)s
     GROUP BY contract_id, period, currency
 )
-SELECT m.month::date AS month, c.account_id, c.product_line, c.contract_id,
+SELECT m.month, c.account_id, c.product_line, c.contract_id,
        c.currency AS contract_currency, c.unit_price, c.monthly_minimum,
        coalesce(c.unit, 'm3') = 'm3' AS per_m3,
        i.currency AS invoice_currency, i.amount AS invoiced
@@ -62,7 +76,7 @@ FROM contracts c
 LEFT JOIN invoiced i ON i.contract_id = c.contract_id AND i.month = m.month
 WHERE c.kind = 'metered'
 """
-).format(contract_months=sql.SQL(_CONTRACT_MONTHS))
+).format(**_FORMAT)
 
 _GAP_ASSETS = """
 SELECT DISTINCT a.asset_id
@@ -79,14 +93,18 @@ WHERE d.asset_id = ANY(%(assets)s) AND d.day BETWEEN %(since)s AND %(through_day
 GROUP BY a.account_id, date_trunc('month', d.day::timestamp)
 """
 
+# Parts are summed as whole micro-units of the currency (bigint; local MRR keeps six decimals):
+# exact like numeric, and several times cheaper to aggregate over millions of parts.
+# Source bits: 1 = metered from invoices, 2 = metered from telemetry.
 _INSERT = sql.SQL(
     """
-WITH fixed AS (
-    SELECT m.month::date AS month, c.account_id COLLATE "C" AS account_id,
+WITH {months}, fixed AS (
+    SELECT m.month, c.account_id COLLATE "C" AS account_id,
            c.product_line COLLATE "C" AS product_line, c.currency COLLATE "C" AS currency,
-           round(c.fee / CASE c.billing_period WHEN 'month' THEN 1 WHEN 'quarter' THEN 3
-                              WHEN 'year' THEN 12 ELSE c.term_months END, 6) AS fixed_local,
-           0::numeric AS metered_local, NULL::text AS source
+           (round(c.fee / CASE c.billing_period WHEN 'month' THEN 1 WHEN 'quarter' THEN 3
+                               WHEN 'year' THEN 12 ELSE c.term_months END, 6)
+            * 1000000)::bigint AS fixed_micro,
+           0::bigint AS metered_micro, 0 AS source_bits
     FROM contracts c
     {contract_months}
     WHERE c.kind <> 'metered'
@@ -94,20 +112,21 @@ WITH fixed AS (
     SELECT g.month, g.account_id COLLATE "C" AS account_id,
            g.product_line COLLATE "C" AS product_line,
            coalesce(g.invoice_currency, g.contract_currency) COLLATE "C" AS currency,
-           0::numeric AS fixed_local,
-           CASE WHEN g.invoiced IS NOT NULL THEN g.invoiced
-                ELSE greatest(round(coalesce(u.volume_m3, 0) * g.unit_price, 2),
-                              coalesce(g.monthly_minimum, 0)) END AS metered_local,
-           CASE WHEN g.invoiced IS NOT NULL THEN 'invoices' ELSE 'telemetry' END AS source
+           0::bigint AS fixed_micro,
+           (round(CASE WHEN g.invoiced IS NOT NULL THEN g.invoiced
+                       ELSE greatest(round(coalesce(u.volume_m3, 0) * g.unit_price, 2),
+                                     coalesce(g.monthly_minimum, 0)) END, 6)
+            * 1000000)::bigint AS metered_micro,
+           CASE WHEN g.invoiced IS NOT NULL THEN 1 ELSE 2 END AS source_bits
     FROM nrr_metered g
     LEFT JOIN nrr_usage u ON u.account_id = g.account_id AND u.month = g.month AND g.per_m3
 ), lines AS (
     -- a contract is one part of a line (metered ones once per invoice currency): count(*)
     SELECT month, account_id, product_line, currency,
-           sum(fixed_local) AS fixed_local, sum(metered_local) AS metered_local,
-           CASE WHEN bool_or(source = 'invoices') AND bool_or(source = 'telemetry') THEN 'both'
-                WHEN bool_or(source = 'invoices') THEN 'invoices'
-                WHEN bool_or(source = 'telemetry') THEN 'telemetry' END AS source,
+           sum(fixed_micro)::numeric * 0.000001 AS fixed_local,
+           sum(metered_micro)::numeric * 0.000001 AS metered_local,
+           CASE bit_or(source_bits) WHEN 1 THEN 'invoices' WHEN 2 THEN 'telemetry'
+                                    WHEN 3 THEN 'both' END AS source,
            count(*) AS contracts
     FROM (SELECT * FROM fixed UNION ALL SELECT * FROM metered) AS parts
     GROUP BY month, account_id, product_line, currency
@@ -127,7 +146,7 @@ WITH fixed AS (
            fixed_local + metered_local, rate, fixed_mrr, metered_mrr, fixed_mrr + metered_mrr,
            source, contracts
     FROM converted
-    ORDER BY month, account_id, product_line, currency
+    ORDER BY month
     RETURNING metered_source
 )
 SELECT count(*),
@@ -135,21 +154,22 @@ SELECT count(*),
        count(*) FILTER (WHERE metered_source IN ('telemetry', 'both'))
 FROM inserted
 """
-).format(contract_months=sql.SQL(_CONTRACT_MONTHS))
+).format(**_FORMAT)
 
 _MISSING_RATES = sql.SQL(
     """
-SELECT DISTINCT m.month::date AS month, coalesce(i.currency, c.currency) AS currency
+WITH {months}
+SELECT DISTINCT m.month, coalesce(i.currency, c.currency) AS currency
 FROM contracts c
 {contract_months}
 LEFT JOIN invoice_lines i ON c.kind = 'metered' AND i.recurring AND i.kind = 'metered'
-                         AND i.contract_id = c.contract_id AND i.period = m.month::date
+                         AND i.contract_id = c.contract_id AND i.period = m.month
 WHERE coalesce(i.currency, c.currency) <> %(reporting)s
   AND NOT EXISTS (SELECT 1 FROM fx_rates f
-                  WHERE f.month = m.month::date AND f.currency = coalesce(i.currency, c.currency))
+                  WHERE f.month = m.month AND f.currency = coalesce(i.currency, c.currency))
 ORDER BY 1, 2
 """
-).format(contract_months=sql.SQL(_CONTRACT_MONTHS))
+).format(**_FORMAT)
 
 
 @dataclass(frozen=True)
@@ -192,6 +212,11 @@ class RebuildResult:
             "metered_lines_from_telemetry": self.metered_from_telemetry,
             "seconds": round(self.seconds, 3),
         }
+
+
+def set_batch_memory(conn: psycopg.Connection[TupleRow]) -> None:
+    """Raise work_mem to BATCH_WORK_MEM until the end of the current transaction."""
+    conn.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(BATCH_WORK_MEM)))
 
 
 def ledger_state(conn: psycopg.Connection[TupleRow]) -> LedgerState | None:
@@ -240,14 +265,18 @@ def rebuild(
     if since > through and not full:
         return RebuildResult(False, first, None, None, 0, 0, 0, 0, time.perf_counter() - started)
     with conn.transaction():
-        # sorts and hashes of a few million rows: in memory rather than in temporary files
-        conn.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(REBUILD_WORK_MEM)))
+        set_batch_memory(conn)
         if full:
             conn.execute("TRUNCATE mrr_ledger, mrr_movements")
         else:
             conn.execute("DELETE FROM mrr_ledger WHERE month >= %s", (since,))
             conn.execute("DELETE FROM mrr_movements WHERE month >= %s", (since,))
-        params = {"since": since, "through": through, "reporting": reporting_currency}
+        params = {
+            "since": since,
+            "through": through,
+            "month_count": months_between(since, through) + 1,
+            "reporting": reporting_currency,
+        }
         counts = _insert_ledger(conn, params) if since <= through else (0, 0, 0)
         movement_rows = rebuild_movements(
             conn, reporting_currency, max(since, add_months(first, 1)), through

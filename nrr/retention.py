@@ -39,54 +39,53 @@ def month_over_month(
 
 def _size_band() -> sql.Composable:
     cases = sql.SQL(" ").join(
-        sql.SQL("WHEN sum(l.mrr) >= {} THEN {}").format(sql.Literal(bound), sql.Literal(label))
+        sql.SQL("WHEN b.mrr >= {} THEN {}").format(sql.Literal(bound), sql.Literal(label))
         for bound, label in reversed(SIZE_BANDS)
     )
     return sql.SQL("CASE {} END").format(cases)
 
 
-def _segment(dimension: str | None) -> tuple[sql.Composable, sql.Composable, bool]:
-    """(segment expression in the cohort query, its GROUP BY, whether it is per product line)."""
-    none = sql.Literal(NO_VALUE)
+def _segment(dimension: str | None) -> sql.Composable:
+    """The segment of a cohort row ``b`` (its account joined as ``a``)."""
     if dimension is None:
-        return sql.Literal(""), sql.SQL(""), False
+        return sql.Literal("")
     if dimension == "product_line":
-        return sql.SQL("l.product_line"), sql.SQL(", l.product_line"), True
+        return sql.SQL("b.line")
     if dimension == "size":
-        return _size_band(), sql.SQL(""), False
+        return _size_band()
     column = {"industry": "industry", "region": "region", "csm": "csm_id"}[dimension]
-    expression = sql.SQL("coalesce(a.{}, {})").format(sql.Identifier(column), none)
-    return expression, sql.SQL(", {}").format(expression), False
+    return sql.SQL("coalesce(a.{}, {})").format(sql.Identifier(column), sql.Literal(NO_VALUE))
 
 
+# One pass over the ledger's months t-W and t: account-month (or account × product line) MRR,
+# and for the later months their MRR at the rates of t-W; then each cohort row joined to its
+# row W months on.
 _TRAILING = """
-WITH base AS (
-    SELECT l.account_id, l.month AS base_month, {segment} AS segment,
-           {line} AS line, sum(l.mrr) AS mrr
-    FROM mrr_ledger l LEFT JOIN accounts a ON a.account_id = l.account_id
-    WHERE l.month BETWEEN %(base_first)s AND %(base_last)s
-    GROUP BY l.account_id, l.month {group}
-    HAVING sum(l.mrr) > 0
-), later AS (
+WITH monthly AS MATERIALIZED (
     SELECT l.account_id, l.month, {line} AS line, sum(l.mrr) AS mrr,
-           sum(CASE WHEN l.currency = %(reporting)s THEN l.mrr
+           sum(CASE WHEN l.month < %(first)s THEN 0
+                    WHEN l.currency = %(reporting)s THEN l.mrr
                     ELSE round(l.fixed_mrr_local * coalesce(f.rate, l.rate), 2)
                          + round(l.metered_mrr_local * coalesce(f.rate, l.rate), 2) END)
                AS constant_currency
     FROM mrr_ledger l
     LEFT JOIN fx_rates f ON f.month = (l.month - %(window)s * interval '1 month')::date
                         AND f.currency = l.currency
-    WHERE l.month BETWEEN %(first)s AND %(last)s
+    WHERE l.month BETWEEN %(base_first)s AND %(base_last)s
+       OR l.month BETWEEN %(first)s AND %(last)s
     GROUP BY l.account_id, l.month {line_group}
+), base AS (
+    SELECT b.*, {segment} AS segment
+    FROM monthly b LEFT JOIN accounts a ON a.account_id = b.account_id
+    WHERE b.month BETWEEN %(base_first)s AND %(base_last)s AND b.mrr > 0
 )
-SELECT (b.base_month + %(window)s * interval '1 month')::date AS month, b.segment,
+SELECT (b.month + %(window)s * interval '1 month')::date AS month, b.segment,
        count(*), sum(b.mrr), coalesce(sum(n.constant_currency), 0),
        sum(least(coalesce(n.constant_currency, 0), b.mrr)),
        count(*) FILTER (WHERE n.mrr > 0)
 FROM base b
-LEFT JOIN later n ON n.account_id = b.account_id
-                 AND n.month = (b.base_month + %(window)s * interval '1 month')::date
-                 AND n.line = b.line
+LEFT JOIN monthly n ON n.account_id = b.account_id AND n.line = b.line
+                   AND n.month = (b.month + %(window)s * interval '1 month')::date
 GROUP BY 1, 2
 """
 
@@ -103,12 +102,10 @@ def trailing(
     the segment is ``""`` without a dimension. A month whose cohort is empty has no entry."""
     if dimension is not None and dimension not in DIMENSIONS:
         raise ValueError(f"unknown dimension {dimension!r}")
-    segment, group, per_line = _segment(dimension)
-    line = sql.SQL("l.product_line") if per_line else sql.Literal("")
+    per_line = dimension == "product_line"
     query = sql.SQL(_TRAILING).format(
-        segment=segment,
-        group=group,
-        line=line,
+        segment=_segment(dimension),
+        line=sql.SQL("l.product_line") if per_line else sql.Literal(""),
         line_group=sql.SQL(", l.product_line") if per_line else sql.SQL(""),
     )
     params = {

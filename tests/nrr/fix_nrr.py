@@ -289,8 +289,8 @@ def history_files(
     levels = {"GBP": 1.17, "USD": 0.92}
     for m in range(months):
         fx_rows.append(f"{add_months(first, m):%Y-%m},EUR,1")
-        for name, level in list(levels.items()):
-            levels[name] = level * (1 + rng.gauss(0, 0.02))
+        for name, rate_level in list(levels.items()):
+            levels[name] = rate_level * (1 + rng.gauss(0, 0.02))
             fx_rows.append(f"{add_months(first, m):%Y-%m},{name},{levels[name]:.6f}")
     files = {}
     for kind, rows in (("contracts", contracts), ("invoices", invoices), ("fx", fx_rows)):

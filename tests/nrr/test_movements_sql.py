@@ -144,6 +144,7 @@ def test_sql_movements_equal_pure_movements(
         found = {
             (a, m): (k, D(amount), D(f), D(p), D(c), D(cc)) for a, m, k, amount, f, p, c, cc in rows
         }
+        assert len(found) == len(rows)  # one row per account and month
         month_bridges = bridges(module_conn, add_months(JAN, 1), last)
         # recomputing the later months alone (an incremental rebuild) gives the same rows
         since = add_months(JAN, min(3, months - 1))

@@ -248,7 +248,7 @@ def test_trailing_identities(history: list[list[Decimal]]) -> None:
 
 def close(a: Decimal, b: Decimal) -> bool:
     """Equal up to Decimal's 28-digit division rounding."""
-    return abs(a - b) <= D("1e-20") * max(abs(a), 1)
+    return abs(a - b) <= D("1e-20") * max(abs(a), D(1))
 
 
 currencies = st.sampled_from(["EUR", "GBP", "USD"])

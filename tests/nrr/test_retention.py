@@ -134,6 +134,15 @@ def test_generated_history_reconciles_every_month(conn: fx.Conn, tmp_path: Path)
     assert result.first_month == fx.month("2022-01")
     assert result.metered_from_invoices > 0
     assert result.metered_from_telemetry > 0
+    # the keys the tables do not enforce (see the migration) are unique
+    for key, table in (
+        ("month, account_id, product_line, currency", "mrr_ledger"),
+        ("month, account_id", "mrr_movements"),
+    ):
+        duplicates = conn.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {table} GROUP BY {key} HAVING count(*) > 1) d"
+        ).fetchone()
+        assert duplicates == (0,), table
     months = month_range(fx.month("2022-02"), fx.month("2024-06"))
     totals = {
         m: D(v) for m, v in conn.execute("SELECT month, sum(mrr) FROM mrr_ledger GROUP BY month")
