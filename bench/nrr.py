@@ -275,6 +275,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": {
             "generate": round(generate_s, 2),
             "rebuild_full": round(rebuild_s, 2),
+            **{f"rebuild_{k}": round(v, 2) for k, v in result.phases.items()},
             "movements_only": round(movements_s, 2),
             "rebuild_last_month": round(incremental_s, 2),
             "show": round(show_s, 2),
@@ -304,7 +305,10 @@ def _text(document: dict[str, Any]) -> str:
             f"  ledger rebuild (full)   {s['rebuild_full']:>7.2f} s  (target < "
             f"{TARGET_REBUILD_S:.0f} s): {document['ledger_rows']:,} ledger lines, "
             f"{document['movement_rows']:,} movements",
-            f"    of which movements    {s['movements_only']:>7.2f} s",
+            f"    of which: metered months {s['rebuild_metered_months']:.2f} s, telemetry "
+            f"usage {s['rebuild_telemetry_usage']:.2f} s, ledger lines "
+            f"{s['rebuild_ledger_lines']:.2f} s, movements {s['rebuild_movements']:.2f} s",
+            f"  movements alone again   {s['movements_only']:>7.2f} s",
             f"  rebuild last month      {s['rebuild_last_month']:>7.2f} s",
             f"  nrr show figures        {s['show']:>7.2f} s",
             f"  monthly report          {s['report']:>7.2f} s  (target < {TARGET_REPORT_S:.0f} s;"

@@ -1,7 +1,8 @@
 """Movements in SQL (the set-based twin of ``nrr.movements``) and the monthly bridge read back.
 
-``mrr_movements`` holds one row per account and month where MRR_{t-1} > 0 or MRR_t > 0, with the
-kind, its amount in constant currency (MRR_t at t-1's rates, line by line to the cent) and the
+``mrr_movements`` holds one row per account and month where MRR_{t-1} > 0 or MRR_t > 0 (this
+month's MRR split fixed / metered beside it, so monthly totals need not re-read the ledger), with
+the kind, its amount in constant currency (MRR_t at t-1's rates, line by line to the cent) and the
 ``fx`` effect; the definitions are in ``nrr.movements``. The bridge of a month is the sum of its
 rows, so start + new + reactivation + expansion - contraction - churn + fx = end holds exactly.
 """
@@ -25,6 +26,8 @@ _MOVEMENTS = """
 WITH monthly AS (
     -- summed in whole cents (bigint: exact, and cheaper than numeric over millions of lines)
     SELECT l.account_id, l.month, sum((l.mrr * 100)::bigint) * 0.01 AS mrr,
+           sum((l.fixed_mrr * 100)::bigint) * 0.01 AS fixed_mrr,
+           sum((l.metered_mrr * 100)::bigint) * 0.01 AS metered_mrr,
            sum((CASE WHEN l.currency = %(reporting)s THEN l.mrr
                      ELSE round(l.fixed_mrr_local * coalesce(f.rate, l.rate), 2)
                           + round(l.metered_mrr_local * coalesce(f.rate, l.rate), 2) END
@@ -38,7 +41,7 @@ WITH monthly AS (
     SELECT DISTINCT account_id FROM mrr_ledger
     WHERE month < (%(since)s::date - interval '1 month')::date AND mrr > 0
 ), series AS (
-    SELECT account_id, month, mrr, constant_currency,
+    SELECT account_id, month, mrr, fixed_mrr, metered_mrr, constant_currency,
            lag(month) OVER w AS lag_month, lag(mrr) OVER w AS lag_mrr,
            lead(month) OVER w AS lead_month,
            min(month) FILTER (WHERE mrr > 0) OVER (PARTITION BY account_id) AS first_positive
@@ -48,11 +51,11 @@ WITH monthly AS (
     SELECT account_id, month,
            CASE WHEN lag_month = (month - interval '1 month')::date THEN lag_mrr ELSE 0 END
                AS previous,
-           mrr AS current, constant_currency, first_positive
+           mrr AS current, fixed_mrr, metered_mrr, constant_currency, first_positive
     FROM series
     WHERE month >= %(since)s
     UNION ALL
-    SELECT account_id, (month + interval '1 month')::date, mrr, 0, 0, first_positive
+    SELECT account_id, (month + interval '1 month')::date, mrr, 0, 0, 0, 0, first_positive
     FROM series
     WHERE (lead_month IS NULL OR lead_month > (month + interval '1 month')::date)
       AND month BETWEEN (%(since)s::date - interval '1 month')::date
@@ -70,9 +73,9 @@ WITH monthly AS (
     FROM pairs p LEFT JOIN earlier e ON e.account_id = p.account_id
     WHERE previous > 0 OR current > 0
 ), inserted AS (
-    INSERT INTO mrr_movements (month, account_id, previous_mrr, mrr, constant_currency_mrr,
-                               kind, amount, fx)
-    SELECT month, account_id, previous, current,
+    INSERT INTO mrr_movements (month, account_id, previous_mrr, mrr, fixed_mrr, metered_mrr,
+                               constant_currency_mrr, kind, amount, fx)
+    SELECT month, account_id, previous, current, fixed_mrr, metered_mrr,
            CASE WHEN kind = 'churn' THEN 0 ELSE constant_currency END,
            kind,
            CASE WHEN kind IN ('new', 'reactivation') THEN constant_currency

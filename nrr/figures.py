@@ -30,11 +30,17 @@ class MrrTotals:
 def mrr_totals(
     conn: psycopg.Connection[TupleRow], first: dt.date, last: dt.date
 ) -> list[MrrTotals]:
+    # From the movements (one row per account and month with MRR), but for the ledger's opening
+    # month, which has none.
     rows = conn.execute(
-        "SELECT month, sum(fixed_mrr), sum(metered_mrr), sum(mrr),"
-        " count(DISTINCT account_id) FILTER (WHERE mrr > 0)"
-        " FROM mrr_ledger WHERE month BETWEEN %s AND %s GROUP BY month",
-        (first, last),
+        "SELECT month, sum(fixed_mrr), sum(metered_mrr), sum(mrr), count(*) FILTER (WHERE mrr > 0)"
+        " FROM mrr_movements WHERE month BETWEEN %(first)s AND %(last)s GROUP BY month"
+        " UNION ALL"
+        " SELECT l.month, sum(l.fixed_mrr), sum(l.metered_mrr), sum(l.mrr),"
+        " count(DISTINCT l.account_id) FILTER (WHERE l.mrr > 0)"
+        " FROM mrr_ledger l JOIN mrr_ledger_state s ON l.month = s.first_month"
+        " WHERE l.month BETWEEN %(first)s AND %(last)s GROUP BY l.month",
+        {"first": first, "last": last},
     )
     found = {m: MrrTotals(m, Decimal(f), Decimal(v), Decimal(t), int(n)) for m, f, v, t, n in rows}
     return [found.get(m, MrrTotals(m)) for m in month_range(first, last)]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -36,8 +36,8 @@ from nrr.months import (
 
 log = logging.getLogger(__name__)
 MAX_MISSING_RATES_LISTED = 20
-# Memory per sort or hash for the rebuild's and the report's queries, set for their transaction
-# only: a few million rows sort and hash in memory instead of temporary files.
+# Memory per sort or hash for the rebuild's queries, set for its transaction only: a few million
+# rows sort and hash in memory instead of temporary files.
 BATCH_WORK_MEM = "256MB"
 
 # The months since .. through (a CTE; an integer series, so the planner knows how many), and the
@@ -196,6 +196,7 @@ class RebuildResult:
     metered_from_invoices: int
     metered_from_telemetry: int
     seconds: float
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for benchmarks
 
     def document(self) -> dict[str, Any]:
         def month(value: dt.date | None) -> str | None:
@@ -211,6 +212,7 @@ class RebuildResult:
             "metered_lines_from_invoices": self.metered_from_invoices,
             "metered_lines_from_telemetry": self.metered_from_telemetry,
             "seconds": round(self.seconds, 3),
+            "phases_seconds": {name: round(value, 3) for name, value in self.phases.items()},
         }
 
 
@@ -277,10 +279,17 @@ def rebuild(
             "month_count": months_between(since, through) + 1,
             "reporting": reporting_currency,
         }
-        counts = _insert_ledger(conn, params) if since <= through else (0, 0, 0)
+        phases: dict[str, float] = {}
+        counts = _insert_ledger(conn, params, phases) if since <= through else (0, 0, 0)
+        mark = time.perf_counter()
         movement_rows = rebuild_movements(
             conn, reporting_currency, max(since, add_months(first, 1)), through
         )
+        phases["movements"] = time.perf_counter() - mark
+        # BRIN ranges written in this transaction are not summarised yet (every read would scan
+        # them all): summarise them now, as autovacuum would later.
+        for index in ("mrr_ledger_month_brin", "mrr_movements_month_brin"):
+            conn.execute("SELECT brin_summarize_new_values(%s::regclass)", (index,))
         conn.execute(
             "INSERT INTO mrr_ledger_state (reporting_currency, first_month, last_month)"
             " VALUES (%s, %s, %s) ON CONFLICT (singleton) DO UPDATE SET"
@@ -309,20 +318,24 @@ def rebuild(
         from_invoices,
         from_telemetry,
         seconds,
+        phases,
     )
 
 
 def _insert_ledger(
-    conn: psycopg.Connection[TupleRow], params: dict[str, Any]
+    conn: psycopg.Connection[TupleRow], params: dict[str, Any], phases: dict[str, float]
 ) -> tuple[int, int, int]:
     """Insert months since .. through; returns (lines, lines with metered MRR from invoices,
     lines with metered MRR from telemetry)."""
+    mark = time.perf_counter()
     conn.execute("DROP TABLE IF EXISTS nrr_metered, nrr_usage")
     conn.execute(_METERED_MONTHS, params)
     conn.execute("ANALYZE nrr_metered")
     # Telemetry is read only for the assets of metered contract months without invoices; the
     # filter on asset_id reaches into usage_daily (its partition key), the one on day cannot.
     assets = [str(a) for (a,) in conn.execute(_GAP_ASSETS)]
+    phases["metered_months"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     if assets:
         conn.execute(
             _USAGE, {**params, "assets": assets, "through_day": last_day(params["through"])}
@@ -332,6 +345,8 @@ def _insert_ledger(
             "CREATE TEMP TABLE nrr_usage (account_id text, month date, volume_m3 numeric)"
             " ON COMMIT DROP"
         )
+    phases["telemetry_usage"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     try:
         with conn.transaction():
             row = conn.execute(_INSERT, params).fetchone()
@@ -347,4 +362,5 @@ def _insert_ledger(
             + "; import them with basewatch import fx FILE"
         ) from exc
     assert row is not None
+    phases["ledger_lines"] = time.perf_counter() - mark
     return int(row[0]), int(row[1]), int(row[2])

@@ -23,7 +23,6 @@ from nrr import charts
 from nrr.cohorts import Cohort, cohorts
 from nrr.figures import Mover, MrrTotals, mrr_totals, reconciliation, top_movers
 from nrr.headline import MRR_LABEL, Headline, headline
-from nrr.ledger import set_batch_memory
 from nrr.metrics import MonthOverMonth, Trailing
 from nrr.money import money_text, percent_text
 from nrr.months import add_months, format_month, months_between
@@ -74,12 +73,6 @@ def build_report(
     conn: psycopg.Connection[TupleRow], reporting_currency: str, month: dt.date
 ) -> Report:
     """Gather every figure of ``month``'s report (the ledger must cover the month)."""
-    with conn.transaction():
-        set_batch_memory(conn)
-        return _gather(conn, reporting_currency, month)
-
-
-def _gather(conn: psycopg.Connection[TupleRow], reporting_currency: str, month: dt.date) -> Report:
     top = headline(conn, reporting_currency, month)
     first = max(add_months(month, -(TREND_MONTHS - 1)), top.state.first_month)
     totals = mrr_totals(conn, first, month)

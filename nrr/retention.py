@@ -1,8 +1,11 @@
 """Retention figures read from the database: month over month (from the bridge) and trailing
-windows (from the ledger), overall and broken down, each with its cohort size.
+windows, overall and broken down, each with its cohort size.
 
 The formulas are ``nrr.metrics``'; here SQL sums the cohort, Python divides. Trailing windows
-take MRR_t in constant currency at the rates of t-W (``nrr`` docstring).
+take MRR_t in constant currency at the rates of t-W (``nrr`` docstring), and count an account
+whose MRR_t is 0 (to the cent) as gone, as the movements do. Account-level windows read the
+movements (one row per account and month with MRR) and correct MRR_t's foreign-currency ledger
+lines to the rates of t-W; per product line they read the ledger.
 
 Breakdowns place each cohort account where it stood at the start of the window:
 ``size`` by its MRR_{t-W} (bands in the reporting currency, ``SIZE_BANDS``) and
@@ -57,17 +60,56 @@ def _segment(dimension: str | None) -> sql.Composable:
     return sql.SQL("coalesce(a.{}, {})").format(sql.Identifier(column), sql.Literal(NO_VALUE))
 
 
-# One pass over the ledger's months t-W and t: account-month (or account × product line) MRR,
-# and for the later months their MRR at the rates of t-W; then each cohort row joined to its
-# row W months on.
+# Per account: MRR_{t-W} from the movements (one row per account and month with MRR; the
+# ledger's opening month is the next month's previous_mrr), MRR_t from the movements too, put
+# at the rates of t-W by correcting its foreign-currency ledger lines only.
 _TRAILING = """
+WITH base AS (
+    SELECT m.account_id, m.month, m.mrr
+    FROM mrr_movements m
+    WHERE m.month BETWEEN %(base_first)s AND %(base_last)s AND m.mrr > 0
+    UNION ALL
+    SELECT m.account_id, (m.month - interval '1 month')::date, m.previous_mrr
+    FROM mrr_movements m JOIN mrr_ledger_state s
+      ON m.month = (s.first_month + interval '1 month')::date
+    WHERE s.first_month BETWEEN %(base_first)s AND %(base_last)s AND m.previous_mrr > 0
+), correction AS (
+    SELECT l.account_id, l.month,
+           sum(((round(l.fixed_mrr_local * f.rate, 2) + round(l.metered_mrr_local * f.rate, 2)
+                 - l.mrr) * 100)::bigint) * 0.01 AS amount
+    FROM mrr_ledger l
+    JOIN fx_rates f ON f.month = (l.month - %(window)s * interval '1 month')::date
+                   AND f.currency = l.currency
+    WHERE l.currency <> %(reporting)s AND l.month BETWEEN %(first)s AND %(last)s
+    GROUP BY l.account_id, l.month
+), later AS (
+    SELECT m.account_id, m.month, m.mrr, m.mrr + coalesce(c.amount, 0) AS constant_currency
+    FROM mrr_movements m
+    LEFT JOIN correction c ON c.account_id = m.account_id AND c.month = m.month
+    WHERE m.month BETWEEN %(first)s AND %(last)s AND m.mrr > 0
+)
+SELECT (b.month + %(window)s * interval '1 month')::date AS month, {segment} AS segment,
+       count(*), sum(b.mrr), coalesce(sum(n.constant_currency), 0),
+       sum(least(coalesce(n.constant_currency, 0), b.mrr)),
+       count(*) FILTER (WHERE n.mrr > 0)
+FROM base b
+LEFT JOIN accounts a ON a.account_id = b.account_id
+LEFT JOIN later n ON n.account_id = b.account_id
+                 AND n.month = (b.month + %(window)s * interval '1 month')::date
+GROUP BY 1, 2
+"""
+
+# Per account × product line, from the ledger: one pass over months t-W and t, the later ones
+# also at the rates of t-W.
+_TRAILING_BY_LINE = """
 WITH monthly AS MATERIALIZED (
-    SELECT l.account_id, l.month, {line} AS line, sum(l.mrr) AS mrr,
-           sum(CASE WHEN l.month < %(first)s THEN 0
-                    WHEN l.currency = %(reporting)s THEN l.mrr
-                    ELSE round(l.fixed_mrr_local * coalesce(f.rate, l.rate), 2)
-                         + round(l.metered_mrr_local * coalesce(f.rate, l.rate), 2) END)
-               AS constant_currency
+    -- summed in whole cents (bigint: exact, and cheaper than numeric over millions of lines)
+    SELECT l.account_id, l.month, {line} AS line, sum((l.mrr * 100)::bigint) * 0.01 AS mrr,
+           sum((CASE WHEN l.month < %(first)s THEN 0
+                     WHEN l.currency = %(reporting)s THEN l.mrr
+                     ELSE round(l.fixed_mrr_local * coalesce(f.rate, l.rate), 2)
+                          + round(l.metered_mrr_local * coalesce(f.rate, l.rate), 2) END
+                * 100)::bigint) * 0.01 AS constant_currency
     FROM mrr_ledger l
     LEFT JOIN fx_rates f ON f.month = (l.month - %(window)s * interval '1 month')::date
                         AND f.currency = l.currency
@@ -102,12 +144,14 @@ def trailing(
     the segment is ``""`` without a dimension. A month whose cohort is empty has no entry."""
     if dimension is not None and dimension not in DIMENSIONS:
         raise ValueError(f"unknown dimension {dimension!r}")
-    per_line = dimension == "product_line"
-    query = sql.SQL(_TRAILING).format(
-        segment=_segment(dimension),
-        line=sql.SQL("l.product_line") if per_line else sql.Literal(""),
-        line_group=sql.SQL(", l.product_line") if per_line else sql.SQL(""),
-    )
+    if dimension == "product_line":
+        query = sql.SQL(_TRAILING_BY_LINE).format(
+            segment=sql.SQL("b.line"),
+            line=sql.SQL("l.product_line"),
+            line_group=sql.SQL(", l.product_line"),
+        )
+    else:
+        query = sql.SQL(_TRAILING).format(segment=_segment(dimension))
     params = {
         "first": first,
         "last": last,

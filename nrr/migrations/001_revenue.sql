@@ -93,6 +93,8 @@ CREATE TABLE mrr_movements (
     account_id            text COLLATE "C" NOT NULL,
     previous_mrr          numeric(18, 2) NOT NULL,
     mrr                   numeric(18, 2) NOT NULL,
+    fixed_mrr             numeric(18, 2) NOT NULL,                    -- mrr's two parts
+    metered_mrr           numeric(18, 2) NOT NULL,
     constant_currency_mrr numeric(18, 2) NOT NULL,
     kind                  text NOT NULL CHECK (kind IN
                               ('new', 'reactivation', 'expansion', 'contraction', 'churn', 'none')),

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from nrr.bridge import bridges
+from nrr.figures import mrr_totals
 from nrr.headline import headline
 from nrr.imports import import_file
 from nrr.ledger import rebuild
@@ -157,6 +158,16 @@ def test_generated_history_reconciles_every_month(conn: fx.Conn, tmp_path: Path)
         assert bridge.start == totals.get(add_months(bridge.month, -1), D(0))
         assert bridge.end == totals.get(bridge.month, D(0))
     assert any(b.fx != 0 for b in bridges(conn, months[0], months[-1]))
+    # monthly totals (read from the movements, the opening month from the ledger) == the ledger
+    by_month = {
+        m: (D(f), D(v), D(t), int(n))
+        for m, f, v, t, n in conn.execute(
+            "SELECT month, sum(fixed_mrr), sum(metered_mrr), sum(mrr),"
+            " count(DISTINCT account_id) FILTER (WHERE mrr > 0) FROM mrr_ledger GROUP BY month"
+        )
+    }
+    for total in mrr_totals(conn, fx.month("2022-01"), fx.month("2024-06")):
+        assert (total.fixed, total.metered, total.total, total.accounts) == by_month[total.month]
     # NRR from the bridge == NRR from the ledger (accounts with MRR last month, this month's
     # ledger lines at last month's rates)
     for mom in month_over_month(conn, months[0], months[-1]):
@@ -184,19 +195,22 @@ def test_generated_history_reconciles_every_month(conn: fx.Conn, tmp_path: Path)
     last = fx.month("2024-06")
     base = add_months(last, -12)
     rates = {(m, c): D(r) for m, c, r in conn.execute("SELECT month, currency, rate FROM fx_rates")}
-    per_account: dict[str, list[D]] = {}
+    per_account: dict[str, list[D]] = {}  # MRR then, MRR now at then's rates, MRR now
     for account_id, month, currency, fixed, metered, mrr in conn.execute(
         "SELECT account_id, month, currency, fixed_mrr_local, metered_mrr_local, mrr"
         " FROM mrr_ledger WHERE month IN (%s, %s)",
         (base, last),
     ):
-        pair = per_account.setdefault(account_id, [D(0), D(0)])
+        pair = per_account.setdefault(account_id, [D(0), D(0), D(0)])
         if month == base:
             pair[0] += mrr
         else:
             rate = rates[(base, currency)]
             pair[1] += (fixed * rate).quantize(D("0.01")) + (metered * rate).quantize(D("0.01"))
-    pure = trailing_from_pairs(last, 12, [(a, b) for a, b in per_account.values()])
+            pair[2] += mrr
+    pure = trailing_from_pairs(
+        last, 12, [(a, b if now > 0 else D(0)) for a, b, now in per_account.values()]
+    )
     sql_figures = trailing_series(conn, "EUR", last, last)[last]
     assert (sql_figures.nrr, sql_figures.grr, sql_figures.cohort_size) == (
         pure.nrr,
