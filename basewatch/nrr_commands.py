@@ -64,7 +64,7 @@ def cmd_nrr_rebuild(settings: Settings, args: argparse.Namespace) -> int:
             else f"rebuilt {'all months' if result.full else 'months'} "
             f"{document['rebuilt_from']} .. {document['rebuilt_through']}: "
             f"{result.ledger_rows:,} ledger lines, {result.movement_rows:,} movements "
-            f"(metered from invoices {result.metered_from_invoices:,}, "
+            f"(metered contract months from invoices {result.metered_from_invoices:,}, "
             f"from telemetry {result.metered_from_telemetry:,}) in {result.seconds:.1f} s"
         ),
     )

@@ -269,8 +269,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": counts,
         "ledger_rows": result.ledger_rows,
         "movement_rows": result.movement_rows,
-        "metered_lines_from_invoices": result.metered_from_invoices,
-        "metered_lines_from_telemetry": result.metered_from_telemetry,
+        "metered_months_from_invoices": result.metered_from_invoices,
+        "metered_months_from_telemetry": result.metered_from_telemetry,
         "bridge_reconciles_every_month": reconciled,
         "seconds": {
             "generate": round(generate_s, 2),
@@ -313,8 +313,9 @@ def _text(document: dict[str, Any]) -> str:
             f"  nrr show figures        {s['show']:>7.2f} s",
             f"  monthly report          {s['report']:>7.2f} s  (target < {TARGET_REPORT_S:.0f} s;"
             f" HTML {document['report_html_bytes']:,} bytes + CSV)",
-            f"  metered lines: {document['metered_lines_from_invoices']:,} from invoices, "
-            f"{document['metered_lines_from_telemetry']:,} from telemetry; bridge reconciles "
+            f"  metered contract months: {document['metered_months_from_invoices']:,} from "
+            "invoices, "
+            f"{document['metered_months_from_telemetry']:,} from telemetry; bridge reconciles "
             f"every month: {document['bridge_reconciles_every_month']}",
             f"  {head['month']}: MRR {head['mrr_total']} EUR, T12M NRR {head['t12m_nrr_pct']} %, "
             f"GRR {head['t12m_grr_pct']} % (cohort {head['t12m_cohort_size']:,})",

@@ -30,6 +30,8 @@ fixed MRR + metered MRR, in the reporting currency at that month's rate, rounded
   the inclusive (2024-06-30) and the exclusive (2024-07-01) habits of writing the end of June
   give the same months. Renewal terms (renewal, notice_days, term_months) are stored for renewal
   risk and do not extend a contract: end_date is the end of service actually agreed.
+* **Precision**: local-currency MRR keeps six decimals (a fee / 12); reporting-currency figures
+  are rounded to the cent per ledger line (fixed and metered separately), so all sums are exact.
 * **Currency**: each contract has one currency; a currency change is a new contract (the old
   one ends, the new one starts). Each month converts at that month's rate from ``fx_rates``
   (units of the reporting currency per unit; the reporting currency at 1). A rate missing for a
@@ -49,8 +51,10 @@ Retention: month-over-month NRR = (start + expansion - contraction - churn) / st
 with MRR_{t-1} > 0, GRR without expansion (both in constant currency). Trailing-12-month NRR =
 Σ MRR_t / Σ MRR_{t-12} over the cohort with MRR_{t-12} > 0, GRR = Σ min(MRR_t, MRR_{t-12}) /
 Σ MRR_{t-12}, logo retention = share of the cohort with MRR_t > 0; MRR_t is taken in constant
-currency at the rates of t-12, so a rate move is never retention. An account that churned and
-returned inside the window counts at its MRR_t. An empty cohort gives no figure (None / null).
+currency at the rates of t-12, so a rate move is never retention (an account whose MRR_t is 0
+to the cent counts 0, as in the movements). An account that churned and returned inside the
+window counts at its MRR_t. An empty cohort gives no figure (None / null). Quarter over quarter
+is the same with a 3-month window.
 
 CSV layouts (``basewatch import contracts|invoices|fx FILE``)
 --------------------------------------------------------------

@@ -48,18 +48,18 @@ WITH monthly AS (
     FROM monthly
     WINDOW w AS (PARTITION BY account_id ORDER BY month)
 ), pairs AS (
-    SELECT account_id, month,
-           CASE WHEN lag_month = (month - interval '1 month')::date THEN lag_mrr ELSE 0 END
-               AS previous,
-           mrr AS current, fixed_mrr, metered_mrr, constant_currency, first_positive
-    FROM series
-    WHERE month >= %(since)s
-    UNION ALL
-    SELECT account_id, (month + interval '1 month')::date, mrr, 0, 0, 0, 0, first_positive
-    FROM series
-    WHERE (lead_month IS NULL OR lead_month > (month + interval '1 month')::date)
-      AND month BETWEEN (%(since)s::date - interval '1 month')::date
-                    AND (%(through)s::date - interval '1 month')::date
+    -- each row as this month's, and (after the last month of a run) the next month with 0
+    SELECT s.account_id, v.month, v.previous, v.current, v.fixed_mrr, v.metered_mrr,
+           v.constant_currency, s.first_positive
+    FROM series s
+    CROSS JOIN LATERAL (VALUES
+        (s.month,
+         CASE WHEN s.lag_month = (s.month - interval '1 month')::date THEN s.lag_mrr ELSE 0 END,
+         s.mrr, s.fixed_mrr, s.metered_mrr, s.constant_currency),
+        ((s.month + interval '1 month')::date, s.mrr, 0, 0, 0, 0)
+    ) AS v (month, previous, current, fixed_mrr, metered_mrr, constant_currency)
+    WHERE v.month BETWEEN %(since)s AND %(through)s
+      AND (v.month = s.month OR s.lead_month IS NULL OR s.lead_month > v.month)
 ), classified AS (
     SELECT p.*,
            CASE WHEN previous <= 0 THEN
@@ -72,21 +72,18 @@ WITH monthly AS (
                 ELSE 'none' END AS kind
     FROM pairs p LEFT JOIN earlier e ON e.account_id = p.account_id
     WHERE previous > 0 OR current > 0
-), inserted AS (
-    INSERT INTO mrr_movements (month, account_id, previous_mrr, mrr, fixed_mrr, metered_mrr,
-                               constant_currency_mrr, kind, amount, fx)
-    SELECT month, account_id, previous, current, fixed_mrr, metered_mrr,
-           CASE WHEN kind = 'churn' THEN 0 ELSE constant_currency END,
-           kind,
-           CASE WHEN kind IN ('new', 'reactivation') THEN constant_currency
-                WHEN kind = 'churn' THEN previous
-                ELSE abs(constant_currency - previous) END,
-           CASE WHEN kind = 'churn' THEN 0 ELSE current - constant_currency END
-    FROM classified
-    ORDER BY month
-    RETURNING 1
 )
-SELECT count(*) FROM inserted
+INSERT INTO mrr_movements (month, account_id, previous_mrr, mrr, fixed_mrr, metered_mrr,
+                           constant_currency_mrr, kind, amount, fx)
+SELECT month, account_id, previous, current, fixed_mrr, metered_mrr,
+       CASE WHEN kind = 'churn' THEN 0 ELSE constant_currency END,
+       kind,
+       CASE WHEN kind IN ('new', 'reactivation') THEN constant_currency
+            WHEN kind = 'churn' THEN previous
+            ELSE abs(constant_currency - previous) END,
+       CASE WHEN kind = 'churn' THEN 0 ELSE current - constant_currency END
+FROM classified
+ORDER BY month
 """
 
 _BRIDGES = """
@@ -117,11 +114,10 @@ def rebuild_movements(
     the ledger; returns the number of rows."""
     if since > through:
         return 0
-    row = conn.execute(
+    cursor = conn.execute(
         _MOVEMENTS, {"since": since, "through": through, "reporting": reporting_currency}
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
+    )
+    return cursor.rowcount
 
 
 def bridges(conn: psycopg.Connection[TupleRow], first: dt.date, last: dt.date) -> list[Bridge]:

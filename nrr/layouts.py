@@ -132,6 +132,10 @@ def text(raw: str) -> str:
     return raw
 
 
+def _one_of(options: tuple[str, ...]) -> str:
+    return ", ".join(f"`{o}`" for o in options)
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -198,20 +202,25 @@ CONTRACTS = Layout(
     "contracts",
     ("contract_id",),
     (
-        Column("contract_id", identifier, True),
+        Column("contract_id", identifier, True, "identifier, unique"),
         Column("account_id", identifier, True, "a registered account"),
-        Column("product_line", identifier, True),
-        Column("kind", choice(*KINDS), True, "|".join(KINDS)),
+        Column("product_line", identifier, True, "e.g. maintenance, air_as_a_service"),
+        Column("kind", choice(*KINDS), True, _one_of(KINDS)),
         Column("currency", currency, True, "ISO 4217"),
         Column("start_date", day, True, "YYYY-MM-DD"),
         Column("end_date", day, False, "last day of service; empty = open-ended"),
-        Column("billing_period", choice(*BILLING_PERIODS), False, "|".join(BILLING_PERIODS)),
-        Column("fee", non_negative, False, "per billing period (fixed, addon)"),
-        Column("unit_price", non_negative, False, "per unit (metered)"),
+        Column(
+            "billing_period",
+            choice(*BILLING_PERIODS),
+            False,
+            _one_of(BILLING_PERIODS) + "; required for fixed and addon, metered: month or empty",
+        ),
+        Column("fee", non_negative, False, "per billing period; required for fixed and addon"),
+        Column("unit_price", non_negative, False, "per unit; required for metered"),
         Column("unit", text, False, "metered; default m3"),
         Column("monthly_minimum", non_negative, False, "metered, in the currency"),
-        Column("renewal", choice(*RENEWALS), False, "|".join(RENEWALS) + "; default none"),
-        Column("notice_days", whole(0), False),
+        Column("renewal", choice(*RENEWALS), False, _one_of(RENEWALS) + "; default `none`"),
+        Column("notice_days", whole(0), False, "days of notice before renewal"),
         Column("term_months", whole(1), False, "required for multi_year"),
     ),
     _check_contract,
@@ -221,19 +230,29 @@ INVOICES = Layout(
     "invoice_lines",
     ("invoice_id", "line_no"),
     (
-        Column("invoice_id", invoice_id, True),
-        Column("line_no", whole(1), True),
+        Column("invoice_id", invoice_id, True, "up to 100 characters"),
+        Column("line_no", whole(1), True, "1, 2, ..."),
         Column("account_id", identifier, True, "a registered account"),
-        Column("contract_id", identifier, False, "an imported contract"),
+        Column(
+            "contract_id",
+            identifier,
+            False,
+            "an imported contract of the same account; required on recurring metered lines",
+        ),
         Column("period", month, True, "YYYY-MM, the service month"),
         Column("issue_date", day, False, "YYYY-MM-DD"),
         Column("amount", number, True, "net; negative for a credit"),
         Column("currency", currency, True, "ISO 4217"),
-        Column("recurring", boolean, True, "true|false"),
-        Column("kind", choice(*INVOICE_KINDS), True, "|".join(INVOICE_KINDS)),
-        Column("quantity", number, False),
-        Column("unit", text, False),
-        Column("description", text, False),
+        Column("recurring", boolean, True, "`true` or `false`"),
+        Column(
+            "kind",
+            choice(*INVOICE_KINDS),
+            True,
+            _one_of(INVOICE_KINDS) + "; one_off and tax lines cannot be recurring",
+        ),
+        Column("quantity", number, False, "e.g. m³ billed"),
+        Column("unit", text, False, "e.g. m3"),
+        Column("description", text, False, "free text"),
     ),
     _check_invoice_line,
 )
@@ -244,7 +263,12 @@ FX = Layout(
     (
         Column("month", month, True, "YYYY-MM"),
         Column("currency", currency, True, "ISO 4217"),
-        Column("rate", positive, True, "reporting currency per 1 unit"),
+        Column(
+            "rate",
+            positive,
+            True,
+            "> 0: units of the reporting currency per 1 unit; the reporting currency's own is 1",
+        ),
     ),
 )
 LAYOUTS = {layout.kind: layout for layout in (CONTRACTS, INVOICES, FX)}

@@ -138,21 +138,15 @@ WITH {months}, fixed AS (
     LEFT JOIN fx_rates f ON f.month = l.month AND f.currency = l.currency
     CROSS JOIN LATERAL (SELECT CASE WHEN l.currency = %(reporting)s THEN 1::numeric
                                     ELSE f.rate END AS rate) AS r
-), inserted AS (
-    INSERT INTO mrr_ledger (month, account_id, product_line, currency, fixed_mrr_local,
-                            metered_mrr_local, mrr_local, rate, fixed_mrr, metered_mrr, mrr,
-                            metered_source, contracts)
-    SELECT month, account_id, product_line, currency, fixed_local, metered_local,
-           fixed_local + metered_local, rate, fixed_mrr, metered_mrr, fixed_mrr + metered_mrr,
-           source, contracts
-    FROM converted
-    ORDER BY month
-    RETURNING metered_source
 )
-SELECT count(*),
-       count(*) FILTER (WHERE metered_source IN ('invoices', 'both')),
-       count(*) FILTER (WHERE metered_source IN ('telemetry', 'both'))
-FROM inserted
+INSERT INTO mrr_ledger (month, account_id, product_line, currency, fixed_mrr_local,
+                        metered_mrr_local, mrr_local, rate, fixed_mrr, metered_mrr, mrr,
+                        metered_source, contracts)
+SELECT month, account_id, product_line, currency, fixed_local, metered_local,
+       fixed_local + metered_local, rate, fixed_mrr, metered_mrr, fixed_mrr + metered_mrr,
+       source, contracts
+FROM converted
+ORDER BY month
 """
 ).format(**_FORMAT)
 
@@ -193,8 +187,8 @@ class RebuildResult:
     through: dt.date | None
     ledger_rows: int
     movement_rows: int
-    metered_from_invoices: int
-    metered_from_telemetry: int
+    metered_from_invoices: int  # metered contract months billed from invoices
+    metered_from_telemetry: int  # ... and from telemetry (usage_daily)
     seconds: float
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for benchmarks
 
@@ -209,8 +203,8 @@ class RebuildResult:
             "rebuilt_through": month(self.through),
             "ledger_rows": self.ledger_rows,
             "movement_rows": self.movement_rows,
-            "metered_lines_from_invoices": self.metered_from_invoices,
-            "metered_lines_from_telemetry": self.metered_from_telemetry,
+            "metered_months_from_invoices": self.metered_from_invoices,
+            "metered_months_from_telemetry": self.metered_from_telemetry,
             "seconds": round(self.seconds, 3),
             "phases_seconds": {name: round(value, 3) for name, value in self.phases.items()},
         }
@@ -325,8 +319,8 @@ def rebuild(
 def _insert_ledger(
     conn: psycopg.Connection[TupleRow], params: dict[str, Any], phases: dict[str, float]
 ) -> tuple[int, int, int]:
-    """Insert months since .. through; returns (lines, lines with metered MRR from invoices,
-    lines with metered MRR from telemetry)."""
+    """Insert months since .. through; returns (ledger lines, metered contract months billed
+    from invoices, metered contract months billed from telemetry)."""
     mark = time.perf_counter()
     conn.execute("DROP TABLE IF EXISTS nrr_metered, nrr_usage")
     conn.execute(_METERED_MONTHS, params)
@@ -349,7 +343,7 @@ def _insert_ledger(
     mark = time.perf_counter()
     try:
         with conn.transaction():
-            row = conn.execute(_INSERT, params).fetchone()
+            lines = conn.execute(_INSERT, params).rowcount
     except psycopg.errors.NotNullViolation as exc:
         missing = conn.execute(_MISSING_RATES, params).fetchall()
         if not missing:
@@ -361,6 +355,10 @@ def _insert_ledger(
             + (f" and {more} more" if more > 0 else "")
             + "; import them with basewatch import fx FILE"
         ) from exc
-    assert row is not None
     phases["ledger_lines"] = time.perf_counter() - mark
-    return int(row[0]), int(row[1]), int(row[2])
+    row = conn.execute(
+        "SELECT count(*) FILTER (WHERE invoiced IS NOT NULL),"
+        " count(*) FILTER (WHERE invoiced IS NULL) FROM nrr_metered"
+    ).fetchone()
+    assert row is not None
+    return lines, int(row[0]), int(row[1])
