@@ -21,7 +21,7 @@ _CURRENCY = re.compile(r"[A-Z]{3}")
 
 def reporting_currency(settings: Settings) -> str:
     """``BASEWATCH_REPORTING_CURRENCY`` (default EUR), checked."""
-    value = str(getattr(settings, "reporting_currency", "EUR") or "EUR").strip().upper()
+    value = (settings.reporting_currency or "EUR").strip().upper()
     if not _CURRENCY.fullmatch(value):
         raise ConfigError(
             "BASEWATCH_REPORTING_CURRENCY", f"expected an ISO 4217 code like EUR, got {value!r}"

@@ -228,6 +228,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             migrate(conn, ("core", "ingest", "nrr"), "off")
+            # this machine's speed now (shared CPUs vary): a fixed single-core SQL workload
+            _, reference_s = _timed(
+                lambda: conn.execute("SELECT sum(i::numeric) FROM generate_series(1, 3000000) i")
+            )
             print("generating ...", file=sys.stderr, flush=True)
             _, generate_s = _timed(
                 lambda: generate(conn, args.accounts, args.months, args.telemetry_accounts)
@@ -273,6 +277,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "metered_months_from_telemetry": result.metered_from_telemetry,
         "bridge_reconciles_every_month": reconciled,
         "seconds": {
+            "cpu_reference": round(reference_s, 2),
             "generate": round(generate_s, 2),
             "rebuild_full": round(rebuild_s, 2),
             **{f"rebuild_{k}": round(v, 2) for k, v in result.phases.items()},
@@ -302,6 +307,7 @@ def _text(document: dict[str, Any]) -> str:
             f"nrr bench: {document['accounts']:,} accounts × {document['months']} months × 3 "
             f"product lines ({rows['contracts']:,} contracts, {rows['invoice_lines']:,} invoice "
             f"lines, {rows['telemetry']:,} telemetry rows), generated in {s['generate']} s",
+            f"  CPU reference (sum of 3M numerics) {s['cpu_reference']:.2f} s",
             f"  ledger rebuild (full)   {s['rebuild_full']:>7.2f} s  (target < "
             f"{TARGET_REBUILD_S:.0f} s): {document['ledger_rows']:,} ledger lines, "
             f"{document['movement_rows']:,} movements",

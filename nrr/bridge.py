@@ -20,18 +20,20 @@ from nrr.movements import Bridge
 
 # One pass over the ledger: account-month totals (MRR_t, and MRR_t at t-1's rates), then per
 # account in month order the previous month's MRR (0 after a gap) and a churn row after the last
-# month of each run; "positive before t-1" from the earliest positive month of the series and,
-# before it, from the ledger's earlier months.
+# month of each run; "positive before t-1" from the first positive month of the series so far
+# and, before the series, from the ledger's earlier months.
 _MOVEMENTS = """
 WITH monthly AS (
     -- summed in whole cents (bigint: exact, and cheaper than numeric over millions of lines)
     SELECT l.account_id, l.month, sum((l.mrr * 100)::bigint) * 0.01 AS mrr,
            sum((l.fixed_mrr * 100)::bigint) * 0.01 AS fixed_mrr,
            sum((l.metered_mrr * 100)::bigint) * 0.01 AS metered_mrr,
-           sum((CASE WHEN l.currency = %(reporting)s THEN l.mrr
-                     ELSE round(l.fixed_mrr_local * coalesce(f.rate, l.rate), 2)
-                          + round(l.metered_mrr_local * coalesce(f.rate, l.rate), 2) END
-                * 100)::bigint) * 0.01 AS constant_currency
+           -- at last month's rates: the same, corrected on foreign-currency lines only
+           (sum((l.mrr * 100)::bigint)
+            + coalesce(sum(((round(l.fixed_mrr_local * f.rate, 2)
+                             + round(l.metered_mrr_local * f.rate, 2) - l.mrr) * 100)::bigint)
+                       FILTER (WHERE l.currency <> %(reporting)s), 0)) * 0.01
+               AS constant_currency
     FROM mrr_ledger l
     LEFT JOIN fx_rates f ON f.month = (l.month - interval '1 month')::date
                         AND f.currency = l.currency
@@ -44,22 +46,23 @@ WITH monthly AS (
     SELECT account_id, month, mrr, fixed_mrr, metered_mrr, constant_currency,
            lag(month) OVER w AS lag_month, lag(mrr) OVER w AS lag_mrr,
            lead(month) OVER w AS lead_month,
-           min(month) FILTER (WHERE mrr > 0) OVER (PARTITION BY account_id) AS first_positive
+           -- the first month with MRR up to this one (the window's frame ends at this row)
+           min(month) FILTER (WHERE mrr > 0) OVER w AS first_positive
     FROM monthly
     WINDOW w AS (PARTITION BY account_id ORDER BY month)
 ), pairs AS (
-    -- each row as this month's, and (after the last month of a run) the next month with 0
-    SELECT s.account_id, v.month, v.previous, v.current, v.fixed_mrr, v.metered_mrr,
-           v.constant_currency, s.first_positive
-    FROM series s
-    CROSS JOIN LATERAL (VALUES
-        (s.month,
-         CASE WHEN s.lag_month = (s.month - interval '1 month')::date THEN s.lag_mrr ELSE 0 END,
-         s.mrr, s.fixed_mrr, s.metered_mrr, s.constant_currency),
-        ((s.month + interval '1 month')::date, s.mrr, 0, 0, 0, 0)
-    ) AS v (month, previous, current, fixed_mrr, metered_mrr, constant_currency)
-    WHERE v.month BETWEEN %(since)s AND %(through)s
-      AND (v.month = s.month OR s.lead_month IS NULL OR s.lead_month > v.month)
+    SELECT account_id, month,
+           CASE WHEN lag_month = (month - interval '1 month')::date THEN lag_mrr ELSE 0 END
+               AS previous,
+           mrr AS current, fixed_mrr, metered_mrr, constant_currency, first_positive
+    FROM series
+    WHERE month >= %(since)s
+    UNION ALL  -- after the last month of a run, the next month with nothing
+    SELECT account_id, (month + interval '1 month')::date, mrr, 0, 0, 0, 0, first_positive
+    FROM series
+    WHERE (lead_month IS NULL OR lead_month > (month + interval '1 month')::date)
+      AND month BETWEEN (%(since)s::date - interval '1 month')::date
+                    AND (%(through)s::date - interval '1 month')::date
 ), classified AS (
     SELECT p.*,
            CASE WHEN previous <= 0 THEN

@@ -98,16 +98,19 @@ GROUP BY a.account_id, date_trunc('month', d.day::timestamp)
 # Source bits: 1 = metered from invoices, 2 = metered from telemetry.
 _INSERT = sql.SQL(
     """
-WITH {months}, fixed AS (
-    SELECT m.month, c.account_id COLLATE "C" AS account_id,
-           c.product_line COLLATE "C" AS product_line, c.currency COLLATE "C" AS currency,
-           (round(c.fee / CASE c.billing_period WHEN 'month' THEN 1 WHEN 'quarter' THEN 3
-                               WHEN 'year' THEN 12 ELSE c.term_months END, 6)
-            * 1000000)::bigint AS fixed_micro,
+WITH {months}, fixed_contracts AS MATERIALIZED (  -- each fee per month computed once
+    SELECT account_id COLLATE "C" AS account_id, product_line COLLATE "C" AS product_line,
+           currency COLLATE "C" AS currency, start_date, end_date,
+           (round(fee / CASE billing_period WHEN 'month' THEN 1 WHEN 'quarter' THEN 3
+                             WHEN 'year' THEN 12 ELSE term_months END, 6)
+            * 1000000)::bigint AS fixed_micro
+    FROM contracts
+    WHERE kind <> 'metered'
+), fixed AS (
+    SELECT m.month, c.account_id, c.product_line, c.currency, c.fixed_micro,
            0::bigint AS metered_micro, 0 AS source_bits
-    FROM contracts c
+    FROM fixed_contracts c
     {contract_months}
-    WHERE c.kind <> 'metered'
 ), metered AS (
     SELECT g.month, g.account_id COLLATE "C" AS account_id,
            g.product_line COLLATE "C" AS product_line,

@@ -1,5 +1,5 @@
-"""nrr fixtures: a database migrated with core, ingest and nrr per test module (cloned from a
-session template), and small writers for accounts, contracts, invoice lines, rates and usage.
+"""nrr fixtures: small writers for accounts, contracts, invoice lines, rates and usage (the
+database is ``db_url``'s, migrated with every package), and a generated revenue history.
 
 The writers insert rows directly (the importers have their own tests); telemetry is written as
 pairs of readings whose integral in ``usage_daily`` is exactly the volume asked for.
@@ -9,44 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import psycopg
-import pytest
-from psycopg import sql
 from psycopg.rows import TupleRow
 
-from core.db import database_name, drop_database, with_database
-from core.migrate import migrate
 from nrr.months import add_months
-from tests.fix_db import TEST_SERVER_URL, clone
 
-NRR_PACKAGES = ("core", "ingest", "nrr")
 Conn = psycopg.Connection[TupleRow]
-
-
-@pytest.fixture(scope="session")
-def nrr_template_url() -> Iterator[str]:
-    """A database migrated with core, ingest and nrr (plain PostgreSQL), used as a template."""
-    name = f"bw_nrr_tpl_{uuid.uuid4().hex[:8]}"
-    url = with_database(TEST_SERVER_URL, name)
-    with psycopg.connect(TEST_SERVER_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn, NRR_PACKAGES, "off")
-    yield url
-    drop_database(url)
-
-
-@pytest.fixture(scope="module")
-def nrr_db_url(nrr_template_url: str) -> Iterator[str]:
-    """A fresh database with the nrr tables for one test module."""
-    url = clone(database_name(nrr_template_url), f"bw_nrr_{uuid.uuid4().hex[:8]}")
-    yield url
-    drop_database(url)
 
 
 def reset(conn: Conn) -> None:

@@ -14,14 +14,13 @@ from nrr.imports import import_file
 from nrr.layouts import RevenueImportError, layout_text, read_file
 from nrr.ledger import ledger_state, rebuild
 from tests.nrr import fix_nrr as fx
-from tests.nrr.fix_nrr import nrr_db_url, nrr_template_url  # noqa: F401 - fixtures
 
 DATA = Path(__file__).parent.parent / "data"
 
 
 @pytest.fixture
-def conn(nrr_db_url: str) -> Iterator[fx.Conn]:  # noqa: F811 - fixture
-    with psycopg.connect(nrr_db_url, autocommit=True) as connection:
+def conn(db_url: str) -> Iterator[fx.Conn]:
+    with psycopg.connect(db_url, autocommit=True) as connection:
         fx.reset(connection)
         import_registry(connection, read_registry_csv([DATA / "nrr_registry.csv"]))
         yield connection

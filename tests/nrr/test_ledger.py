@@ -12,14 +12,13 @@ import pytest
 from core.errors import InputError, NotFound
 from nrr.ledger import ledger_state, rebuild
 from tests.nrr import fix_nrr as fx
-from tests.nrr.fix_nrr import nrr_db_url, nrr_template_url  # noqa: F401 - fixtures
 
 D = Decimal
 
 
 @pytest.fixture
-def conn(nrr_db_url: str) -> Iterator[fx.Conn]:  # noqa: F811 - fixture
-    with psycopg.connect(nrr_db_url, autocommit=True) as connection:
+def conn(db_url: str) -> Iterator[fx.Conn]:
+    with psycopg.connect(db_url, autocommit=True) as connection:
         fx.reset(connection)
         fx.account(connection, "acme")
         yield connection

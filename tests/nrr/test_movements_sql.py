@@ -16,15 +16,14 @@ from nrr.months import add_months, month_range
 from nrr.movements import LedgerLine, Rates, ledger_movements
 from nrr.retention import trailing_series
 from tests.nrr import fix_nrr as fx
-from tests.nrr.fix_nrr import nrr_db_url, nrr_template_url  # noqa: F401 - fixtures
 from tests.nrr.test_pure import JAN, ledgers
 
 D = Decimal
 
 
 @pytest.fixture(scope="module")
-def module_conn(nrr_db_url: str) -> Iterator[fx.Conn]:  # noqa: F811 - fixture
-    with psycopg.connect(nrr_db_url, autocommit=True) as connection:
+def module_conn(db_url: str) -> Iterator[fx.Conn]:
+    with psycopg.connect(db_url, autocommit=True) as connection:
         yield connection
 
 

@@ -30,24 +30,9 @@ from nrr.imports import import_file
 from nrr.ledger import rebuild
 from nrr.report import build_report, write_report
 from tests.nrr import fix_nrr as fx
-from tests.nrr.fix_nrr import nrr_db_url, nrr_template_url  # noqa: F401 - fixtures
 
 DATA = Path(__file__).parent.parent / "data"
 ROOT = Path(__file__).parent.parent.parent
-
-# Runs the real `basewatch` CLI; adds the nrr commands itself until basewatch.cli wires them.
-RUNNER = """
-import sys
-from basewatch import cli, nrr_commands
-if "nrr" not in cli.build_parser()._subparsers._group_actions[0].choices:
-    original = cli._add_import_commands
-    def wired(commands):
-        imports = original(commands)
-        nrr_commands.add_commands(commands, imports)
-        return imports
-    cli._add_import_commands = wired
-sys.exit(cli.main(sys.argv[1:]))
-"""
 
 
 def run(*args: str, db_url: str = "") -> subprocess.CompletedProcess[str]:
@@ -55,7 +40,7 @@ def run(*args: str, db_url: str = "") -> subprocess.CompletedProcess[str]:
     if db_url:
         environ["BASEWATCH_DATABASE_URL"] = db_url
     return subprocess.run(
-        [sys.executable, "-c", RUNNER, *args],
+        [sys.executable, "-m", "basewatch", *args],
         env=environ,
         cwd=ROOT,
         capture_output=True,
@@ -127,8 +112,8 @@ def assert_html_equals_csv(html: Path, folder: Path) -> dict[str, list[list[str]
 
 
 @pytest.fixture
-def sample(nrr_db_url: str) -> Iterator[fx.Conn]:  # noqa: F811 - fixture
-    with psycopg.connect(nrr_db_url, autocommit=True) as conn:
+def sample(db_url: str) -> Iterator[fx.Conn]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
         fx.reset(conn)
         import_registry(conn, read_registry_csv([DATA / "nrr_registry.csv"]))
         yield conn
@@ -179,36 +164,36 @@ def test_report_of_a_generated_history(sample: fx.Conn, tmp_path: Path) -> None:
 
 
 def test_commands_print_one_json_document_and_exit_codes(
-    nrr_db_url: str,  # noqa: F811 - fixture
+    db_url: str,
     sample: fx.Conn,
     tmp_path: Path,
 ) -> None:
-    empty = run("nrr", "show", "--json", db_url=nrr_db_url)
+    empty = run("nrr", "show", "--json", db_url=db_url)
     assert (empty.returncode, empty.stdout) == (1, "")
     assert empty.stderr.strip().splitlines() == [
         "basewatch: error: the MRR ledger is empty: run basewatch nrr rebuild"
     ]
-    assert run("nrr", "show", "--month", "2024-13", db_url=nrr_db_url).returncode == 2
-    assert run("nrr", "report", db_url=nrr_db_url).returncode == 2  # --month is required
+    assert run("nrr", "show", "--month", "2024-13", db_url=db_url).returncode == 2
+    assert run("nrr", "report", db_url=db_url).returncode == 2  # --month is required
 
     bad = tmp_path / "fx.csv"
     bad.write_text("month,currency,rate\n2024-01,GBP,-1\n")
-    result = run("import", "fx", str(bad), "--json", db_url=nrr_db_url)
+    result = run("import", "fx", str(bad), "--json", db_url=db_url)
     assert (result.returncode, result.stdout) == (1, "")
     assert f"{bad}:2: rate: '-1' must be > 0" in result.stderr
 
     for kind in ("contracts", "invoices", "fx"):
-        result = run("import", kind, str(DATA / f"nrr_{kind}.csv"), "--json", db_url=nrr_db_url)
+        result = run("import", kind, str(DATA / f"nrr_{kind}.csv"), "--json", db_url=db_url)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["imported"] is True
-    again = run("import", "fx", str(DATA / "nrr_fx.csv"), "--json", db_url=nrr_db_url)
+    again = run("import", "fx", str(DATA / "nrr_fx.csv"), "--json", db_url=db_url)
     assert json.loads(again.stdout)["unchanged"] == 6
 
-    result = run("nrr", "rebuild", "--through", "2024-03", "--json", db_url=nrr_db_url)
+    result = run("nrr", "rebuild", "--through", "2024-03", "--json", db_url=db_url)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["rebuilt_from"] == "2024-01"
 
-    result = run("nrr", "show", "--month", "2024-02", "--json", db_url=nrr_db_url)
+    result = run("nrr", "show", "--month", "2024-02", "--json", db_url=db_url)
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert shown["mrr"]["total"] == "1487.00"
@@ -217,15 +202,13 @@ def test_commands_print_one_json_document_and_exit_codes(
     assert shown["month_over_month"]["nrr_pct"] == 187.44
     assert shown["trailing_12_months"]["nrr_pct"] is None
 
-    text = run("nrr", "show", db_url=nrr_db_url)
+    text = run("nrr", "show", db_url=db_url)
     assert text.returncode == 0, text.stderr
     assert "NRR 2024-03" in text.stdout
     assert "usage-inclusive" in text.stdout
 
     out = tmp_path / "report"
-    result = run(
-        "nrr", "report", "--month", "2024-02", "--out", str(out), "--json", db_url=nrr_db_url
-    )
+    result = run("nrr", "report", "--month", "2024-02", "--out", str(out), "--json", db_url=db_url)
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert Path(document["html"]).exists()
