@@ -10,12 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Mapping
+from typing import Protocol
 
 import psycopg
 from psycopg.rows import TupleRow
 
 from signals.catalogue import PriceBook
 from signals.findings import Finding
+from signals.models import load_model, save_model
 from signals.rules import capacity_findings, energy_findings, silence_findings, usage_findings
 from signals.wear_findings import wear_findings
 
@@ -35,6 +38,67 @@ KINDS_SCORED = frozenset(
 )
 
 
+class Detector(Protocol):
+    """A model-backed detector module (see ``signals.models``)."""
+
+    NAME: str
+
+    def train(self, conn: psycopg.Connection[TupleRow], until: dt.datetime) -> object | None: ...
+
+    def findings(
+        self,
+        conn: psycopg.Connection[TupleRow],
+        as_of: dt.datetime,
+        prices: PriceBook,
+        model: object | None,
+    ) -> list[Finding]: ...
+
+
+def detectors() -> tuple[Detector, ...]:
+    """The model-backed detectors, in scoring order (modules implementing ``Detector``)."""
+    return ()
+
+
+def train_models(
+    conn: psycopg.Connection[TupleRow], until: dt.datetime
+) -> dict[str, object | None]:
+    """Every detector's model fitted on what was known before ``until`` (in memory)."""
+    models: dict[str, object | None] = {}
+    for detector in detectors():
+        started = time.monotonic()
+        models[detector.NAME] = detector.train(conn, until)
+        log.info(
+            "model %s trained until %s in %.1f s%s",
+            detector.NAME,
+            until.isoformat(),
+            time.monotonic() - started,
+            "" if models[detector.NAME] is not None else " (too little history: fallback)",
+        )
+    return models
+
+
+def retrain_models(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> dict[str, bool]:
+    """The scheduler's nightly job: train every model until ``now`` and store it; returns
+    which models could be trained."""
+    trained = {}
+    for name, model in train_models(conn, now).items():
+        if model is not None:
+            save_model(conn, name, now, model, getattr(model, "summary", {}))
+        trained[name] = model is not None
+    return trained
+
+
+def stored_models(
+    conn: psycopg.Connection[TupleRow], as_of: dt.datetime | None = None
+) -> dict[str, object | None]:
+    """The latest stored model of every detector (trained before ``as_of`` when given)."""
+    models: dict[str, object | None] = {}
+    for detector in detectors():
+        stored = load_model(conn, detector.NAME, as_of)
+        models[detector.NAME] = stored.model if stored is not None else None
+    return models
+
+
 def accounts_with_heat_recovery(conn: psycopg.Connection[TupleRow]) -> set[str]:
     """Accounts that have a heat-recovery module: a registered component of that kind."""
     rows = conn.execute(
@@ -45,11 +109,19 @@ def accounts_with_heat_recovery(conn: psycopg.Connection[TupleRow]) -> set[str]:
 
 
 def score(
-    conn: psycopg.Connection[TupleRow], as_of: dt.datetime, prices: PriceBook | None = None
+    conn: psycopg.Connection[TupleRow],
+    as_of: dt.datetime,
+    prices: PriceBook | None = None,
+    models: Mapping[str, object | None] | None = None,
 ) -> list[Finding]:
-    """All findings as of ``as_of`` (only rollup buckets before it are read)."""
+    """All findings as of ``as_of`` (only rollup buckets and events before it are read).
+
+    ``models`` maps detector names to trained models; ``None`` loads the latest stored ones.
+    """
     prices = prices or PriceBook()
     started = time.monotonic()
+    if models is None:
+        models = stored_models(conn)
     findings = (
         usage_findings(conn, as_of, prices)
         + silence_findings(conn, as_of, prices)
@@ -57,6 +129,8 @@ def score(
         + energy_findings(conn, as_of, prices, accounts_with_heat_recovery(conn))
         + wear_findings(conn, as_of, prices)
     )
+    for detector in detectors():
+        findings += detector.findings(conn, as_of, prices, models.get(detector.NAME))
     log.info(
         "scored as of %s: %d findings in %.1f s",
         as_of.isoformat(),
