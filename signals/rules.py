@@ -2,8 +2,9 @@
 computes the figures for every account at once (set-based), and small pure functions turn the
 figures into findings with a score, a money value, a horizon and the reasons.
 
-Every window ends at ``as_of`` (exclusive) and only rollup buckets before it are read, so a
-backtest that scores at past moments never sees the future. Missing telemetry is "no data":
+Every window ends at ``as_of`` and only buckets that were complete by then are read (an hourly
+bucket ending at or before ``as_of``, a daily one likewise), so a backtest that scores at past
+moments never sees the future, and a partial day never looks like a drop in usage. Missing telemetry is "no data":
 usage and capacity figures use the buckets that exist; only ``silent_assets`` speaks about
 silence.
 """
@@ -43,7 +44,7 @@ WITH daily AS (
            sum((r.stats -> 'flow_m3_min' ->> 0)::double precision) * 1440 AS volume_m3
     FROM rollup_daily r JOIN assets a USING (asset_id)
     WHERE r.bucket >= %(as_of)s - make_interval(days => %(recent)s + %(baseline)s)
-      AND r.bucket < %(as_of)s AND r.stats ? 'flow_m3_min'
+      AND r.bucket <= %(as_of)s - INTERVAL '1 day' AND r.stats ? 'flow_m3_min'
     GROUP BY a.account_id, r.bucket
 )
 SELECT account_id,
@@ -61,7 +62,8 @@ FROM daily GROUP BY account_id
 _SILENCE = """
 SELECT a.account_id, a.asset_id, max(r.bucket) + INTERVAL '1 hour' AS last_seen
 FROM assets a JOIN rollup_hourly r USING (asset_id)
-WHERE r.bucket >= %(as_of)s - make_interval(days => %(recent)s) AND r.bucket < %(as_of)s
+WHERE r.bucket >= %(as_of)s - make_interval(days => %(recent)s)
+  AND r.bucket <= %(as_of)s - INTERVAL '1 hour'
 GROUP BY a.account_id, a.asset_id
 """
 
@@ -74,7 +76,8 @@ WITH hourly AS (
            min((r.stats -> 'pressure_bar' ->> 1)::double precision) AS min_pressure,
            count(*) AS machines
     FROM rollup_hourly r JOIN assets a USING (asset_id)
-    WHERE r.bucket >= %(as_of)s - make_interval(days => %(recent)s) AND r.bucket < %(as_of)s
+    WHERE r.bucket >= %(as_of)s - make_interval(days => %(recent)s)
+      AND r.bucket <= %(as_of)s - INTERVAL '1 hour'
       AND a.rated_flow_m3_min IS NOT NULL AND r.stats ? 'flow_m3_min'
     GROUP BY a.account_id, r.bucket
 )
@@ -104,7 +107,7 @@ SELECT a.account_id, a.asset_id, a.rated_power_kw::double precision AS rated_pow
            / nullif(a.rated_power_kw::double precision, 0) AS idle_power_share,
        count(*) AS days
 FROM rollup_daily r JOIN assets a USING (asset_id)
-WHERE r.bucket >= %(as_of)s - INTERVAL '30 days' AND r.bucket < %(as_of)s
+WHERE r.bucket >= %(as_of)s - INTERVAL '30 days' AND r.bucket <= %(as_of)s - INTERVAL '1 day'
   AND r.stats ? 'energy_kwh'
 GROUP BY a.account_id, a.asset_id, a.rated_power_kw
 """

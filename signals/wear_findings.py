@@ -27,7 +27,8 @@ _SERIES = """
 SELECT r.asset_id, r.bucket, (r.stats -> 'running_hours' ->> 3)::double precision,
        jsonb_build_object({pairs})
 FROM rollup_daily r
-WHERE r.bucket >= %(as_of)s - make_interval(days => %(days)s) AND r.bucket < %(as_of)s
+WHERE r.bucket >= %(as_of)s - make_interval(days => %(days)s)
+  AND r.bucket <= %(as_of)s - INTERVAL '1 day'
   AND r.stats ? 'running_hours'
 ORDER BY r.asset_id, r.bucket
 """
