@@ -439,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     from basewatch.alerts_commands import add_commands as add_alert_commands
 
     add_alert_commands(commands, add)
+    from basewatch.signals_commands import add_commands as add_signal_commands
+
+    add_signal_commands(commands, add)
     add(
         commands,
         "scheduler",

@@ -4,9 +4,9 @@ figures into findings with a score, a money value, a horizon and the reasons.
 
 Every window ends at ``as_of`` and only buckets that were complete by then are read (an hourly
 bucket ending at or before ``as_of``, a daily one likewise), so a backtest that scores at past
-moments never sees the future, and a partial day never looks like a drop in usage. Missing telemetry is "no data":
-usage and capacity figures use the buckets that exist; only ``silent_assets`` speaks about
-silence.
+moments never sees the future, and a partial day never looks like a drop in usage. Missing
+telemetry is "no data": usage and capacity figures use the buckets that exist; only
+``silent_assets`` speaks about silence.
 """
 
 from __future__ import annotations

@@ -1,0 +1,163 @@
+"""``basewatch signals …``: the backtest, and the scoring steps an operator runs by hand
+(the scheduler runs them on its own; see ``basewatch.scheduler``)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from core.db import connect
+from core.errors import InputError
+from core.settings import Settings
+
+AddCommand = Callable[..., argparse.ArgumentParser]
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([mhdw])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def duration(text: str) -> dt.timedelta:
+    """``30m``, ``1h``, ``6h``, ``1d``, ``2w`` (argparse type)."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration like 1h, 30m, 1d or 2w, got {text!r}"
+        )
+    value = dt.timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    if value <= dt.timedelta(0):
+        raise argparse.ArgumentTypeError("the duration must be positive")
+    return value
+
+
+def moment(text: str) -> dt.datetime:
+    """``YYYY-MM-DD`` (00:00 UTC) or an ISO 8601 time (naive = UTC) (argparse type)."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected YYYY-MM-DD or an ISO 8601 time, got {text!r}"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.cli import emit
+    from signals.backtest import format_table, run_backtest
+    from signals.findings import FAMILIES
+    from signals.rollups import refresh_rollups
+
+    unknown = sorted(set(args.kind or ()) - set(FAMILIES))
+    if unknown:
+        raise InputError(f"unknown signal kind(s) {', '.join(unknown)}; known: {sorted(FAMILIES)}")
+    if args.to <= args.from_:
+        raise InputError(f"--to ({args.to.isoformat()}) must be after --from")
+    last = [0.0]
+
+    def progress(t: dt.datetime, done: int, total: int, alerts: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 2.0 or done == total:
+            last[0] = now
+            print(
+                f"backtest: {t:%Y-%m-%d %H:%M} pass {done:,}/{total:,} ({done / total:.0%}), "
+                f"{alerts:,} alerts raised",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    with connect(settings.database_url, autocommit=True) as conn:
+        if not args.no_refresh:
+            refreshed = refresh_rollups(conn)
+            if refreshed.buckets:
+                print(
+                    f"rollups refreshed: {refreshed.buckets:,} hour buckets in "
+                    f"{refreshed.seconds:.1f} s",
+                    file=sys.stderr,
+                )
+        result = run_backtest(
+            conn,
+            args.from_,
+            args.to,
+            step=args.step,
+            retrain_every=args.retrain_every,
+            clear_after=dt.timedelta(hours=settings.alert_clear_hours),
+            cooldown=dt.timedelta(days=settings.alert_cooldown_days),
+            kinds=set(args.kind) if args.kind else None,
+            progress=progress,
+        )
+    if args.alerts_csv is not None:
+        write_alerts_csv(args.alerts_csv, [a.as_dict() for a in result.alerts])
+    emit(args, result.as_dict(), lambda: format_table(result))
+    return 0
+
+
+def write_alerts_csv(path: Path, alerts: list[dict[str, Any]]) -> None:
+    """The raised alerts, one per line (reasons joined with `` | ``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = [
+        "raised_at",
+        "account_id",
+        "owner",
+        "kind",
+        "family",
+        "subject",
+        "score",
+        "value",
+        "horizon_days",
+        "reasons",
+    ]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        for alert in alerts:
+            writer.writerow({**alert, "reasons": " | ".join(alert["reasons"])})
+
+
+def add_commands(commands: Any, add: AddCommand) -> Any:
+    """Add ``signals`` and its subcommands; returns the group's subparsers."""
+    signals = commands.add_parser(
+        "signals", help="signals: backtest, account health"
+    ).add_subparsers(dest="signals_command", required=True, metavar="SUBCOMMAND")
+    bt = add(
+        signals,
+        "backtest",
+        cmd_backtest,
+        "replay history as of each step, list the alerts that would have been raised and "
+        "score them against the failures, churn and expansions that happened",
+    )
+    bt.add_argument(
+        "--from",
+        dest="from_",
+        metavar="FROM",
+        type=moment,
+        required=True,
+        help="start (YYYY-MM-DD or ISO time)",
+    )
+    bt.add_argument("--to", type=moment, required=True, help="end, exclusive")
+    bt.add_argument(
+        "--step", type=duration, default=dt.timedelta(hours=1), help="time between passes (1h)"
+    )
+    bt.add_argument(
+        "--retrain-every",
+        type=duration,
+        default=dt.timedelta(days=1),
+        help="retrain the models on the data before the replayed time this often (1d)",
+    )
+    bt.add_argument(
+        "--kind", action="append", help="only this signal kind (repeatable; default: all)"
+    )
+    bt.add_argument(
+        "--alerts-csv", type=Path, default=None, help="also write the raised alerts to this CSV"
+    )
+    bt.add_argument(
+        "--no-refresh",
+        action="store_true",
+        help="do not bring the rollups up to date with telemetry first",
+    )
+    return signals

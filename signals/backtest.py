@@ -1,0 +1,541 @@
+"""Backtest: replay history, raise the alerts that would have been raised, score them against
+what really happened.
+
+**Replay.** From ``start`` to ``end`` in steps (default one hour), the full scoring pass
+(``signals.scoring.score``) runs as of each time ``t``: every rule and detector reads only rollup
+buckets complete by ``t`` and events before ``t``, and the models are trained in memory on what
+was known before ``t`` (at ``start``, then every ``retrain_every`` of replayed time), so no
+alert can depend on the future. The findings go through the alert lifecycle of
+``signals.alerts`` in memory (:class:`Lifecycle`): an alert is raised when its condition is
+entered, not while it holds, expires once the condition has been clear for ``clear_after`` and
+is not raised again for the same key within ``cooldown``. Nothing is written to the database.
+
+**Truth.** What really happened: ``failure`` events (``asset_events`` and ``ground_truth``),
+replacements (``component_replaced`` events, ground-truth ``third_party_replacement``), and,
+when the fleet came from the simulator or labelled data was imported, ``ground_truth`` rows of
+kind ``churn``, ``expansion`` and ``story``. Each alert kind is checked against one truth:
+
+=====================  ===================================================  ================
+alert kind             true when, for the alert's asset / account ...        window after it
+=====================  ===================================================  ================
+component_due          the asset (its component, where both name one)        the alert's horizon
+                       fails or has the component replaced                   (at least 1 day)
+asset_anomaly          the asset fails                                       the alert's horizon
+usage_decline,         the account churns                                    180 days
+silent_assets,
+renewal_risk
+third_party_parts      a part was replaced without a service order in the    (detection)
+                       60 days before the alert
+capacity_saturation,   the account expands (ground-truth ``expansion``)      180 days
+usage_growth,
+heat_recovery,
+efficiency_upgrade     the account's story is ``leaky`` (no event to time)   -
+=====================  ===================================================  ================
+
+Per kind: **precision** = true alerts / alerts; **recall** = truth events with an alert of the
+kind in the window before them / truth events in the replayed period (for component_due and
+asset_anomaly the events are failures only: a replacement confirms an alert but missing one is
+no miss); **median lead time** = hours from the first such alert to the event (negative for
+detections after the fact); **alerts per CSM per week**; **false alerts per 1,000 operating
+hours** (asset-hours with data in the period). A kind with no truth of its kind in the
+database reports its alerts only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from signals.catalogue import PriceBook
+from signals.findings import FAMILIES, Finding
+from signals.scoring import score, train_models
+
+log = logging.getLogger(__name__)
+
+CHURN_WINDOW = dt.timedelta(days=180)
+EXPANSION_WINDOW = dt.timedelta(days=180)
+DETECTION_WINDOW = dt.timedelta(days=60)
+MIN_FAILURE_WINDOW = dt.timedelta(days=1)
+
+_ASSET_KINDS = {"component_due", "asset_anomaly"}
+_CHURN_KINDS = {"usage_decline", "silent_assets", "renewal_risk"}
+_EXPANSION_KINDS = {"capacity_saturation", "usage_growth", "heat_recovery"}
+_STORY_KINDS = {"efficiency_upgrade": "leaky"}
+
+
+@dataclass(frozen=True)
+class RaisedAlert:
+    """An alert the replay raised: when, for whom, and why."""
+
+    raised_at: dt.datetime
+    account_id: str
+    kind: str
+    subject: str
+    score: float
+    value: Decimal
+    horizon_days: int
+    reasons: tuple[str, ...]
+    owner: str | None = None
+
+    @property
+    def family(self) -> str:
+        return FAMILIES[self.kind]
+
+    @property
+    def asset_id(self) -> str:
+        return self.subject.split("/", 1)[0]
+
+    @property
+    def component(self) -> str:
+        return self.subject.split("/", 1)[1] if "/" in self.subject else ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "raised_at": self.raised_at.isoformat(),
+            "account_id": self.account_id,
+            "owner": self.owner,
+            "kind": self.kind,
+            "family": self.family,
+            "subject": self.subject,
+            "score": round(self.score, 4),
+            "value": str(self.value),
+            "horizon_days": self.horizon_days,
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass
+class _Open:
+    finding: Finding
+    raised_at: dt.datetime
+    last_seen: dt.datetime
+
+
+@dataclass
+class Lifecycle:
+    """The alert lifecycle of ``signals.alerts`` in memory (no CSM acts during a replay):
+    a key with no open alert and no alert closed within ``cooldown`` raises one; a finding
+    for an open key keeps it open; an open key without findings for ``clear_after`` expires."""
+
+    clear_after: dt.timedelta
+    cooldown: dt.timedelta
+    open: dict[tuple[str, str, str], _Open] = field(default_factory=dict)
+    closed_at: dict[tuple[str, str, str], dt.datetime] = field(default_factory=dict)
+
+    def apply(self, findings: Iterable[Finding], now: dt.datetime) -> list[Finding]:
+        """Apply one pass's findings; returns the findings that raised an alert."""
+        best: dict[tuple[str, str, str], Finding] = {}
+        for f in findings:
+            key = (f.account_id, f.kind, f.subject)
+            if key not in best or f.expected_value > best[key].expected_value:
+                best[key] = f
+        raised = []
+        for key, f in sorted(best.items()):
+            current = self.open.get(key)
+            if current is not None:
+                current.finding, current.last_seen = f, now
+                continue
+            closed = self.closed_at.get(key)
+            if closed is not None and now - closed < self.cooldown:
+                continue
+            self.open[key] = _Open(f, now, now)
+            raised.append(f)
+        for key in [k for k, o in self.open.items() if k not in best]:
+            if now - self.open[key].last_seen > self.clear_after:
+                del self.open[key]
+                self.closed_at[key] = now
+        return raised
+
+
+@dataclass(frozen=True)
+class TruthEvent:
+    kind: str  # failure, replacement, third_party_replacement, churn, expansion
+    account_id: str
+    asset_id: str
+    component: str
+    time: dt.datetime
+
+
+@dataclass(frozen=True)
+class KindResult:
+    """The figures of one alert kind."""
+
+    kind: str
+    alerts: int
+    true_alerts: int | None
+    events: int | None
+    caught: int | None
+    median_lead_hours: float | None
+    alerts_per_csm_week: float
+    false_per_1000_hours: float | None
+    truth: str
+
+    @property
+    def precision(self) -> float | None:
+        if self.true_alerts is None or not self.alerts:
+            return None
+        return self.true_alerts / self.alerts
+
+    @property
+    def recall(self) -> float | None:
+        if self.caught is None or not self.events:
+            return None
+        return self.caught / self.events
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "family": FAMILIES[self.kind],
+            "alerts": self.alerts,
+            "true_alerts": self.true_alerts,
+            "precision": _round(self.precision),
+            "events": self.events,
+            "caught": self.caught,
+            "recall": _round(self.recall),
+            "median_lead_hours": _round(self.median_lead_hours, 1),
+            "alerts_per_csm_week": round(self.alerts_per_csm_week, 3),
+            "false_per_1000_operating_hours": _round(self.false_per_1000_hours),
+            "truth": self.truth,
+        }
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+@dataclass
+class BacktestResult:
+    start: dt.datetime
+    end: dt.datetime
+    step: dt.timedelta
+    passes: int
+    trainings: int
+    alerts: list[RaisedAlert]
+    kinds: list[KindResult]
+    operating_hours: int
+    csms: int
+    truth_events: dict[str, int]
+    seconds: float
+
+    @property
+    def weeks(self) -> float:
+        return (self.end - self.start) / dt.timedelta(weeks=1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "from": self.start.isoformat(),
+            "to": self.end.isoformat(),
+            "step_hours": self.step / dt.timedelta(hours=1),
+            "passes": self.passes,
+            "trainings": self.trainings,
+            "operating_hours": self.operating_hours,
+            "csms": self.csms,
+            "weeks": round(self.weeks, 2),
+            "truth_events": self.truth_events,
+            "seconds": round(self.seconds, 1),
+            "by_kind": [k.as_dict() for k in self.kinds],
+            "alerts": [a.as_dict() for a in self.alerts],
+        }
+
+
+Progress = Callable[[dt.datetime, int, int, int], None]
+
+
+def replay(
+    conn: psycopg.Connection[TupleRow],
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    step: dt.timedelta = dt.timedelta(hours=1),
+    retrain_every: dt.timedelta = dt.timedelta(days=1),
+    prices: PriceBook | None = None,
+    kinds: Collection[str] | None = None,
+) -> Iterator[tuple[dt.datetime, list[Finding], bool]]:
+    """Each replayed time with its findings (as of that time) and whether models were
+    retrained before it."""
+    _check_window(start, end, step)
+    models: dict[str, object | None] = {}
+    trained_at: dt.datetime | None = None
+    t = start
+    while t < end:
+        retrained = trained_at is None or t - trained_at >= retrain_every
+        if retrained:
+            models = train_models(conn, t)
+            trained_at = t
+        findings = score(conn, t, prices, models)
+        if kinds is not None:
+            findings = [f for f in findings if f.kind in kinds]
+        yield t, findings, retrained
+        t += step
+
+
+def _check_window(start: dt.datetime, end: dt.datetime, step: dt.timedelta) -> None:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("the backtest's from and to must be timezone-aware")
+    if end <= start:
+        raise ValueError(f"--to ({end.isoformat()}) must be after --from ({start.isoformat()})")
+    if step <= dt.timedelta(0):
+        raise ValueError("the step must be positive")
+
+
+def run_backtest(
+    conn: psycopg.Connection[TupleRow],
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    step: dt.timedelta = dt.timedelta(hours=1),
+    retrain_every: dt.timedelta = dt.timedelta(days=1),
+    clear_after: dt.timedelta = dt.timedelta(hours=48),
+    cooldown: dt.timedelta = dt.timedelta(days=7),
+    prices: PriceBook | None = None,
+    kinds: Collection[str] | None = None,
+    progress: Progress | None = None,
+) -> BacktestResult:
+    """Replay ``[start, end)`` and evaluate the raised alerts against the truth."""
+    started = time.monotonic()
+    lifecycle = Lifecycle(clear_after, cooldown)
+    owners = _owners(conn)
+    raised: list[RaisedAlert] = []
+    passes = trainings = 0
+    total = int((end - start) / step) + (1 if (end - start) % step else 0)
+    for t, findings, retrained in replay(
+        conn, start, end, step=step, retrain_every=retrain_every, prices=prices, kinds=kinds
+    ):
+        passes += 1
+        trainings += retrained
+        for f in lifecycle.apply(findings, t):
+            raised.append(
+                RaisedAlert(
+                    t,
+                    f.account_id,
+                    f.kind,
+                    f.subject,
+                    f.score,
+                    f.value,
+                    f.horizon_days,
+                    f.reasons,
+                    owners.get(f.account_id),
+                )
+            )
+        if progress is not None:
+            progress(t, passes, total, len(raised))
+    truth = load_truth(conn, start, end + max(CHURN_WINDOW, EXPANSION_WINDOW))
+    stories = _stories(conn)
+    hours = _operating_hours(conn, start, end)
+    csms = len({o for o in owners.values() if o}) or 1
+    weeks = (end - start) / dt.timedelta(weeks=1)
+    scored = sorted(kinds) if kinds is not None else sorted(FAMILIES)
+    results = [
+        evaluate_kind(kind, raised, truth, stories, start, end, hours, csms, weeks)
+        for kind in scored
+    ]
+    counts: dict[str, int] = defaultdict(int)
+    for e in truth:
+        if start <= e.time < end:
+            counts[e.kind] += 1
+    return BacktestResult(
+        start,
+        end,
+        step,
+        passes,
+        trainings,
+        raised,
+        results,
+        hours,
+        csms,
+        dict(sorted(counts.items())),
+        time.monotonic() - started,
+    )
+
+
+def _owners(conn: psycopg.Connection[TupleRow]) -> dict[str, str | None]:
+    return {str(a): c for a, c in conn.execute("SELECT account_id, csm_id FROM accounts")}
+
+
+def load_truth(
+    conn: psycopg.Connection[TupleRow], start: dt.datetime, until: dt.datetime
+) -> list[TruthEvent]:
+    """Failures, replacements, churn and expansions with times in ``[start - 60 days, until)``,
+    from ``asset_events`` and ``ground_truth``, each once."""
+    since = start - DETECTION_WINDOW
+    rows = conn.execute(
+        """
+        SELECT CASE e.kind WHEN 'component_replaced' THEN 'replacement' ELSE e.kind END,
+               a.account_id, e.asset_id, coalesce(e.component, ''), e.time
+        FROM asset_events e JOIN assets a USING (asset_id)
+        WHERE e.kind IN ('failure', 'component_replaced') AND e.time >= %(since)s
+          AND e.time < %(until)s
+        UNION
+        SELECT kind, account_id, asset_id, component, time FROM ground_truth
+        WHERE kind IN ('failure', 'third_party_replacement', 'churn', 'expansion')
+          AND time >= %(since)s AND time < %(until)s
+        """,
+        {"since": since, "until": until},
+    ).fetchall()
+    return [TruthEvent(str(k), str(a), str(s), str(c), t) for k, a, s, c, t in rows]
+
+
+def _stories(conn: psycopg.Connection[TupleRow]) -> dict[str, str]:
+    return {
+        str(a): str(d)
+        for a, d in conn.execute("SELECT account_id, detail FROM ground_truth WHERE kind = 'story'")
+    }
+
+
+def _operating_hours(
+    conn: psycopg.Connection[TupleRow], start: dt.datetime, end: dt.datetime
+) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM rollup_hourly WHERE bucket >= %s AND bucket < %s", (start, end)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _matches(alert: RaisedAlert, event: TruthEvent) -> bool:
+    """Whether ``event`` is about what ``alert`` is about."""
+    if alert.kind in _ASSET_KINDS:
+        if event.asset_id != alert.asset_id:
+            return False
+        return not (alert.component and event.component and alert.component != event.component)
+    if alert.kind == "third_party_parts":
+        if event.asset_id and event.asset_id != alert.asset_id:
+            return False
+        return event.account_id == alert.account_id
+    return event.account_id == alert.account_id
+
+
+def _window(alert: RaisedAlert) -> tuple[dt.timedelta, dt.timedelta]:
+    """The span, relative to the alert, in which a truth event confirms it."""
+    if alert.kind in _ASSET_KINDS:
+        return dt.timedelta(0), max(dt.timedelta(days=alert.horizon_days), MIN_FAILURE_WINDOW)
+    if alert.kind == "third_party_parts":
+        return -DETECTION_WINDOW, dt.timedelta(0)
+    if alert.kind in _CHURN_KINDS:
+        return dt.timedelta(0), CHURN_WINDOW
+    return dt.timedelta(0), EXPANSION_WINDOW
+
+
+def _truth_kinds(kind: str) -> tuple[set[str], set[str]]:
+    """(events that confirm an alert, events an alert should have caught) for ``kind``."""
+    if kind == "component_due":
+        return {"failure", "replacement", "third_party_replacement"}, {"failure"}
+    if kind == "asset_anomaly":
+        return {"failure"}, {"failure"}
+    if kind == "third_party_parts":
+        return {"third_party_replacement"}, {"third_party_replacement"}
+    if kind in _CHURN_KINDS:
+        return {"churn"}, {"churn"}
+    if kind in _EXPANSION_KINDS:
+        return {"expansion"}, {"expansion"}
+    return set(), set()
+
+
+def evaluate_kind(
+    kind: str,
+    alerts: list[RaisedAlert],
+    truth: list[TruthEvent],
+    stories: dict[str, str],
+    start: dt.datetime,
+    end: dt.datetime,
+    operating_hours: int,
+    csms: int,
+    weeks: float,
+) -> KindResult:
+    """Precision, recall, lead time and alert load of one kind (see the module docstring)."""
+    mine = [a for a in alerts if a.kind == kind]
+    per_csm_week = len(mine) / csms / weeks if weeks > 0 else 0.0
+    confirming, expected = _truth_kinds(kind)
+    if kind in _STORY_KINDS:
+        story = _STORY_KINDS[kind]
+        if not stories:
+            return KindResult(kind, len(mine), None, None, None, None, per_csm_week, None, "")
+        true = sum(stories.get(a.account_id) == story for a in mine)
+        storied = {a for a, s in stories.items() if s == story}
+        caught = len(storied & {a.account_id for a in mine})
+        return KindResult(
+            kind,
+            len(mine),
+            true,
+            len(storied),
+            caught,
+            None,
+            per_csm_week,
+            _false_rate(len(mine) - true, operating_hours),
+            f"accounts with the {story} story",
+        )
+    relevant = [e for e in truth if e.kind in confirming]
+    if not relevant:
+        return KindResult(kind, len(mine), None, None, None, None, per_csm_week, None, "")
+    true = 0
+    for a in mine:
+        before, after = _window(a)
+        if any(
+            _matches(a, e) and a.raised_at + before <= e.time <= a.raised_at + after
+            for e in relevant
+        ):
+            true += 1
+    events = [e for e in relevant if e.kind in expected and start <= e.time < end]
+    leads: list[float] = []
+    for e in events:
+        firsts = [
+            a.raised_at
+            for a in mine
+            if _matches(a, e)
+            and a.raised_at + _window(a)[0] <= e.time <= a.raised_at + _window(a)[1]
+        ]
+        if firsts:
+            leads.append((e.time - min(firsts)) / dt.timedelta(hours=1))
+    return KindResult(
+        kind,
+        len(mine),
+        true,
+        len(events),
+        len(leads),
+        statistics.median(leads) if leads else None,
+        per_csm_week,
+        _false_rate(len(mine) - true, operating_hours),
+        " or ".join(sorted(confirming)),
+    )
+
+
+def _false_rate(false_alerts: int, operating_hours: int) -> float | None:
+    return false_alerts * 1000 / operating_hours if operating_hours else None
+
+
+def format_table(result: BacktestResult) -> str:
+    """The per-kind table, for the terminal."""
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0%}"
+
+    def num(value: float | None, spec: str = ".1f") -> str:
+        return "-" if value is None else format(value, spec)
+
+    lines = [
+        f"backtest {result.start:%Y-%m-%d %H:%M} → {result.end:%Y-%m-%d %H:%M} UTC, "
+        f"{result.passes:,} scoring passes (step {result.step}), {result.trainings} trainings, "
+        f"{result.operating_hours:,} operating hours, {result.csms} CSM(s), "
+        f"{result.seconds:.0f} s",
+        f"{'kind':<20} {'alerts':>6} {'precision':>9} {'recall':>11} {'lead h':>7} "
+        f"{'/CSM/wk':>7} {'false/1kh':>9}",
+    ]
+    for k in result.kinds:
+        recall = "-" if k.events is None else f"{k.caught}/{k.events} {pct(k.recall)}"
+        lines.append(
+            f"{k.kind:<20} {k.alerts:>6} {pct(k.precision):>9} {recall:>11} "
+            f"{num(k.median_lead_hours, '.0f'):>7} {k.alerts_per_csm_week:>7.2f} "
+            f"{num(k.false_per_1000_hours, '.2f'):>9}"
+        )
+    events = ", ".join(f"{n} {kind}" for kind, n in result.truth_events.items()) or "none"
+    lines.append(f"truth in the period: {events}")
+    return "\n".join(lines)
