@@ -15,12 +15,19 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from core.errors import ConfigError, NotFound
+from nrr.attribution import (
+    DEFAULT_WINDOW_DAYS,
+    MEASURED,
+    Attribution,
+    PeriodAttribution,
+    attribution,
+)
 from nrr.bridge import bridge
 from nrr.figures import MrrTotals, mrr_totals
 from nrr.ledger import LedgerState, ledger_state
 from nrr.metrics import MonthOverMonth, Trailing
 from nrr.money import money_text, percent_text
-from nrr.months import format_month
+from nrr.months import add_months, format_month
 from nrr.movements import Bridge
 from nrr.retention import trailing_series
 
@@ -66,6 +73,7 @@ class Headline:
     month_over_month: MonthOverMonth
     trailing_12: Trailing | None
     trailing_3: Trailing | None
+    attribution: Attribution
 
     def document(self) -> dict[str, Any]:
         return {
@@ -85,6 +93,7 @@ class Headline:
             "month_over_month": mom_document(self.month_over_month),
             "trailing_12_months": trailing_document(self.trailing_12),
             "trailing_3_months": trailing_document(self.trailing_3),
+            "attribution": self.attribution.document(),
             "ledger": {
                 "first_month": format_month(self.state.first_month),
                 "last_month": format_month(self.state.last_month),
@@ -118,6 +127,7 @@ class Headline:
                     f"  logos {_pct(figures.logo_retention)}"
                     f"  (cohort {figures.cohort_size} accounts)"
                 )
+        lines += attribution_lines(self.attribution)
         if self.state.stale_since:
             lines.append(
                 f"  note: imports changed months from {format_month(self.state.stale_since)};"
@@ -151,13 +161,59 @@ def trailing_document(figures: Trailing | None) -> dict[str, Any]:
     }
 
 
+def attribution_lines(found: Attribution) -> list[str]:
+    """The attribution of the month and of the trailing 12 months, for the terminal."""
+    if not found.coverage.usable:
+        return [f"  signal attribution: not measured ({found.coverage.reason})"]
+    lines = [
+        f"  signal attribution (expansion alerts acted on within {found.window_days} days;"
+        " association, not a causal claim)"
+    ]
+    for label, period in (
+        (format_month(found.month.last_month), found.month),
+        (f"T12M {found.trailing.label}", found.trailing),
+    ):
+        lines.append(f"    {label:<22} {_attribution_text(period)}")
+    return lines
+
+
+def _attribution_text(period: PeriodAttribution) -> str:
+    if period.influenced_expansion is None or period.flagged_churn is None:
+        return f"not measured ({period.note})"
+    partly = "" if period.status == MEASURED else f"  [{period.status}: {period.note}]"
+    return (
+        f"expansion {_money(period.expansion)} ({period.expansion_accounts}),"
+        f" signal-influenced {_money(period.influenced_expansion)}"
+        f" ({period.influenced_accounts})"
+        f"  churn {_money(period.churn)} ({period.churn_accounts}):"
+        f" flagged {_money(period.flagged_churn)} ({period.flagged_accounts}),"
+        f" unflagged {_money(period.unflagged_churn or Decimal(0))}"
+        f" ({period.unflagged_accounts})"
+        f"  NRR {_pct(period.nrr)}, without influenced expansion"
+        f" {_pct(period.nrr_without_influenced)}{partly}"
+    )
+
+
 def headline(
-    conn: psycopg.Connection[TupleRow], reporting_currency: str, month: dt.date | None = None
+    conn: psycopg.Connection[TupleRow],
+    reporting_currency: str,
+    month: dt.date | None = None,
+    *,
+    attribution_window_days: int = DEFAULT_WINDOW_DAYS,
 ) -> Headline:
     state, month = checked_state(conn, reporting_currency, month)
     t12 = trailing_series(conn, reporting_currency, month, month, 12).get(month)
     t3 = trailing_series(conn, reporting_currency, month, month, 3).get(month)
     month_bridge = bridge(conn, month)
+    signals = attribution(
+        conn,
+        reporting_currency,
+        month,
+        attribution_window_days,
+        first_movement_month=add_months(state.first_month, 1),
+        trailing_12=t12,
+        trailing_known=True,
+    )
     return Headline(
         month,
         reporting_currency,
@@ -167,6 +223,7 @@ def headline(
         MonthOverMonth.from_bridge(month_bridge),
         t12,
         t3,
+        signals,
     )
 
 

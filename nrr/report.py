@@ -20,6 +20,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from nrr import charts
+from nrr.attribution import DEFAULT_WINDOW_DAYS, DEFINITION, Attribution, PeriodAttribution
 from nrr.cohorts import Cohort, cohorts
 from nrr.figures import Mover, MrrTotals, mrr_totals, reconciliation, top_movers
 from nrr.headline import MRR_LABEL, Headline, headline
@@ -70,10 +71,14 @@ class WrittenReport:
 
 
 def build_report(
-    conn: psycopg.Connection[TupleRow], reporting_currency: str, month: dt.date
+    conn: psycopg.Connection[TupleRow],
+    reporting_currency: str,
+    month: dt.date,
+    *,
+    attribution_window_days: int = DEFAULT_WINDOW_DAYS,
 ) -> Report:
     """Gather every figure of ``month``'s report (the ledger must cover the month)."""
-    top = headline(conn, reporting_currency, month)
+    top = headline(conn, reporting_currency, month, attribution_window_days=attribution_window_days)
     first = max(add_months(month, -(TREND_MONTHS - 1)), top.state.first_month)
     totals = mrr_totals(conn, first, month)
     moms = month_over_month(conn, first, month)
@@ -94,6 +99,7 @@ def build_report(
         _cohort_table(found_cohorts, month),
         _movers_table(gains, losses),
         _breakdown_table(conn, reporting_currency, month),
+        attribution_table(top.attribution),
         Table(
             "reconciliation",
             f"Invoices of {format_month(month)} against MRR",
@@ -347,4 +353,80 @@ def _breakdown_table(
         rows,
         "cohort: MRR > 0 twelve months before; size band by MRR then; product line cohorts are "
         "account × product line; industry, region and CSM are the registry's current values",
+    )
+
+
+ATTRIBUTION_COLUMNS = (
+    "basis",
+    "period",
+    "alerts",
+    "note",
+    "expansion",
+    "expansion_accounts",
+    "influenced_expansion",
+    "influenced_accounts",
+    "churn",
+    "churn_accounts",
+    "flagged_churn",
+    "flagged_accounts",
+    "unflagged_churn",
+    "unflagged_accounts",
+    "cohort_size",
+    "start_mrr",
+    "nrr_pct",
+    "removed_expansion",
+    "nrr_without_influenced_pct",
+)
+
+
+def _attribution_row(basis: str, period: PeriodAttribution) -> tuple[str, ...]:
+    def money(value: Decimal | None) -> str:
+        return "" if value is None else money_text(value)
+
+    def count(value: int | None) -> str:
+        return "" if value is None else str(value)
+
+    return (
+        basis,
+        period.label,
+        period.status,
+        period.note,
+        money_text(period.expansion),
+        str(period.expansion_accounts),
+        money(period.influenced_expansion),
+        count(period.influenced_accounts),
+        money_text(period.churn),
+        str(period.churn_accounts),
+        money(period.flagged_churn),
+        count(period.flagged_accounts),
+        money(period.unflagged_churn),
+        count(period.unflagged_accounts),
+        str(period.cohort_size),
+        money_text(period.start_mrr),
+        percent_text(period.nrr),
+        money(period.removed_expansion),
+        percent_text(period.nrr_without_influenced),
+    )
+
+
+def attribution_table(found: Attribution) -> Table:
+    """Attribution per month of the trailing window, then over the window."""
+    if found.coverage.usable:
+        coverage = (
+            f"{found.coverage.alerts} alerts recorded since "
+            f"{found.coverage.first_opened_at:%Y-%m-%d}."
+        )
+    else:
+        coverage = f"Not measured: {found.coverage.reason}."
+    rows = [_attribution_row("month", m) for m in found.months]
+    rows.append(_attribution_row("trailing_12_months", found.trailing))
+    return Table(
+        "attribution",
+        f"Signal attribution (window {found.window_days} days)",
+        ATTRIBUTION_COLUMNS,
+        rows,
+        f"{DEFINITION.format(window=found.window_days)} {coverage} Month rows: month over "
+        "month (cohort: MRR last month); the trailing_12_months row sums the months above and "
+        "takes its NRR and cohort from the trailing 12 months. An empty cell is a figure not "
+        "measured (no alerts then), never a zero.",
     )

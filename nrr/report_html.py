@@ -28,6 +28,7 @@ _SECTIONS = (
     ("cohorts.csv", "Cohorts", ("cohorts",)),
     ("top_movers.csv", "Top movers", ("movers",)),
     ("breakdowns.csv", "Breakdowns", ()),
+    ("attribution.csv", "Signal attribution", ()),
     ("reconciliation.csv", "Reconciliation to invoices", ()),
 )
 _DEFINITIONS = (
@@ -42,9 +43,11 @@ _DEFINITIONS = (
     "churned and returned counts at its MRR now), GRR = Σ min(now, then) / Σ then, logo retention "
     "= share of that cohort with MRR now. An empty cohort has no figure."
 )
-_NOT_INCLUDED = (
-    "Not in this report yet: attribution of expansion and churn to signals (needs the alerts "
-    "of the signals package)."
+_ATTRIBUTION = (
+    "Signal attribution is association, not causation: it books expansion that followed an "
+    "alert the CSM acted on, and churn that an open risk alert had flagged. 'NRR without "
+    "signal-influenced expansion' is a bookkeeping figure (the NRR with that expansion "
+    "taken out), not an estimate of what would have happened without the signals."
 )
 
 
@@ -107,7 +110,7 @@ def render_html(
     parts += [
         "<h2>Definitions</h2>",
         f'<p class="definitions">{escape(_DEFINITIONS)}</p>',
-        f'<p class="definitions">{escape(_NOT_INCLUDED)}</p>',
+        f'<p class="definitions">{escape(_ATTRIBUTION)}</p>',
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"

@@ -29,6 +29,7 @@ from nrr.metrics import MonthOverMonth, Trailing
 from nrr.months import add_months
 
 DIMENSIONS = ("industry", "region", "csm", "size", "product_line")
+ACCOUNT = "account"  # per account (not a breakdown of the report: attribution's caps)
 # (lower bound, label) of MRR at the start of the window, reporting currency, ascending.
 SIZE_BANDS = ((0, "< 1k"), (1_000, "1k-5k"), (5_000, "5k-20k"), (20_000, ">= 20k"))
 NO_VALUE = "(none)"
@@ -56,6 +57,8 @@ def _segment(dimension: str | None) -> sql.Composable:
         return sql.SQL("b.line")
     if dimension == "size":
         return _size_band()
+    if dimension == ACCOUNT:
+        return sql.SQL("b.account_id")
     column = {"industry": "industry", "region": "region", "csm": "csm_id"}[dimension]
     return sql.SQL("coalesce(a.{}, {})").format(sql.Identifier(column), sql.Literal(NO_VALUE))
 
@@ -142,7 +145,7 @@ def trailing(
 ) -> dict[tuple[dt.date, str], Trailing]:
     """Trailing-window retention for months ``first`` .. ``last``, keyed by (month, segment);
     the segment is ``""`` without a dimension. A month whose cohort is empty has no entry."""
-    if dimension is not None and dimension not in DIMENSIONS:
+    if dimension is not None and dimension not in (*DIMENSIONS, ACCOUNT):
         raise ValueError(f"unknown dimension {dimension!r}")
     if dimension == "product_line":
         query = sql.SQL(_TRAILING_BY_LINE).format(

@@ -24,8 +24,54 @@ def reset(conn: Conn) -> None:
     """Empty every table the nrr tests write (between tests of one module)."""
     conn.execute(
         "TRUNCATE mrr_ledger, mrr_movements, mrr_ledger_state, fx_rates, invoice_lines,"
-        " contracts, telemetry, assets, accounts, csms CASCADE"
+        " contracts, telemetry, assets, accounts, csms, alerts, alert_history, outbox CASCADE"
     )
+
+
+def alert(
+    conn: Conn,
+    account_id: str,
+    family: str,
+    opened: str,
+    *,
+    status: str = "open",
+    acknowledged: str | None = None,
+    closed: str | None = None,
+    kind: str | None = None,
+) -> int:
+    """An ``alerts`` row as signals would leave it (plain SQL: nrr never imports signals);
+    times are ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM`` in UTC. Returns its id."""
+
+    def at(text: str | None) -> dt.datetime | None:
+        if text is None:
+            return None
+        return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+    opened_at = at(opened)
+    row = conn.execute(
+        "INSERT INTO alerts (account_id, kind, family, subject, status, score, horizon_days,"
+        " reasons, opened_at, updated_at, last_seen_at, due_at, acknowledged_at,"
+        " acknowledged_by, closed_at, closed_by)"
+        " VALUES (%s, %s, %s, %s, %s, 0.8, 30, '[]', %s, %s, %s, %s, %s, %s, %s, %s)"
+        " RETURNING alert_id",
+        (
+            account_id,
+            kind or ("heat_recovery" if family == "expansion" else "usage_decline"),
+            family,
+            opened,  # one alert per (account, kind, subject) may be active
+            status,
+            opened_at,
+            opened_at,
+            opened_at,
+            opened_at,
+            at(acknowledged),
+            "csm-1" if acknowledged else None,
+            at(closed),
+            "csm-1" if closed else None,
+        ),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def account(

@@ -9,6 +9,9 @@ Sample files (tests/data/nrr_*.csv), figures in EUR:
   Feb bridge: start 798.40, expansion 760.50 (cast at Jan's rate: 950 × 1.17 = 1,111.50 - 351),
   contraction 62.40 (brew), fx -9.50 (1,102.00 - 1,111.50), end 1,487.00.
   MoM NRR (798.40 + 760.50 - 62.40) / 798.40 = 187.44 %, GRR 736.00 / 798.40 = 92.18 %.
+  Attribution: an expansion alert on cast acknowledged 2024-02-10 (19 days before February's
+  end) makes its 760.50 signal-influenced: NRR without it (798.40 + 760.50 - 760.50 - 62.40) /
+  798.40 = 92.18 %; January has no movements (the ledger's opening month).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import pytest
 from core.registry import import_registry, read_registry_csv
 from nrr.imports import import_file
 from nrr.ledger import rebuild
-from nrr.report import build_report, write_report
+from nrr.report import ATTRIBUTION_COLUMNS, build_report, write_report
 from tests.nrr import fix_nrr as fx
 
 DATA = Path(__file__).parent.parent / "data"
@@ -123,6 +126,8 @@ def test_report_of_the_sample_files(sample: fx.Conn, tmp_path: Path) -> None:
     for kind in ("contracts", "invoices", "fx"):
         import_file(sample, kind, DATA / f"nrr_{kind}.csv")
     rebuild(sample, "EUR", through=fx.month("2024-03"))
+    fx.alert(sample, "cast", "expansion", "2024-02-01", status="acknowledged",
+             acknowledged="2024-02-10")  # fmt: skip
     written = write_report(build_report(sample, "EUR", fx.month("2024-02")), tmp_path)
     figures = assert_html_equals_csv(written.html, tmp_path)
     headline = dict(figures["headline.csv"])
@@ -141,6 +146,19 @@ def test_report_of_the_sample_files(sample: fx.Conn, tmp_path: Path) -> None:
         ["fx", "-9.50"],
         ["end", "1487.00"],
     ]
+    header = ATTRIBUTION_COLUMNS
+    attribution = [dict(zip(header, row, strict=True)) for row in figures["attribution.csv"]]
+    assert [(r["basis"], r["period"], r["alerts"]) for r in attribution] == [
+        ("month", "2024-02", "measured"),
+        ("trailing_12_months", "2024-02", "measured"),
+    ]
+    february = attribution[0]
+    assert (february["expansion"], february["influenced_expansion"]) == ("760.50", "760.50")
+    assert (february["influenced_accounts"], february["flagged_churn"]) == ("1", "0.00")
+    assert (february["nrr_pct"], february["nrr_without_influenced_pct"]) == ("187.44", "92.18")
+    assert attribution[1]["nrr_pct"] == ""  # no T12M cohort: absent, with or without
+    assert attribution[1]["nrr_without_influenced_pct"] == ""
+    assert "association" in written.html.read_text()
     reconciliation = {row[0]: row[1:3] for row in figures["reconciliation.csv"]}
     assert reconciliation["invoiced metered (recurring)"] == ["1", "150.00"]
     assert reconciliation["invoiced tax (one-off)"] == ["1", "37.00"]
@@ -161,6 +179,14 @@ def test_report_of_a_generated_history(sample: fx.Conn, tmp_path: Path) -> None:
     assert dimensions == {"industry", "region", "csm", "size", "product_line"}
     assert all(int(row[2]) > 0 for row in figures["breakdowns.csv"])
     assert figures["cohorts.csv"]
+    # no alerts at all: the attribution is there, its attributed figures absent, not zeros
+    columns = ATTRIBUTION_COLUMNS
+    for row in figures["attribution.csv"]:
+        found = dict(zip(columns, row, strict=True))
+        assert (found["alerts"], found["note"]) == ("not measured", "no alerts recorded")
+        assert found["influenced_expansion"] == found["flagged_churn"] == ""
+        assert found["nrr_without_influenced_pct"] == ""
+    assert len(figures["attribution.csv"]) == 13
 
 
 def test_commands_print_one_json_document_and_exit_codes(
@@ -201,11 +227,19 @@ def test_commands_print_one_json_document_and_exit_codes(
     assert shown["bridge"]["reconciles"] is True
     assert shown["month_over_month"]["nrr_pct"] == 187.44
     assert shown["trailing_12_months"]["nrr_pct"] is None
+    signals = shown["attribution"]
+    assert (signals["window_days"], signals["alerts"]["count"]) == (90, 0)
+    assert signals["month"]["expansion"] == "760.50"
+    assert (signals["month"]["status"], signals["month"]["influenced_expansion"]) == (
+        "not measured",
+        None,
+    )
 
     text = run("nrr", "show", db_url=db_url)
     assert text.returncode == 0, text.stderr
     assert "NRR 2024-03" in text.stdout
     assert "usage-inclusive" in text.stdout
+    assert "signal attribution: not measured (no alerts recorded)" in text.stdout
 
     out = tmp_path / "report"
     result = run("nrr", "report", "--month", "2024-02", "--out", str(out), "--json", db_url=db_url)
