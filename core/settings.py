@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from core.errors import ConfigError
 ENV_PREFIX = "BASEWATCH_"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+_EMAIL = re.compile(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+")
 
 
 def _parse_bool(name: str, raw: str) -> bool:
@@ -93,6 +95,10 @@ class Settings:
     compress_after_days: int = _setting(7, minimum=1, maximum=100 * 365)
     log_level: str = _setting("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     reporting_currency: str = "EUR"
+    attribution_window_days: int = _setting(90, minimum=1, maximum=3650)
+    nrr_report_hour: int = _setting(6, minimum=0, maximum=23)  # UTC, on the 1st of the month
+    nrr_report_dir: str = "reports"
+    nrr_report_recipients: str = ""  # comma-separated email addresses; empty: no email
     smtp_host: str = ""  # empty: email delivery off (outbox rows wait)
     smtp_port: int = _setting(25, minimum=1, maximum=65535)
     smtp_sender: str = "basewatch@localhost"
@@ -147,6 +153,15 @@ class Settings:
             raise ConfigError("BASEWATCH_MQTT_USERNAME", "a password is set without a username")
         if self.smtp_password and not self.smtp_username:
             raise ConfigError("BASEWATCH_SMTP_USERNAME", "a password is set without a username")
+        for address in self.report_recipients():
+            if not _EMAIL.fullmatch(address):
+                raise ConfigError(
+                    "BASEWATCH_NRR_REPORT_RECIPIENTS", f"{address!r} is not an email address"
+                )
+
+    def report_recipients(self) -> list[str]:
+        """``BASEWATCH_NRR_REPORT_RECIPIENTS`` as a list (empty items dropped)."""
+        return [a.strip() for a in self.nrr_report_recipients.split(",") if a.strip()]
 
     def effective_client_id(self, index: int = 0) -> str:
         """The MQTT client id of ingester process ``index``; stable across restarts."""
