@@ -17,6 +17,11 @@ Guarantees and their limits:
   ``dedup_key`` (the same for every attempt), a webhook an ``Idempotency-Key`` header with the
   ``dedup_key`` itself.
 
+Email attachments: an email row's ``payload`` may carry ``"html"`` (an HTML alternative to the
+plain-text body) and ``"attachments"``, a list of ``{"filename", "content_type",
+"data_base64"}`` (see :func:`attachment`); rows without them are sent as before, as plain text.
+Attachments live in the row, so a retry sends exactly what was enqueued.
+
 Backoff after the n-th failure (n ≥ 1): ``30 s × 2^(n−1)``, capped at one hour, so 8 attempts
 span about 2 h 10 min. Times come from the pass's ``now``, so tests can drive the clock.
 A message whose alert is snoozed waits (``next_attempt_at`` moves to the snooze end) without
@@ -26,6 +31,7 @@ are left alone and counted as ``waiting``.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import http.client
@@ -73,6 +79,17 @@ class OutboxMessage:
     def __post_init__(self) -> None:
         if self.channel not in CHANNELS:
             raise ValueError(f"unknown channel {self.channel!r}")
+
+
+def attachment(filename: str, content_type: str, data: bytes) -> dict[str, str]:
+    """An email attachment as it is stored in an outbox row's ``payload["attachments"]``."""
+    if content_type.count("/") != 1:
+        raise ValueError(f"content type {content_type!r} is not maintype/subtype")
+    return {
+        "filename": filename,
+        "content_type": content_type,
+        "data_base64": base64.b64encode(data).decode("ascii"),
+    }
 
 
 class DeliveryError(BasewatchError):
@@ -338,6 +355,17 @@ class SmtpTransport:
         email["Message-ID"] = message_id(message.dedup_key, self.sender)
         email["X-Basewatch-Dedup-Key"] = message.dedup_key
         email.set_content(message.body)
+        html = message.payload.get("html")
+        if html:
+            email.add_alternative(str(html), subtype="html")
+        for item in message.payload.get("attachments") or ():
+            maintype, _, subtype = str(item["content_type"]).partition("/")
+            email.add_attachment(
+                base64.b64decode(item["data_base64"]),
+                maintype=maintype,
+                subtype=subtype,
+                filename=str(item["filename"]),
+            )
         return email
 
     def send(self, message: OutboxMessage) -> None:

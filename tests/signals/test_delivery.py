@@ -16,6 +16,7 @@ from signals.delivery import (
     SmtpTransport,
     Transports,
     WebhookTransport,
+    attachment,
     backoff,
     deliver_due,
     enqueue,
@@ -113,6 +114,46 @@ def test_smtp_refuses_then_accepts_exactly_one_email(
     assert message["X-Basewatch-Dedup-Key"] == "alert:1:opened:email"
     assert "a reason, 61%" in message.get_content()
     assert smtp.handler.envelopes == [("basewatch@example.test", ["ada@example.test"])]
+
+
+def test_email_with_html_and_attachments_arrives_intact(
+    conn: psycopg.Connection, smtp: SmtpServer
+) -> None:
+    csv_bytes = b"figure,value\nmrr_total,1487.00\n"
+    page = "<!DOCTYPE html><html><body><h1>NRR 2024-02 \u2013 report</h1></body></html>"
+    message = OutboxMessage(
+        "email",
+        "cfo@example.test",
+        "[basewatch] NRR report 2024-02",
+        "NRR 2024-02: 187.44 %\n",
+        "nrr-report:2024-02:cfo@example.test",
+        payload={
+            "html": "<p>NRR 2024-02: <b>187.44 %</b></p>",
+            "attachments": [
+                attachment("nrr-2024-02.html", "text/html", page.encode()),
+                attachment("headline.csv", "text/csv", csv_bytes),
+            ],
+        },
+    )
+    with conn.transaction():
+        enqueue(conn, [message], now=T0)
+    transport = SmtpTransport(smtp.host, smtp.port, timeout=5)
+    assert deliver_due(conn, transport, now=T0).sent == 1
+    assert deliver_due(conn, transport, now=T0 + 1000 * SECOND).sent == 0
+    [received] = smtp.messages
+    body = received.get_body(preferencelist=("plain",))
+    assert body is not None
+    assert body.get_content().splitlines() == ["NRR 2024-02: 187.44 %"]
+    html = received.get_body(preferencelist=("html",))
+    assert html is not None
+    assert "<b>187.44 %</b>" in html.get_content()
+    files = {str(part.get_filename()): part for part in received.iter_attachments()}
+    assert sorted(files) == ["headline.csv", "nrr-2024-02.html"]
+    assert files["headline.csv"].get_content_type() == "text/csv"
+    assert files["headline.csv"].get_payload(decode=True) == csv_bytes
+    assert files["nrr-2024-02.html"].get_payload(decode=True) == page.encode()
+    with pytest.raises(ValueError, match="maintype/subtype"):
+        attachment("x", "csv", b"")
 
 
 def test_webhook_500_then_200_is_exactly_one_delivery(
