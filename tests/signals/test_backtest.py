@@ -1,0 +1,134 @@
+"""The backtest: the in-memory alert lifecycle, the per-kind figures worked by hand, and a
+replay that cannot see the future (cutting the data after a moment changes no alert raised
+before it)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from ingest.fleet import make_fleet, month_start
+from signals.backtest import (
+    Lifecycle,
+    RaisedAlert,
+    TruthEvent,
+    evaluate_kind,
+    format_table,
+    replay,
+    run_backtest,
+)
+from signals.findings import Finding
+from tests.signals.fix_fleet import load_fleet
+
+T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+HOUR = dt.timedelta(hours=1)
+
+
+def _finding(kind: str = "usage_decline", subject: str = "", account: str = "a1") -> Finding:
+    return Finding(account, kind, subject, 0.5, Decimal(100), 30, ("why",))
+
+
+def test_lifecycle_raises_on_entry_expires_after_clear_and_holds_cooldown() -> None:
+    life = Lifecycle(clear_after=dt.timedelta(hours=2), cooldown=dt.timedelta(hours=10))
+    f = _finding()
+    assert life.apply([f], T0) == [f]  # entered: raised
+    assert life.apply([f], T0 + HOUR) == []  # holds: no new alert
+    assert life.apply([], T0 + 2 * HOUR) == []  # clear 1 h: still open
+    assert life.apply([f], T0 + 3 * HOUR) == []  # back within the clear time: same alert
+    assert life.apply([], T0 + 4 * HOUR) == []
+    assert life.apply([], T0 + 5 * HOUR) == []  # clear 2 h: not yet more than clear_after
+    assert life.apply([], T0 + 6 * HOUR) == []  # expired now (3 h clear)
+    assert not life.open
+    assert life.apply([f], T0 + 7 * HOUR) == []  # cooldown: 1 h after closing
+    assert life.apply([f], T0 + 17 * HOUR) == [f]  # 11 h after closing: raised again
+    other = _finding(subject="m1")
+    assert life.apply([f, other], T0 + 18 * HOUR) == [other]  # another subject: its own alert
+
+
+def _alert(kind: str, at: dt.datetime, subject: str = "m1", horizon: int = 7) -> RaisedAlert:
+    return RaisedAlert(at, "a1", kind, subject, 0.9, Decimal(120), horizon, ("r",), "csm1")
+
+
+def test_component_due_figures_by_hand() -> None:
+    start, end = T0, T0 + dt.timedelta(weeks=4)
+    alerts = [
+        _alert("component_due", T0 + 10 * HOUR, "m1/oil_filter"),  # failure 50 h later: true
+        _alert("component_due", T0 + 20 * HOUR, "m1/oil_filter"),  # same failure: true
+        _alert("component_due", T0 + 30 * HOUR, "m2/separator"),  # replacement 24 h later: true
+        _alert("component_due", T0 + 40 * HOUR, "m3/air_filter"),  # nothing follows: false
+        _alert("component_due", T0 + 100 * HOUR, "m1/separator"),  # m1 failure is oil: false
+    ]
+    truth = [
+        TruthEvent("failure", "a1", "m1", "oil_filter", T0 + 60 * HOUR),
+        TruthEvent("replacement", "a1", "m2", "separator", T0 + 54 * HOUR),
+        TruthEvent("failure", "a1", "m4", "oil", T0 + 300 * HOUR),  # not caught
+        TruthEvent("failure", "a1", "m1", "separator", T0 + 900 * HOUR),  # after the period
+    ]
+    result = evaluate_kind("component_due", alerts, truth, {}, start, end, 4000, 2, 4.0)
+    assert result.alerts == 5
+    assert result.true_alerts == 3
+    assert result.precision == pytest.approx(0.6)
+    assert result.events == 2  # failures inside the period (a replacement is no miss)
+    assert result.caught == 1
+    assert result.recall == pytest.approx(0.5)
+    assert result.median_lead_hours == pytest.approx(50.0)  # from the first alert
+    assert result.alerts_per_csm_week == pytest.approx(5 / 2 / 4)
+    assert result.false_per_1000_hours == pytest.approx(2 * 1000 / 4000)
+
+
+def test_churn_and_story_kinds_by_hand() -> None:
+    start, end = T0, T0 + dt.timedelta(days=365)
+    alerts = [
+        _alert("usage_decline", T0 + dt.timedelta(days=10), ""),
+        RaisedAlert(T0, "a2", "usage_decline", "", 0.4, Decimal(1), 30, (), None),
+        RaisedAlert(T0, "a2", "efficiency_upgrade", "", 0.4, Decimal(1), 30, (), None),
+        RaisedAlert(T0, "a3", "efficiency_upgrade", "", 0.4, Decimal(1), 30, (), None),
+    ]
+    truth = [TruthEvent("churn", "a1", "", "", T0 + dt.timedelta(days=100))]
+    decline = evaluate_kind("usage_decline", alerts, truth, {}, start, end, 0, 1, 52.0)
+    assert (decline.alerts, decline.true_alerts, decline.events, decline.caught) == (2, 1, 1, 1)
+    assert decline.median_lead_hours == pytest.approx(90 * 24)
+    assert decline.false_per_1000_hours is None  # no operating hours known
+    stories = {"a1": "leaky", "a2": "leaky", "a3": "steady"}
+    leaks = evaluate_kind("efficiency_upgrade", alerts, truth, stories, start, end, 0, 1, 52.0)
+    assert (leaks.alerts, leaks.true_alerts, leaks.events, leaks.caught) == (2, 1, 2, 1)
+    nothing = evaluate_kind("silent_assets", alerts, [], {}, start, end, 0, 1, 52.0)
+    assert nothing.precision is None
+    assert nothing.recall is None
+
+
+def _cut(db_url: str, at: dt.datetime) -> None:
+    """Delete everything the database learnt at or after ``at``."""
+    with psycopg.connect(db_url) as conn:
+        conn.execute("DELETE FROM rollup_hourly WHERE bucket + INTERVAL '1 hour' > %s", (at,))
+        conn.execute("DELETE FROM rollup_daily WHERE bucket + INTERVAL '1 day' > %s", (at,))
+        conn.execute("DELETE FROM telemetry WHERE time >= %s", (at,))
+        conn.execute("DELETE FROM asset_events WHERE time >= %s", (at,))
+
+
+def test_backtest_uses_no_future_data(db_url: str) -> None:
+    end = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    mix = {"declining": 1.0, "leaky": 1.0, "growing": 1.0, "steady": 1.0}
+    fleet = make_fleet(seed=11, accounts=4, assets=8, months=6, end=end, mix=mix)
+    load_fleet(db_url, fleet)
+    start = month_start(fleet.start, 4)
+    cut = start + dt.timedelta(days=20, hours=15)  # inside a day: a partial day would leak
+    step = dt.timedelta(hours=6)
+    week = dt.timedelta(days=7)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        full = run_backtest(conn, start, end, step=step, retrain_every=week)
+        passes = {t: findings for t, findings, _ in replay(conn, start, cut, step=step)}
+    assert full.passes == int((end - start) / step)
+    assert any(a.raised_at >= cut for a in full.alerts), "the check needs alerts after the cut"
+    before = [a for a in full.alerts if a.raised_at < cut]
+    assert before, "the check needs alerts before the cut"
+    _cut(db_url, cut)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        truncated = run_backtest(conn, start, cut, step=step, retrain_every=week)
+        again = {t: findings for t, findings, _ in replay(conn, start, cut, step=step)}
+    assert truncated.alerts == before
+    assert again == passes  # every finding of every pass, with its figures and reasons
+    assert "usage_decline" in format_table(full)
