@@ -1,21 +1,37 @@
-"""The ``basewatch nrr …`` and ``basewatch import contracts|invoices|fx`` commands.
+"""The ``basewatch nrr …`` and ``basewatch import contracts|invoices|fx`` commands, and the
+monthly report job.
 
 :func:`add_commands` adds them to the parser built by ``basewatch.cli``; the handlers follow
 its conventions (``--json`` prints one document, errors are ``BasewatchError`` -> exit 1).
+
+:func:`monthly_report` is the scheduler's ``nrr_report`` job (1st of each month): incremental
+ledger rebuild, the previous month's report under ``BASEWATCH_NRR_REPORT_DIR``, and one email
+per ``BASEWATCH_NRR_REPORT_RECIPIENTS`` address through the alerts' outbox (signals.delivery),
+the HTML page and the CSVs attached. The composition root may use both nrr and signals; nrr
+itself never sees the outbox.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError
 from core.settings import Settings
 
-DEFAULT_REPORT_DIR = Path("out") / "nrr"
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.rows import TupleRow
+
+    from nrr.report import Report, WrittenReport
+    from signals.delivery import OutboxMessage
+
+log = logging.getLogger(__name__)
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
 
@@ -27,6 +43,112 @@ def reporting_currency(settings: Settings) -> str:
             "BASEWATCH_REPORTING_CURRENCY", f"expected an ISO 4217 code like EUR, got {value!r}"
         )
     return value
+
+
+def report_dir(settings: Settings, month: dt.date) -> Path:
+    """Where a month's report goes by default: ``BASEWATCH_NRR_REPORT_DIR/YYYY-MM``."""
+    from nrr.months import format_month
+
+    return Path(settings.nrr_report_dir) / format_month(month)
+
+
+# -- the monthly report by email ----------------------------------------------------------------
+
+
+def report_emails(
+    report: Report, written: WrittenReport, recipients: list[str]
+) -> list[OutboxMessage]:
+    """One outbox email per recipient: the headline as text, the HTML page and every CSV
+    attached; ``dedup_key`` ``nrr-report:<YYYY-MM>:<recipient>``, so a month is sent once."""
+    from nrr.months import format_month
+    from signals.delivery import OutboxMessage, attachment
+
+    month = format_month(report.month)
+    files = [attachment(written.html.name, "text/html", written.html.read_bytes())]
+    files += [attachment(p.name, "text/csv", p.read_bytes()) for p in written.csv_files]
+    body = (
+        f"{report.headline.text()}\n\n"
+        f"Attached: the report {written.html.name} (a self-contained page: open it in a browser)"
+        f" and its figures as CSV ({', '.join(p.name for p in written.csv_files)}).\n"
+    )
+    return [
+        OutboxMessage(
+            "email",
+            recipient,
+            f"[basewatch] NRR report {month}",
+            body,
+            f"nrr-report:{month}:{recipient}",
+            payload={"attachments": files},
+        )
+        for recipient in recipients
+    ]
+
+
+def enqueue_report(
+    conn: psycopg.Connection[TupleRow],
+    report: Report,
+    written: WrittenReport,
+    recipients: list[str],
+    now: dt.datetime,
+) -> int:
+    """Put the report's emails in the alerts' outbox (one transaction); returns the rows added
+    (0 for a recipient who already has this month's report queued or sent)."""
+    from signals.delivery import enqueue
+
+    with conn.transaction():
+        return enqueue(conn, report_emails(report, written, recipients), now=now)
+
+
+@dataclass(frozen=True)
+class MonthlyRun:
+    """What one run of the scheduled monthly report did."""
+
+    month: dt.date
+    written: WrittenReport
+    recipients: list[str]
+    enqueued: int
+
+    def document(self) -> dict[str, Any]:
+        from nrr.months import format_month
+
+        return {
+            "month": format_month(self.month),
+            **self.written.document(),
+            "recipients": self.recipients,
+            "emails_enqueued": self.enqueued,
+        }
+
+
+def monthly_report(
+    conn: psycopg.Connection[TupleRow], settings: Settings, now: dt.datetime
+) -> MonthlyRun:
+    """The ``nrr_report`` job: bring the ledger up to date (incremental rebuild), write the
+    previous month's report under ``BASEWATCH_NRR_REPORT_DIR/YYYY-MM`` and, when
+    ``BASEWATCH_NRR_REPORT_RECIPIENTS`` is set, enqueue it by email (once per month and
+    recipient; the delivery job sends it)."""
+    from nrr.ledger import rebuild
+    from nrr.months import format_month, previous_complete_month
+    from nrr.report import build_report, write_report
+
+    currency = reporting_currency(settings)
+    month = previous_complete_month(now.astimezone(dt.UTC).date())
+    rebuild(conn, currency, through=month)
+    report = build_report(
+        conn, currency, month, attribution_window_days=settings.attribution_window_days
+    )
+    if not conn.autocommit:
+        conn.commit()  # end the read transaction before the outbox's own
+    written = write_report(report, report_dir(settings, month))
+    recipients = settings.report_recipients()
+    enqueued = enqueue_report(conn, report, written, recipients, now) if recipients else 0
+    log.info(
+        "nrr report %s written to %s; %d of %d emails enqueued",
+        format_month(month),
+        written.html,
+        enqueued,
+        len(recipients),
+    )
+    return MonthlyRun(month, written, recipients, enqueued)
 
 
 def _month(text: str) -> dt.date:
@@ -77,7 +199,12 @@ def cmd_nrr_show(settings: Settings, args: argparse.Namespace) -> int:
     from nrr.headline import headline
 
     with open_database(settings) as conn:
-        figures = headline(conn, reporting_currency(settings), args.month)
+        figures = headline(
+            conn,
+            reporting_currency(settings),
+            args.month,
+            attribution_window_days=settings.attribution_window_days,
+        )
     emit(args, figures.document(), figures.text)
     return 0
 
@@ -88,17 +215,42 @@ def cmd_nrr_report(settings: Settings, args: argparse.Namespace) -> int:
     from nrr.months import format_month
     from nrr.report import build_report, write_report
 
-    out_dir = args.out or DEFAULT_REPORT_DIR / format_month(args.month)
+    recipients = settings.report_recipients()
+    if args.email and not recipients:
+        raise ConfigError(
+            "BASEWATCH_NRR_REPORT_RECIPIENTS",
+            "is empty: set it to the comma-separated addresses to email the report to",
+        )
+    out_dir = args.out or report_dir(settings, args.month)
     with open_database(settings) as conn:
-        report = build_report(conn, reporting_currency(settings), args.month)
-    written = write_report(report, out_dir)
-    document = {**written.document(), "headline": report.headline.document()}
+        report = build_report(
+            conn,
+            reporting_currency(settings),
+            args.month,
+            attribution_window_days=settings.attribution_window_days,
+        )
+        conn.commit()
+        written = write_report(report, out_dir)
+        enqueued = (
+            enqueue_report(conn, report, written, recipients, dt.datetime.now(dt.UTC))
+            if args.email
+            else 0
+        )
+    document: dict[str, Any] = {**written.document(), "headline": report.headline.document()}
+    email_line = ""
+    if args.email:
+        document["email"] = {"recipients": recipients, "enqueued": enqueued}
+        email_line = (
+            f"\nemail: {enqueued} of {len(recipients)} queued in the outbox (sent by the "
+            "scheduler's delivery job or basewatch alerts deliver; a recipient who already has "
+            f"{format_month(args.month)}'s report queued or sent is skipped)"
+        )
     emit(
         args,
         document,
         lambda: (
             f"{report.headline.text()}\nreport: {written.html}\n"
-            f"csv: {', '.join(p.name for p in written.csv_files)}"
+            f"csv: {', '.join(p.name for p in written.csv_files)}{email_line}"
         ),
     )
     return 0
@@ -182,7 +334,14 @@ def add_commands(subparsers: Any, imports: Any | None = None) -> None:
     )
     report.add_argument("--month", type=_month, required=True, help="YYYY-MM")
     report.add_argument(
-        "--out", type=Path, help=f"folder for the files (default {DEFAULT_REPORT_DIR}/YYYY-MM)"
+        "--out",
+        type=Path,
+        help="folder for the files (default BASEWATCH_NRR_REPORT_DIR/YYYY-MM, reports/YYYY-MM)",
+    )
+    report.add_argument(
+        "--email",
+        action="store_true",
+        help="also queue the report by email to BASEWATCH_NRR_REPORT_RECIPIENTS (the outbox)",
     )
 
     if imports is None:

@@ -14,6 +14,11 @@ digest          daily at the digest    ``signals.digest.enqueue_digests`` (when
 retrain         nightly at 02:30       ``signals.scoring.retrain_models(conn, now)``
 retention       daily at 03:15         ``ingest.retention.delete_expired`` on plain PostgreSQL when
                                        ``BASEWATCH_RETENTION_DAYS`` > 0 (TimescaleDB has a policy)
+nrr_report      the 1st of each month  ``basewatch.nrr_commands.monthly_report``: incremental
+                at the report hour     ledger rebuild, last month's report (HTML + CSV) under
+                (``BASEWATCH_NRR_      ``BASEWATCH_NRR_REPORT_DIR``, emails to
+                REPORT_HOUR``, 6:00)   ``BASEWATCH_NRR_REPORT_RECIPIENTS`` through the outbox
+                                       (dedup key ``nrr-report:<YYYY-MM>:<recipient>``)
 ==============  =====================  =========================================================
 
 Scoring and retraining are looked up in ``signals.scoring`` when the scheduler starts; a job
@@ -258,6 +263,11 @@ def default_jobs(settings: Settings) -> list[Job]:
     def digest(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
         return enqueue_digests(conn, now=now)
 
+    def nrr_report(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
+        from basewatch.nrr_commands import monthly_report
+
+        return monthly_report(conn, settings, now)
+
     def retention(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
         from core.migrate import timescale_in_use
 
@@ -290,6 +300,9 @@ def default_jobs(settings: Settings) -> list[Job]:
         jobs.append(Job("digest", digest, CronTrigger(hour=config.alert_digest_hour, minute=0)))
     if settings.retention_days > 0:
         jobs.append(Job("retention", retention, CronTrigger(hour=3, minute=15)))
+    jobs.append(
+        Job("nrr_report", nrr_report, CronTrigger(day=1, hour=settings.nrr_report_hour, minute=0))
+    )
     return jobs
 
 

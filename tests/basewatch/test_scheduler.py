@@ -13,15 +13,22 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
+from basewatch.nrr_commands import MonthlyRun
 from basewatch.scheduler import Job, LeaderLock, SchedulerRunner, default_jobs
+from core.registry import import_registry, read_registry_csv
 from core.settings import Settings
+from nrr.imports import import_file
 from signals.alerts import apply_findings
 from signals.findings import Finding
+from tests.fix_smtp import running_smtp_server
+
+DATA = Path(__file__).parent.parent / "data"
 
 
 def lock_key() -> int:
@@ -188,6 +195,72 @@ def test_production_jobs(db_url: str) -> None:
     assert "retention" not in names
     with_retention = default_jobs(Settings(database_url=db_url, retention_days=30))
     assert "retention" in [j.name for j in with_retention]
+    assert names[-1] == "nrr_report"
+    report = default_jobs(Settings(database_url=db_url, nrr_report_hour=4))[-1]
+    assert str(report.trigger) == "cron[day='1', hour='4', minute='0']"
+
+
+def test_monthly_nrr_report_emails_each_recipient_once(db_url: str, tmp_path: Path) -> None:
+    """The nrr_report job on 2024-04-01 06:00 UTC (the sample revenue of tests/data) rebuilds
+    the ledger, writes March's report and queues one email per recipient; the delivery job
+    sends them over SMTP; running both again sends nothing more."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        import_registry(conn, read_registry_csv([DATA / "nrr_registry.csv"]))
+        for kind in ("contracts", "invoices", "fx"):
+            import_file(conn, kind, DATA / f"nrr_{kind}.csv")
+    recipients = ["cfo@example.test", "head.of.sales@example.test"]
+    with running_smtp_server() as smtp:
+        settings = Settings(
+            database_url=db_url,
+            nrr_report_dir=str(tmp_path / "reports"),
+            nrr_report_recipients=", ".join(recipients),
+            smtp_host=smtp.host,
+            smtp_port=smtp.port,
+        )
+        jobs = {j.name: j for j in default_jobs(settings)}
+        report, deliver = jobs["nrr_report"], jobs["deliver"]
+        trigger = {f.name: str(f) for f in report.trigger.fields}
+        assert (trigger["day"], trigger["hour"], trigger["minute"]) == ("1", "6", "0")
+        now = dt.datetime(2024, 4, 1, 6, 0, tzinfo=dt.UTC)
+        with psycopg.connect(db_url) as conn:
+            run = report.function(conn, now)
+        assert isinstance(run, MonthlyRun)
+        assert (run.month, run.enqueued, run.recipients) == (dt.date(2024, 3, 1), 2, recipients)
+        folder = tmp_path / "reports" / "2024-03"
+        csv_names = sorted(p.name for p in folder.glob("*.csv"))
+        assert "attribution.csv" in csv_names
+        assert (folder / "nrr-2024-03.html").exists()
+        with psycopg.connect(db_url) as conn:
+            deliver.function(conn, now)
+        sent = [m for m in smtp.messages if m["Subject"] == "[basewatch] NRR report 2024-03"]
+        assert sorted(str(m["To"]) for m in sent) == recipients
+        for message in sent:
+            assert message["X-Basewatch-Dedup-Key"] == f"nrr-report:2024-03:{message['To']}"
+            body = message.get_body(preferencelist=("plain",))
+            assert body is not None
+            assert "NRR 2024-03" in body.get_content()
+            files = {str(p.get_filename()): p for p in message.iter_attachments()}
+            assert sorted(files) == sorted([*csv_names, "nrr-2024-03.html"])
+            assert (
+                files["headline.csv"].get_payload(decode=True)
+                == (folder / "headline.csv").read_bytes()
+            )
+            page = files["nrr-2024-03.html"].get_payload(decode=True)
+            assert page == (folder / "nrr-2024-03.html").read_bytes()
+
+        later = now + dt.timedelta(hours=1)
+        with psycopg.connect(db_url) as conn:
+            again = report.function(conn, later)
+            deliver.function(conn, later)
+        assert isinstance(again, MonthlyRun)
+        assert again.enqueued == 0
+        assert len([m for m in smtp.messages if "NRR report" in str(m["Subject"])]) == 2
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT recipient, sent_at IS NOT NULL FROM outbox"
+            " WHERE dedup_key LIKE 'nrr-report:%' ORDER BY recipient"
+        ).fetchall()
+    assert rows == [(r, True) for r in recipients]
 
 
 def test_sigterm_stops_the_scheduler_cleanly(db_url: str) -> None:

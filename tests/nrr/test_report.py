@@ -38,10 +38,13 @@ DATA = Path(__file__).parent.parent / "data"
 ROOT = Path(__file__).parent.parent.parent
 
 
-def run(*args: str, db_url: str = "") -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, db_url: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("BASEWATCH_")}
     if db_url:
         environ["BASEWATCH_DATABASE_URL"] = db_url
+    environ.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "basewatch", *args],
         env=environ,
@@ -248,3 +251,23 @@ def test_commands_print_one_json_document_and_exit_codes(
     assert Path(document["html"]).exists()
     assert document["headline"]["mrr"]["total"] == "1487.00"
     assert_html_equals_csv(Path(document["html"]), out)
+
+    no_one = run("nrr", "report", "--month", "2024-02", "--out", str(out), "--email", db_url=db_url)
+    assert (no_one.returncode, no_one.stdout) == (1, "")
+    assert "BASEWATCH_NRR_REPORT_RECIPIENTS" in no_one.stderr
+    recipients = {"BASEWATCH_NRR_REPORT_RECIPIENTS": "cfo@example.test"}
+    for expected in (1, 0):  # the second run finds the month's email already queued
+        emailed = run(
+            "nrr", "report", "--month", "2024-02", "--out", str(out), "--email", "--json",
+            db_url=db_url, env=recipients,
+        )  # fmt: skip
+        assert emailed.returncode == 0, emailed.stderr
+        assert json.loads(emailed.stdout)["email"] == {
+            "recipients": ["cfo@example.test"],
+            "enqueued": expected,
+        }
+    queued = sample.execute(
+        "SELECT recipient, subject, jsonb_array_length(payload -> 'attachments') FROM outbox"
+        " WHERE dedup_key = 'nrr-report:2024-02:cfo@example.test'"
+    ).fetchall()
+    assert queued == [("cfo@example.test", "[basewatch] NRR report 2024-02", 9)]
