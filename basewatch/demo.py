@@ -211,6 +211,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
 def _revenue_story(url: str, out_dir: Path, settings: Settings) -> dict[str, Any]:
     """Load the fleet's contracts, invoices and rates like an ERP export, rebuild the MRR
     ledger and write the monthly NRR report of the last complete month."""
+    from nrr.attribution import summary_line
     from nrr.headline import headline
     from nrr.imports import import_file
     from nrr.ledger import rebuild
@@ -222,13 +223,15 @@ def _revenue_story(url: str, out_dir: Path, settings: Settings) -> dict[str, Any
         for kind in ("fx", "contracts", "invoices"):
             import_file(conn, kind, out_dir / f"{kind}.csv", currency)
         rebuild(conn, currency, full=True)
-        top = headline(conn, currency, None)
-        report = build_report(conn, currency, top.month)
+        window = settings.attribution_window_days
+        top = headline(conn, currency, None, attribution_window_days=window)
+        report = build_report(conn, currency, top.month, attribution_window_days=window)
     written = write_report(report, out_dir / "nrr" / format_month(top.month))
     return {
         "headline": top.document(),
         "report_html": str(written.html),
-        "text": f"{top.text()}\n  report: {written.html}",
+        "text": f"{top.text()}\n  {summary_line(top.attribution, currency)}\n"
+        f"  report: {written.html}",
     }
 
 

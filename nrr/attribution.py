@@ -273,6 +273,31 @@ class Attribution:
         }
 
 
+def summary_line(found: Attribution, currency: str) -> str:
+    """One sentence on the trailing window: how much expansion followed signals, how much
+    churn had been flagged, and the NRR without the influenced expansion."""
+    window = found.trailing
+    if window.influenced_expansion is None or window.flagged_churn is None:
+        return f"Signal attribution {window.label}: not measured ({window.note})."
+    share = ratio(window.influenced_expansion, window.expansion)
+    share_text = f"{percent_text(share, 0)}%, " if share is not None else ""
+    nrr = percent_text(window.nrr, 1)
+    without = percent_text(window.nrr_without_influenced, 1)
+    nrr_text = (
+        f"; T12M NRR {nrr}%, {without}% without the influenced expansion" if nrr and without else ""
+    )
+    caveat = f" [{window.status}: {window.note}]" if window.status != MEASURED else ""
+    return (
+        f"Signal attribution {window.label}: {window.influenced_expansion:,.2f} of "
+        f"{window.expansion:,.2f} {currency} expansion ({share_text}{window.influenced_accounts}"
+        f" of {window.expansion_accounts} accounts) followed an expansion alert acted on within "
+        f"{found.window_days} days; churn {window.churn:,.2f} {currency}: flagged by an open "
+        f"risk alert {window.flagged_churn:,.2f} ({window.flagged_accounts} accounts), unflagged "
+        f"{window.churn - window.flagged_churn:,.2f} ({window.unflagged_accounts}){nrr_text}. "
+        f"Association, not causation.{caveat}"
+    )
+
+
 # The expansion and churn movements of the window, each marked attributed or not (see the
 # module docstring), summed per month, over the window, and per account with influenced
 # expansion (for the trailing cap).

@@ -31,7 +31,14 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from nrr.attribution import NOT_MEASURED, PARTLY, AlertFacts, attribution, nrr_without
+from nrr.attribution import (
+    NOT_MEASURED,
+    PARTLY,
+    AlertFacts,
+    attribution,
+    nrr_without,
+    summary_line,
+)
 from nrr.headline import headline
 from nrr.ledger import rebuild
 from tests.nrr import fix_nrr as fx
@@ -169,6 +176,13 @@ def test_trailing_nrr_without_caps_each_account_at_its_window_expansion(conn: fx
     assert window.removed_expansion == D("200.00")
     assert (window.nrr, window.nrr_without_influenced) == (D("1.1"), D("1"))
     assert top.document()["attribution"]["trailing_12_months"]["nrr_pct"] == 110.0
+    assert summary_line(top.attribution, "EUR") == (
+        "Signal attribution 2023-01..2023-12: 700.00 of 700.00 EUR expansion (100%, 2 of 2 "
+        "accounts) followed an expansion alert acted on within 90 days; churn 0.00 EUR: flagged "
+        "by an open risk alert 0.00 (0 accounts), unflagged 0.00 (0); T12M NRR 110.0%, 100.0% "
+        "without the influenced expansion. Association, not causation. [partly measured: "
+        "alerts recorded since 2023-05-01]"
+    )
 
 
 def test_no_alerts_is_absent_not_zero(conn: fx.Conn) -> None:
@@ -185,7 +199,11 @@ def test_no_alerts_is_absent_not_zero(conn: fx.Conn) -> None:
         "nrr_without_influenced_pct",
     ):
         assert document[name] is None, name
-    text = headline(conn, "EUR", fx.month("2024-04")).text()
+    top = headline(conn, "EUR", fx.month("2024-04"))
+    assert summary_line(top.attribution, "EUR") == (
+        "Signal attribution 2024-02..2024-04: not measured (no alerts recorded)."
+    )
+    text = top.text()
     assert "signal attribution: not measured (no alerts recorded)" in text
 
 
