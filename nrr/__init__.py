@@ -56,6 +56,12 @@ to the cent counts 0, as in the movements). An account that churned and returned
 window counts at its MRR_t. An empty cohort gives no figure (None / null). Quarter over quarter
 is the same with a 3-month window.
 
+Attribution (``nrr.attribution``): expansion that followed an expansion alert acted on within
+``BASEWATCH_ATTRIBUTION_WINDOW_DAYS`` is signal-influenced, churn with a risk alert open at the
+start of the churn month is flagged, and "NRR without signal-influenced expansion" takes the
+influenced expansion out of the NRR: association and bookkeeping, never a causal claim. Read
+from signals' ``alerts`` table through SQL; absent (None), not zero, when there are no alerts.
+
 CSV layouts (``basewatch import contracts|invoices|fx FILE``)
 --------------------------------------------------------------
 Header row required; columns in any order; an unknown column is an error; empty cell = none.

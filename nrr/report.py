@@ -156,6 +156,17 @@ def build_report(
             [(f"{m.name} ({m.kind})", m.amount) for m in gains + losses],
         ),
     }
+    window = top.attribution.trailing
+    if window.influenced_expansion is not None and window.flagged_churn is not None:
+        figures["attribution"] = charts.bar_chart(
+            f"Signal attribution {window.label} ({reporting_currency}, association only)",
+            [
+                ("expansion after an alert", window.influenced_expansion),
+                ("other expansion", window.expansion - window.influenced_expansion),
+                ("churn flagged by an alert", -window.flagged_churn),
+                ("churn not flagged", -(window.churn - window.flagged_churn)),
+            ],
+        )
     return Report(month, reporting_currency, top, tables, figures)
 
 

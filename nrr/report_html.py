@@ -28,7 +28,7 @@ _SECTIONS = (
     ("cohorts.csv", "Cohorts", ("cohorts",)),
     ("top_movers.csv", "Top movers", ("movers",)),
     ("breakdowns.csv", "Breakdowns", ()),
-    ("attribution.csv", "Signal attribution", ()),
+    ("attribution.csv", "Signal attribution", ("attribution",)),
     ("reconciliation.csv", "Reconciliation to invoices", ()),
 )
 _DEFINITIONS = (

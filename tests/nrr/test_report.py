@@ -97,11 +97,12 @@ class _Tables(HTMLParser):
             self.current = None
 
 
-def assert_html_equals_csv(html: Path, folder: Path) -> dict[str, list[list[str]]]:
+def assert_html_equals_csv(html: Path, folder: Path, charts: int = 5) -> dict[str, list[list[str]]]:
+    """``charts``: 5, and 6 with the attribution chart (only when alerts were measured)."""
     page = _Tables()
     page.feed(html.read_text())
     assert page.outside == []
-    assert page.svgs == 5
+    assert page.svgs == charts
     csv_files = sorted(p.name for p in folder.glob("*.csv"))
     assert sorted(page.tables) == csv_files
     figures: dict[str, list[list[str]]] = {}
@@ -132,7 +133,7 @@ def test_report_of_the_sample_files(sample: fx.Conn, tmp_path: Path) -> None:
     fx.alert(sample, "cast", "expansion", "2024-02-01", status="acknowledged",
              acknowledged="2024-02-10")  # fmt: skip
     written = write_report(build_report(sample, "EUR", fx.month("2024-02")), tmp_path)
-    figures = assert_html_equals_csv(written.html, tmp_path)
+    figures = assert_html_equals_csv(written.html, tmp_path, charts=6)
     headline = dict(figures["headline.csv"])
     assert headline["mrr_total_usage_inclusive"] == "1487.00"
     assert (headline["mrr_fixed"], headline["mrr_metered"]) == ("1337.00", "150.00")
