@@ -441,7 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_alert_commands(commands, add)
     from basewatch.signals_commands import add_commands as add_signal_commands
 
-    add_signal_commands(commands, add)
+    signal_commands = add_signal_commands(commands, add)
+    from basewatch.health_commands import add_commands as add_health_commands
+
+    add_health_commands(signal_commands, add)
     add(
         commands,
         "scheduler",

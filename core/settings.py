@@ -112,6 +112,7 @@ class Settings:
     alert_max_attempts: int = _setting(8, minimum=1, maximum=100)
     alert_digest: bool = False
     alert_digest_hour: int = _setting(7, minimum=0, maximum=23)
+    renewal_window_days: int = _setting(90, minimum=1, maximum=3650)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -34,6 +34,7 @@ KINDS_SCORED = frozenset(
         "heat_recovery",
         "component_due",
         "third_party_parts",
+        "renewal_risk",
     }
 )
 
@@ -56,7 +57,9 @@ class Detector(Protocol):
 
 def detectors() -> tuple[Detector, ...]:
     """The model-backed detectors, in scoring order (modules implementing ``Detector``)."""
-    return ()
+    from signals import health
+
+    return (health,)
 
 
 def train_models(

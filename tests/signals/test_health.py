@@ -1,0 +1,277 @@
+"""Account health: the churn classifier, its weighted fallback and the renewal_risk signal.
+
+A simulated fleet (steady and declining accounts mostly, 18 months) is written to the database:
+its contracts (as ``basewatch import contracts`` would store them), its service events, and its
+telemetry as one reading per machine and day (the day's mean of every gauge, the day's last
+value of every counter). Health reads only daily rollups, events and contracts, so daily
+readings give it the same figures as hourly ones at a fraction of the loading time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from decimal import Decimal
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from core.registry import KINDS, RegistryBatch, import_registry
+from ingest.commercial import contracts_for
+from ingest.fleet import Fleet, make_fleet, month_start
+from ingest.physics import METRICS, simulate_account
+from signals import health
+from signals.catalogue import PriceBook
+from signals.findings import Finding
+from signals.rollups import refresh_rollups
+
+END = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+COUNTERS = ("energy_kwh", "running_hours", "loaded_hours", "starts")
+MIX = {"steady": 0.45, "declining": 0.4, "third_party": 0.15}
+
+
+def _daily_rows(history: object) -> list[tuple[str, dt.datetime, dict[str, float]]]:
+    rows = []
+    for asset in history.assets:  # type: ignore[attr-defined]
+        days = asset.epoch_s // 86400
+        for day in np.unique(days[asset.reporting]):
+            hours = (days == day) & asset.reporting
+            metrics = {
+                m: float(
+                    asset.metrics[m][hours][-1] if m in COUNTERS else asset.metrics[m][hours].mean()
+                )
+                for m in METRICS
+            }
+            when = dt.datetime.fromtimestamp(int(day) * 86400 + 43200, dt.UTC)
+            rows.append((asset.asset.asset_id, when, metrics))
+    return rows
+
+
+def _load(conn: psycopg.Connection, fleet: Fleet) -> None:
+    records = fleet.registry_records()
+    import_registry(conn, RegistryBatch({k: records[k] for k in KINDS}))
+    with conn.cursor() as cur:
+        for account in fleet.accounts:
+            history = simulate_account(fleet, account)
+            with cur.copy(
+                "COPY telemetry (asset_id, time, received_at, metrics) FROM STDIN"
+            ) as copy:
+                for asset_id, when, metrics in _daily_rows(history):
+                    copy.write_row((asset_id, when, when, Jsonb(metrics)))
+            for asset in history.assets:
+                for event in asset.events:
+                    cur.execute(
+                        "INSERT INTO asset_events (asset_id, time, kind, component, received_at)"
+                        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        (event.asset_id, event.time, event.kind, event.component, event.time),
+                    )
+            for contract in contracts_for(fleet, account, history.monthly_volume_m3):
+                row = {k: (v if v != "" else None) for k, v in contract.row().items()}
+                cur.execute(
+                    "INSERT INTO contracts (contract_id, account_id, product_line, kind, currency,"
+                    " start_date, end_date, billing_period, fee, unit_price, unit,"
+                    " monthly_minimum, renewal, notice_days, term_months) VALUES (%(contract_id)s,"
+                    " %(account_id)s, %(product_line)s, %(kind)s, %(currency)s, %(start_date)s,"
+                    " %(end_date)s, %(billing_period)s, %(fee)s, %(unit_price)s, %(unit)s,"
+                    " %(monthly_minimum)s, %(renewal)s, %(notice_days)s, %(term_months)s)",
+                    row,
+                )
+    conn.commit()
+    refresh_rollups(conn)
+    conn.commit()
+
+
+@pytest.fixture(scope="module")
+def fleet(db_url: str) -> Fleet:
+    made = make_fleet(seed=7, accounts=30, assets=45, months=18, end=END, mix=MIX)
+    with psycopg.connect(db_url) as conn:
+        _load(conn, made)
+    return made
+
+
+def _month(fleet: Fleet, m: int) -> dt.datetime:
+    return month_start(fleet.start, m)
+
+
+def test_training_is_reproducible_and_ranks_churners_higher(db_url: str, fleet: Fleet) -> None:
+    with psycopg.connect(db_url) as conn:
+        first = health.train(conn, END)
+        second = health.train(conn, END)
+        assert isinstance(first, health.HealthModel)
+        assert isinstance(second, health.HealthModel)
+        history, times, churns = health.labelled_history(conn, END)
+        snaps = health.snapshots(conn, times)
+    x = np.array([s.vector() for s in snaps])
+    p1 = first.fitted[health.PRIMARY_HORIZON].probability(x)
+    p2 = second.fitted[health.PRIMARY_HORIZON].probability(x)
+    assert np.array_equal(p1, p2)
+    assert first.summary == second.summary
+    assert ((p1 >= 0) & (p1 <= 1)).all()
+    followed = np.array(
+        [health._churned(churns[s.account_id], s.as_of, health.PRIMARY_HORIZON) for s in snaps]
+    )
+    assert followed.sum() == history.churn_examples >= health.MIN_CHURN_EXAMPLES
+    assert p1[followed].mean() > 2 * p1[~followed].mean()
+
+
+def test_declining_account_near_renewal_gets_renewal_risk_steady_does_not(
+    db_url: str, fleet: Fleet
+) -> None:
+    declining = {a.account_id: a for a in fleet.accounts if a.story == "declining"}
+    steady = {a.account_id for a in fleet.accounts if a.story == "steady"}
+    flagged: dict[str, list[Finding]] = {}
+    steady_in_window = set()
+    with psycopg.connect(db_url) as conn:
+        for m in range(8, fleet.months):
+            as_of = _month(fleet, m)
+            model = health.train(conn, as_of)
+            found = health.findings(conn, as_of, PriceBook(), model)
+            for f in found:
+                assert f.kind == "renewal_risk"
+                assert f.family == "risk"
+                flagged.setdefault(f.account_id, []).append(f)
+            for h in health.assess(conn, as_of, model):
+                if h.account_id in steady and h.snapshot.values["days_to_renewal"] <= 90:
+                    steady_in_window.add(h.account_id)
+    assert steady_in_window, "no steady account came up for renewal: the test would prove nothing"
+    assert not set(flagged) & steady, {a: flagged[a][0].reasons for a in set(flagged) & steady}
+    churning = [
+        a for a in declining.values() if a.churn_month is not None and 10 <= a.churn_month <= 17
+    ]
+    assert churning
+    for account in churning:
+        found = flagged.get(account.account_id)
+        assert found, account
+        first = found[0]
+        assert first.value > Decimal(0)
+        assert 1 <= first.horizon_days <= 90
+        assert "in " in first.reasons[0]
+        assert "days" in first.reasons[0]
+        assert any("%" in r or "machines silent" in r for r in first.reasons[2:]), first.reasons
+        assert "MRR at stake" in first.reasons[-1]
+
+
+def test_too_little_churn_history_falls_back_to_the_weighted_score(
+    db_url: str, fleet: Fleet
+) -> None:
+    first_churn = min(a.churn_month for a in fleet.accounts if a.churn_month is not None)
+    as_of = _month(fleet, first_churn - 2)
+    with psycopg.connect(db_url) as conn:
+        history, _, _ = health.labelled_history(conn, as_of)
+        assert not history.enough
+        assert health.train(conn, as_of) is None
+        found = health.findings(conn, as_of, PriceBook(), None)
+        rows = conn.execute(
+            "SELECT account_id, method, probability, factors FROM account_health WHERE as_of = %s",
+            (as_of,),
+        ).fetchall()
+    active = {a.account_id for a in fleet.accounts if a.start_month <= first_churn - 2}
+    assert {r[0] for r in rows} == active
+    assert {r[1] for r in rows} == {"weighted"}
+    churner = next(a for a in fleet.accounts if a.churn_month == first_churn)
+    risky = [f for f in found if f.account_id == churner.account_id]
+    assert risky, found
+    assert any(
+        r.startswith("churn risk")
+        and f"weighted score: too little churn history to train ({history.churns} churns" in r
+        for r in risky[0].reasons
+    ), risky[0].reasons
+    weights = health.weighted_factors(_features(rows, churner.account_id))
+    assert risky[0].score == pytest.approx(sum(c for _, c in weights.values()), abs=1e-3)
+
+
+def _features(rows: list[tuple[object, ...]], account_id: str) -> dict[str, float]:
+    factors = next(r[3] for r in rows if r[0] == account_id)
+    assert isinstance(factors, dict)
+    return {k: float(v) for k, v in factors["features"].items()}
+
+
+def _cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("BASEWATCH_")}
+    environ["BASEWATCH_DATABASE_URL"] = db_url
+    return subprocess.run(
+        [sys.executable, "-m", "basewatch", "signals", "health", *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_lists_the_latest_health_of_each_account(db_url: str, fleet: Fleet) -> None:
+    with psycopg.connect(db_url) as conn:
+        latest = conn.execute(
+            "SELECT DISTINCT ON (account_id) account_id, probability, method FROM account_health"
+            " ORDER BY account_id, as_of DESC"
+        ).fetchall()
+    assert latest
+    result = _cli(db_url, "--json")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert {r["account_id"]: (r["probability"], r["method"]) for r in listed} == {
+        a: (round(p, 4), m) for a, p, m in latest
+    }
+    assert [r["probability"] for r in listed] == sorted(
+        (r["probability"] for r in listed), reverse=True
+    )
+    one = _cli(db_url, "--json", "--account", latest[0][0])
+    assert one.returncode == 0
+    assert [r["account_id"] for r in json.loads(one.stdout)] == [latest[0][0]]
+    unknown = _cli(db_url, "--account", "no-such-account")
+    assert unknown.returncode == 1
+    assert unknown.stdout == ""
+    assert len(unknown.stderr.strip().splitlines()) == 1
+    text = _cli(db_url)
+    assert text.returncode == 0
+    assert latest[0][0] in text.stdout
+
+
+def test_the_model_trained_until_t_ignores_data_after_t(db_url: str, fleet: Fleet) -> None:
+    cut = _month(fleet, 16)
+    with psycopg.connect(db_url) as conn:
+        before = health.train(conn, cut)
+        assert isinstance(before, health.HealthModel)
+        scored_before = {h.account_id: h.probability for h in health.assess(conn, cut, before)}
+        later = cut + dt.timedelta(days=20)
+        later_before = {s.account_id: s.values for s in health.snapshots(conn, [later])}
+        # the future changes completely: machines report at full load without flow, filters
+        # reset without service, every account signs a new contract and churns in between
+        conn.execute(
+            "INSERT INTO telemetry (asset_id, time, received_at, metrics)"
+            " SELECT asset_id, time + INTERVAL '1 hour', received_at,"
+            ' \'{"load_pct": 100, "flow_m3_min": 0, "air_filter_dp_mbar": 0}\'::jsonb'
+            " FROM telemetry WHERE time >= %s",
+            (cut,),
+        )
+        conn.execute(
+            "INSERT INTO asset_events (asset_id, time, kind, component, received_at)"
+            " SELECT asset_id, %s + INTERVAL '3 days', 'service', 'air_filter', now()"
+            " FROM assets",
+            (cut,),
+        )
+        conn.execute(
+            "INSERT INTO contracts (contract_id, account_id, product_line, kind, currency,"
+            " start_date, end_date, billing_period, fee, renewal, notice_days)"
+            " SELECT 'future-' || account_id, account_id, 'monitoring', 'addon', 'EUR',"
+            " %s::date + 40, %s::date + 70, 'month', 99, 'manual', 30 FROM accounts",
+            (cut, cut),
+        )
+        conn.commit()
+        refresh_rollups(conn)
+        conn.commit()
+        after = health.train(conn, cut)
+        assert isinstance(after, health.HealthModel)
+        scored_after = {h.account_id: h.probability for h in health.assess(conn, cut, after)}
+        later_after = {s.account_id: s.values for s in health.snapshots(conn, [later])}
+    # the inserted data is material: it changes what is seen after the cut
+    assert later_after != later_before
+    assert after.summary == before.summary
+    assert scored_after.keys() == scored_before.keys()
+    for account_id, p in scored_before.items():
+        assert scored_after[account_id] == pytest.approx(p, abs=1e-9)
