@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import zlib
 from dataclasses import dataclass
 
 STORIES = ("steady", "growing", "declining", "leaky", "third_party", "heat_recovery")
@@ -133,13 +134,27 @@ class Fleet:
                     "asset_id": s.asset_id,
                     "kind": kind,
                     "rated_life_hours": life,
-                    "installed_at_running_hours": 0,
+                    "installed_at_running_hours": installed_at_hours(s, kind),
                     "installed_on": s.installed_on,
                 }
                 for s in self.assets
                 for kind, life in COMPONENT_LIVES_H.items()
             ],
         }
+
+
+def initial_wear_share(asset_id: str, component: str) -> float:
+    """How far into its rated life a component of a used machine is when the simulation
+    starts, in [0, 0.85): fixed per asset and component (the registry records it)."""
+    return (zlib.crc32(f"{asset_id}/{component}".encode()) % 10_000) / 10_000 * 0.85
+
+
+def installed_at_hours(asset: AssetSpec, component: str) -> float:
+    """The machine's running hours when ``component`` was last replaced before the start."""
+    if asset.age_hours == 0:
+        return 0.0
+    age = initial_wear_share(asset.asset_id, component) * COMPONENT_LIVES_H[component]
+    return round(max(0.0, asset.age_hours - 1.0 - age), 1)
 
 
 def month_start(start: dt.datetime, month: int) -> dt.datetime:

@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from ingest.fleet import COMPONENT_LIVES_H, AccountSpec, AssetSpec, Fleet, month_start
+from ingest.fleet import (
+    COMPONENT_LIVES_H,
+    AccountSpec,
+    AssetSpec,
+    Fleet,
+    initial_wear_share,
+    month_start,
+)
 
 Array = npt.NDArray[np.float64]
 HOUR_S = 3600
@@ -255,8 +262,8 @@ def _components(
     downtime = np.zeros(rh.shape, dtype=bool)
     order = 0
     for component, rated in COMPONENT_LIVES_H.items():
-        age = 0.0 if machine.age_hours == 0 else float(rng.uniform(0, 0.85)) * rated
-        installed_rh = float(rh[0]) - 1.0 - age  # running hours at the last replacement
+        age = 0.0 if machine.age_hours == 0 else initial_wear_share(machine.asset_id, component)
+        installed_rh = float(rh[0]) - 1.0 - age * rated  # running hours at the last replacement
         hours = np.empty_like(rh)
         position = 0
         while position < len(rh):

@@ -2,6 +2,10 @@
 
 A component is due when its estimated running hours left (``signals.components.wear``), turned
 into days at the asset's running hours per day over the last week, fall within the horizon.
+Its hours are counted from its last replacement on record: the running-hours counter just
+before the last ``component_replaced`` or ``failure`` event for it, else the registry's
+``installed_at_running_hours``; a component apparently past twice its rated life has no usable
+record (no data, no finding).
 A replacement seen in the data (an indicator reset) with no ``component_replaced`` or
 ``service`` event for that asset and component within three days is a part bought elsewhere.
 """
@@ -33,6 +37,29 @@ WHERE r.bucket >= %(as_of)s - make_interval(days => %(days)s)
 ORDER BY r.asset_id, r.bucket
 """
 
+# Each component with its running hours at its last replacement on record (a replacement or
+# failure event before as_of; the counter's value in the last complete hour before it).
+_COMPONENTS = """
+SELECT c.asset_id, c.kind, c.rated_life_hours::double precision,
+       c.installed_at_running_hours::double precision, r.hours
+FROM components c
+LEFT JOIN LATERAL (
+    SELECT e.time FROM asset_events e
+    WHERE e.asset_id = c.asset_id AND e.component = c.kind
+      AND e.kind IN ('component_replaced', 'failure') AND e.time < %(as_of)s
+    ORDER BY e.time DESC LIMIT 1
+) ev ON true
+LEFT JOIN LATERAL (
+    SELECT (h.stats -> 'running_hours' ->> 3)::double precision AS hours
+    FROM rollup_hourly h
+    WHERE ev.time IS NOT NULL AND h.asset_id = c.asset_id
+      AND h.bucket <= ev.time - INTERVAL '1 hour' AND h.bucket > ev.time - INTERVAL '7 days'
+      AND h.stats ? 'running_hours'
+    ORDER BY h.bucket DESC LIMIT 1
+) r ON true
+WHERE c.asset_id = ANY(%(assets)s)
+"""
+
 
 def wear_findings(
     conn: psycopg.Connection[TupleRow], as_of: dt.datetime, prices: PriceBook
@@ -52,13 +79,12 @@ def wear_findings(
         ).fetchall()
     )
     components: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
-    for asset_id, kind, life, installed in conn.execute(
-        "SELECT asset_id, kind, rated_life_hours::double precision,"
-        " installed_at_running_hours::double precision FROM components"
-        " WHERE asset_id = ANY(%s)",
-        (sorted(series),),
+    for asset_id, kind, life, installed, replaced_at_hours in conn.execute(
+        _COMPONENTS, {"assets": sorted(series), "as_of": as_of}
     ):
-        components[asset_id].append((kind, life, installed))
+        # the last replacement on record wins over the registry's installation figure
+        start = replaced_at_hours if replaced_at_hours is not None else installed
+        components[asset_id].append((kind, life, start))
     services = _services(conn, sorted(series), as_of)
     findings: list[Finding] = []
     for asset_id, days in series.items():
