@@ -47,12 +47,9 @@ def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
         if args.refresh:
             health.configure(settings.renewal_window_days)
             stored = load_model(conn, health.NAME)
-            health.findings(
-                conn,
-                dt.datetime.now(dt.UTC),
-                PriceBook(),
-                stored.model if stored is not None else None,
-            )
+            now = dt.datetime.now(dt.UTC)
+            health.findings(conn, now, PriceBook(), stored.model if stored is not None else None)
+            health.record_latest(conn, now)
             conn.commit()
         rows = health.latest_health(conn, args.account)
     if args.account and not rows:

@@ -76,8 +76,9 @@ monthly minimum and the last 28 days' usage × unit price, converted with ``fx_r
 month when the currency has rates; the price book's maintenance fee per machine when that comes
 to zero); horizon = days to the renewal.
 
-Every scoring pass records each account's health in ``account_health`` (one ``executemany``),
-keeping the last pass of each UTC day.
+The hourly scoring job (``signals.scoring.score_now``) records each account's health of its
+pass in ``account_health`` (:func:`record_latest`, one ``executemany``), keeping the last pass
+of each UTC day; ``findings`` itself writes nothing, so a backtest leaves the table alone.
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ _PERIOD_MONTHS = {"month": 1, "quarter": 3, "year": 12}
 
 Array = npt.NDArray[np.float64]
 _config = {"renewal_window_days": RENEWAL_WINDOW_DAYS}
+_last_pass: dict[dt.datetime, list[Health]] = {}  # the last findings() pass: as_of → healths
 
 
 def configure(renewal_window_days: int) -> None:
@@ -867,6 +869,16 @@ def record_health(
             )
 
 
+def record_latest(conn: psycopg.Connection[TupleRow], as_of: dt.datetime) -> int:
+    """Record the health of the last :func:`findings` pass if it was as of ``as_of`` (the
+    hourly scoring job calls this after scoring); returns the rows written."""
+    healths = _last_pass.get(as_of)
+    if not healths:
+        return 0
+    record_health(conn, as_of, healths)
+    return len(healths)
+
+
 def latest_health(
     conn: psycopg.Connection[TupleRow], account_id: str | None = None
 ) -> list[dict[str, Any]]:
@@ -996,11 +1008,14 @@ def findings(
     prices: PriceBook,
     model: object | None,
 ) -> list[Finding]:
-    """Score every account's health as of ``as_of``, record it, and return the renewal_risk
-    findings."""
+    """Score every account's health as of ``as_of`` and return the renewal_risk findings.
+
+    Nothing is written (the backtest replays history through this); the pass's health is kept
+    in memory until the next pass, for :func:`record_latest`."""
     healths = assess(conn, as_of, model)
+    _last_pass.clear()
+    _last_pass[as_of] = healths
     if not healths:
         return []
-    record_health(conn, as_of, healths)
     note = method_note(conn, as_of, model)
     return renewal_findings(healths, as_of, prices, _fx(conn, as_of), note, renewal_window_days())

@@ -151,9 +151,11 @@ def score_now(
 ) -> int:
     """The scheduler's hourly job: score as of ``now`` and apply the findings to the alerts;
     returns the number of alerts opened."""
+    from signals import health
     from signals.alerts import apply_findings
 
     findings = score(conn, now)
+    health.record_latest(conn, now)
     result = apply_findings(
         conn,
         findings,

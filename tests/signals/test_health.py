@@ -131,6 +131,7 @@ def test_declining_account_near_renewal_gets_renewal_risk_steady_does_not(
             as_of = _month(fleet, m)
             model = health.train(conn, as_of)
             found = health.findings(conn, as_of, PriceBook(), model)
+            health.record_latest(conn, as_of)
             for f in found:
                 assert f.kind == "renewal_risk"
                 assert f.family == "risk"
@@ -165,7 +166,11 @@ def test_too_little_churn_history_falls_back_to_the_weighted_score(
         history, _, _ = health.labelled_history(conn, as_of)
         assert not history.enough
         assert health.train(conn, as_of) is None
+        conn.execute("DELETE FROM account_health WHERE as_of = %s", (as_of,))
         found = health.findings(conn, as_of, PriceBook(), None)
+        query = "SELECT count(*) FROM account_health WHERE as_of = %s"
+        assert conn.execute(query, (as_of,)).fetchone() == (0,)  # findings write nothing
+        assert health.record_latest(conn, as_of) == len(health.assess(conn, as_of, None))
         rows = conn.execute(
             "SELECT account_id, method, probability, factors FROM account_health WHERE as_of = %s",
             (as_of,),
@@ -227,6 +232,15 @@ def test_cli_lists_the_latest_health_of_each_account(db_url: str, fleet: Fleet) 
     assert unknown.returncode == 1
     assert unknown.stdout == ""
     assert len(unknown.stderr.strip().splitlines()) == 1
+    refreshed = _cli(db_url, "--json", "--refresh")
+    assert refreshed.returncode == 0, refreshed.stderr
+    # accounts with a contract today are scored as of now, by the weighted score (no model
+    # is stored); churned ones keep their last record
+    now_rows = [r for r in json.loads(refreshed.stdout) if r["as_of"] > END.isoformat()]
+    assert {r["account_id"] for r in now_rows} == {
+        a.account_id for a in fleet.accounts if a.churn_month is None
+    }
+    assert {r["method"] for r in now_rows} == {"weighted"}
     text = _cli(db_url)
     assert text.returncode == 0
     assert latest[0][0] in text.stdout
