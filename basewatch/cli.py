@@ -504,6 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out", type=Path, default=None, help="folder for the demo's files (default out/demo)"
     )
+    demo.add_argument(
+        "--signal-months",
+        type=_non_negative,
+        default=4,
+        help="replay the signals day by day over the last N months (4; 0 skips)",
+    )
     return parser
 
 

@@ -24,6 +24,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from basewatch.demo_signals import signals_story
 from basewatch.localbroker import LocalBroker
 from basewatch.wiring import migrate_database
 from core.db import connect, drop_database, with_database
@@ -192,6 +193,11 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         store_ground_truth(conn, output.truth)
     out_dir = Path(args.out or "out/demo")
     _write_commercial(out_dir, output)
+    _import_commercial(url, out_dir, settings.reporting_currency)
+    signals: dict[str, Any] = {"text": "Signals: not replayed (--signal-months 0)."}
+    if args.signal_months > 0:
+        fleet_end = month_start(fleet.start, fleet.months)
+        signals = signals_story(url, demo_settings, fleet_end, args.signal_months, _progress)
     revenue = _revenue_story(url, out_dir, settings)
     summary = _summary(
         url,
@@ -203,25 +209,36 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         time.monotonic() - started,
         out_dir,
     )
+    summary["signals"] = {k: v for k, v in signals.items() if k != "text"}
     summary["revenue"] = {k: v for k, v in revenue.items() if k != "text"}
-    emit(args, summary, lambda: _render(summary) + "\n\n" + str(revenue["text"]))
+    emit(
+        args,
+        summary,
+        lambda: "\n\n".join((_render(summary), str(signals["text"]), str(revenue["text"]))),
+    )
     return 0
 
 
+def _import_commercial(url: str, out_dir: Path, currency: str) -> None:
+    """Load the fleet's contracts, invoices and rates like an ERP export."""
+    from nrr.imports import import_file
+
+    with connect(url) as conn:
+        for kind in ("fx", "contracts", "invoices"):
+            import_file(conn, kind, out_dir / f"{kind}.csv", currency)
+
+
 def _revenue_story(url: str, out_dir: Path, settings: Settings) -> dict[str, Any]:
-    """Load the fleet's contracts, invoices and rates like an ERP export, rebuild the MRR
-    ledger and write the monthly NRR report of the last complete month."""
+    """Rebuild the MRR ledger from the imported contracts, invoices and rates and write the
+    monthly NRR report of the last complete month."""
     from nrr.attribution import summary_line
     from nrr.headline import headline
-    from nrr.imports import import_file
     from nrr.ledger import rebuild
     from nrr.months import format_month
     from nrr.report import build_report, write_report
 
     currency = settings.reporting_currency
     with connect(url) as conn:
-        for kind in ("fx", "contracts", "invoices"):
-            import_file(conn, kind, out_dir / f"{kind}.csv", currency)
         rebuild(conn, currency, full=True)
         window = settings.attribution_window_days
         top = headline(conn, currency, None, attribution_window_days=window)

@@ -329,6 +329,33 @@ def run_backtest(
             )
         if progress is not None:
             progress(t, passes, total, len(raised))
+    return evaluate(
+        conn,
+        raised,
+        start,
+        end,
+        step=step,
+        passes=passes,
+        trainings=trainings,
+        kinds=kinds,
+        seconds=time.monotonic() - started,
+    )
+
+
+def evaluate(
+    conn: psycopg.Connection[TupleRow],
+    raised: list[RaisedAlert],
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    step: dt.timedelta,
+    passes: int,
+    trainings: int,
+    kinds: Collection[str] | None = None,
+    seconds: float = 0.0,
+) -> BacktestResult:
+    """Score alerts raised in ``[start, end)`` against the truth in the database."""
+    owners = _owners(conn)
     truth = load_truth(conn, start, end + max(CHURN_WINDOW, EXPANSION_WINDOW))
     stories = _stories(conn)
     hours = _operating_hours(conn, start, end)
@@ -354,8 +381,25 @@ def run_backtest(
         hours,
         csms,
         dict(sorted(counts.items())),
-        time.monotonic() - started,
+        seconds,
     )
+
+
+def stored_alerts(
+    conn: psycopg.Connection[TupleRow], start: dt.datetime, end: dt.datetime
+) -> list[RaisedAlert]:
+    """The alerts of the ``alerts`` table opened in ``[start, end)``, as raised alerts (to score
+    a replay that went through the real lifecycle, as the demo's does)."""
+    rows = conn.execute(
+        "SELECT opened_at, account_id, kind, subject, score, value, horizon_days, reasons,"
+        " owner_csm_id FROM alerts WHERE opened_at >= %s AND opened_at < %s"
+        " ORDER BY opened_at, alert_id",
+        (start, end),
+    ).fetchall()
+    return [
+        RaisedAlert(t, str(a), str(k), str(s), float(sc), Decimal(v), int(h), tuple(r), o)
+        for t, a, k, s, sc, v, h, r, o in rows
+    ]
 
 
 def _owners(conn: psycopg.Connection[TupleRow]) -> dict[str, str | None]:
