@@ -1,0 +1,327 @@
+"""asset_anomaly: an asset behaving unlike its own normal operation, for any metric names.
+
+Unsupervised and per asset, so it needs no failure history and no knowledge of the machine:
+
+- **Baseline** (``train``, nightly): each asset's reference period is a stretch of its own
+  hourly rollups, starting at the later of its first data and 28 days before the cut-off, and
+  ``clip(history / 2, 48 h, 168 h)`` long (a young asset's first half, at most a week). Per
+  metric: mean, hourly standard deviation and lag-1 autocorrelation of the hourly means.
+  Counters (a ``last`` value that never decreases and grows over the reference) are skipped: their
+  level says nothing and their rate is usage, which the usage signals judge. An asset needs at
+  least 24 hours after its reference period before it is scored.
+- **Score** (``findings``): the last 24 complete hours split into 3 windows of 8 hours. A metric
+  is out of its normal range when, in every window, its mean differs from the baseline mean by at
+  least ``Z_ALERT`` standard errors of an 8-hour mean (the hourly standard deviation widened for
+  autocorrelation, ``sqrt((1 + r) / (1 - r))``, at most the hourly deviation itself) in the same
+  direction, and by at least ``MIN_SHIFT_SD`` hourly standard deviations (so that a statistically
+  clear but negligible change does not count). Persistence over the three windows keeps single
+  spikes quiet. The asset's strength is the largest persistent z of its metrics;
+  ``score = 1 - 0.5 (Z_ALERT / strength)^2`` (0.5 at the threshold, towards 1 beyond).
+- Money: ``PriceBook.component_service`` (an anomaly usually ends in a service visit);
+  horizon ``HORIZON_DAYS``.
+
+Cost: ``train`` reads at most 168 hourly rows per asset; ``findings`` runs one SQL query that
+aggregates the last 24 hourly rows of every asset per metric and window in the database, then
+numpy over the (asset, metric) rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from psycopg.rows import TupleRow
+
+from signals.catalogue import PriceBook
+from signals.findings import Finding
+
+NAME = "asset_anomaly"
+HOUR = dt.timedelta(hours=1)
+REFERENCE_MAX_AGE = dt.timedelta(days=28)
+REFERENCE_MIN_H = 48
+REFERENCE_MAX_H = 168
+MIN_METRIC_HOURS = 24  # hours of a metric in the reference period to learn its normal
+WINDOW_H = 8
+WINDOWS = 3
+Z_ALERT = 5.0
+MIN_SHIFT_SD = 0.75
+MAX_AUTOCORRELATION = 0.9
+HORIZON_DAYS = 7
+
+Array = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """One asset's normal: per metric mean, hourly standard deviation, autocorrelation."""
+
+    reference_start: dt.datetime
+    reference_end: dt.datetime
+    metrics: dict[str, tuple[float, float, float]]  # metric -> (mean, sd, lag-1 autocorr)
+    counters: tuple[str, ...] = ()
+
+    def window_se(self, metric: str, hours: float) -> float:
+        """The standard error of a mean of ``hours`` hourly means of ``metric``."""
+        _, sd, r = self.metrics[metric]
+        widen = math.sqrt((1 + r) / (1 - r))
+        return sd * min(1.0, widen / math.sqrt(max(hours, 1.0)))
+
+
+@dataclass
+class Baselines:
+    """What ``train`` returns: every asset's baseline as of ``until``."""
+
+    until: dt.datetime
+    assets: dict[str, Baseline]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def hour_floor(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+_REFERENCE = """
+WITH firsts AS (
+    SELECT asset_id, greatest(min(bucket), %(until)s - %(max_age)s) AS since
+    FROM rollup_daily WHERE bucket < %(until)s GROUP BY asset_id
+)
+SELECT f.asset_id, h.bucket, h.stats
+FROM firsts f
+JOIN LATERAL (
+    SELECT bucket, stats FROM rollup_hourly
+    WHERE asset_id = f.asset_id AND bucket >= f.since AND bucket < %(end)s
+    ORDER BY bucket LIMIT %(limit)s
+) h ON true
+ORDER BY f.asset_id, h.bucket
+"""
+
+
+def reference_hours(first: dt.datetime, until: dt.datetime) -> int:
+    """The length of the reference period of an asset whose data (within the last 28 days)
+    starts at ``first``."""
+    history_h = (until - first) / HOUR
+    return int(min(REFERENCE_MAX_H, max(REFERENCE_MIN_H, history_h // 2)))
+
+
+def metric_baseline(means: Array, lasts: Array) -> tuple[tuple[float, float, float] | None, bool]:
+    """(mean, sd, autocorrelation) of one metric's hourly means, and whether it is a counter."""
+    valid = ~np.isnan(means)
+    if int(valid.sum()) < MIN_METRIC_HOURS:
+        return None, False
+    ordered = lasts[~np.isnan(lasts)]
+    if len(ordered) >= 2 and bool(np.all(np.diff(ordered) >= 0)) and ordered[-1] > ordered[0]:
+        return None, True
+    values = means[valid]
+    mean = float(values.mean())
+    sd = float(values.std(ddof=1))
+    sd = max(sd, 1e-3 * abs(mean), 1e-9)
+    pairs = valid[1:] & valid[:-1]
+    r = 0.0
+    if int(pairs.sum()) >= 3:
+        a, b = means[:-1][pairs], means[1:][pairs]
+        if float(a.std()) > 0 and float(b.std()) > 0:
+            r = float(np.corrcoef(a, b)[0, 1])
+    r = min(MAX_AUTOCORRELATION, max(0.0, r if math.isfinite(r) else 0.0))
+    return (mean, sd, r), False
+
+
+def asset_baseline(
+    buckets: list[dt.datetime], stats: list[dict[str, list[float]]], until: dt.datetime
+) -> Baseline | None:
+    """The baseline of one asset from its hourly rows from the reference start on (ordered)."""
+    if not buckets:
+        return None
+    first = buckets[0]
+    length = reference_hours(first, until)
+    end = first + length * HOUR
+    if until - end < WINDOWS * WINDOW_H * HOUR:
+        return None  # too young: nothing to compare yet
+    rows = [(b, s) for b, s in zip(buckets, stats, strict=True) if b < end]
+    offsets = [int((b - first) / HOUR) for b, _ in rows]
+    names = sorted({m for _, s in rows for m in s})
+    metrics: dict[str, tuple[float, float, float]] = {}
+    counters: list[str] = []
+    for name in names:
+        means = np.full(length, np.nan)
+        lasts = np.full(length, np.nan)
+        for offset, (_, s) in zip(offsets, rows, strict=True):
+            value = s.get(name)
+            if value is not None and value[0] is not None:
+                means[offset] = value[0]
+                lasts[offset] = value[3] if value[3] is not None else np.nan
+        fitted, counter = metric_baseline(means, lasts)
+        if counter:
+            counters.append(name)
+        elif fitted is not None:
+            metrics[name] = fitted
+    if not metrics:
+        return None
+    return Baseline(first, end, metrics, tuple(counters))
+
+
+def baselines(conn: psycopg.Connection[TupleRow], until: dt.datetime) -> dict[str, Baseline]:
+    """Every asset's baseline from hourly rollups complete before ``until``."""
+    end = hour_floor(until)
+    rows: dict[str, tuple[list[dt.datetime], list[dict[str, list[float]]]]] = defaultdict(
+        lambda: ([], [])
+    )
+    for asset_id, bucket, stats in conn.execute(
+        _REFERENCE,
+        {"until": end, "end": end, "max_age": REFERENCE_MAX_AGE, "limit": REFERENCE_MAX_H},
+    ):
+        rows[asset_id][0].append(bucket)
+        rows[asset_id][1].append(stats)
+    found = {}
+    for asset_id, (buckets, stats) in rows.items():
+        baseline = asset_baseline(buckets, stats, end)
+        if baseline is not None:
+            found[asset_id] = baseline
+    return found
+
+
+def train(conn: psycopg.Connection[TupleRow], until: dt.datetime) -> Baselines | None:
+    """Per-asset baselines as of ``until`` (``None`` when no asset has enough history)."""
+    found = baselines(conn, until)
+    if not found:
+        return None
+    return Baselines(
+        until,
+        found,
+        {
+            "assets": len(found),
+            "metrics": sum(len(b.metrics) for b in found.values()),
+            "counters_skipped": sum(len(b.counters) for b in found.values()),
+        },
+    )
+
+
+_WINDOWS = """
+SELECT r.asset_id, s.key, {columns}
+FROM rollup_hourly r CROSS JOIN LATERAL jsonb_each(r.stats) AS s(key, value)
+WHERE r.bucket >= %(end)s - make_interval(hours => {span}) AND r.bucket < %(end)s
+  AND r.asset_id = ANY(%(assets)s)
+GROUP BY r.asset_id, s.key
+"""
+_WINDOW_COLUMNS = """
+avg((s.value->>0)::double precision) FILTER (WHERE {cond}), count(s.value->>0) FILTER (WHERE {cond})
+"""
+
+
+def _windows_sql(windows: int, width_h: int) -> bytes:
+    """Per (asset, metric): the mean and count of hourly means in each window, newest first."""
+    columns = []
+    for k in range(windows):
+        cond = (
+            f"r.bucket >= %(end)s - make_interval(hours => {(k + 1) * width_h})"
+            f" AND r.bucket < %(end)s - make_interval(hours => {k * width_h})"
+        )
+        columns.append(_WINDOW_COLUMNS.format(cond=cond).strip())
+    return _WINDOWS.format(columns=", ".join(columns), span=windows * width_h).encode()
+
+
+@dataclass(frozen=True)
+class Outlier:
+    metric: str
+    recent: float
+    mean: float
+    sd: float
+    z: float  # the smallest |z| over the windows, signed
+
+
+def outliers(
+    baseline: Baseline, windows: dict[str, list[tuple[float | None, int]]]
+) -> list[Outlier]:
+    """The metrics of one asset out of their normal range in every window (strongest first)."""
+    found = []
+    for metric, values in windows.items():
+        if metric not in baseline.metrics:
+            continue
+        mean, sd, _ = baseline.metrics[metric]
+        zs = []
+        for value, n in values:
+            if value is None or n < WINDOW_H / 2:
+                break
+            if abs(value - mean) < MIN_SHIFT_SD * sd:
+                break
+            zs.append((value - mean) / baseline.window_se(metric, n))
+        if len(zs) < WINDOWS:
+            continue
+        z = np.array(zs)
+        if not (bool(np.all(z >= Z_ALERT)) or bool(np.all(z <= -Z_ALERT))):
+            continue
+        weights = [n for _, n in values]
+        recent = float(np.average([v for v, _ in values], weights=weights))
+        found.append(Outlier(metric, recent, mean, sd, float(z[np.argmin(np.abs(z))])))
+    return sorted(found, key=lambda o: -abs(o.z))
+
+
+def findings(
+    conn: psycopg.Connection[TupleRow],
+    as_of: dt.datetime,
+    prices: PriceBook,
+    model: object | None,
+) -> list[Finding]:
+    """asset_anomaly findings as of ``as_of`` (hourly buckets complete by then)."""
+    if not isinstance(model, Baselines) or not model.assets:
+        return []
+    end = hour_floor(as_of)
+    windows: dict[str, dict[str, list[tuple[float | None, int]]]] = defaultdict(dict)
+    query = _windows_sql(WINDOWS, WINDOW_H)
+    for row in conn.execute(query, {"end": end, "assets": sorted(model.assets)}):
+        values = [(row[2 + 2 * k], int(row[3 + 2 * k])) for k in range(WINDOWS)]
+        windows[row[0]][row[1]] = values
+    if not windows:
+        return []
+    owners: dict[str, str] = dict(
+        conn.execute(
+            "SELECT asset_id, account_id FROM assets WHERE asset_id = ANY(%s)",
+            (sorted(windows),),
+        ).fetchall()
+    )
+    found = []
+    for asset_id, metrics in windows.items():
+        account_id = owners.get(asset_id)
+        baseline = model.assets.get(asset_id)
+        if account_id is None or baseline is None:
+            continue
+        out = outliers(baseline, metrics)
+        if out:
+            found.append(_finding(account_id, asset_id, out, len(baseline.metrics), prices))
+    return found
+
+
+def _finding(
+    account_id: str, asset_id: str, out: list[Outlier], watched: int, prices: PriceBook
+) -> Finding:
+    strength = abs(out[0].z)
+    score = min(1.0, max(0.0, 1.0 - 0.5 * (Z_ALERT / strength) ** 2))
+    hours = WINDOWS * WINDOW_H
+    reasons = [
+        f"{o.metric} {o.recent:.4g} vs its normal {o.mean:.4g} ± {o.sd:.2g} over the last "
+        f"{hours} h ({o.z:+.1f} standard errors in each {WINDOW_H} h window)"
+        for o in out[:3]
+    ]
+    reasons.append(
+        f"{len(out)} of {watched} metrics of {asset_id} outside their normal range for {hours} h"
+    )
+    figures = {"metrics_out": float(len(out)), "metrics_watched": float(watched)}
+    for o in out[:3]:
+        figures[f"{o.metric}_recent"] = round(o.recent, 6)
+        figures[f"{o.metric}_normal"] = round(o.mean, 6)
+        figures[f"{o.metric}_z"] = round(o.z, 2)
+    return Finding(
+        account_id,
+        "asset_anomaly",
+        asset_id,
+        round(score, 4),
+        prices.component_service,
+        HORIZON_DAYS,
+        tuple(reasons),
+        figures,
+    )
