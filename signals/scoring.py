@@ -34,6 +34,7 @@ KINDS_SCORED = frozenset(
         "heat_recovery",
         "component_due",
         "third_party_parts",
+        "asset_anomaly",
         "renewal_risk",
     }
 )
@@ -57,9 +58,9 @@ class Detector(Protocol):
 
 def detectors() -> tuple[Detector, ...]:
     """The model-backed detectors, in scoring order (modules implementing ``Detector``)."""
-    from signals import health
+    from signals import anomaly, failure_model, health
 
-    return (health,)
+    return (anomaly, failure_model, health)
 
 
 def train_models(
