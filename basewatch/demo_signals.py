@@ -28,12 +28,14 @@ def signals_story(
     url: str, settings: Settings, end: dt.datetime, months: int, progress: Any
 ) -> dict[str, Any]:
     """Replay ``months`` months before ``end`` and tell what it raised (see the docstring)."""
+    from basewatch.wiring import signal_prices
     from signals.alerts import acknowledge, apply_findings
     from signals.backtest import evaluate, format_table, replay, stored_alerts
     from signals.rollups import refresh_rollups
     from signals.scoring import KINDS_SCORED
 
     started = time.monotonic()
+    prices = signal_prices(settings)
     quiet = logging.getLogger("signals")
     if quiet.getEffectiveLevel() > logging.DEBUG:
         quiet.setLevel(logging.WARNING)  # one line per pass and model would drown the story
@@ -53,7 +55,7 @@ def signals_story(
         passes = trainings = acknowledged = 0
         last = time.monotonic()
         for t, findings, retrained in replay(
-            conn, start, end, step=DAY, retrain_every=dt.timedelta(days=7)
+            conn, start, end, step=DAY, retrain_every=dt.timedelta(days=7), prices=prices
         ):
             passes += 1
             trainings += retrained

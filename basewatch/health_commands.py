@@ -38,17 +38,16 @@ def _text(rows: list[dict[str, Any]]) -> str:
 
 def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.cli import emit
-    from basewatch.wiring import open_database
+    from basewatch.wiring import open_database, signal_prices
     from signals import health
-    from signals.catalogue import PriceBook
     from signals.models import load_model
 
     with open_database(settings) as conn:
         if args.refresh:
-            health.configure(settings.renewal_window_days)
+            prices = signal_prices(settings)
             stored = load_model(conn, health.NAME)
             now = dt.datetime.now(dt.UTC)
-            health.findings(conn, now, PriceBook(), stored.model if stored is not None else None)
+            health.findings(conn, now, prices, stored.model if stored is not None else None)
             health.record_latest(conn, now)
             conn.commit()
         rows = health.latest_health(conn, args.account)

@@ -6,12 +6,12 @@ Jobs (UTC):
 job             when                   what
 ==============  =====================  =========================================================
 rollups         every 15 min, at start ``signals.rollups.refresh_rollups`` (tables on both paths)
-score           hourly at :05          ``signals.scoring.score_now(conn, now)``, which scores and
+score           hourly at :05          ``signals.scoring.score_now``, which scores and
                                        applies the findings (``signals.alerts.apply_findings``)
 deliver         every minute, at start ``signals.delivery.deliver_due``
 digest          daily at the digest    ``signals.digest.enqueue_digests`` (when
                 hour                   ``BASEWATCH_ALERT_DIGEST`` is on)
-retrain         nightly at 02:30       ``signals.scoring.retrain_models(conn, now)``
+retrain         nightly at 02:30       ``signals.scoring.retrain_models`` (stored models)
 retention       daily at 03:15         ``ingest.retention.delete_expired`` on plain PostgreSQL when
                                        ``BASEWATCH_RETENTION_DAYS`` > 0 (TimescaleDB has a policy)
 nrr_report      the 1st of each month  ``basewatch.nrr_commands.monthly_report``: incremental
@@ -21,8 +21,9 @@ nrr_report      the 1st of each month  ``basewatch.nrr_commands.monthly_report``
                                        (dedup key ``nrr-report:<YYYY-MM>:<recipient>``)
 ==============  =====================  =========================================================
 
-Scoring and retraining are looked up in ``signals.scoring`` when the scheduler starts; a job
-whose function is not there is left out with a warning. Tests pass their own :class:`Job` list.
+Scoring uses ``BASEWATCH_ALERT_CLEAR_HOURS``, ``BASEWATCH_ALERT_COOLDOWN_DAYS``,
+``BASEWATCH_PRICE_BOOK`` and ``BASEWATCH_RENEWAL_WINDOW_DAYS``. Tests pass their own
+:class:`Job` list.
 
 **One active scheduler.** A replica takes a PostgreSQL session advisory lock
 (``pg_try_advisory_lock``) on a dedicated connection it keeps open; the others log that they
@@ -45,7 +46,6 @@ logs its own exceptions. SIGTERM and SIGINT stop the scheduler after the running
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import logging
 import signal
 import threading
@@ -63,6 +63,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
 from basewatch.alerts_commands import AlertConfig
+from basewatch.wiring import signal_prices
 from core.db import connect
 from core.errors import BasewatchError
 from core.settings import Settings
@@ -234,24 +235,29 @@ class SchedulerRunner:
 # -- the production jobs ----------------------------------------------------------------------
 
 
-def _scoring_function(name: str) -> JobFunction | None:
-    # looked up at start so the scheduler runs before signals.scoring exists
-    try:
-        module = importlib.import_module("signals.scoring")
-    except ImportError:
-        return None
-    function: JobFunction | None = getattr(module, name, None)
-    return function
-
-
 def default_jobs(settings: Settings) -> list[Job]:
     """The production job list (see the module docstring)."""
     from ingest.retention import delete_expired
     from signals.delivery import deliver_due
     from signals.digest import enqueue_digests
     from signals.rollups import refresh_rollups
+    from signals.scoring import retrain_models, score_now
 
     config = AlertConfig.from_settings(settings)
+    prices = signal_prices(settings)
+
+    def score(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
+        return score_now(
+            conn,
+            now,
+            clear_after=dt.timedelta(hours=settings.alert_clear_hours),
+            cooldown=dt.timedelta(days=settings.alert_cooldown_days),
+            prices=prices,
+        )
+
+    def retrain(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
+        return retrain_models(conn, now)
+
     transports = config.transports()
 
     def rollups(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
@@ -286,16 +292,8 @@ def default_jobs(settings: Settings) -> list[Job]:
         Job("rollups", rollups, IntervalTrigger(minutes=15), run_at_start=True),
         Job("deliver", deliver, IntervalTrigger(minutes=1), run_at_start=True),
     ]
-    score = _scoring_function("score_now")
-    if score is None:
-        log.warning("signals.scoring.score_now is not available: scoring is not scheduled")
-    else:
-        jobs.append(Job("score", score, CronTrigger(minute=5)))
-    retrain = _scoring_function("retrain_models")
-    if retrain is None:
-        log.warning("signals.scoring.retrain_models is not available: retraining is not scheduled")
-    else:
-        jobs.append(Job("retrain", retrain, CronTrigger(hour=2, minute=30)))
+    jobs.append(Job("score", score, CronTrigger(minute=5)))
+    jobs.append(Job("retrain", retrain, CronTrigger(hour=2, minute=30)))
     if config.alert_digest:
         jobs.append(Job("digest", digest, CronTrigger(hour=config.alert_digest_hour, minute=0)))
     if settings.retention_days > 0:

@@ -49,6 +49,7 @@ def moment(text: str) -> dt.datetime:
 
 def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.cli import emit
+    from basewatch.wiring import signal_prices
     from signals.backtest import format_table, run_backtest
     from signals.findings import FAMILIES
     from signals.rollups import refresh_rollups
@@ -58,6 +59,7 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
         raise InputError(f"unknown signal kind(s) {', '.join(unknown)}; known: {sorted(FAMILIES)}")
     if args.to <= args.from_:
         raise InputError(f"--to ({args.to.isoformat()}) must be after --from")
+    prices = signal_prices(settings)
     last = [0.0]
 
     def progress(t: dt.datetime, done: int, total: int, alerts: int) -> None:
@@ -88,6 +90,7 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
             retrain_every=args.retrain_every,
             clear_after=dt.timedelta(hours=settings.alert_clear_hours),
             cooldown=dt.timedelta(days=settings.alert_cooldown_days),
+            prices=prices,
             kinds=set(args.kind) if args.kind else None,
             progress=progress,
         )

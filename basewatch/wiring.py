@@ -11,6 +11,7 @@ from core.settings import Settings
 from ingest.consumer import ConsumerConfig
 from ingest.decode import Limits
 from ingest.retention import apply_timescale_policies
+from signals.catalogue import PriceBook
 
 PACKAGES = ("core", "ingest", "signals", "nrr")
 
@@ -65,3 +66,12 @@ def migrate_database(settings: Settings) -> MigrationReport:
 def open_database(settings: Settings) -> psycopg.Connection[TupleRow]:
     """A connection to a migrated database (autocommit off)."""
     return connect(settings.database_url)
+
+
+def signal_prices(settings: Settings) -> PriceBook:
+    """Configure the signals from the settings (the renewal window) and return the price book
+    (``BASEWATCH_PRICE_BOOK`` over the defaults); raises ConfigError for a bad price book."""
+    from signals import health
+
+    health.configure(settings.renewal_window_days)
+    return PriceBook.parse(settings.price_book)

@@ -113,6 +113,7 @@ class Settings:
     alert_digest: bool = False
     alert_digest_hour: int = _setting(7, minimum=0, maximum=23)
     renewal_window_days: int = _setting(90, minimum=1, maximum=3650)
+    price_book: str = ""  # overrides of signals' price book: "name=value,..." (see the README)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -10,8 +10,11 @@ recurring revenue in the reporting currency, overridable by settings.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
+
+from core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -44,3 +47,30 @@ class PriceBook:
     extra_machine: Decimal = Decimal(900)
     component_service: Decimal = Decimal(120)
     heat_price_per_kwh: Decimal = Decimal("0.05")
+
+    @classmethod
+    def parse(cls, text: str) -> PriceBook:
+        """The defaults with the overrides of ``BASEWATCH_PRICE_BOOK`` (``name=value,...``, e.g.
+        ``heat_recovery_module=700,price_per_m3=0.025``)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Decimal] = {}
+        for item in (i.strip() for i in text.split(",")):
+            if not item:
+                continue
+            name, sep, raw = (part.strip() for part in item.partition("="))
+            if not sep or name not in names:
+                raise ConfigError(
+                    "BASEWATCH_PRICE_BOOK",
+                    f"expected name=value with a name among {', '.join(sorted(names))}; "
+                    f"got {item!r}",
+                )
+            try:
+                value = Decimal(raw)
+            except InvalidOperation:
+                value = Decimal(-1)
+            if not value.is_finite() or value < 0:
+                raise ConfigError(
+                    "BASEWATCH_PRICE_BOOK", f"{name} must be a number of 0 or more, got {raw!r}"
+                )
+            values[name] = value
+        return cls(**values)

@@ -149,13 +149,14 @@ def score_now(
     now: dt.datetime,
     clear_after: dt.timedelta = dt.timedelta(hours=48),
     cooldown: dt.timedelta = dt.timedelta(days=7),
+    prices: PriceBook | None = None,
 ) -> int:
     """The scheduler's hourly job: score as of ``now`` and apply the findings to the alerts;
     returns the number of alerts opened."""
     from signals import health
     from signals.alerts import apply_findings
 
-    findings = score(conn, now)
+    findings = score(conn, now, prices)
     health.record_latest(conn, now)
     result = apply_findings(
         conn,

@@ -122,3 +122,19 @@ def test_scoring_reads_nothing_after_as_of(
         refresh_rollups(conn)
         after = _summary(score(conn, as_of))
     assert after == before
+
+
+def test_price_book_overrides_and_errors() -> None:
+    from decimal import Decimal
+
+    from core.errors import ConfigError
+    from signals.catalogue import PriceBook
+
+    book = PriceBook.parse(" heat_recovery_module=700, price_per_m3 = 0.025 ,")
+    assert book.heat_recovery_module == Decimal(700)
+    assert book.price_per_m3 == Decimal("0.025")
+    assert book.vsd_upgrade == PriceBook().vsd_upgrade
+    assert PriceBook.parse("") == PriceBook()
+    for bad in ("heat_recovery=700", "vsd_upgrade", "vsd_upgrade=-1", "vsd_upgrade=lots"):
+        with pytest.raises(ConfigError, match="BASEWATCH_PRICE_BOOK"):
+            PriceBook.parse(bad)
