@@ -300,36 +300,43 @@ def summary_line(found: Attribution, currency: str) -> str:
 
 # The expansion and churn movements of the window, each marked attributed or not (see the
 # module docstring), summed per month, over the window, and per account with influenced
-# expansion (for the trailing cap).
+# expansion (for the trailing cap). Alerts are matched by joins on the account (hash joins:
+# `alerts` has no index on account_id alone, and a correlated EXISTS per movement would scan
+# it once per row).
 _ATTRIBUTION = """
-WITH moves AS (
+WITH moves AS MATERIALIZED (
     SELECT m.month, m.account_id, m.kind, m.amount,
            m.month::timestamp AT TIME ZONE 'UTC' AS month_start,
            (m.month + interval '1 month') AT TIME ZONE 'UTC' AS month_end
     FROM mrr_movements m
     WHERE m.month BETWEEN %(first)s AND %(last)s
       AND m.kind IN ('expansion', 'churn') AND m.amount > 0
+      -- months that ended before the first alert are not measured
+      AND (m.month + interval '1 month') AT TIME ZONE 'UTC' > %(covered_from)s
+), acted AS (
+    SELECT account_id,
+           coalesce(acknowledged_at, CASE WHEN status = 'won' THEN closed_at END) AS acted_at
+    FROM alerts
+    WHERE family = 'expansion' AND status <> 'dismissed'
+      AND (acknowledged_at IS NOT NULL OR status = 'won')
+), influenced AS (
+    SELECT DISTINCT v.month, v.account_id
+    FROM moves v JOIN acted a ON a.account_id = v.account_id
+    WHERE v.kind = 'expansion'
+      AND a.acted_at >= v.month_end - make_interval(days => %(window)s)
+      AND a.acted_at < v.month_end
+), flagged AS (
+    SELECT DISTINCT v.month, v.account_id
+    FROM moves v JOIN alerts r ON r.account_id = v.account_id
+    WHERE v.kind = 'churn' AND r.family = 'risk'
+      AND r.opened_at < v.month_start
+      AND (r.closed_at IS NULL OR r.closed_at >= v.month_start)
 ), marked AS (
     SELECT v.month, v.account_id, v.kind, v.amount,
-           CASE WHEN v.kind = 'expansion' THEN EXISTS (
-                    SELECT 1 FROM alerts a
-                    WHERE a.account_id = v.account_id AND a.family = 'expansion'
-                      AND a.status <> 'dismissed'
-                      AND coalesce(a.acknowledged_at,
-                                   CASE WHEN a.status = 'won' THEN a.closed_at END)
-                          >= v.month_end - make_interval(days => %(window)s)
-                      AND coalesce(a.acknowledged_at,
-                                   CASE WHEN a.status = 'won' THEN a.closed_at END)
-                          < v.month_end)
-                ELSE EXISTS (
-                    SELECT 1 FROM alerts a
-                    WHERE a.account_id = v.account_id AND a.family = 'risk'
-                      AND a.opened_at < v.month_start
-                      AND (a.closed_at IS NULL OR a.closed_at >= v.month_start))
-           END AS attributed
+           (i.account_id IS NOT NULL OR f.account_id IS NOT NULL) AS attributed
     FROM moves v
-    -- months that ended before the first alert are not measured
-    WHERE v.month_end > %(covered_from)s
+    LEFT JOIN influenced i ON i.month = v.month AND i.account_id = v.account_id
+    LEFT JOIN flagged f ON f.month = v.month AND f.account_id = v.account_id
 )
 SELECT GROUPING(month, account_id) AS level, month, account_id,
        coalesce(sum(amount) FILTER (WHERE kind = 'expansion' AND attributed), 0),
