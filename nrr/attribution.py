@@ -200,7 +200,8 @@ class PeriodAttribution:
     influenced_accounts: int | None = None
     flagged_churn: Decimal | None = None
     flagged_accounts: int | None = None
-    removed_expansion: Decimal | None = None  # influenced expansion taken out of the NRR
+    # influenced expansion taken out of the NRR (None without a cohort or a measurement)
+    removed_expansion: Decimal | None = None
     nrr_without_influenced: Decimal | None = None
 
     @property
@@ -503,7 +504,9 @@ def _window_figures(
     assert coverage.first_opened_at is not None
     if coverage.first_opened_at > month_start(first):  # alerts began inside the window
         status, note = PARTLY, _since(coverage)
-    removed = _removed(conn, reporting_currency, last, influenced_by_account)
+    removed = (
+        _removed(conn, reporting_currency, last, influenced_by_account) if trailing_12 else None
+    )
     influenced, influenced_accounts, flagged, flagged_accounts = attributed
     return _replace(
         base,
@@ -515,7 +518,9 @@ def _window_figures(
         flagged_accounts=flagged_accounts,
         removed_expansion=removed,
         nrr_without_influenced=(
-            ratio(trailing_12.end_mrr - removed, trailing_12.start_mrr) if trailing_12 else None
+            ratio(trailing_12.end_mrr - removed, trailing_12.start_mrr)
+            if trailing_12 and removed is not None
+            else None
         ),
     )
 

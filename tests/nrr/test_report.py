@@ -161,7 +161,7 @@ def test_report_of_the_sample_files(sample: fx.Conn, tmp_path: Path) -> None:
     assert (february["influenced_accounts"], february["flagged_churn"]) == ("1", "0.00")
     assert (february["nrr_pct"], february["nrr_without_influenced_pct"]) == ("187.44", "92.18")
     assert attribution[1]["nrr_pct"] == ""  # no T12M cohort: absent, with or without
-    assert attribution[1]["nrr_without_influenced_pct"] == ""
+    assert attribution[1]["nrr_without_influenced_pct"] == attribution[1]["removed_expansion"] == ""
     assert "association" in written.html.read_text()
     reconciliation = {row[0]: row[1:3] for row in figures["reconciliation.csv"]}
     assert reconciliation["invoiced metered (recurring)"] == ["1", "150.00"]
