@@ -315,7 +315,7 @@ def _snapshots(
             h += SNAPSHOT_H  # not reporting: not scored either
             continue
         rh_t = float(rh[h - 1])
-        label = _label(rh_t, t, fail_rh, rh_until)
+        label = _label(rh_t, t, fail_rh, rh_until, until)
         if label is None:
             h += SNAPSHOT_H
             continue
@@ -387,7 +387,14 @@ def _label(
     t: dt.datetime,
     failures: list[tuple[dt.datetime, float]],
     rh_until: float,
+    until: dt.datetime,
 ) -> int | None:
+    """1: a failure within the horizon after ``t``; 0: the horizon ran out before ``until``
+    without one; ``None``: not known yet. Both labels need ``t`` at least the horizon (in
+    clock hours) before ``until``: otherwise recent snapshots could only be labelled by a
+    failure, and the model would learn that recent means failing."""
+    if until - t < HORIZON_RH * HOUR:
+        return None
     for when, rh_f in failures:
         if when >= t and rh_f - rh_t <= HORIZON_RH:
             return 1
@@ -537,7 +544,8 @@ def _data_resets(histories: dict[str, _History]) -> dict[str, dt.datetime]:
 _SCORE = """
 WITH h AS (
     SELECT r.asset_id, s.key AS metric, avg((s.value->>0)::double precision) AS mean24,
-           stddev_samp((s.value->>0)::double precision) AS sd24, count(*) AS n24
+           stddev_samp((s.value->>0)::double precision) AS sd24, count(*) AS n24,
+           max(r.bucket) AS latest
     FROM rollup_hourly r CROSS JOIN LATERAL jsonb_each(r.stats) AS s(key, value)
     WHERE r.bucket >= %(end)s - INTERVAL '24 hours' AND r.bucket < %(end)s
       AND r.asset_id = ANY(%(assets)s)
@@ -553,7 +561,7 @@ WITH h AS (
     GROUP BY 1, 2
 )
 SELECT coalesce(h.asset_id, d.asset_id), coalesce(h.metric, d.metric), h.mean24, h.sd24,
-       h.n24, d.ago, d.means, d.lasts
+       h.n24, h.latest, d.ago, d.means, d.lasts
 FROM h FULL JOIN d ON h.asset_id = d.asset_id AND h.metric = d.metric
 """
 
@@ -563,6 +571,7 @@ class _Recent:
     mean24: dict[str, float] = field(default_factory=dict)
     sd24: dict[str, float] = field(default_factory=dict)
     hours24: int = 0
+    latest: dt.datetime | None = None
     daily: dict[str, Array] = field(default_factory=dict)
     lasts: dict[str, Array] = field(default_factory=dict)
 
@@ -588,7 +597,7 @@ def findings(
     day = as_of.replace(hour=0, minute=0, second=0, microsecond=0)
     assets = sorted(model.baselines)
     recent: dict[str, _Recent] = defaultdict(_Recent)
-    for asset_id, metric, mean24, sd24, n24, ago, means, lasts in conn.execute(
+    for asset_id, metric, mean24, sd24, n24, latest, ago, means, lasts in conn.execute(
         _SCORE.encode(), {"end": end, "day": day, "assets": assets}
     ):
         r = recent[asset_id]
@@ -596,18 +605,23 @@ def findings(
             r.mean24[metric] = float(mean24)
             r.sd24[metric] = float(sd24) if sd24 is not None else math.nan
             r.hours24 = max(r.hours24, int(n24))
+            r.latest = latest if r.latest is None else max(r.latest, latest)
         if ago is not None:
             r.daily[metric] = _days(ago, means)
             r.lasts[metric] = _days(ago, lasts)
     if not recent:
         return []
-    maintenance: dict[str, dt.datetime] = dict(
-        conn.execute(
-            "SELECT asset_id, max(time) FROM asset_events WHERE kind = ANY(%s) AND time < %s"
-            " AND asset_id = ANY(%s) GROUP BY asset_id",
-            (list(MAINTENANCE), end, sorted(recent)),
-        ).fetchall()
-    )
+    maintenance: dict[str, dt.datetime] = {}
+    failed: dict[str, dt.datetime] = {}
+    for asset_id, latest, latest_failure in conn.execute(
+        "SELECT asset_id, max(time), max(time) FILTER (WHERE kind = 'failure')"
+        " FROM asset_events WHERE kind = ANY(%s) AND time < %s AND asset_id = ANY(%s)"
+        " GROUP BY asset_id",
+        (list(MAINTENANCE), end, sorted(recent)),
+    ):
+        maintenance[asset_id] = latest
+        if latest_failure is not None:
+            failed[asset_id] = latest_failure
     info = {
         str(a): (str(acc), first)
         for a, acc, first in conn.execute(
@@ -623,6 +637,10 @@ def findings(
         baseline = model.baselines.get(asset_id)
         if baseline is None or asset_id not in info or r.hours24 == 0:
             continue
+        if asset_id in failed and (
+            r.latest is None or r.latest <= anomaly.hour_floor(failed[asset_id])
+        ):
+            continue  # down since its failure: nothing left to predict
         names = tuple(baseline.metrics)
         usage = _usage(
             np.column_stack([r.lasts.get(RUNNING_HOURS, np.full(7, np.nan))]),
@@ -772,7 +790,7 @@ def _finding(
         asset_id,
         round(min(1.0, max(0.0, p)), 4),
         prices.component_service,
-        max(1, math.ceil(min(days, HORIZON_RH / per_day))),
+        max(1, math.ceil(HORIZON_RH / per_day)),
         tuple(reasons),
         figures,
     )
