@@ -5,6 +5,27 @@ A refresh finds the (asset, hour) buckets touched by telemetry written since the
 open), recomputes those buckets whole from telemetry, then the days that contain them from the
 hourly rollup. Recomputing whole buckets makes a refresh idempotent: running it twice, or over
 an overlap, changes nothing.
+
+The first refresh reads every row, so it has its own plan (``bench/rollups.py`` measures it),
+run in batches of assets (``FIRST_BATCH_ROWS`` readings each, so sorts and hash tables stay in
+memory), each batch in three statements:
+
+1. *single-reading buckets* (the common case for hourly data): the bucket's stats are
+   ``[v, v, v, v, 1]`` per metric, built as JSON text straight from the reading and parsed once,
+   with no per-metric grouping. A reading is alone in its bucket when its neighbours in
+   (asset, time) order, found by ``lag``/``lead`` in the same statement, are in other hours.
+   ``v`` goes through ``double precision`` as in the general path, so the stored numbers are
+   the same (``55.30`` is stored as ``55.3``, as the general path stores it).
+2. *buckets with several readings*: the general per-metric aggregate, for the buckets this
+   statement finds holding more than one reading; the days they fall in are noted.
+3. *days*: a day none of whose buckets took the general path is aggregated straight from its
+   readings (each hour holds one reading, so the hourly means are the values themselves and
+   ``sum(mean × readings) / sum(readings)`` is ``sum(v) / count``); ``last`` is read from
+   the day's latest reading holding the metric. The noted days take the general path from the
+   hourly rollup, as every day of an incremental refresh does.
+
+Should a batch's readings not fit the text path (metric names with control characters,
+non-numeric values), the batch takes the general path whole.
 """
 
 from __future__ import annotations
@@ -20,6 +41,8 @@ from psycopg.rows import TupleRow
 log = logging.getLogger(__name__)
 
 OVERLAP = dt.timedelta(minutes=5)  # longer than any write transaction of the ingesters
+FIRST_BATCH_ROWS = 200_000  # readings per batch of the first refresh
+FIRST_WORK_MEM = "64MB"  # per sort / hash of the first refresh (a batch's window partition)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 _CHANGED = """
@@ -27,9 +50,8 @@ CREATE TEMP TABLE rollup_changed ON COMMIT DROP AS
 SELECT DISTINCT asset_id, date_bin('1 hour', time, %(origin)s) AS bucket
 FROM telemetry WHERE ingested_at > %(since)s AND ingested_at <= %(until)s
 """
-# The aggregate of one bucket's (or one day's) rows; the FROM clause differs between the
-# first refresh (every row, one pass) and an incremental one (the changed buckets, each read
-# through the primary key).
+# The aggregate of one bucket's (or one day's) rows; the FROM clause names the rows (the
+# changed buckets, each read through the primary key, or the first refresh's general buckets).
 _HOURLY_VALUES = """
 SELECT asset_id, bucket, max(readings)::integer,
        jsonb_object_agg(metric, jsonb_build_array(mean, minimum, maximum, last, readings))
@@ -44,7 +66,6 @@ FROM (
 ) per_metric
 GROUP BY asset_id, bucket
 """
-_HOURLY_ALL = "telemetry t"
 _HOURLY_CHANGED = """rollup_changed c
 JOIN LATERAL (SELECT * FROM telemetry t1 WHERE t1.asset_id = c.asset_id
               AND t1.time >= c.bucket AND t1.time < c.bucket + INTERVAL '1 hour') t ON true"""
@@ -65,7 +86,6 @@ FROM (
 ) per_metric
 GROUP BY asset_id, day
 """
-_DAILY_ALL = "rollup_hourly h"
 _DAILY_CHANGED = """(SELECT DISTINCT asset_id, date_bin('1 day', bucket, %(origin)s) AS day
       FROM rollup_changed) d
 JOIN LATERAL (SELECT * FROM rollup_hourly h1 WHERE h1.asset_id = d.asset_id
@@ -76,9 +96,95 @@ INSERT INTO {table} AS r (asset_id, bucket, samples, stats)
 ON CONFLICT (asset_id, bucket) DO UPDATE SET samples = EXCLUDED.samples, stats = EXCLUDED.stats
 """
 
+# First refresh. Batches: ranges of asset ids holding about FIRST_BATCH_ROWS readings.
+_FIRST_ASSETS = "SELECT asset_id, count(*) FROM telemetry GROUP BY asset_id ORDER BY asset_id"
+_FIRST_SETUP = """
+CREATE TEMP TABLE rollup_general_days (asset_id text NOT NULL, day timestamptz NOT NULL)
+ON COMMIT DROP
+"""
+# 1. Single-reading buckets. A metric name is written as a JSON string with its backslashes
+# and quotes escaped; a value is double precision's text ('null' for a JSON null), parsed by
+# jsonb as the general path's jsonb_build_array parses it. An empty object has no stats.
+_FIRST_SINGLE = """
+INSERT INTO rollup_hourly AS r (asset_id, bucket, samples, stats)
+SELECT asset_id, bucket, 1,
+       ('{' || (SELECT string_agg('"' || replace(replace(m.key, '\\', '\\\\'), '"', '\\"')
+                                  || '":[' || repeat(m.x || ',', 4) || '1]', ',')
+                FROM (SELECT key, coalesce(value::double precision::text, 'null') AS x
+                      FROM jsonb_each_text(s.metrics)) m) || '}')::jsonb
+FROM (
+    SELECT asset_id, time, metrics, date_bin('1 hour', time, %(origin)s) AS bucket,
+           lag(time) OVER w AS previous, lead(time) OVER w AS next
+    FROM telemetry WHERE asset_id >= %(low)s AND asset_id <= %(high)s
+    WINDOW w AS (PARTITION BY asset_id ORDER BY time)
+) s
+WHERE (previous IS NULL OR previous < bucket)
+  AND (next IS NULL OR next >= bucket + INTERVAL '1 hour')
+  AND metrics <> '{}'::jsonb
+"""
+# 2. Buckets with several readings (all buckets of the batch when `everything`), general path;
+# their days are noted for step 3.
+_FIRST_GENERAL = """
+WITH general AS (
+    SELECT DISTINCT asset_id, bucket FROM (
+        SELECT asset_id, date_bin('1 hour', time, %(origin)s) AS bucket,
+               lag(time) OVER w AS previous
+        FROM telemetry WHERE asset_id >= %(low)s AND asset_id <= %(high)s
+        WINDOW w AS (PARTITION BY asset_id ORDER BY time)
+    ) s
+    WHERE %(everything)s OR previous >= bucket
+), written AS (
+    {upsert}
+    RETURNING r.asset_id, r.bucket
+), noted AS (
+    INSERT INTO rollup_general_days (asset_id, day)
+    SELECT DISTINCT asset_id, date_bin('1 day', bucket, %(origin)s) FROM written
+)
+SELECT count(*) FROM written
+"""
+_FIRST_GENERAL_SOURCE = """general c
+JOIN LATERAL (SELECT * FROM telemetry t1 WHERE t1.asset_id = c.asset_id
+              AND t1.time >= c.bucket AND t1.time < c.bucket + INTERVAL '1 hour') t ON true"""
+# 3a. Days whose buckets all hold one reading, from the readings.
+_FIRST_DAYS = """
+INSERT INTO rollup_daily AS r (asset_id, bucket, samples, stats)
+SELECT d.asset_id, d.day, max(d.readings)::integer,
+       jsonb_object_agg(d.metric, jsonb_build_array(
+           d.total / d.readings, d.minimum, d.maximum,
+           (t.metrics ->> d.metric)::double precision, d.readings))
+FROM (
+    SELECT t.asset_id, date_bin('1 day', t.time, %(origin)s) AS day, m.key AS metric,
+           count(*) AS readings, sum(m.value::double precision) AS total,
+           min(m.value::double precision) AS minimum, max(m.value::double precision) AS maximum,
+           max(t.time) AS last_time
+    FROM telemetry t CROSS JOIN LATERAL jsonb_each_text(t.metrics) AS m(key, value)
+    WHERE t.asset_id >= %(low)s AND t.asset_id <= %(high)s
+      AND NOT EXISTS (SELECT 1 FROM rollup_general_days g
+                      WHERE g.asset_id = t.asset_id
+                        AND g.day = date_bin('1 day', t.time, %(origin)s))
+    GROUP BY 1, 2, 3
+) d
+JOIN telemetry t ON t.asset_id = d.asset_id AND t.time = d.last_time
+GROUP BY d.asset_id, d.day
+"""
+# Steps 1 and 3a write rows no other step of their batch writes: into empty tables (the usual
+# first refresh) they insert plainly, which is cheaper than an upsert.
+_CONFLICT = """
+ON CONFLICT (asset_id, bucket) DO UPDATE SET samples = EXCLUDED.samples, stats = EXCLUDED.stats
+"""
+# 3b. The noted days, from the hourly rollup.
+_FIRST_GENERAL_DAYS = """(SELECT DISTINCT asset_id, day FROM rollup_general_days
+      WHERE asset_id >= %(low)s AND asset_id <= %(high)s) d
+JOIN LATERAL (SELECT * FROM rollup_hourly h1 WHERE h1.asset_id = d.asset_id
+              AND h1.bucket >= d.day AND h1.bucket < d.day + INTERVAL '1 day') h ON true"""
+
+
+def _upsert(table: str, values: str, source: str) -> str:
+    return _UPSERT.format(table=table, values=values.format(source=source))
+
 
 def _statement(table: str, values: str, source: str) -> bytes:
-    return _UPSERT.format(table=table, values=values.format(source=source)).encode()
+    return _upsert(table, values, source).encode()
 
 
 @dataclass(frozen=True)
@@ -100,23 +206,10 @@ def refresh_rollups(conn: psycopg.Connection[TupleRow]) -> RefreshResult:
         assert until_row is not None
         until = until_row[0]
         params = {"since": since, "until": until, "origin": _EPOCH}
-        first = row is None
-        conn.execute(_CHANGED, params)
-        conn.execute("ANALYZE rollup_changed")
-        changed_row = conn.execute("SELECT count(*) FROM rollup_changed").fetchone()
-        changed = int(changed_row[0]) if changed_row else 0
-        hourly = daily = 0
-        if changed:
-            hourly = conn.execute(
-                _statement(
-                    "rollup_hourly", _HOURLY_VALUES, _HOURLY_ALL if first else _HOURLY_CHANGED
-                ),
-                params,
-            ).rowcount
-            daily = conn.execute(
-                _statement("rollup_daily", _DAILY_VALUES, _DAILY_ALL if first else _DAILY_CHANGED),
-                params,
-            ).rowcount
+        if row is None:
+            changed, hourly, daily = _first_refresh(conn)
+        else:
+            changed, hourly, daily = _incremental_refresh(conn, params)
         conn.execute(
             "INSERT INTO rollup_state (name, watermark) VALUES ('telemetry', %s)"
             " ON CONFLICT (name) DO UPDATE SET watermark = EXCLUDED.watermark,"
@@ -132,3 +225,87 @@ def refresh_rollups(conn: psycopg.Connection[TupleRow]) -> RefreshResult:
         result.seconds,
     )
     return result
+
+
+def _incremental_refresh(
+    conn: psycopg.Connection[TupleRow], params: dict[str, object]
+) -> tuple[int, int, int]:
+    conn.execute(_CHANGED, params)
+    conn.execute("ANALYZE rollup_changed")
+    changed_row = conn.execute("SELECT count(*) FROM rollup_changed").fetchone()
+    changed = int(changed_row[0]) if changed_row else 0
+    if not changed:
+        return 0, 0, 0
+    hourly = conn.execute(
+        _statement("rollup_hourly", _HOURLY_VALUES, _HOURLY_CHANGED), params
+    ).rowcount
+    daily = conn.execute(_statement("rollup_daily", _DAILY_VALUES, _DAILY_CHANGED), params).rowcount
+    return changed, hourly, daily
+
+
+def _batches(conn: psycopg.Connection[TupleRow]) -> list[tuple[str, str]]:
+    """Ranges of asset ids (inclusive, in the database's order) of about FIRST_BATCH_ROWS
+    readings each."""
+    batches: list[tuple[str, str]] = []
+    low: str | None = None
+    rows = 0
+    for asset_id, count in conn.execute(_FIRST_ASSETS):
+        if low is None:
+            low = asset_id
+        rows += count
+        if rows >= FIRST_BATCH_ROWS:
+            batches.append((low, asset_id))
+            low, rows = None, 0
+    if low is not None:
+        batches.append((low, asset_id))
+    return batches
+
+
+def _first_refresh(conn: psycopg.Connection[TupleRow]) -> tuple[int, int, int]:
+    """Every row of telemetry, batch by batch (see the module docstring); returns the buckets,
+    hourly and daily rows written."""
+    conn.execute(f"SET LOCAL work_mem = '{FIRST_WORK_MEM}'")
+    conn.execute(_FIRST_SETUP)
+    general = _FIRST_GENERAL.format(
+        upsert=_upsert("rollup_hourly", _HOURLY_VALUES, _FIRST_GENERAL_SOURCE)
+    ).encode()
+    general_days = _statement("rollup_daily", _DAILY_VALUES, _FIRST_GENERAL_DAYS)
+    empty = conn.execute(
+        "SELECT NOT EXISTS (SELECT FROM rollup_hourly) AND NOT EXISTS (SELECT FROM rollup_daily)"
+    ).fetchone()
+    conflict = "" if empty and empty[0] else _CONFLICT
+    single, days = (_FIRST_SINGLE + conflict).encode(), (_FIRST_DAYS + conflict).encode()
+    hourly = daily = 0
+    for low, high in _batches(conn):
+        params: dict[str, object] = {"origin": _EPOCH, "low": low, "high": high}
+        everything = False
+        batch_s = time.monotonic()
+        try:
+            with conn.transaction():
+                hourly += conn.execute(single, params).rowcount
+        except psycopg.errors.DataError as exc:
+            log.warning(
+                "rollups: assets %s to %s take the general path: %s",
+                low,
+                high,
+                exc.diag.message_primary,
+            )
+            everything = True
+        single_s = time.monotonic()
+        row = conn.execute(general, {**params, "everything": everything}).fetchone()
+        hourly += int(row[0]) if row else 0
+        general_s = time.monotonic()
+        daily += conn.execute(days, params).rowcount
+        days_s = time.monotonic()
+        daily += conn.execute(general_days, params).rowcount
+        log.debug(
+            "rollups: assets %s to %s: single-reading buckets %.1f s, general buckets %.1f s,"
+            " days %.1f s, general days %.1f s",
+            low,
+            high,
+            single_s - batch_s,
+            general_s - single_s,
+            days_s - general_s,
+            time.monotonic() - days_s,
+        )
+    return hourly, hourly, daily

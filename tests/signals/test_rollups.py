@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from typing import Any
 
 import psycopg
 import pytest
@@ -68,3 +70,159 @@ def test_hourly_and_daily_stats_and_incremental_refresh(db_url: str) -> None:
         assert day is not None
         assert day[0] == 4
         assert day[1] == pytest.approx([40, 10, 70, 70, 4])
+
+
+# Values whose text is not what double precision prints (trailing zeros, negative zero, long
+# decimals), numbers at the edges of the float range, integers, a JSON null, and metric names
+# that need escaping in JSON.
+_AWKWARD = (
+    "55.30",
+    "0.00",
+    "-0.0",
+    "-0.50",
+    "0.0000001",
+    "123456789.123456789",
+    "0.30000000000000004",
+    "1e20",
+    "7",
+    "-12",
+    "1000000000000000.0",
+    "99.999",
+    "null",
+)
+
+
+def _readings(asset: str, hours: int, per_hour: dict[int, int], seed: int) -> list[tuple[Any, ...]]:
+    """Hourly readings (several in the hours of ``per_hour``) with awkward values and a metric
+    that only some readings carry."""
+    rows = []
+    for hour in range(hours):
+        for k in range(per_hour.get(hour, 1)):
+            i = seed + hour * 7 + k * 3
+            pairs = [
+                f'"load_pct": {_AWKWARD[i % len(_AWKWARD)]}',
+                f'"energy_kwh": {1000 + hour * 12.5 + k}',
+                f'"pressure_bar": {(i % 90) / 10:.2f}',
+                '"odd \\"name\\" \\\\ here": ' + _AWKWARD[(i + 5) % len(_AWKWARD)],
+            ]
+            if hour % 5 == 0:
+                pairs.append(f'"starts": {hour}')
+            when = T0 + dt.timedelta(hours=hour, minutes=10 + 20 * k)
+            rows.append((asset, when, "{" + ", ".join(pairs) + "}"))
+    return rows
+
+
+_State = dict[str, list[tuple[Any, ...]]]
+
+
+def _state(conn: psycopg.Connection) -> _State:
+    return {
+        table: conn.execute(
+            f"SELECT asset_id, bucket, samples, stats FROM {table} ORDER BY asset_id, bucket"
+        ).fetchall()
+        for table in ("rollup_hourly", "rollup_daily")
+    }
+
+
+def _assert_same(first: _State, second: _State) -> None:
+    """Identical rollups, but for the daily mean's last bits (a sum of floats in another order)."""
+    assert first["rollup_hourly"] == second["rollup_hourly"]
+    assert len(first["rollup_daily"]) == len(second["rollup_daily"])
+    for a, b in zip(first["rollup_daily"], second["rollup_daily"], strict=True):
+        assert a[:3] == b[:3]
+        assert a[3].keys() == b[3].keys()
+        for metric, stats in a[3].items():
+            other = b[3][metric]
+            assert stats[1:] == other[1:], (a[:2], metric)
+            assert stats[0] == pytest.approx(other[0], rel=1e-12), (a[:2], metric)
+
+
+def _recompute_by_the_general_path(conn: psycopg.Connection) -> None:
+    """An incremental refresh whose window starts at the epoch: every bucket is 'changed'."""
+    conn.execute("UPDATE rollup_state SET watermark = '1970-01-01 00:05:00+00'")
+    conn.commit()
+    refresh_rollups(conn)
+
+
+def test_first_refresh_fast_path_equals_general_path(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import signals.rollups
+
+    monkeypatch.setattr(signals.rollups, "FIRST_BATCH_ROWS", 40)  # several batches
+    with psycopg.connect(db_url) as conn:
+        conn.execute("TRUNCATE telemetry, rollup_hourly, rollup_daily, rollup_state")
+        rows = (
+            _readings("f-1", 60, {}, 0)  # one reading an hour
+            + _readings("f-2", 60, {3: 2, 4: 3, 30: 2}, 1)  # some hours hold several
+            + _readings("f-3", 30, {}, 2)
+        )
+        rows.append(("f-3", T0 + dt.timedelta(hours=40), "{}"))  # a reading with no metrics
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO telemetry (asset_id, time, received_at, metrics)"
+                " VALUES (%s, %s, now(), %s::jsonb)",
+                rows,
+            )
+        conn.commit()
+        with caplog.at_level(logging.WARNING, logger="signals.rollups"):
+            first = refresh_rollups(conn)
+        assert not caplog.records  # every batch took the fast path for its single readings
+        fast = _state(conn)
+        assert first.hourly_rows == len(fast["rollup_hourly"]) == 60 + 60 + 30
+        assert len(fast["rollup_daily"]) == 3 + 3 + 2
+        by_bucket = {(a, b): (s, stats) for a, b, s, stats in fast["rollup_hourly"]}
+        assert by_bucket[("f-1", T0)] == (
+            1,
+            {
+                "load_pct": [55.3, 55.3, 55.3, 55.3, 1],
+                "energy_kwh": [1000, 1000, 1000, 1000, 1],
+                "pressure_bar": [0, 0, 0, 0, 1],
+                'odd "name" \\ here': [123456789.12345679] * 4 + [1],
+                "starts": [0, 0, 0, 0, 1],
+            },
+        )
+        _recompute_by_the_general_path(conn)
+        _assert_same(fast, _state(conn))
+
+        # late data: a second reading into a bucket that held one, and a new bucket
+        conn.execute(
+            "INSERT INTO telemetry (asset_id, time, received_at, metrics) VALUES"
+            " ('f-1', %s, now(), '{\"load_pct\": 80.10, \"starts\": 3}'),"
+            " ('f-3', %s, now(), '{\"load_pct\": 1.50}')",
+            (T0 + dt.timedelta(hours=2, minutes=50), T0 + dt.timedelta(hours=50)),
+        )
+        conn.commit()
+        refresh_rollups(conn)
+        incremental = _state(conn)
+        late = ("f-1", T0 + dt.timedelta(hours=2))
+        assert [r[2] for r in incremental["rollup_hourly"] if r[:2] == late] == [2]
+        conn.execute("TRUNCATE rollup_hourly, rollup_daily, rollup_state")
+        conn.commit()
+        refresh_rollups(conn)  # a first refresh again, over the late data too
+        _assert_same(incremental, _state(conn))
+
+
+def test_first_refresh_takes_the_general_path_for_names_json_text_cannot_carry(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute("TRUNCATE telemetry, rollup_hourly, rollup_daily, rollup_state")
+        conn.execute(
+            "INSERT INTO telemetry (asset_id, time, received_at, metrics) VALUES"
+            " ('g-1', %s, now(), %s), ('g-1', %s, now(), %s)",
+            (T0, Jsonb({"tab\there": 1.5, "x": 2}), T0 + dt.timedelta(hours=1), Jsonb({"x": 3})),
+        )
+        conn.commit()
+        with caplog.at_level(logging.WARNING, logger="signals.rollups"):
+            refresh_rollups(conn)
+        assert "take the general path" in caplog.text
+        assert conn.execute(
+            "SELECT samples, stats FROM rollup_hourly ORDER BY bucket"
+        ).fetchall() == [
+            (1, {"tab\there": [1.5, 1.5, 1.5, 1.5, 1], "x": [2, 2, 2, 2, 1]}),
+            (1, {"x": [3, 3, 3, 3, 1]}),
+        ]
+        assert conn.execute("SELECT samples, stats FROM rollup_daily").fetchall() == [
+            (2, {"tab\there": [1.5, 1.5, 1.5, 1.5, 1], "x": [2.5, 2, 3, 3, 2]})
+        ]
