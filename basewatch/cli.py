@@ -287,6 +287,13 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     return run_scheduler(settings)
 
 
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    from basewatch.api import run_api
+
+    port = settings.api_port if args.port is None else args.port
+    return run_api(settings, host=args.host or settings.api_host, port=port)
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.demo import run_demo
 
@@ -451,6 +458,20 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_scheduler,
         "run the periodic jobs (rollups, scoring, alert delivery); one replica is active",
         json_flag=False,
+    )
+    api = add(
+        commands,
+        "api",
+        cmd_api,
+        "serve the HTTP API and the CSM pages until SIGTERM",
+        json_flag=False,
+    )
+    api.add_argument("--host", help="address to listen on (default BASEWATCH_API_HOST)")
+    api.add_argument(
+        "--port",
+        type=_non_negative,
+        default=None,
+        help="port to listen on (default BASEWATCH_API_PORT; 0: any free port)",
     )
 
     sim = add(

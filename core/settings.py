@@ -114,6 +114,9 @@ class Settings:
     alert_digest_hour: int = _setting(7, minimum=0, maximum=23)
     renewal_window_days: int = _setting(90, minimum=1, maximum=3650)
     price_book: str = ""  # overrides of signals' price book: "name=value,..." (see the README)
+    api_host: str = "127.0.0.1"  # `basewatch api` listens here (0.0.0.0: every interface)
+    api_port: int = _setting(8080, minimum=1, maximum=65535)
+    api_token: str = _setting("", secret=True)  # empty: the API and CSM pages are open
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

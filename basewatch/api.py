@@ -1,0 +1,876 @@
+"""``basewatch api``: the HTTP API and the CSM pages, on the standard library's ``http.server``.
+
+Endpoints (JSON documents carry the field names of the CLI's ``--json`` output, built by the
+same functions: ``signals.alerts``, ``signals.health``, ``nrr.headline``)::
+
+    GET  /healthz                          200 {"status": "ok"} or 503 (database unreachable)
+    GET  /alerts?status=&owner=&kind=&account=&limit=     like `alerts list --json`
+    GET  /alerts/<id>                      the alert with its "history"
+    POST /alerts/<id>/ack                  {"by": NAME}
+    POST /alerts/<id>/snooze               {"by", "until": ISO time | "hours": N, "reason"}
+    POST /alerts/<id>/resolve              {"by", "outcome": won|lost|dismissed, "note"?}
+    POST /alerts/<id>/feedback             {"by", "useful": true|false}
+    GET  /accounts/<id>/health             the account's row of `signals health --json`
+    GET  /nrr?month=YYYY-MM                `nrr show --json` (default: the ledger's last month)
+    GET  /                                 HTML: the CSMs and their active alert counts
+    GET  /csm/<csm_id>                     HTML: that CSM's active alerts, most urgent first
+    POST /csm/<csm_id>/alerts/<id>/{ack,snooze,resolve,feedback}   HTML forms, then 303 back
+
+Decisions:
+
+- Standard library only: ``ThreadingHTTPServer`` (a thread per request) speaking HTTP/1.0, so
+  every connection carries one request and a shutdown never waits for an idle keep-alive
+  client. SIGTERM/SIGINT stop accepting, let running requests finish, then exit 0.
+- One database connection per request (``core.db.connect``) with a statement timeout of
+  :data:`STATEMENT_TIMEOUT_S`; committed when the request succeeds, rolled back otherwise. The
+  process starts without a database: requests answer 503 until it is reachable.
+- Errors are ``{"error": "..."}`` (an HTML page on the CSM pages): 400 bad input, 401 missing
+  or wrong token, 404 unknown route, alert, account, CSM or month, 405 wrong method (with
+  ``Allow``), 409 a lifecycle change the alert's status forbids, 413 a body over
+  :data:`MAX_BODY_BYTES`, 503 database unreachable, not migrated or too slow, 500 a bug
+  (logged with its traceback, never shown).
+- Request bodies are parsed as JSON whatever their content type (``curl -d`` says
+  ``x-www-form-urlencoded``); unknown fields and query parameters are rejected, so a typo is a
+  400 rather than a silently ignored option. The actor of a change is the body's ``by``.
+- ``BASEWATCH_API_TOKEN``: when set, every request except ``/healthz`` needs
+  ``Authorization: Bearer <token>`` (compared in constant time). A browser cannot send that
+  header, so the pages also accept ``?token=<token>`` and carry it in their links and form
+  actions; such URLs end up in browser history, so pages are sent with
+  ``Referrer-Policy: no-referrer`` and the access log drops query strings. Without a token the
+  API is open: bind it to 127.0.0.1 (the default) or a trusted network.
+- On a CSM page the actor is the CSM whose page it is, and only that CSM's alerts can be
+  changed there. Snooze from a page is for 7 days and asks for a reason (the lifecycle keeps
+  one with every snooze).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hmac
+import html
+import json
+import logging
+import re
+import signal
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from email.message import Message
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from core.db import connect
+from core.errors import ConfigError, InputError, NotFound, StorageUnavailable
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STATEMENT_TIMEOUT_S = 30
+MAX_BODY_BYTES = 64 * 1024
+MAX_LIST_LIMIT = 1000
+PAGE_ALERTS = 500  # alerts shown on one CSM page
+PAGE_SNOOZE = dt.timedelta(days=7)
+MAX_SNOOZE_HOURS = 24 * 366
+REQUEST_TIMEOUT_S = 30  # a client that sends nothing for this long is dropped
+
+Conn = psycopg.Connection[TupleRow]
+
+
+class HttpError(Exception):
+    """An answer other than 2xx decided at the HTTP edge (bad query, body, token, route)."""
+
+    def __init__(
+        self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """What the API needs from the settings."""
+
+    database_url: str
+    token: str = ""
+    reporting_currency: str = "EUR"
+    attribution_window_days: int = 90
+    statement_timeout_s: int = STATEMENT_TIMEOUT_S
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiConfig:
+        from basewatch.nrr_commands import reporting_currency
+
+        if any(c.isspace() for c in settings.api_token):
+            raise ConfigError("BASEWATCH_API_TOKEN", "must not contain spaces")
+        return cls(
+            settings.database_url,
+            settings.api_token,
+            reporting_currency(settings),
+            settings.attribution_window_days,
+        )
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: Message
+    body: bytes
+    params: tuple[str, ...]  # the route's path segments, percent-decoded
+
+    def single(self, allowed: tuple[str, ...]) -> dict[str, str]:
+        """The query as one value per name; unknown or repeated names are a 400."""
+        out = {}
+        for name, values in self.query.items():
+            if name not in allowed:
+                raise HttpError(
+                    400, f"unknown query parameter {name!r} (allowed: {', '.join(allowed)})"
+                )
+            if len(values) > 1:
+                raise HttpError(400, f"query parameter {name!r} is given more than once")
+            out[name] = values[0]
+        return out
+
+    def json_body(self, allowed: tuple[str, ...]) -> dict[str, Any]:
+        """The body as a JSON object (an empty body is ``{}``); unknown fields are a 400."""
+        if not self.body.strip():
+            return {}
+        try:
+            document = json.loads(self.body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HttpError(400, f"the body is not JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise HttpError(400, "the body must be a JSON object")
+        unknown = sorted(set(document) - set(allowed))
+        if unknown:
+            raise HttpError(400, f"unknown field {unknown[0]!r} (allowed: {', '.join(allowed)})")
+        return document
+
+    def form(self) -> dict[str, str]:
+        """An ``application/x-www-form-urlencoded`` body, one value per name (the first)."""
+        try:
+            text = self.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HttpError(400, "the form is not UTF-8") from None
+        fields = urllib.parse.parse_qs(text, keep_blank_values=True)
+        return {name: values[0] for name, values in fields.items()}
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    content_type: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def json_response(document: Any, status: int = 200) -> Response:
+    body = json.dumps(document, indent=2, default=str).encode() + b"\n"
+    return Response(status, "application/json", body)
+
+
+def html_response(body: str, status: int = 200) -> Response:
+    return Response(status, "text/html; charset=utf-8", body.encode())
+
+
+def redirect(location: str) -> Response:
+    return Response(303, "text/plain; charset=utf-8", b"see other\n", (("Location", location),))
+
+
+Endpoint = Callable[["Api", Request], Response]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    endpoint: Endpoint
+    page: bool = False  # HTML: ?token= accepted, errors as a page
+    public: bool = False  # no token needed
+
+
+class Api:
+    """Routes a request to its endpoint and turns errors into answers; no socket I/O here."""
+
+    def __init__(self, config: ApiConfig) -> None:
+        self.config = config
+
+    @contextlib.contextmanager
+    def database(self) -> Iterator[Conn]:
+        """A connection for one request: committed on success, rolled back on error."""
+        with connect(self.config.database_url, application_name="basewatch-api") as conn:
+            conn.execute(
+                "SELECT set_config('statement_timeout', %s, false)",
+                (f"{self.config.statement_timeout_s}s",),
+            )
+            yield conn
+
+    def handle(self, method: str, target: str, headers: Message, body: bytes) -> Response:
+        split = urllib.parse.urlsplit(target)
+        matches = [(r, m) for r in ROUTES if (m := r.pattern.fullmatch(split.path))]
+        if not matches:
+            return json_response({"error": f"no such route: {split.path}"}, 404)
+        page = matches[0][0].page
+        chosen = next(((r, m) for r, m in matches if r.method == method), None)
+        try:
+            if chosen is None:
+                allowed = ", ".join(sorted({r.method for r, _ in matches}))
+                raise HttpError(
+                    405, f"{method} is not allowed here (allowed: {allowed})", (("Allow", allowed),)
+                )
+            route, match = chosen
+            query = urllib.parse.parse_qs(split.query, keep_blank_values=True)
+            if not route.public:
+                self._authorise(headers, query if route.page else None)
+            params = tuple(urllib.parse.unquote(g) for g in match.groups())
+            request = Request(method, split.path, query, headers, body, params)
+            return route.endpoint(self, request)
+        except Exception as exc:  # every error becomes an answer; bugs are logged
+            return self._error(exc, page, split.query)
+
+    def _authorise(self, headers: Message, query: dict[str, list[str]] | None) -> None:
+        token = self.config.token
+        if not token:
+            return
+        given = ""
+        scheme, _, value = (headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "bearer":
+            given = value.strip()
+        elif query is not None:
+            given = (query.get("token") or [""])[0]
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise HttpError(
+                401,
+                "missing or wrong token: send Authorization: Bearer <BASEWATCH_API_TOKEN>",
+                (("WWW-Authenticate", 'Bearer realm="basewatch"'),),
+            )
+
+    def _error(self, exc: Exception, page: bool, query: str) -> Response:
+        status, message = error_status(exc, self.config.statement_timeout_s)
+        headers = exc.headers if isinstance(exc, HttpError) else ()
+        if page:
+            token = _page_token(urllib.parse.parse_qs(query))
+            response = html_response(render_error(status, message, token), status)
+        else:
+            response = json_response({"error": message}, status)
+        return Response(response.status, response.content_type, response.body, headers)
+
+
+def error_status(exc: Exception, timeout_s: int) -> tuple[int, str]:
+    """The HTTP status and message of an exception an endpoint raised."""
+    from signals.alerts import AlertStateError
+
+    if isinstance(exc, HttpError):
+        return exc.status, exc.message
+    if isinstance(exc, AlertStateError):
+        return 409, str(exc)
+    if isinstance(exc, NotFound):
+        return 404, str(exc)
+    if isinstance(exc, ConfigError) and exc.name == "--month":
+        return 404, f"month {str(exc).removeprefix('--month: ')}"
+    if isinstance(exc, InputError):
+        return 400, str(exc)
+    if isinstance(exc, StorageUnavailable):
+        return 503, str(exc)
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return 503, f"the database did not answer within {timeout_s} s"
+    if isinstance(exc, psycopg.errors.UndefinedTable):
+        return 503, "the database is not migrated: run basewatch db migrate"
+    if isinstance(exc, psycopg.OperationalError):
+        return 503, f"database: {_first_line(exc)}"
+    if isinstance(exc, ConfigError):  # the server's settings disagree with its data
+        log.error("%s", exc)
+        return 500, str(exc)
+    log.error("request failed", exc_info=exc)
+    return 500, "internal error (see the server log)"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# -- field parsing ----------------------------------------------------------------------------
+
+
+def _alert_id(text: str) -> int:
+    value = int(text)  # the route only matches digits
+    if not 1 <= value < 2**63:
+        raise NotFound(f"no alert #{text}")
+    return value
+
+
+def _int_param(text: str, name: str, minimum: int, maximum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise HttpError(400, f"{name} must be a whole number, got {text!r}") from None
+    if not minimum <= value <= maximum:
+        raise HttpError(400, f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _text_field(body: Mapping[str, Any], name: str, *, required: bool) -> str:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise HttpError(400, f"field {name!r} is required")
+        return ""
+    if not isinstance(value, str):
+        raise HttpError(400, f"field {name!r} must be a string")
+    if required and not value.strip():
+        raise HttpError(400, f"field {name!r} must not be empty")
+    return value
+
+
+def _snooze_until(body: Mapping[str, Any], now: dt.datetime) -> dt.datetime:
+    until, hours = body.get("until"), body.get("hours")
+    if (until is None) == (hours is None):
+        raise HttpError(400, "give either 'until' (an ISO time) or 'hours' (a number)")
+    if until is not None:
+        if not isinstance(until, str):
+            raise HttpError(400, "field 'until' must be an ISO time string")
+        try:
+            parsed = dt.datetime.fromisoformat(until)
+        except ValueError:
+            raise HttpError(400, f"'until' is not an ISO time: {until!r}") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    if isinstance(hours, bool) or not isinstance(hours, int | float):
+        raise HttpError(400, "field 'hours' must be a number")
+    if not 0 < hours <= MAX_SNOOZE_HOURS:
+        raise HttpError(400, f"'hours' must be more than 0 and at most {MAX_SNOOZE_HOURS}")
+    return now + dt.timedelta(hours=hours)
+
+
+# -- JSON endpoints ---------------------------------------------------------------------------
+
+
+def healthz(api: Api, request: Request) -> Response:
+    try:
+        with api.database() as conn:
+            conn.execute("SELECT 1")
+    except (StorageUnavailable, psycopg.Error) as exc:
+        log.warning("healthz: database unavailable: %s", _first_line(exc))
+        return json_response(
+            {"status": "unavailable", "error": f"database: {_first_line(exc)}"}, 503
+        )
+    return json_response({"status": "ok", "database": "reachable"})
+
+
+def alerts_list(api: Api, request: Request) -> Response:
+    from signals.alerts import STATUS_FILTERS, list_alerts
+
+    query = request.single(("status", "owner", "kind", "account", "limit"))
+    status = query.get("status") or "active"
+    if status not in ("all", *STATUS_FILTERS):
+        raise HttpError(400, f"unknown status {status!r} (use all, {', '.join(STATUS_FILTERS)})")
+    limit = _int_param(query.get("limit") or "100", "limit", 1, MAX_LIST_LIMIT)
+    with api.database() as conn:
+        rows = list_alerts(
+            conn,
+            status=None if status == "all" else status,
+            owner=query.get("owner") or None,
+            kind=query.get("kind") or None,
+            account=query.get("account") or None,
+            limit=limit,
+        )
+    return json_response(rows)
+
+
+def alert_detail(api: Api, request: Request) -> Response:
+    from signals.alerts import alert_history, get_alert
+
+    request.single(())
+    alert_id = _alert_id(request.params[0])
+    with api.database() as conn:
+        alert = get_alert(conn, alert_id)
+        alert["history"] = alert_history(conn, alert_id)
+    return json_response(alert)
+
+
+def post_ack(api: Api, request: Request) -> Response:
+    from signals.alerts import acknowledge
+
+    body = request.json_body(("by",))
+    by = _text_field(body, "by", required=True)
+    alert_id = _alert_id(request.params[0])
+    with api.database() as conn:
+        return json_response(acknowledge(conn, alert_id, by))
+
+
+def post_snooze(api: Api, request: Request) -> Response:
+    from signals.alerts import snooze
+
+    body = request.json_body(("by", "until", "hours", "reason"))
+    by = _text_field(body, "by", required=True)
+    reason = _text_field(body, "reason", required=True)
+    now = dt.datetime.now(dt.UTC)
+    until = _snooze_until(body, now)
+    alert_id = _alert_id(request.params[0])
+    with api.database() as conn:
+        return json_response(snooze(conn, alert_id, until, reason, by, now=now))
+
+
+def post_resolve(api: Api, request: Request) -> Response:
+    from signals.alerts import OUTCOMES, resolve
+
+    body = request.json_body(("by", "outcome", "note"))
+    by = _text_field(body, "by", required=True)
+    outcome = _text_field(body, "outcome", required=True)
+    if outcome not in OUTCOMES:
+        raise HttpError(400, f"'outcome' must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
+    note = _text_field(body, "note", required=False)
+    alert_id = _alert_id(request.params[0])
+    with api.database() as conn:
+        return json_response(resolve(conn, alert_id, outcome, by, note))
+
+
+def post_feedback(api: Api, request: Request) -> Response:
+    from signals.alerts import feedback
+
+    body = request.json_body(("by", "useful"))
+    by = _text_field(body, "by", required=True)
+    useful = body.get("useful")
+    if not isinstance(useful, bool):
+        raise HttpError(400, "field 'useful' must be true or false")
+    alert_id = _alert_id(request.params[0])
+    with api.database() as conn:
+        return json_response(feedback(conn, alert_id, useful, by))
+
+
+def account_health(api: Api, request: Request) -> Response:
+    from signals.health import latest_health
+
+    request.single(())
+    account = request.params[0]
+    with api.database() as conn:
+        rows = latest_health(conn, account)
+    if not rows:
+        raise NotFound(
+            f"no health recorded for account {account!r} (unknown account, no active "
+            "contract, or not scored yet)"
+        )
+    return json_response(rows[0])
+
+
+def nrr_headline(api: Api, request: Request) -> Response:
+    from nrr.headline import headline
+    from nrr.months import parse_month
+
+    query = request.single(("month",))
+    month = None
+    if query.get("month"):
+        try:
+            month = parse_month(query["month"])
+        except ValueError as exc:
+            raise HttpError(400, str(exc)) from None
+    with api.database() as conn:
+        figures = headline(
+            conn,
+            api.config.reporting_currency,
+            month,
+            attribution_window_days=api.config.attribution_window_days,
+        )
+    return json_response(figures.document())
+
+
+# -- CSM pages --------------------------------------------------------------------------------
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5rem auto;max-width:70rem;color:#222;padding:0 1rem}
+table{border-collapse:collapse}th,td{padding:.3rem .8rem .3rem 0;text-align:left;vertical-align:top}
+tr+tr td{border-top:1px solid #ddd}.num{text-align:right}
+.alert{border:1px solid #ccc;border-left-width:6px;border-radius:4px;padding:.6rem 1rem;
+margin:1rem 0}
+.p1{border-left-color:#c0392b}.p2{border-left-color:#e67e22}.p3{border-left-color:#d4ac0d}
+.meta{color:#555}.notice{background:#e8f5e9;padding:.5rem 1rem}
+.error{background:#fdecea;padding:.5rem 1rem}
+form{display:inline-block;margin:.3rem 1.2rem .3rem 0}h2{font-size:1.1rem;margin:.2rem 0}
+"""
+_DONE = {
+    "ack": "acknowledged",
+    "snooze": "snoozed for 7 days",
+    "resolve": "resolved",
+    "feedback": "feedback recorded",
+}
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _money(text: str) -> str:
+    try:
+        return f"{Decimal(text):,.2f}"
+    except (InvalidOperation, ValueError):
+        return text
+
+
+def _page_token(query: Mapping[str, list[str]]) -> str:
+    return (query.get("token") or [""])[0]
+
+
+def _url(path: str, token: str, **params: str) -> str:
+    """A page URL carrying the token it was reached with (if it came in the query)."""
+    query = {**({"token": token} if token else {}), **params}
+    return path + ("?" + urllib.parse.urlencode(query) if query else "")
+
+
+def _csm_path(csm_id: str) -> str:
+    return "/csm/" + urllib.parse.quote(csm_id, safe="")
+
+
+def render_page(title: str, content: str) -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_STYLE}</style></head>\n"
+        f"<body>\n{content}\n</body></html>\n"
+    )
+
+
+def render_error(status: int, message: str, token: str) -> str:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return render_page(
+        f"basewatch: {status} {phrase}",
+        f"<h1>{status} {_e(phrase)}</h1><p class=error>{_e(message)}</p>"
+        f'<p><a href="{_e(_url("/", token))}">all CSMs</a></p>',
+    )
+
+
+_CSMS = """
+SELECT c.csm_id, c.name,
+       count(a.alert_id) FILTER (WHERE a.status = 'open'),
+       count(a.alert_id) FILTER (WHERE a.status = 'acknowledged')
+FROM csms c
+LEFT JOIN alerts a ON a.owner_csm_id = c.csm_id AND a.status IN ('open', 'acknowledged')
+GROUP BY c.csm_id, c.name
+ORDER BY count(a.alert_id) FILTER (WHERE a.status = 'open') DESC, c.csm_id
+"""
+_UNOWNED = """
+SELECT count(*) FROM alerts WHERE status IN ('open', 'acknowledged') AND owner_csm_id IS NULL
+"""
+
+
+def page_index(api: Api, request: Request) -> Response:
+    token = request.single(("token",)).get("token", "")
+    with api.database() as conn:
+        csms = conn.execute(_CSMS).fetchall()
+        unowned_row = conn.execute(_UNOWNED).fetchone()
+    unowned = int(unowned_row[0]) if unowned_row else 0
+    rows = "".join(
+        f'<tr><td><a href="{_e(_url(_csm_path(csm_id), token))}">{_e(name or csm_id)}</a></td>'
+        f"<td>{_e(csm_id)}</td><td class=num>{opened}</td><td class=num>{acknowledged}</td></tr>"
+        for csm_id, name, opened, acknowledged in csms
+    )
+    content = (
+        "<h1>basewatch: alerts by CSM</h1>"
+        + (
+            "<table><tr><th>CSM</th><th>id</th><th>open</th><th>acknowledged</th></tr>"
+            + rows
+            + "</table>"
+            if csms
+            else "<p>No CSMs are registered (basewatch registry import).</p>"
+        )
+        + (
+            f"<p class=meta>{unowned} active alert(s) have no owner: their account has no CSM.</p>"
+            if unowned
+            else ""
+        )
+    )
+    return html_response(render_page("basewatch: alerts by CSM", content))
+
+
+def page_csm(api: Api, request: Request) -> Response:
+    from signals.alerts import list_alerts
+
+    query = request.single(("token", "done", "alert"))
+    token = query.get("token", "")
+    csm_id = request.params[0]
+    with api.database() as conn:
+        name = _csm_name(conn, csm_id)
+        alerts = list_alerts(conn, status="active", owner=csm_id, limit=PAGE_ALERTS)
+    notice = ""
+    if query.get("done") in _DONE and query.get("alert", "").isdigit():
+        notice = f"<p class=notice>Alert #{_e(query['alert'])} {_DONE[query['done']]}.</p>"
+    cards = "".join(_alert_card(a, csm_id, token) for a in alerts)
+    title = f"basewatch: alerts of {name}"
+    content = (
+        f'<p><a href="{_e(_url("/", token))}">all CSMs</a></p>'
+        f"<h1>Alerts of {_e(name)} ({_e(csm_id)})</h1>{notice}"
+        f"<p class=meta>{len(alerts)} active alert(s), most urgent first "
+        "(priority 1 = most urgent; money per month).</p>" + (cards or "<p>No active alerts.</p>")
+    )
+    return html_response(render_page(title, content))
+
+
+def _csm_name(conn: Conn, csm_id: str) -> str:
+    row = conn.execute("SELECT name FROM csms WHERE csm_id = %s", (csm_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no CSM {csm_id!r}")
+    return str(row[0] or csm_id)
+
+
+def _alert_card(alert: dict[str, Any], csm_id: str, token: str) -> str:
+    n = alert["alert_id"]
+    where = f"{alert['account_name'] or alert['account_id']} ({alert['account_id']})"
+    if alert["subject"]:
+        where += f" / {alert['subject']}"
+    state = alert["status"]
+    if alert["snoozed"]:
+        state += f", snoozed until {alert['snoozed_until'][:16]} ({alert['snooze_reason']})"
+    if alert["feedback"]:
+        state += f", marked {alert['feedback'].replace('_', ' ')}"
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in alert["reasons"]) or "<li>(none given)</li>"
+    figures = (
+        "<table><tr><th>score</th><th>value</th><th>expected value</th><th>horizon</th>"
+        "<th>due</th></tr>"
+        f"<tr><td>{alert['score']:.2f}</td><td class=num>{_money(alert['value'])}</td>"
+        f"<td class=num>{_money(alert['expected_value'])}</td>"
+        f"<td>{alert['horizon_days']} days</td><td>{_e(alert['due_at'][:10])}</td></tr></table>"
+    )
+    return (
+        f'<section class="alert p{int(alert["priority"])}" id="alert-{n}">'
+        f"<h2>#{n} P{alert['priority']} {_e(alert['kind'])}: {_e(where)}</h2>"
+        f"<p class=meta>{_e(alert['family'])} · {_e(state)} · opened "
+        f"{_e(alert['opened_at'][:10])}</p>{figures}<ul>{reasons}</ul>"
+        f"{_alert_forms(alert, csm_id, token)}</section>"
+    )
+
+
+def _alert_forms(alert: dict[str, Any], csm_id: str, token: str) -> str:
+    base = f"{_csm_path(csm_id)}/alerts/{alert['alert_id']}"
+
+    def form(action: str, inner: str) -> str:
+        target = _e(_url(f"{base}/{action}", token))
+        return f'<form method="post" action="{target}">{inner}</form>'
+
+    forms = []
+    if alert["status"] == "open":
+        forms.append(form("ack", "<button>Acknowledge</button>"))
+    forms.append(
+        form(
+            "snooze",
+            '<input name="reason" required placeholder="why snooze" aria-label="snooze reason">'
+            " <button>Snooze 7 days</button>",
+        )
+    )
+    forms.append(
+        form(
+            "resolve",
+            '<input name="note" placeholder="note (optional)" aria-label="note"> '
+            + " ".join(
+                f'<button name="outcome" value="{o}">{o.capitalize()}</button>'
+                for o in ("won", "lost", "dismissed")
+            ),
+        )
+    )
+    forms.append(
+        form(
+            "feedback",
+            '<button name="useful" value="true">Useful</button> '
+            '<button name="useful" value="false">Not useful</button>',
+        )
+    )
+    return "".join(forms)
+
+
+def post_page_action(api: Api, request: Request) -> Response:
+    from signals.alerts import OUTCOMES, acknowledge, feedback, get_alert, resolve, snooze
+
+    token = request.single(("token",)).get("token", "")
+    csm_id, alert_id, action = request.params[0], _alert_id(request.params[1]), request.params[2]
+    fields = request.form()
+    now = dt.datetime.now(dt.UTC)
+    with api.database() as conn:
+        if get_alert(conn, alert_id)["owner_csm_id"] != csm_id:
+            raise NotFound(f"alert #{alert_id} is not one of {csm_id}'s alerts")
+        if action == "ack":
+            acknowledge(conn, alert_id, csm_id, now=now)
+        elif action == "snooze":
+            snooze(conn, alert_id, now + PAGE_SNOOZE, fields.get("reason", ""), csm_id, now=now)
+        elif action == "resolve":
+            outcome = fields.get("outcome", "")
+            if outcome not in OUTCOMES:
+                raise HttpError(400, f"outcome must be one of {', '.join(OUTCOMES)}")
+            resolve(conn, alert_id, outcome, csm_id, fields.get("note", ""), now=now)
+        else:
+            verdict = fields.get("useful", "")
+            if verdict not in ("true", "false"):
+                raise HttpError(400, "useful must be true or false")
+            feedback(conn, alert_id, verdict == "true", csm_id, now=now)
+    location = _url(_csm_path(csm_id), token, done=action, alert=str(alert_id))
+    return redirect(f"{location}#alert-{alert_id}")
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+
+def _route(
+    method: str, pattern: str, endpoint: Endpoint, *, page: bool = False, public: bool = False
+) -> Route:
+    return Route(method, re.compile(pattern), endpoint, page, public)
+
+
+ROUTES = (
+    _route("GET", r"/healthz", healthz, public=True),
+    _route("GET", r"/alerts", alerts_list),
+    _route("GET", r"/alerts/(\d+)", alert_detail),
+    _route("POST", r"/alerts/(\d+)/ack", post_ack),
+    _route("POST", r"/alerts/(\d+)/snooze", post_snooze),
+    _route("POST", r"/alerts/(\d+)/resolve", post_resolve),
+    _route("POST", r"/alerts/(\d+)/feedback", post_feedback),
+    _route("GET", r"/accounts/([^/]+)/health", account_health),
+    _route("GET", r"/nrr", nrr_headline),
+    _route("GET", r"/", page_index, page=True),
+    _route("GET", r"/csm/([^/]+)", page_csm, page=True),
+    _route(
+        "POST",
+        r"/csm/([^/]+)/alerts/(\d+)/(ack|snooze|resolve|feedback)",
+        post_page_action,
+        page=True,
+    ),
+)
+
+
+# -- the server -------------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ApiServer
+    protocol_version = "HTTP/1.0"  # one request per connection
+    server_version = "basewatch"
+    timeout = REQUEST_TIMEOUT_S
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        try:
+            body = self._read_body()
+        except HttpError as exc:
+            response = json_response({"error": exc.message}, exc.status)
+        else:
+            response = self.server.api.handle(self.command, self.path, self.headers, body)
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        if response.content_type.startswith("text/html"):
+            self.send_header(
+                "Content-Security-Policy",
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+            )
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    def _read_body(self) -> bytes:
+        # read the whole body even for requests that will be refused: closing a socket with
+        # unread data resets it, and the client could lose the answer
+        raw = self.headers.get("Content-Length")
+        if not raw:
+            return b""
+        try:
+            length = int(raw)
+        except ValueError:
+            raise HttpError(400, "Content-Length is not a number") from None
+        if length < 0:
+            raise HttpError(400, "Content-Length is negative")
+        if length > MAX_BODY_BYTES:
+            raise HttpError(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+        return self.rfile.read(length)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # the path only: a page's query may hold the token
+        path = urllib.parse.urlsplit(self.path).path
+        log.info("%s %s %s %s", self.client_address[0], self.command, path, code)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.warning("%s: " + format, self.client_address[0], *args)
+
+
+class ApiServer(ThreadingHTTPServer):
+    """The HTTP server; ``serve_forever`` runs it, ``shutdown`` + ``server_close`` stop it
+    after the running requests finished."""
+
+    daemon_threads = True
+    block_on_close = True  # server_close waits for running requests
+
+    def __init__(self, address: tuple[str, int], api: Api) -> None:
+        self.api = api
+        super().__init__(address, _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+def make_server(config: ApiConfig, host: str, port: int) -> ApiServer:
+    """Bind (port 0: any free port); serve with ``serve_forever``."""
+    if not 0 <= port <= 65535:
+        raise ConfigError("--port", f"must be between 0 and 65535, got {port}")
+    return ApiServer((host, port), Api(config))
+
+
+def run_api(settings: Settings, *, host: str, port: int) -> int:
+    """``basewatch api``: serve until SIGTERM or SIGINT; returns the exit code (0)."""
+    config = ApiConfig.from_settings(settings)
+    server = make_server(config, host, port)
+    if not config.token and host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning(
+            "listening on %s without BASEWATCH_API_TOKEN: whoever reaches it can read and "
+            "change alerts",
+            host,
+        )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s received: stopping after the running requests", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    thread = threading.Thread(target=server.serve_forever, name="api-server", daemon=True)
+    thread.start()
+    log.info("api listening on %s", server.url)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    log.info("api stopped")
+    return 0

@@ -1,0 +1,589 @@
+"""``basewatch api`` on a real database: the JSON endpoints (same documents as the CLI's
+``--json``), the alert lifecycle through HTTP, the error statuses, the token, the CSM pages and
+their forms, and a clean stop on SIGTERM. The server runs in-process on a free port; requests
+go through urllib over TCP."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from basewatch.api import ApiConfig, make_server
+from nrr.headline import headline
+from nrr.ledger import rebuild
+from signals.alerts import alert_history, apply_findings, list_alerts
+from signals.findings import Finding
+from signals.health import latest_health
+from tests.nrr import fix_nrr as fx
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+TOKEN = "s3cret-token-for-tests"
+KINDS = {"capacity_saturation", "usage_decline", "component_due"}
+
+REGISTRY = """
+INSERT INTO csms (csm_id, name, email) VALUES
+    ('csm-a', 'Ada Alvarez', 'ada@example.test'),
+    ('csm-b', 'Ben Brook', 'ben@example.test'),
+    ('csm-c', 'Cy Cole', NULL)
+ON CONFLICT DO NOTHING;
+INSERT INTO accounts (account_id, name, csm_id) VALUES
+    ('acct-1', 'Acme <Air> & Co', 'csm-a'),
+    ('acct-2', 'Brio Foods', 'csm-b')
+ON CONFLICT DO NOTHING;
+"""
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(db_url, autocommit=True) as connection:
+        connection.execute("TRUNCATE alerts, alert_history, outbox, account_health")
+        connection.execute(REGISTRY)
+        yield connection
+
+
+@contextlib.contextmanager
+def running(config: ApiConfig) -> Iterator[str]:
+    server = make_server(config, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def api(db_url: str) -> Iterator[str]:
+    with running(ApiConfig(db_url)) as url:
+        yield url
+
+
+@pytest.fixture
+def api_with_token(db_url: str) -> Iterator[str]:
+    with running(ApiConfig(db_url, token=TOKEN)) as url:
+        yield url
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+class Answer:
+    def __init__(self, status: int, headers: Any, body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def json(self) -> Any:
+        assert self.headers["Content-Type"] == "application/json"
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+
+def call(
+    url: str,
+    method: str = "GET",
+    *,
+    body: Any = None,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    if body is not None:
+        data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with _OPENER.open(request, timeout=20) as response:
+            return Answer(response.status, response.headers, response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return Answer(error.code, error.headers, error.read())
+
+
+def saturation(account: str = "acct-1", reason: str = "load above 95% in 61% of hours") -> Finding:
+    return Finding(
+        account_id=account,
+        kind="capacity_saturation",
+        subject="asset-7",
+        score=0.8,
+        value=Decimal("1200"),
+        horizon_days=30,
+        reasons=(reason, "pressure below set point 7% of the time"),
+        figures={"load_high_share": 0.61},
+    )
+
+
+def decline(account: str = "acct-2") -> Finding:
+    return Finding(
+        account_id=account,
+        kind="usage_decline",
+        subject="",
+        score=0.6,
+        value=Decimal("300"),
+        horizon_days=60,
+        reasons=("usage 35% below the account's own 90-day baseline",),
+    )
+
+
+def raise_alerts(conn: psycopg.Connection, *findings: Finding) -> tuple[int, ...]:
+    result = apply_findings(conn, findings, now=NOW - dt.timedelta(hours=1), kinds_scored=KINDS)
+    return result.opened
+
+
+def status_of(conn: psycopg.Connection, alert_id: int) -> tuple[Any, ...]:
+    row = conn.execute(
+        "SELECT status, acknowledged_by, closed_by, note, feedback, snoozed_until, snooze_reason"
+        " FROM alerts WHERE alert_id = %s",
+        (alert_id,),
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def as_json(document: Any) -> Any:
+    """What the CLI's ``--json`` prints for ``document``."""
+    return json.loads(json.dumps(document, default=str))
+
+
+# -- health check -----------------------------------------------------------------------------
+
+
+def test_healthz_answers_200_with_the_database_and_503_without(api: str) -> None:
+    answer = call(f"{api}/healthz")
+    assert (answer.status, answer.json) == (200, {"status": "ok", "database": "reachable"})
+    with running(ApiConfig("postgresql://postgres@127.0.0.1:1/nothing")) as down:
+        answer = call(f"{down}/healthz")
+        assert answer.status == 503
+        assert answer.json["status"] == "unavailable"
+        assert "cannot connect to PostgreSQL" in answer.json["error"]
+        listing = call(f"{down}/alerts")
+        assert listing.status == 503
+        assert "cannot connect" in listing.json["error"]
+
+
+# -- alerts -----------------------------------------------------------------------------------
+
+
+def test_list_get_ack_resolve_round_trip(api: str, conn: psycopg.Connection) -> None:
+    first, second = raise_alerts(conn, saturation(), decline())
+
+    listing = call(f"{api}/alerts")
+    assert listing.status == 200
+    assert listing.json == as_json(list_alerts(conn, status="active"))
+    assert {a["alert_id"] for a in listing.json} == {first, second}
+    mine = call(f"{api}/alerts?owner=csm-a").json
+    assert [(a["alert_id"], a["account_id"], a["kind"]) for a in mine] == [
+        (first, "acct-1", "capacity_saturation")
+    ]
+    assert call(f"{api}/alerts?kind=usage_decline&limit=5").json[0]["alert_id"] == second
+
+    detail = call(f"{api}/alerts/{first}").json
+    assert detail["status"] == "open"
+    assert detail["expected_value"] == "960.00"  # 1,200 x 0.8
+    assert [h["action"] for h in detail["history"]] == ["opened"]
+
+    acked = call(f"{api}/alerts/{first}/ack", "POST", body={"by": "ada"})
+    assert acked.status == 200
+    assert (acked.json["status"], acked.json["acknowledged_by"]) == ("acknowledged", "ada")
+    assert status_of(conn, first)[:2] == ("acknowledged", "ada")
+
+    resolved = call(
+        f"{api}/alerts/{first}/resolve",
+        "POST",
+        body={"by": "ada", "outcome": "won", "note": "second compressor sold"},
+    )
+    assert resolved.status == 200
+    assert resolved.json["status"] == "won"
+    assert status_of(conn, first)[:4] == ("won", "ada", "ada", "second compressor sold")
+    assert [(h["action"], h["actor"]) for h in alert_history(conn, first)] == [
+        ("opened", "system"),
+        ("acknowledged", "ada"),
+        ("won", "ada"),
+    ]
+    assert call(f"{api}/alerts/{first}").json["history"][-1]["detail"] == {
+        "note": "second compressor sold"
+    }
+    assert call(f"{api}/alerts?status=won").json[0]["alert_id"] == first
+    assert [a["alert_id"] for a in call(f"{api}/alerts").json] == [second]
+
+
+def test_an_illegal_transition_is_409_and_changes_nothing(
+    api: str, conn: psycopg.Connection
+) -> None:
+    (alert_id,) = raise_alerts(conn, saturation())
+    assert call(f"{api}/alerts/{alert_id}/resolve", "POST", body={"by": "ada", "outcome": "lost"})
+    again = call(f"{api}/alerts/{alert_id}/ack", "POST", body={"by": "ada"})
+    assert again.status == 409
+    assert "is lost: cannot acknowledge it" in again.json["error"]
+    snoozed = call(
+        f"{api}/alerts/{alert_id}/snooze", "POST", body={"by": "ada", "hours": 4, "reason": "x"}
+    )
+    assert snoozed.status == 409
+    assert status_of(conn, alert_id)[:3] == ("lost", None, "ada")
+    assert len(alert_history(conn, alert_id)) == 2
+
+
+def test_snooze_and_feedback(api: str, conn: psycopg.Connection) -> None:
+    (alert_id,) = raise_alerts(conn, saturation())
+    before = dt.datetime.now(dt.UTC)
+    answer = call(
+        f"{api}/alerts/{alert_id}/snooze",
+        "POST",
+        body={"by": "ada", "hours": 24, "reason": "customer on holiday"},
+    )
+    assert answer.status == 200
+    assert answer.json["snoozed"] is True
+    status, *_, until, reason = status_of(conn, alert_id)
+    assert status == "open"
+    assert reason == "customer on holiday"
+    assert (
+        before + dt.timedelta(hours=24) <= until <= dt.datetime.now(dt.UTC) + dt.timedelta(hours=24)
+    )
+    until_answer = call(
+        f"{api}/alerts/{alert_id}/snooze",
+        "POST",
+        body={"by": "ada", "until": "2999-01-01", "reason": "later"},
+    )
+    assert until_answer.json["snoozed_until"] == "2999-01-01T00:00:00+00:00"
+
+    useful = call(f"{api}/alerts/{alert_id}/feedback", "POST", body={"by": "ada", "useful": True})
+    assert useful.json["feedback"] == "useful"
+    assert status_of(conn, alert_id)[4] == "useful"
+    call(f"{api}/alerts/{alert_id}/feedback", "POST", body={"by": "ben", "useful": False})
+    assert status_of(conn, alert_id)[4] == "not_useful"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        ("ack", None, "field 'by' is required"),
+        ("ack", {"by": "  "}, "field 'by' must not be empty"),
+        ("ack", {"by": 7}, "field 'by' must be a string"),
+        ("ack", {"by": "ada", "actor": "x"}, "unknown field 'actor'"),
+        ("snooze", {"by": "ada", "reason": "r"}, "either 'until'"),
+        ("snooze", {"by": "ada", "reason": "r", "hours": 1, "until": "2999-01-01"}, "either"),
+        ("snooze", {"by": "ada", "reason": "r", "hours": "2"}, "'hours' must be a number"),
+        ("snooze", {"by": "ada", "reason": "r", "hours": 0}, "more than 0"),
+        ("snooze", {"by": "ada", "reason": "r", "until": "soon"}, "not an ISO time"),
+        ("snooze", {"by": "ada", "reason": "r", "until": "2001-01-01"}, "not in the future"),
+        ("snooze", {"by": "ada", "hours": 2}, "field 'reason' is required"),
+        ("resolve", {"by": "ada", "outcome": "maybe"}, "'outcome' must be one of"),
+        ("feedback", {"by": "ada", "useful": "yes"}, "'useful' must be true or false"),
+    ],
+)
+def test_bad_bodies_are_400_and_change_nothing(
+    api: str, conn: psycopg.Connection, path: str, body: Any, message: str
+) -> None:
+    (alert_id,) = raise_alerts(conn, saturation())
+    answer = call(f"{api}/alerts/{alert_id}/{path}", "POST", body=body)
+    assert answer.status == 400
+    assert message in answer.json["error"]
+    assert status_of(conn, alert_id) == ("open", None, None, None, None, None, None)
+
+
+def test_bad_json_bad_queries_unknown_ids_and_wrong_methods(
+    api: str, conn: psycopg.Connection
+) -> None:
+    (alert_id,) = raise_alerts(conn, saturation())
+    ack = f"{api}/alerts/{alert_id}/ack"
+    not_json = call(ack, "POST", data=b'{"by": "ada"', headers={"Content-Type": "application/json"})
+    assert not_json.status == 400
+    assert "not JSON" in not_json.json["error"]
+    assert call(ack, "POST", data=b'["ada"]').json == {"error": "the body must be a JSON object"}
+    too_big = call(ack, "POST", data=b" " * (64 * 1024 + 1))
+    assert too_big.status == 413
+
+    for query, message in [
+        ("status=bogus", "unknown status 'bogus'"),
+        ("limit=0", "limit must be between 1 and 1000"),
+        ("limit=ten", "limit must be a whole number"),
+        ("owner=a&owner=b", "given more than once"),
+        ("sort=due", "unknown query parameter 'sort'"),
+    ]:
+        answer = call(f"{api}/alerts?{query}")
+        assert (answer.status, message in answer.json["error"]) == (400, True), query
+
+    for path in ("/nothing", "/alerts/", "/alerts/abc", "/csm/csm-a/extra"):
+        missing = call(api + path)
+        assert missing.status == 404, path
+        assert "no such route" in missing.json["error"]
+    unknown = call(f"{api}/alerts/99999")
+    assert (unknown.status, unknown.json) == (404, {"error": "no alert #99999"})
+    assert call(f"{api}/alerts/99999999999999999999").status == 404
+    assert call(f"{api}/alerts/99999/ack", "POST", body={"by": "ada"}).status == 404
+
+    wrong = call(f"{api}/alerts/{alert_id}", "DELETE")
+    assert (wrong.status, wrong.headers["Allow"]) == (405, "GET")
+    assert "DELETE is not allowed" in wrong.json["error"]
+    assert call(ack).headers["Allow"] == "POST"
+    assert call(f"{api}/alerts", "POST", body={}).status == 405
+    assert status_of(conn, alert_id)[0] == "open"
+
+
+def test_a_statement_over_the_timeout_is_503(db_url: str, conn: psycopg.Connection) -> None:
+    (alert_id,) = raise_alerts(conn, saturation())
+    with (
+        running(ApiConfig(db_url, statement_timeout_s=1)) as url,
+        psycopg.connect(db_url) as holder,
+    ):
+        holder.execute("SELECT 1 FROM alerts WHERE alert_id = %s FOR UPDATE", (alert_id,))
+        answer = call(f"{url}/alerts/{alert_id}/ack", "POST", body={"by": "ada"})
+        holder.rollback()
+    assert answer.status == 503
+    assert answer.json == {"error": "the database did not answer within 1 s"}
+    assert status_of(conn, alert_id)[0] == "open"
+
+
+# -- the token --------------------------------------------------------------------------------
+
+
+def test_a_token_guards_everything_but_healthz(
+    api_with_token: str, conn: psycopg.Connection
+) -> None:
+    (alert_id,) = raise_alerts(conn, saturation())
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert call(f"{api_with_token}/healthz").status == 200
+
+    for method, path, body in [
+        ("GET", "/alerts", None),
+        ("GET", f"/alerts/{alert_id}", None),
+        ("POST", f"/alerts/{alert_id}/ack", {"by": "ada"}),
+        ("GET", "/nrr", None),
+    ]:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            answer = call(api_with_token + path, method, body=body, headers=headers)
+            assert answer.status == 401, (path, headers)
+            assert "missing or wrong token" in answer.json["error"]
+            assert answer.headers["WWW-Authenticate"] == 'Bearer realm="basewatch"'
+    # the JSON API takes the token from the header only
+    assert call(f"{api_with_token}/alerts?token={TOKEN}").status == 401
+    assert status_of(conn, alert_id)[0] == "open"
+
+    assert call(f"{api_with_token}/alerts", headers=bearer).json[0]["alert_id"] == alert_id
+    acked = call(
+        f"{api_with_token}/alerts/{alert_id}/ack", "POST", body={"by": "a"}, headers=bearer
+    )
+    assert acked.status == 200
+    assert status_of(conn, alert_id)[0] == "acknowledged"
+
+    page = call(f"{api_with_token}/csm/csm-a")
+    assert page.status == 401
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert call(f"{api_with_token}/csm/csm-a", headers=bearer).status == 200
+    index = call(f"{api_with_token}/?token={TOKEN}")
+    assert index.status == 200
+    assert f'href="/csm/csm-a?token={TOKEN}"' in index.text
+    assert index.headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_page_forms_carry_the_token(api_with_token: str, conn: psycopg.Connection) -> None:
+    (alert_id,) = raise_alerts(conn, saturation())
+    page = call(f"{api_with_token}/csm/csm-a?token={TOKEN}").text
+    action = f"/csm/csm-a/alerts/{alert_id}/ack?token={TOKEN}"
+    assert f'action="{action}"' in page
+    assert call(f"{api_with_token}/csm/csm-a/alerts/{alert_id}/ack", "POST", data=b"").status == 401
+    assert status_of(conn, alert_id)[0] == "open"
+    posted = call(api_with_token + action, "POST", data=b"")
+    assert posted.status == 303
+    assert posted.headers["Location"] == (
+        f"/csm/csm-a?token={TOKEN}&done=ack&alert={alert_id}#alert-{alert_id}"
+    )
+    assert status_of(conn, alert_id)[:2] == ("acknowledged", "csm-a")
+
+
+# -- CSM pages --------------------------------------------------------------------------------
+
+
+def form_post(url: str, fields: dict[str, str]) -> Answer:
+    data = urllib.parse.urlencode(fields).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    return call(url, "POST", data=data, headers=headers)
+
+
+def test_the_csm_page_lists_its_alerts_and_the_ack_form_works(
+    api: str, conn: psycopg.Connection
+) -> None:
+    first, other = raise_alerts(
+        conn, saturation(reason="<script>alert(1)</script> load"), decline()
+    )
+    page = call(f"{api}/csm/csm-a")
+    assert page.status == 200
+    assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+    text = page.text
+    assert "Alerts of Ada Alvarez (csm-a)" in text
+    assert f'id="alert-{first}"' in text
+    assert f'id="alert-{other}"' not in text  # csm-b's
+    assert "capacity_saturation" in text
+    assert "Acme &lt;Air&gt; &amp; Co (acct-1) / asset-7" in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; load" in text
+    assert "<script>" not in text
+    assert "<td>0.80</td><td class=num>1,200.00</td><td class=num>960.00</td>" in text
+    due = call(f"{api}/alerts/{first}").json["due_at"][:10]
+    assert f"<td>{due}</td>" in text
+
+    actions = re.findall(r'<form method="post" action="([^"]+)"', text)
+    assert actions == [
+        f"/csm/csm-a/alerts/{first}/{action}" for action in ("ack", "snooze", "resolve", "feedback")
+    ]
+    posted = form_post(api + actions[0], {})
+    assert posted.status == 303
+    location = posted.headers["Location"]
+    assert location == f"/csm/csm-a?done=ack&alert={first}#alert-{first}"
+    assert status_of(conn, first)[:2] == ("acknowledged", "csm-a")
+    assert alert_history(conn, first)[-1]["actor"] == "csm-a"
+
+    after = call(api + location).text
+    assert f"Alert #{first} acknowledged." in after
+    assert "acknowledged" in re.findall(rf'id="alert-{first}".*?</p>', after)[0]
+    assert f"/alerts/{first}/ack" not in after  # no second acknowledgement offered
+
+
+def test_page_snooze_resolve_feedback_and_their_errors(api: str, conn: psycopg.Connection) -> None:
+    first, other = raise_alerts(conn, saturation(), decline())
+    base = f"{api}/csm/csm-a/alerts/{first}"
+
+    no_reason = form_post(f"{base}/snooze", {"reason": ""})
+    assert no_reason.status == 400
+    assert "a snooze needs a reason" in no_reason.text
+    assert no_reason.headers["Content-Type"].startswith("text/html")
+    assert form_post(f"{base}/snooze", {"reason": "waiting for the budget"}).status == 303
+    *_, until, reason = status_of(conn, first)
+    assert reason == "waiting for the budget"
+    assert dt.timedelta(days=6, hours=23) < until - dt.datetime.now(dt.UTC) <= dt.timedelta(days=7)
+    assert "snoozed until" in call(f"{api}/csm/csm-a").text
+
+    assert form_post(f"{base}/feedback", {"useful": "false"}).status == 303
+    assert status_of(conn, first)[4] == "not_useful"
+    assert form_post(f"{base}/resolve", {"outcome": "maybe"}).status == 400
+    assert form_post(f"{base}/resolve", {"outcome": "dismissed", "note": "dup"}).status == 303
+    assert status_of(conn, first)[:4] == ("dismissed", None, "csm-a", "dup")
+    assert f'id="alert-{first}"' not in call(f"{api}/csm/csm-a").text
+    assert "No active alerts." in call(f"{api}/csm/csm-a").text
+
+    again = form_post(f"{base}/resolve", {"outcome": "won"})
+    assert again.status == 409
+    assert "is dismissed" in again.text
+    foreign = form_post(f"{api}/csm/csm-a/alerts/{other}/ack", {})
+    assert foreign.status == 404
+    assert status_of(conn, other)[0] == "open"
+    missing = call(f"{api}/csm/nobody")
+    assert (missing.status, "no CSM &#x27;nobody&#x27;" in missing.text) == (404, True)
+
+
+def test_the_index_lists_csms_with_their_alert_counts(api: str, conn: psycopg.Connection) -> None:
+    first, _ = raise_alerts(conn, saturation(), decline())
+    raise_alerts(conn, decline("acct-1"))
+    call(f"{api}/alerts/{first}/ack", "POST", body={"by": "ada"})
+    text = call(f"{api}/").text
+    rows = re.findall(
+        r"<tr><td><a href=\"([^\"]+)\">([^<]+)</a></td><td>([^<]+)</td>"
+        r"<td class=num>(\d+)</td><td class=num>(\d+)</td></tr>",
+        text,
+    )
+    assert rows == [
+        ("/csm/csm-a", "Ada Alvarez", "csm-a", "1", "1"),
+        ("/csm/csm-b", "Ben Brook", "csm-b", "1", "0"),
+        ("/csm/csm-c", "Cy Cole", "csm-c", "0", "0"),
+    ]
+
+
+# -- health and NRR ---------------------------------------------------------------------------
+
+
+def test_account_health_is_the_latest_row(api: str, conn: psycopg.Connection) -> None:
+    for as_of, probability in ((NOW - dt.timedelta(days=1), 0.2), (NOW, 0.35)):
+        conn.execute(
+            "INSERT INTO account_health (account_id, as_of, probability, horizon_days, method,"
+            " factors) VALUES ('acct-1', %s, %s, 90, 'weighted', %s)",
+            (as_of, probability, Jsonb({"top": [{"text": "usage down 30%"}]})),
+        )
+    answer = call(f"{api}/accounts/acct-1/health")
+    assert answer.status == 200
+    assert answer.json == as_json(latest_health(conn, "acct-1")[0])
+    assert (answer.json["probability"], answer.json["top_factors"]) == (0.35, ["usage down 30%"])
+    unknown = call(f"{api}/accounts/acct-9/health")
+    assert unknown.status == 404
+    assert "no health recorded for account 'acct-9'" in unknown.json["error"]
+
+
+def test_nrr_headline(api: str, conn: psycopg.Connection) -> None:
+    fx.reset(conn)
+    empty = call(f"{api}/nrr")
+    assert (empty.status, "ledger is empty" in empty.json["error"]) == (404, True)
+    fx.account(conn, "acme")
+    fx.account(conn, "brio")
+    fx.contract(conn, "a1", "acme", "2024-01-01", fee="1000")
+    fx.contract(conn, "a2", "acme", "2024-02-01", fee="100")
+    fx.contract(conn, "b1", "brio", "2024-01-01", "2024-01-31", fee="500")
+    rebuild(conn, "EUR", since=fx.month("2024-01"), through=fx.month("2024-03"), full=True)
+
+    answer = call(f"{api}/nrr?month=2024-02")
+    assert answer.status == 200
+    assert answer.json == as_json(headline(conn, "EUR", fx.month("2024-02")).document())
+    assert answer.json["month"] == "2024-02"
+    assert answer.json["mrr"]["total"] == "1100.00"
+    assert call(f"{api}/nrr").json["month"] == "2024-03"
+    assert call(f"{api}/nrr?month=2024-13").status == 400
+    outside = call(f"{api}/nrr?month=2023-05")
+    assert (outside.status, "outside the ledger" in outside.json["error"]) == (404, True)
+
+
+# -- the process ------------------------------------------------------------------------------
+
+
+def test_basewatch_api_serves_until_sigterm(db_url: str) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("BASEWATCH_")}
+    environ["BASEWATCH_DATABASE_URL"] = db_url
+    lines = []
+    with subprocess.Popen(
+        [sys.executable, "-m", "basewatch", "api", "--port", "0"],
+        env=environ,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stderr is not None
+        try:
+            for line in process.stderr:
+                lines.append(line)
+                found = re.search(r"api listening on (http://127\.0\.0\.1:\d+)", line)
+                if found:
+                    break
+            assert found, "".join(lines)
+            assert call(f"{found[1]}/healthz").status == 200
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0
+            lines += process.stderr.readlines()
+        finally:
+            if process.poll() is None:
+                process.kill()
+    text = "".join(lines)
+    assert "GET /healthz 200" in text
+    assert "SIGTERM received" in text
+    assert "api stopped" in text
+    assert "Traceback" not in text
