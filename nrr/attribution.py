@@ -33,8 +33,9 @@ churn of month M is dated at the end of M, the first instant of M + 1):
 Absent, not zero: when there is no ``alerts`` table (signals not installed) or it holds no
 alert, every attributed figure is None (null, an empty CSV cell) and the status says why; a
 month that ended before the first alert was opened is "not measured" too. A trailing window
-that starts before the first alert is "partly measured" (its figures are computed, its months
-before the first alert count no attribution).
+that starts before the first alert is "partly measured": its expansion, churn and attributed
+figures are summed over its months from the first alert's month on (so unmeasured churn is
+never counted as unflagged), while its NRR and NRR without stay those of the T12M cohort.
 
 Amounts are the movements' (reporting currency, constant currency against the month before).
 """
@@ -395,6 +396,14 @@ def attribution(
     totals: dict[dt.date | None, _Sums] = {}
     for level, at, *rest in conn.execute(_TOTALS, params):
         totals[None if level else at] = _sums(tuple(rest))
+    measured_from = _measured_from(coverage, first, month)
+    if measured_from is not None and measured_from > first:
+        # a partly measured window sums expansion and churn over its measured months only, so
+        # that unmeasured churn is never counted as unflagged
+        totals[None] = _NONE
+        for level, _, *rest in conn.execute(_TOTALS, {"first": measured_from, "last": month}):
+            if level:
+                totals[None] = _sums(tuple(rest))
     attributed: dict[dt.date | None, _Sums] = {}
     influenced_by_account: dict[str, Decimal] = {}
     if coverage.usable:
@@ -430,6 +439,14 @@ def attribution(
         trailing_12,
     )
     return Attribution(window_days, coverage, months, window)
+
+
+def _measured_from(coverage: AlertCoverage, first: dt.date, last: dt.date) -> dt.date | None:
+    """The first month of ``first`` .. ``last`` that ended after the first alert, or None."""
+    if not coverage.covers(last) or coverage.first_opened_at is None:
+        return None
+    opened = coverage.first_opened_at.astimezone(dt.UTC).date()
+    return max(first, opened.replace(day=1))
 
 
 def _month_figures(
@@ -503,7 +520,9 @@ def _window_figures(
     status, note = MEASURED, ""
     assert coverage.first_opened_at is not None
     if coverage.first_opened_at > month_start(first):  # alerts began inside the window
-        status, note = PARTLY, _since(coverage)
+        opened = coverage.first_opened_at.astimezone(dt.UTC).date()
+        status = PARTLY
+        note = f"{_since(coverage)}; expansion and churn summed from {opened:%Y-%m}"
     removed = (
         _removed(conn, reporting_currency, last, influenced_by_account) if trailing_12 else None
     )

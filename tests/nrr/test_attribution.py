@@ -181,7 +181,7 @@ def test_trailing_nrr_without_caps_each_account_at_its_window_expansion(conn: fx
         "accounts) followed an expansion alert acted on within 90 days; churn 0.00 EUR: flagged "
         "by an open risk alert 0.00 (0 accounts), unflagged 0.00 (0); T12M NRR 110.0%, 100.0% "
         "without the influenced expansion. Association, not causation. [partly measured: "
-        "alerts recorded since 2023-05-01]"
+        "alerts recorded since 2023-05-01; expansion and churn summed from 2023-05]"
     )
 
 
@@ -227,7 +227,16 @@ def test_months_that_ended_before_the_first_alert_are_not_measured(conn: fx.Conn
     assert by_month["2024-04"].note == "ended before the first alert (2024-05-03)"
     assert by_month["2024-04"].flagged_churn is None
     assert by_month["2024-05"].status == "measured"
-    assert found.trailing.status == PARTLY
+    window = found.trailing
+    assert window.status == PARTLY
+    # summed from May on: April's churn (d 800, e 400) was not measured, so it is not counted
+    # as unflagged; May and June have one expansion (g, +100 in June) and no churn
+    assert window.note == (
+        "alerts recorded since 2024-05-03; expansion and churn summed from 2024-05"
+    )
+    assert (window.expansion, window.expansion_accounts) == (D("100.00"), 1)
+    assert (window.churn, window.flagged_churn, window.unflagged_churn) == (D(0), D(0), D(0))
+    assert (window.influenced_expansion, window.influenced_accounts) == (D(0), 0)
 
 
 def test_pure_rules_match_the_hand_worked_cases() -> None:
