@@ -204,6 +204,14 @@ class PeriodAttribution:
     # influenced expansion taken out of the NRR (None without a cohort or a measurement)
     removed_expansion: Decimal | None = None
     nrr_without_influenced: Decimal | None = None
+    summed_from: dt.date | None = None  # partly measured: expansion and churn from this month
+
+    @property
+    def measured_label(self) -> str:
+        """The months whose expansion and churn the figures sum."""
+        if self.summed_from is None or self.summed_from == self.first_month:
+            return self.label
+        return f"{format_month(self.summed_from)}..{format_month(self.last_month)}"
 
     @property
     def label(self) -> str:
@@ -231,6 +239,7 @@ class PeriodAttribution:
 
         return {
             "period": self.label,
+            "measured_period": self.measured_label if self.status != NOT_MEASURED else None,
             "status": self.status,
             "note": self.note,
             "expansion": money_text(self.expansion),
@@ -290,7 +299,7 @@ def summary_line(found: Attribution, currency: str) -> str:
     )
     caveat = f" [{window.status}: {window.note}]" if window.status != MEASURED else ""
     return (
-        f"Signal attribution {window.label}: {window.influenced_expansion:,.2f} of "
+        f"Signal attribution {window.measured_label}: {window.influenced_expansion:,.2f} of "
         f"{window.expansion:,.2f} {currency} expansion ({share_text}{window.influenced_accounts}"
         f" of {window.expansion_accounts} accounts) followed an expansion alert acted on within "
         f"{found.window_days} days; churn {window.churn:,.2f} {currency}: flagged by an open "
@@ -523,6 +532,7 @@ def _window_figures(
         opened = coverage.first_opened_at.astimezone(dt.UTC).date()
         status = PARTLY
         note = f"{_since(coverage)}; expansion and churn summed from {opened:%Y-%m}"
+        base = _replace(base, summed_from=max(first, opened.replace(day=1)))
     removed = (
         _removed(conn, reporting_currency, last, influenced_by_account) if trailing_12 else None
     )

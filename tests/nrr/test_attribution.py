@@ -177,7 +177,7 @@ def test_trailing_nrr_without_caps_each_account_at_its_window_expansion(conn: fx
     assert (window.nrr, window.nrr_without_influenced) == (D("1.1"), D("1"))
     assert top.document()["attribution"]["trailing_12_months"]["nrr_pct"] == 110.0
     assert summary_line(top.attribution, "EUR") == (
-        "Signal attribution 2023-01..2023-12: 700.00 of 700.00 EUR expansion (100%, 2 of 2 "
+        "Signal attribution 2023-05..2023-12: 700.00 of 700.00 EUR expansion (100%, 2 of 2 "
         "accounts) followed an expansion alert acted on within 90 days; churn 0.00 EUR: flagged "
         "by an open risk alert 0.00 (0 accounts), unflagged 0.00 (0); T12M NRR 110.0%, 100.0% "
         "without the influenced expansion. Association, not causation. [partly measured: "
