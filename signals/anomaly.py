@@ -20,9 +20,10 @@ Unsupervised and per asset, so it needs no failure history and no knowledge of t
 - Money: ``PriceBook.component_service`` (an anomaly usually ends in a service visit);
   horizon ``HORIZON_DAYS``.
 
-Cost: ``train`` reads at most 168 hourly rows per asset; ``findings`` runs one SQL query that
-aggregates the last 24 hourly rows of every asset per metric and window in the database, then
-numpy over the (asset, metric) rows.
+Cost: ``train`` runs one SQL query that reads at most 168 hourly rows per asset and returns
+only the per-metric figures (2,000 assets with 15 metrics: about 15 s); ``findings`` runs one
+SQL query that aggregates the last 24 hourly rows of every asset per metric and window in the
+database (about 1.4 s for 2,000 assets), then loops over the (asset, metric) rows.
 """
 
 from __future__ import annotations
@@ -86,19 +87,41 @@ def hour_floor(moment: dt.datetime) -> dt.datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-_REFERENCE = """
+_BASELINES = """
 WITH firsts AS (
     SELECT asset_id, greatest(min(bucket), %(until)s - %(max_age)s) AS since
     FROM rollup_daily WHERE bucket < %(until)s GROUP BY asset_id
+), reference AS (
+    SELECT f.asset_id, h.bucket, h.stats, min(h.bucket) OVER (PARTITION BY f.asset_id) AS first
+    FROM firsts f
+    JOIN LATERAL (
+        SELECT bucket, stats FROM rollup_hourly
+        WHERE asset_id = f.asset_id AND bucket >= f.since AND bucket < %(until)s
+        ORDER BY bucket LIMIT %(max_h)s
+    ) h ON true
+), kept AS (
+    SELECT asset_id, bucket, stats, first, first + make_interval(hours => least(%(max_h)s,
+           greatest(%(min_h)s, floor(extract(epoch FROM %(until)s - first) / 7200)::integer)))
+           AS reference_end
+    FROM reference
+), readings AS (
+    SELECT k.asset_id, k.first, k.reference_end, s.key AS metric, k.bucket,
+           (s.value->>0)::double precision AS mean, (s.value->>3)::double precision AS last
+    FROM kept k CROSS JOIN LATERAL jsonb_each(k.stats) AS s(key, value)
+    WHERE k.bucket < k.reference_end AND %(until)s - k.reference_end >= %(scored)s
+), paired AS (
+    SELECT *, lag(mean) OVER w AS previous_mean, lag(bucket) OVER w AS previous_bucket,
+           lag(last) OVER w AS previous_last
+    FROM readings WINDOW w AS (PARTITION BY asset_id, metric ORDER BY bucket)
 )
-SELECT f.asset_id, h.bucket, h.stats
-FROM firsts f
-JOIN LATERAL (
-    SELECT bucket, stats FROM rollup_hourly
-    WHERE asset_id = f.asset_id AND bucket >= f.since AND bucket < %(end)s
-    ORDER BY bucket LIMIT %(limit)s
-) h ON true
-ORDER BY f.asset_id, h.bucket
+SELECT asset_id, first, reference_end, metric, count(mean), avg(mean), stddev_samp(mean),
+       corr(mean, previous_mean) FILTER (WHERE bucket - previous_bucket = INTERVAL '1 hour'),
+       count(*) FILTER (WHERE bucket - previous_bucket = INTERVAL '1 hour'
+                        AND mean IS NOT NULL AND previous_mean IS NOT NULL),
+       coalesce(bool_and(last >= previous_last), true) AND max(last) > min(last)
+FROM paired
+GROUP BY asset_id, first, reference_end, metric
+ORDER BY asset_id, metric
 """
 
 
@@ -109,80 +132,38 @@ def reference_hours(first: dt.datetime, until: dt.datetime) -> int:
     return int(min(REFERENCE_MAX_H, max(REFERENCE_MIN_H, history_h // 2)))
 
 
-def metric_baseline(means: Array, lasts: Array) -> tuple[tuple[float, float, float] | None, bool]:
-    """(mean, sd, autocorrelation) of one metric's hourly means, and whether it is a counter."""
-    valid = ~np.isnan(means)
-    if int(valid.sum()) < MIN_METRIC_HOURS:
-        return None, False
-    ordered = lasts[~np.isnan(lasts)]
-    if len(ordered) >= 2 and bool(np.all(np.diff(ordered) >= 0)) and ordered[-1] > ordered[0]:
-        return None, True
-    values = means[valid]
-    mean = float(values.mean())
-    sd = float(values.std(ddof=1))
-    sd = max(sd, 1e-3 * abs(mean), 1e-9)
-    pairs = valid[1:] & valid[:-1]
-    r = 0.0
-    if int(pairs.sum()) >= 3:
-        a, b = means[:-1][pairs], means[1:][pairs]
-        if float(a.std()) > 0 and float(b.std()) > 0:
-            r = float(np.corrcoef(a, b)[0, 1])
-    r = min(MAX_AUTOCORRELATION, max(0.0, r if math.isfinite(r) else 0.0))
-    return (mean, sd, r), False
-
-
-def asset_baseline(
-    buckets: list[dt.datetime], stats: list[dict[str, list[float]]], until: dt.datetime
-) -> Baseline | None:
-    """The baseline of one asset from its hourly rows from the reference start on (ordered)."""
-    if not buckets:
-        return None
-    first = buckets[0]
-    length = reference_hours(first, until)
-    end = first + length * HOUR
-    if until - end < WINDOWS * WINDOW_H * HOUR:
-        return None  # too young: nothing to compare yet
-    rows = [(b, s) for b, s in zip(buckets, stats, strict=True) if b < end]
-    offsets = [int((b - first) / HOUR) for b, _ in rows]
-    names = sorted({m for _, s in rows for m in s})
-    metrics: dict[str, tuple[float, float, float]] = {}
-    counters: list[str] = []
-    for name in names:
-        means = np.full(length, np.nan)
-        lasts = np.full(length, np.nan)
-        for offset, (_, s) in zip(offsets, rows, strict=True):
-            value = s.get(name)
-            if value is not None and value[0] is not None:
-                means[offset] = value[0]
-                lasts[offset] = value[3] if value[3] is not None else np.nan
-        fitted, counter = metric_baseline(means, lasts)
-        if counter:
-            counters.append(name)
-        elif fitted is not None:
-            metrics[name] = fitted
-    if not metrics:
-        return None
-    return Baseline(first, end, metrics, tuple(counters))
-
-
 def baselines(conn: psycopg.Connection[TupleRow], until: dt.datetime) -> dict[str, Baseline]:
-    """Every asset's baseline from hourly rollups complete before ``until``."""
+    """Every asset's baseline from hourly rollups complete before ``until``, computed in the
+    database (one query; only the per-metric figures come back)."""
     end = hour_floor(until)
-    rows: dict[str, tuple[list[dt.datetime], list[dict[str, list[float]]]]] = defaultdict(
-        lambda: ([], [])
-    )
-    for asset_id, bucket, stats in conn.execute(
-        _REFERENCE,
-        {"until": end, "end": end, "max_age": REFERENCE_MAX_AGE, "limit": REFERENCE_MAX_H},
+    found: dict[str, tuple[dt.datetime, dt.datetime, dict[str, tuple[float, float, float]]]] = {}
+    counters: dict[str, list[str]] = defaultdict(list)
+    params = {
+        "until": end,
+        "max_age": REFERENCE_MAX_AGE,
+        "min_h": REFERENCE_MIN_H,
+        "max_h": REFERENCE_MAX_H,
+        "scored": WINDOWS * WINDOW_H * HOUR,
+    }
+    for asset_id, first, ref_end, metric, n, mean, sd, r, pairs, counter in conn.execute(
+        _BASELINES, params
     ):
-        rows[asset_id][0].append(bucket)
-        rows[asset_id][1].append(stats)
-    found = {}
-    for asset_id, (buckets, stats) in rows.items():
-        baseline = asset_baseline(buckets, stats, end)
-        if baseline is not None:
-            found[asset_id] = baseline
-    return found
+        entry = found.setdefault(asset_id, (first, ref_end, {}))
+        if n < MIN_METRIC_HOURS:
+            continue
+        if counter:
+            counters[asset_id].append(metric)
+            continue
+        spread = max(float(sd or 0.0), 1e-3 * abs(float(mean)), 1e-9)
+        constant = float(sd or 0.0) <= 1e-9 * max(1.0, abs(float(mean)))
+        rho = float(r) if r is not None and pairs >= 3 and not constant else 0.0
+        rho = rho if math.isfinite(rho) else 0.0
+        entry[2][metric] = (float(mean), spread, min(MAX_AUTOCORRELATION, max(0.0, rho)))
+    return {
+        a: Baseline(first, ref_end, metrics, tuple(sorted(counters.get(a, []))))
+        for a, (first, ref_end, metrics) in found.items()
+        if metrics
+    }
 
 
 def train(conn: psycopg.Connection[TupleRow], until: dt.datetime) -> Baselines | None:
