@@ -189,26 +189,52 @@ class _History:
     present: npt.NDArray[np.bool_]  # hours with data
 
 
-def _history(rows: list[tuple[dt.datetime, dict[str, list[float]]]]) -> _History:
-    first = rows[0][0]
-    length = int((rows[-1][0] - first) / HOUR) + 1
-    names = tuple(sorted({m for _, s in rows for m in s}))
-    index = {m: i for i, m in enumerate(names)}
-    mean = np.full((length, len(names)), np.nan)
-    readings = np.zeros((length, len(names)))
-    last = np.full((length, len(names)), np.nan)
-    present = np.zeros(length, dtype=bool)
-    for bucket, stats in rows:
-        h = int((bucket - first) / HOUR)
-        present[h] = True
-        for metric, value in stats.items():
-            if value[0] is None:
-                continue
-            j = index[metric]
-            mean[h, j] = value[0]
-            readings[h, j] = value[4] or 1
-            last[h, j] = value[3] if value[3] is not None else np.nan
-    return _History(first, names, mean, readings, last, present)
+_SERIES = """
+SELECT r.asset_id, s.key,
+       array_agg((extract(epoch FROM r.bucket) / 3600)::bigint ORDER BY r.bucket),
+       array_agg((s.value->>0)::double precision ORDER BY r.bucket),
+       array_agg((s.value->>4)::double precision ORDER BY r.bucket),
+       array_agg((s.value->>3)::double precision ORDER BY r.bucket)
+FROM rollup_hourly r CROSS JOIN LATERAL jsonb_each(r.stats) AS s(key, value)
+WHERE r.asset_id = ANY(%(assets)s) AND r.bucket >= %(since)s AND r.bucket < %(until)s
+GROUP BY r.asset_id, s.key
+"""
+
+
+def load_histories(
+    conn: psycopg.Connection[TupleRow], assets: list[str], since: dt.datetime, until: dt.datetime
+) -> dict[str, _History]:
+    """The hourly rollups of ``assets`` in ``[since, until)`` as dense arrays (one query; the
+    database turns each metric's rows into arrays)."""
+    series: dict[str, dict[str, tuple[Any, ...]]] = defaultdict(dict)
+    for asset_id, metric, hours, means, readings, lasts in conn.execute(
+        _SERIES, {"assets": assets, "since": since, "until": until}
+    ):
+        series[asset_id][metric] = (
+            np.array(hours, dtype=np.int64),
+            np.array(means, dtype=float),
+            np.array(readings, dtype=float),
+            np.array(lasts, dtype=float),
+        )
+    histories = {}
+    for asset_id, metrics in series.items():
+        first = min(int(v[0][0]) for v in metrics.values())
+        length = max(int(v[0][-1]) for v in metrics.values()) - first + 1
+        names = tuple(sorted(metrics))
+        mean = np.full((length, len(names)), np.nan)
+        weights = np.zeros((length, len(names)))
+        last = np.full((length, len(names)), np.nan)
+        present = np.zeros(length, dtype=bool)
+        for j, name in enumerate(names):
+            hours, m, n, lst = metrics[name]
+            index = hours - first
+            present[index] = True
+            mean[index, j] = m
+            weights[index, j] = np.where(np.isnan(m), 0.0, np.nan_to_num(n, nan=1.0))
+            last[index, j] = lst
+        start = dt.datetime.fromtimestamp(first * 3600, dt.UTC)
+        histories[asset_id] = _History(start, names, mean, weights, last, present)
+    return histories
 
 
 def _counters(history: _History) -> npt.NDArray[np.bool_]:
@@ -433,13 +459,6 @@ def _hours_since(
     return (t - latest) / HOUR
 
 
-_TRAIN_ROWS = """
-SELECT asset_id, bucket, stats FROM rollup_hourly
-WHERE asset_id = ANY(%(assets)s) AND bucket >= %(since)s AND bucket < %(until)s
-ORDER BY asset_id, bucket
-"""
-
-
 def _pick(asset_id: str) -> str:
     return hashlib.sha256(asset_id.encode()).hexdigest()
 
@@ -468,12 +487,7 @@ def train(conn: psycopg.Connection[TupleRow], until: dt.datetime) -> FailureMode
         ).fetchall()
     ]
     chosen = failed + sorted(others, key=_pick)[:MAX_OTHER_ASSETS]
-    rows: dict[str, list[tuple[dt.datetime, dict[str, list[float]]]]] = defaultdict(list)
-    for asset_id, bucket, stats in conn.execute(
-        _TRAIN_ROWS, {"assets": chosen, "since": since, "until": end}
-    ):
-        rows[asset_id].append((bucket, stats))
-    histories = {a: _history(r) for a, r in rows.items() if r}
+    histories = load_histories(conn, chosen, since, end)
     frequency: Counter[str] = Counter()
     for h in histories.values():
         frequency.update(m for m, c in zip(h.metrics, _counters(h), strict=True) if not c)

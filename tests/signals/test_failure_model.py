@@ -143,12 +143,9 @@ def test_rows_and_events_after_the_cut_off_change_nothing(fleet: str) -> None:
 def test_labels_need_a_fully_observed_window(fleet: str) -> None:
     # "late" fails 72 h after the cut-off: none of its snapshots may be labelled at the cut
     with psycopg.connect(fleet) as conn:
-        rows = conn.execute(
-            "SELECT bucket, stats FROM rollup_hourly WHERE asset_id = 'late' AND bucket < %s"
-            " ORDER BY bucket",
-            (CUT,),
-        ).fetchall()
-    history = failure_model._history([(b, s) for b, s in rows])
+        histories = failure_model.load_histories(conn, ["late"], CUT - dt.timedelta(days=120), CUT)
+    history = histories["late"]
+    assert history.first == START
     metrics = ("bearing_temp_c", "current_a")
     _, labels, times = failure_model._snapshots(
         history, [], [], CUT, CUT - dt.timedelta(days=120), metrics
