@@ -8,7 +8,7 @@ an overlap, changes nothing.
 
 The first refresh reads every row, so it has its own plan (``bench/rollups.py`` measures it),
 run in batches of assets (``FIRST_BATCH_ROWS`` readings each, so sorts and hash tables stay in
-memory), each batch in three statements:
+memory) on ``FIRST_WORKERS`` connections at once, each batch in three statements:
 
 1. *single-reading buckets* (the common case for hourly data): the bucket's stats are
    ``[v, v, v, v, 1]`` per metric, built as JSON text straight from the reading and parsed once,
@@ -32,10 +32,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 OVERLAP = dt.timedelta(minutes=5)  # longer than any write transaction of the ingesters
 FIRST_BATCH_ROWS = 200_000  # readings per batch of the first refresh
 FIRST_WORK_MEM = "64MB"  # per sort / hash of the first refresh (a batch's window partition)
+FIRST_WORKERS = 2  # connections the first refresh works on (batches in parallel)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 _CHANGED = """
@@ -195,8 +199,14 @@ class RefreshResult:
     seconds: float
 
 
-def refresh_rollups(conn: psycopg.Connection[TupleRow]) -> RefreshResult:
-    """Bring the rollups up to date with telemetry written since the last refresh."""
+def refresh_rollups(
+    conn: psycopg.Connection[TupleRow], workers: int = FIRST_WORKERS
+) -> RefreshResult:
+    """Bring the rollups up to date with telemetry written since the last refresh.
+
+    A first refresh works on ``workers`` connections at once (``conn`` and more to the same
+    database); their batches commit as they finish, so a first refresh that fails leaves part
+    of the rollups written and no watermark: the next refresh is a first one again."""
     started = time.monotonic()
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(7420240002)")  # one refresher at a time
@@ -207,7 +217,7 @@ def refresh_rollups(conn: psycopg.Connection[TupleRow]) -> RefreshResult:
         until = until_row[0]
         params = {"since": since, "until": until, "origin": _EPOCH}
         if row is None:
-            changed, hourly, daily = _first_refresh(conn)
+            changed, hourly, daily = _first_refresh(conn, workers)
         else:
             changed, hourly, daily = _incremental_refresh(conn, params)
         conn.execute(
@@ -261,28 +271,94 @@ def _batches(conn: psycopg.Connection[TupleRow]) -> list[tuple[str, str]]:
     return batches
 
 
-def _first_refresh(conn: psycopg.Connection[TupleRow]) -> tuple[int, int, int]:
-    """Every row of telemetry, batch by batch (see the module docstring); returns the buckets,
-    hourly and daily rows written."""
-    conn.execute(f"SET LOCAL work_mem = '{FIRST_WORK_MEM}'")
-    conn.execute(_FIRST_SETUP)
-    general = _FIRST_GENERAL.format(
-        upsert=_upsert("rollup_hourly", _HOURLY_VALUES, _FIRST_GENERAL_SOURCE)
-    ).encode()
-    general_days = _statement("rollup_daily", _DAILY_VALUES, _FIRST_GENERAL_DAYS)
+def _first_refresh(conn: psycopg.Connection[TupleRow], workers: int) -> tuple[int, int, int]:
+    """Every row of telemetry, batch by batch (see the module docstring), on ``conn`` and up
+    to ``workers - 1`` more connections; returns the buckets, hourly and daily rows written."""
+    batches = _batches(conn)
     empty = conn.execute(
         "SELECT NOT EXISTS (SELECT FROM rollup_hourly) AND NOT EXISTS (SELECT FROM rollup_daily)"
     ).fetchone()
-    conflict = "" if empty and empty[0] else _CONFLICT
-    single, days = (_FIRST_SINGLE + conflict).encode(), (_FIRST_DAYS + conflict).encode()
-    hourly = daily = 0
-    for low, high in _batches(conn):
+    statements = _FirstStatements(conflict="" if empty and empty[0] else _CONFLICT)
+    conn.execute(f"SET LOCAL work_mem = '{FIRST_WORK_MEM}'")
+    conn.execute(_FIRST_SETUP)
+    pending = iter(batches)
+    lock = threading.Lock()
+    totals = [0, 0]
+
+    failed = threading.Event()
+
+    def work(connection: psycopg.Connection[TupleRow], own_transactions: bool) -> None:
+        while not failed.is_set():
+            with lock:
+                batch = next(pending, None)
+            if batch is None:
+                return
+            try:
+                hourly, daily = _batch(connection, batch, own_transactions)
+            except BaseException:
+                failed.set()  # the others stop after their current batch
+                raise
+            with lock:
+                totals[0] += hourly
+                totals[1] += daily
+
+    def _batch(
+        connection: psycopg.Connection[TupleRow], batch: tuple[str, str], own_transactions: bool
+    ) -> tuple[int, int]:
+        if not own_transactions:
+            return statements.run(connection, *batch)
+        with connection.transaction():
+            connection.execute(f"SET LOCAL work_mem = '{FIRST_WORK_MEM}'")
+            connection.execute(_FIRST_SETUP)
+            return statements.run(connection, *batch)
+
+    extra = [c for c in (_connect_like(conn) for _ in range(min(workers, len(batches)) - 1)) if c]
+    try:
+        with ThreadPoolExecutor(max_workers=len(extra) or 1) as pool:
+            futures = [pool.submit(work, c, True) for c in extra]
+            work(conn, False)
+            for future in futures:
+                future.result()
+    finally:
+        for c in extra:
+            c.close()
+    return totals[0], totals[0], totals[1]
+
+
+def _connect_like(conn: psycopg.Connection[TupleRow]) -> psycopg.Connection[TupleRow] | None:
+    """Another connection to the same database as ``conn``, None when the server refuses."""
+    password = conn.pgconn.password
+    conninfo = conn.info.dsn
+    if password:
+        conninfo = make_conninfo(conninfo, password=password.decode())
+    try:
+        return psycopg.connect(conninfo)
+    except psycopg.OperationalError as exc:
+        log.warning("rollups: one connection fewer for the first refresh: %s", exc)
+        return None
+
+
+class _FirstStatements:
+    """The first refresh's statements for one batch (see the module docstring)."""
+
+    def __init__(self, conflict: str) -> None:
+        self.single = (_FIRST_SINGLE + conflict).encode()
+        self.general = _FIRST_GENERAL.format(
+            upsert=_upsert("rollup_hourly", _HOURLY_VALUES, _FIRST_GENERAL_SOURCE)
+        ).encode()
+        self.days = (_FIRST_DAYS + conflict).encode()
+        self.general_days = _statement("rollup_daily", _DAILY_VALUES, _FIRST_GENERAL_DAYS)
+
+    def run(self, conn: psycopg.Connection[TupleRow], low: str, high: str) -> tuple[int, int]:
+        """Hourly and daily rows written for the assets ``low`` to ``high``; ``conn`` is in a
+        transaction with the temporary table ``rollup_general_days``."""
         params: dict[str, object] = {"origin": _EPOCH, "low": low, "high": high}
+        hourly = daily = 0
         everything = False
-        batch_s = time.monotonic()
+        started = time.monotonic()
         try:
             with conn.transaction():
-                hourly += conn.execute(single, params).rowcount
+                hourly += conn.execute(self.single, params).rowcount
         except psycopg.errors.DataError as exc:
             log.warning(
                 "rollups: assets %s to %s take the general path: %s",
@@ -292,20 +368,20 @@ def _first_refresh(conn: psycopg.Connection[TupleRow]) -> tuple[int, int, int]:
             )
             everything = True
         single_s = time.monotonic()
-        row = conn.execute(general, {**params, "everything": everything}).fetchone()
+        row = conn.execute(self.general, {**params, "everything": everything}).fetchone()
         hourly += int(row[0]) if row else 0
         general_s = time.monotonic()
-        daily += conn.execute(days, params).rowcount
+        daily += conn.execute(self.days, params).rowcount
         days_s = time.monotonic()
-        daily += conn.execute(general_days, params).rowcount
+        daily += conn.execute(self.general_days, params).rowcount
         log.debug(
             "rollups: assets %s to %s: single-reading buckets %.1f s, general buckets %.1f s,"
             " days %.1f s, general days %.1f s",
             low,
             high,
-            single_s - batch_s,
+            single_s - started,
             general_s - single_s,
             days_s - general_s,
             time.monotonic() - days_s,
         )
-    return hourly, hourly, daily
+        return hourly, daily

@@ -150,6 +150,14 @@ def test_first_refresh_fast_path_equals_general_path(
     import signals.rollups
 
     monkeypatch.setattr(signals.rollups, "FIRST_BATCH_ROWS", 40)  # several batches
+    connections: list[object] = []
+    connect_like = signals.rollups._connect_like
+
+    def counted(conn: psycopg.Connection) -> psycopg.Connection | None:
+        connections.append(extra := connect_like(conn))
+        return extra
+
+    monkeypatch.setattr(signals.rollups, "_connect_like", counted)
     with psycopg.connect(db_url) as conn:
         conn.execute("TRUNCATE telemetry, rollup_hourly, rollup_daily, rollup_state")
         rows = (
@@ -168,6 +176,8 @@ def test_first_refresh_fast_path_equals_general_path(
         with caplog.at_level(logging.WARNING, logger="signals.rollups"):
             first = refresh_rollups(conn)
         assert not caplog.records  # every batch took the fast path for its single readings
+        assert connections  # batches ran on a second connection too
+        assert all(connections)
         fast = _state(conn)
         assert first.hourly_rows == len(fast["rollup_hourly"]) == 60 + 60 + 30
         assert len(fast["rollup_daily"]) == 3 + 3 + 2
