@@ -40,12 +40,15 @@ FIXED_SPEED_IDLE_SHARE = 0.2  # power at zero load / rated power above this: fix
 
 _USAGE = """
 WITH daily AS (
-    SELECT a.account_id, r.bucket,
-           sum((r.stats -> 'flow_m3_min' ->> 0)::double precision) * 1440 AS volume_m3
-    FROM rollup_daily r JOIN assets a USING (asset_id)
-    WHERE r.bucket >= %(as_of)s - make_interval(days => %(recent)s + %(baseline)s)
-      AND r.bucket <= %(as_of)s - INTERVAL '1 day' AND r.stats ? 'flow_m3_min'
-    GROUP BY a.account_id, r.bucket
+    SELECT account_id, bucket, sum(flow) * 1440 AS volume_m3
+    FROM (  -- the figure out of the JSON before grouping (see _CAPACITY)
+        SELECT a.account_id, r.bucket, (r.stats -> 'flow_m3_min' ->> 0)::double precision AS flow
+        FROM rollup_daily r JOIN assets a USING (asset_id)
+        WHERE r.bucket >= %(as_of)s - make_interval(days => %(recent)s + %(baseline)s)
+          AND r.bucket <= %(as_of)s - INTERVAL '1 day' AND r.stats ? 'flow_m3_min'
+        OFFSET 0
+    ) days
+    GROUP BY bucket, account_id
 )
 SELECT account_id,
        avg(volume_m3) FILTER (WHERE bucket >= %(as_of)s - make_interval(days => %(recent)s))
@@ -105,22 +108,24 @@ FROM hourly GROUP BY account_id
 """
 
 _ENERGY = """
-SELECT a.account_id, a.asset_id, a.rated_power_kw::double precision AS rated_power_kw,
-       max((r.stats -> 'energy_kwh' ->> 3)::double precision)
-         - min((r.stats -> 'energy_kwh' ->> 3)::double precision) AS energy_kwh,
-       (max((r.stats -> 'running_hours' ->> 3)::double precision)
-         - min((r.stats -> 'running_hours' ->> 3)::double precision))
-         / greatest(count(*) - 1, 1) AS running_hours_per_day,
-       avg((r.stats -> 'load_pct' ->> 0)::double precision) FILTER (
-           WHERE (r.stats -> 'load_pct' ->> 0)::double precision > 5) AS running_load_pct,
-       regr_intercept((r.stats -> 'power_kw' ->> 0)::double precision,
-                      (r.stats -> 'load_pct' ->> 0)::double precision)
-           / nullif(a.rated_power_kw::double precision, 0) AS idle_power_share,
+SELECT account_id, asset_id, rated_power_kw,
+       max(energy) - min(energy) AS energy_kwh,
+       (max(running) - min(running)) / greatest(count(*) - 1, 1) AS running_hours_per_day,
+       avg(load) FILTER (WHERE load > 5) AS running_load_pct,
+       regr_intercept(power, load) / nullif(rated_power_kw, 0) AS idle_power_share,
        count(*) AS days
-FROM rollup_daily r JOIN assets a USING (asset_id)
-WHERE r.bucket >= %(as_of)s - INTERVAL '30 days' AND r.bucket <= %(as_of)s - INTERVAL '1 day'
-  AND r.stats ? 'energy_kwh'
-GROUP BY a.account_id, a.asset_id, a.rated_power_kw
+FROM (  -- the figures out of the JSON before grouping (see _CAPACITY)
+    SELECT a.account_id, a.asset_id, a.rated_power_kw::double precision AS rated_power_kw,
+           (r.stats -> 'energy_kwh' ->> 3)::double precision AS energy,
+           (r.stats -> 'running_hours' ->> 3)::double precision AS running,
+           (r.stats -> 'load_pct' ->> 0)::double precision AS load,
+           (r.stats -> 'power_kw' ->> 0)::double precision AS power
+    FROM rollup_daily r JOIN assets a USING (asset_id)
+    WHERE r.bucket >= %(as_of)s - INTERVAL '30 days' AND r.bucket <= %(as_of)s - INTERVAL '1 day'
+      AND r.stats ? 'energy_kwh'
+    OFFSET 0
+) days
+GROUP BY account_id, asset_id, rated_power_kw
 """
 
 

@@ -27,9 +27,9 @@ HISTORY_DAYS = 60
 DUE_HORIZON_DAYS = 30
 SERVICE_MATCH = dt.timedelta(days=3)
 
+# The indicators as columns of numbers (not a JSON object to decode per row in Python).
 _SERIES = """
-SELECT r.asset_id, r.bucket, (r.stats -> 'running_hours' ->> 3)::double precision,
-       jsonb_build_object({pairs})
+SELECT r.asset_id, r.bucket, (r.stats -> 'running_hours' ->> 3)::double precision, {columns}
 FROM rollup_daily r
 WHERE r.bucket >= %(as_of)s - make_interval(days => %(days)s)
   AND r.bucket <= %(as_of)s - INTERVAL '1 day'
@@ -64,13 +64,16 @@ WHERE c.asset_id = ANY(%(assets)s)
 def wear_findings(
     conn: psycopg.Connection[TupleRow], as_of: dt.datetime, prices: PriceBook
 ) -> list[Finding]:
-    pairs = ", ".join(f"'{c}', r.stats -> '{i.metric}' -> 0" for c, i in INDICATORS.items())
+    kinds = tuple(INDICATORS)
+    columns = ", ".join(
+        f"(r.stats -> '{INDICATORS[c].metric}' ->> 0)::double precision" for c in kinds
+    )
     series: dict[str, list[tuple[dt.datetime, float, dict[str, float | None]]]] = defaultdict(list)
-    query = _SERIES.format(pairs=pairs).encode()
-    for asset_id, bucket, hours, indicators in conn.execute(
+    query = _SERIES.format(columns=columns).encode()
+    for asset_id, bucket, hours, *values in conn.execute(
         query, {"as_of": as_of, "days": HISTORY_DAYS}
     ):
-        series[asset_id].append((bucket, hours, indicators))
+        series[asset_id].append((bucket, hours, dict(zip(kinds, values, strict=True))))
     if not series:
         return []
     owners: dict[str, str] = dict(
