@@ -6,9 +6,15 @@ Unsupervised and per asset, so it needs no failure history and no knowledge of t
   hourly rollups, starting at the later of its first data and 28 days before the cut-off, and
   ``clip(history / 2, 48 h, 168 h)`` long (a young asset's first half, at most a week). Per
   metric: mean, hourly standard deviation and lag-1 autocorrelation of the hourly means.
-  Counters (a ``last`` value that never decreases and grows over the reference) are skipped: their
-  level says nothing and their rate is usage, which the usage signals judge. An asset needs at
+  Counters (a ``last`` value that never decreases over the reference) are skipped: their
+  level says nothing and their rate is usage, which the usage signals judge; so are metrics
+  constant over the reference (a counter that did not move, a fixed setting): no spread to
+  judge a change against. An asset needs at
   least 24 hours after its reference period before it is scored.
+  Metrics that a rule already watches against a known limit (the component wear indicators of
+  ``signals.catalogue.INDICATORS``, judged by ``component_due`` and ``third_party_parts``) are
+  left to that rule: the detector is for failure modes no rule knows, and a filter clogging
+  towards its service limit, or reset by a replacement, is normal wear, not an anomaly.
 - **Score** (``findings``): the last 24 complete hours split into 3 windows of 8 hours. A metric
   is out of its normal range when, in every window, its mean differs from the baseline mean by at
   least ``Z_ALERT`` standard errors of an 8-hour mean (the hourly standard deviation widened for
@@ -39,7 +45,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg.rows import TupleRow
 
-from signals.catalogue import PriceBook
+from signals.catalogue import INDICATORS, PriceBook
 from signals.findings import Finding
 
 NAME = "asset_anomaly"
@@ -47,6 +53,8 @@ HOUR = dt.timedelta(hours=1)
 REFERENCE_MAX_AGE = dt.timedelta(days=28)
 REFERENCE_MIN_H = 48
 REFERENCE_MAX_H = 168
+# metrics a rule judges against a known limit: not this detector's business
+WATCHED_BY_RULES = frozenset(indicator.metric for indicator in INDICATORS.values())
 MIN_METRIC_HOURS = 24  # hours of a metric in the reference period to learn its normal
 WINDOW_H = 8
 WINDOWS = 3
@@ -118,7 +126,7 @@ SELECT asset_id, first, reference_end, metric, count(mean), avg(mean), stddev_sa
        corr(mean, previous_mean) FILTER (WHERE bucket - previous_bucket = INTERVAL '1 hour'),
        count(*) FILTER (WHERE bucket - previous_bucket = INTERVAL '1 hour'
                         AND mean IS NOT NULL AND previous_mean IS NOT NULL),
-       coalesce(bool_and(last >= previous_last), true) AND max(last) > min(last)
+       coalesce(bool_and(last >= previous_last), true)
 FROM paired
 GROUP BY asset_id, first, reference_end, metric
 ORDER BY asset_id, metric
@@ -221,7 +229,7 @@ def outliers(
     """The metrics of one asset out of their normal range in every window (strongest first)."""
     found = []
     for metric, values in windows.items():
-        if metric not in baseline.metrics:
+        if metric not in baseline.metrics or metric in WATCHED_BY_RULES:
             continue
         mean, sd, _ = baseline.metrics[metric]
         zs = []

@@ -149,3 +149,36 @@ def test_too_young_assets_and_no_model_give_nothing(fleet: str) -> None:
     with psycopg.connect(fleet) as conn:
         assert anomaly.train(conn, START + dt.timedelta(hours=30)) is None
         assert anomaly.findings(conn, START + dt.timedelta(days=19), PriceBook(), None) == []
+
+
+def test_wear_indicators_and_constant_metrics_are_left_to_the_rules(db_url: str) -> None:
+    rng = np.random.default_rng(5)
+    hours = 24 * 20
+    series = compressor(rng, hours)
+    # a filter clogging towards its limit (component_due's business) and a setting that
+    # never moved in the reference period, then changed
+    series["oil_filter_dp_bar"] = np.linspace(0.3, 1.2, hours) + 0.01 * rng.standard_normal(hours)
+    series["pressure_setpoint_bar"] = np.where(np.arange(hours) < 24 * 17, 7.0, 7.5)
+    with psycopg.connect(db_url) as conn:
+        register(conn, "wear", ["clogging"])
+        write_rollups(conn, "clogging", START, series)
+        conn.commit()
+        as_of = START + dt.timedelta(days=19)
+        model = anomaly.train(conn, as_of)
+        assert model is not None
+        assert "pressure_setpoint_bar" in model.assets["clogging"].counters
+        found = anomaly.findings(conn, as_of, PriceBook(), model)
+        assert [f for f in found if f.subject == "clogging"] == []
+        # the same drift under a name no rule knows is an anomaly
+        conn.execute(
+            "UPDATE rollup_hourly SET stats = stats - 'oil_filter_dp_bar'"
+            " || jsonb_build_object('mystery_signal', stats -> 'oil_filter_dp_bar')"
+            " WHERE asset_id = 'clogging'"
+        )
+        model = anomaly.train(conn, as_of)
+        assert model is not None
+        found = [
+            f for f in anomaly.findings(conn, as_of, PriceBook(), model) if f.subject == "clogging"
+        ]
+    assert len(found) == 1
+    assert found[0].reasons[0].startswith("mystery_signal ")
