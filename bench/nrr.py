@@ -5,13 +5,17 @@ lines (maintenance: fixed fee billed monthly, quarterly or yearly; air as a serv
 with a monthly minimum, invoiced nine months in ten, the rest billed from telemetry; monitoring:
 add-on), in EUR, GBP and USD, with late starts, upgrades, downgrades, churn and returns, invoice
 lines (metered, fixed, add-on, tax, one-off) and monthly rates; telemetry for the first
-``--telemetry-accounts`` accounts. Then times the full ledger rebuild (ledger + movements), the
-movements alone, an incremental rebuild of the last month, ``nrr show``'s figures and the
-monthly report (HTML + CSV). Prints figures (``--json``: one JSON document); never fails on a
-target.
+``--telemetry-accounts`` accounts; signals' alerts (one expansion alert per 2 accounts and one
+risk alert per 4, opened at dates spread over the months, half of them acknowledged, the rest
+open, won, lost, dismissed or expired). Then times the full ledger rebuild (ledger +
+movements), the movements alone, an incremental rebuild of the last month, ``nrr show``'s
+figures, the attribution alone and the monthly report (HTML + CSV), and the report's parts.
+Prints figures (``--json``: one JSON document); never fails on a target.
 
     .venv/bin/python bench/nrr.py                      # 20,000 accounts × 36 months
     .venv/bin/python bench/nrr.py --accounts 2000 --json
+    .venv/bin/python bench/nrr.py --keep              # keep the generated database
+    .venv/bin/python bench/nrr.py --reuse URL         # time a kept database again
 """
 
 # Run as a script, this folder comes first on sys.path and bench/nrr.py would hide the ``nrr``
@@ -32,6 +36,7 @@ if str(_ROOT) not in sys.path:
 import argparse
 import datetime as dt
 import json
+import os
 import tempfile
 import time
 import uuid
@@ -42,11 +47,15 @@ import psycopg
 
 from core.db import drop_database, ensure_database, with_database
 from core.migrate import migrate
+from nrr.attribution import attribution
 from nrr.bridge import bridges, rebuild_movements
+from nrr.cohorts import cohorts
+from nrr.figures import mrr_totals, reconciliation, top_movers
 from nrr.headline import headline
 from nrr.ledger import rebuild
 from nrr.months import add_months, format_month
 from nrr.report import build_report, write_report
+from nrr.retention import DIMENSIONS, breakdown, month_over_month, trailing_series
 
 TARGET_REBUILD_S = 20.0
 TARGET_REPORT_S = 5.0
@@ -198,6 +207,40 @@ _GENERATE = [
                          interval '1 day') d,
          generate_series(0, 1) reading
     """,
+    # signals' alerts: an expansion alert on every second account, a risk alert on every
+    # fourth, opened on a day spread over the months; half acknowledged (some of those later
+    # won or lost), the rest open, won, lost, dismissed or expired
+    """
+    INSERT INTO alerts (account_id, kind, family, subject, status, score, horizon_days,
+                        reasons, opened_at, updated_at, last_seen_at, due_at,
+                        acknowledged_at, closed_at)
+    SELECT account_id, kind, family, '', status, 0.7, 90, '[]'::jsonb, opened_at, opened_at,
+           opened_at, opened_at + interval '14 days',
+           CASE WHEN acknowledged THEN opened_at + ack_days * interval '1 day' END,
+           CASE WHEN status NOT IN ('open', 'acknowledged')
+                THEN opened_at + (ack_days + close_days) * interval '1 day' END
+    FROM (
+        SELECT account_id, kind, family, opened_at, acknowledged, ack_days, close_days,
+               CASE WHEN acknowledged
+                    THEN (ARRAY['acknowledged', 'acknowledged', 'won', 'lost'])[1 + i %% 4]
+                    ELSE (ARRAY['open', 'won', 'lost', 'dismissed', 'expired'])[1 + i %% 5]
+               END AS status
+        FROM (
+            SELECT a.account_id, k.kind, k.family, i,
+                   %(first)s::timestamptz
+                       + random() * (%(months)s * interval '1 month' - interval '1 day')
+                       AS opened_at,
+                   random() < 0.5 AS acknowledged,
+                   1 + floor(random() * 20)::int AS ack_days,
+                   5 + floor(random() * 60)::int AS close_days
+            FROM (SELECT account_id, row_number() OVER (ORDER BY account_id) AS i
+                  FROM accounts) a
+            JOIN (VALUES ('expansion_ready', 'expansion', 2),
+                         ('churn_risk', 'risk', 4)) AS k(kind, family, every)
+              ON a.i %% k.every = 0
+        ) AS drawn
+    ) AS alerts_to_be
+    """,
     "ANALYZE",
     "CHECKPOINT",  # write the generated pages out now, not during the timed rebuild
 ]
@@ -220,25 +263,51 @@ def generate(conn: psycopg.Connection[Any], accounts: int, months: int, telemetr
         conn.execute(statement, params)
 
 
+def _report_parts(conn: psycopg.Connection[Any], last: dt.date) -> dict[str, float]:
+    """Seconds of each query the monthly report runs (``build_report``'s steps, one by one)."""
+    first = add_months(last, -23)
+    steps: dict[str, Callable[[], object]] = {
+        "mrr_totals": lambda: mrr_totals(conn, first, last),
+        "month_over_month": lambda: month_over_month(conn, first, last),
+        "trailing_12_series": lambda: trailing_series(conn, "EUR", first, last, 12),
+        "trailing_3": lambda: trailing_series(conn, "EUR", last, last, 3),
+        "cohorts": lambda: cohorts(conn, first, last),
+        "top_movers": lambda: top_movers(conn, last, 10),
+        "breakdowns": lambda: [breakdown(conn, "EUR", last, d) for d in DIMENSIONS],
+        "reconciliation": lambda: reconciliation(conn, last, "EUR"),
+    }
+    return {name: _timed(step)[1] for name, step in steps.items()}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    server = args.database_url
-    url = with_database(server, f"bw_bench_{uuid.uuid4().hex[:8]}")
-    ensure_database(url)
+    url = args.reuse or with_database(args.database_url, f"bw_bench_{uuid.uuid4().hex[:8]}")
     last = add_months(FIRST_MONTH, args.months - 1)
+    load = [round(x, 2) for x in os.getloadavg()]
     try:
+        if not args.reuse:
+            ensure_database(url)
         with psycopg.connect(url, autocommit=True) as conn:
-            migrate(conn, ("core", "ingest", "nrr"), "off")
             # this machine's speed now (shared CPUs vary): a fixed single-core SQL workload
             _, reference_s = _timed(
                 lambda: conn.execute("SELECT sum(i::numeric) FROM generate_series(1, 3000000) i")
             )
-            print("generating ...", file=sys.stderr, flush=True)
-            _, generate_s = _timed(
-                lambda: generate(conn, args.accounts, args.months, args.telemetry_accounts)
-            )
+            generate_s = 0.0
+            if not args.reuse:
+                migrate(conn, ("core", "ingest", "signals", "nrr"), "off")
+                print("generating ...", file=sys.stderr, flush=True)
+                _, generate_s = _timed(
+                    lambda: generate(conn, args.accounts, args.months, args.telemetry_accounts)
+                )
             counts = {
                 table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
-                for table in ("accounts", "contracts", "invoice_lines", "fx_rates", "telemetry")
+                for table in (
+                    "accounts",
+                    "contracts",
+                    "invoice_lines",
+                    "fx_rates",
+                    "telemetry",
+                    "alerts",
+                )
             }
             print("rebuilding ...", file=sys.stderr, flush=True)
             result, rebuild_s = _timed(lambda: rebuild(conn, "EUR", through=last, full=True))
@@ -253,23 +322,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _, movements_s = _timed(movements_only)
             conn.execute("UPDATE mrr_ledger_state SET stale_since = %s", (last,))
             _, incremental_s = _timed(lambda: rebuild(conn, "EUR", through=last))
+            print("reporting ...", file=sys.stderr, flush=True)
             figures, show_s = _timed(lambda: headline(conn, "EUR", last))
+            signals, attribution_s = _timed(lambda: attribution(conn, "EUR", last))
             with tempfile.TemporaryDirectory() as folder:
                 report, report_s = _timed(
                     lambda: write_report(build_report(conn, "EUR", last), Path(folder))
                 )
                 report_bytes = report.html.stat().st_size
+            parts = _report_parts(conn, last)
             reconciled = all(
                 b.reconciles() for b in bridges(conn, add_months(FIRST_MONTH, 1), last)
             )
     finally:
-        if args.keep:
+        if args.keep or args.reuse:
             print(f"kept database {url}", file=sys.stderr)
         else:
             drop_database(url)
+    trailing_window = signals.trailing
     return {
         "accounts": args.accounts,
         "months": args.months,
+        "load_average": {"before": load, "after": [round(x, 2) for x in os.getloadavg()]},
         "rows": counts,
         "ledger_rows": result.ledger_rows,
         "movement_rows": result.movement_rows,
@@ -284,7 +358,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "movements_only": round(movements_s, 2),
             "rebuild_last_month": round(incremental_s, 2),
             "show": round(show_s, 2),
+            "attribution": round(attribution_s, 2),
             "report": round(report_s, 2),
+            **{f"report_{k}": round(v, 2) for k, v in parts.items()},
         },
         "targets_seconds": {"rebuild_full": TARGET_REBUILD_S, "report": TARGET_REPORT_S},
         "report_html_bytes": report_bytes,
@@ -295,6 +371,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "t12m_grr_pct": figures.document()["trailing_12_months"]["grr_pct"],
             "t12m_cohort_size": figures.document()["trailing_12_months"]["cohort_size"],
         },
+        "attribution": {
+            "period": trailing_window.label,
+            "status": trailing_window.status,
+            "expansion": str(trailing_window.expansion),
+            "influenced_expansion": str(trailing_window.influenced_expansion),
+            "influenced_accounts": trailing_window.influenced_accounts,
+            "churn": str(trailing_window.churn),
+            "flagged_churn": str(trailing_window.flagged_churn),
+            "flagged_accounts": trailing_window.flagged_accounts,
+            "nrr_without_influenced_pct": trailing_window.document()["nrr_without_influenced_pct"],
+        },
     }
 
 
@@ -302,12 +389,19 @@ def _text(document: dict[str, Any]) -> str:
     s = document["seconds"]
     rows = document["rows"]
     head = document["headline"]
+    load = document["load_average"]
+    signals = document["attribution"]
+    parts = ", ".join(
+        f"{k.removeprefix('report_')} {v:.2f}" for k, v in s.items() if k.startswith("report_")
+    )
     return "\n".join(
         [
             f"nrr bench: {document['accounts']:,} accounts × {document['months']} months × 3 "
             f"product lines ({rows['contracts']:,} contracts, {rows['invoice_lines']:,} invoice "
             f"lines, {rows['telemetry']:,} telemetry rows), generated in {s['generate']} s",
-            f"  CPU reference (sum of 3M numerics) {s['cpu_reference']:.2f} s",
+            f"  CPU reference (sum of 3M numerics) {s['cpu_reference']:.2f} s; load average "
+            f"{' '.join(map(str, load['before']))} before, "
+            f"{' '.join(map(str, load['after']))} after",
             f"  ledger rebuild (full)   {s['rebuild_full']:>7.2f} s  (target < "
             f"{TARGET_REBUILD_S:.0f} s): {document['ledger_rows']:,} ledger lines, "
             f"{document['movement_rows']:,} movements",
@@ -317,14 +411,21 @@ def _text(document: dict[str, Any]) -> str:
             f"  movements alone again   {s['movements_only']:>7.2f} s",
             f"  rebuild last month      {s['rebuild_last_month']:>7.2f} s",
             f"  nrr show figures        {s['show']:>7.2f} s",
+            f"  attribution alone       {s['attribution']:>7.2f} s  ({rows['alerts']:,} alerts)",
             f"  monthly report          {s['report']:>7.2f} s  (target < {TARGET_REPORT_S:.0f} s;"
             f" HTML {document['report_html_bytes']:,} bytes + CSV)",
+            f"    its parts besides nrr show's figures: {parts} s",
             f"  metered contract months: {document['metered_months_from_invoices']:,} from "
             "invoices, "
             f"{document['metered_months_from_telemetry']:,} from telemetry; bridge reconciles "
             f"every month: {document['bridge_reconciles_every_month']}",
             f"  {head['month']}: MRR {head['mrr_total']} EUR, T12M NRR {head['t12m_nrr_pct']} %, "
             f"GRR {head['t12m_grr_pct']} % (cohort {head['t12m_cohort_size']:,})",
+            f"  attribution {signals['period']} ({signals['status']}): expansion "
+            f"{signals['expansion']}, influenced {signals['influenced_expansion']} "
+            f"({signals['influenced_accounts']} accounts); churn {signals['churn']}, flagged "
+            f"{signals['flagged_churn']} ({signals['flagged_accounts']}); NRR without "
+            f"{signals['nrr_without_influenced_pct']} %",
         ]
     )
 
@@ -337,6 +438,9 @@ def main() -> None:
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--keep", action="store_true", help="keep the database (to inspect it)")
+    parser.add_argument(
+        "--reuse", metavar="URL", help="time a database kept by --keep again (not dropped)"
+    )
     args = parser.parse_args()
     document = run(args)
     print(json.dumps(document, indent=2) if args.json else _text(document))

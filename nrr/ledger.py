@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
 from core.errors import InputError, NotFound
@@ -78,14 +80,39 @@ WHERE c.kind = 'metered'
 """
 ).format(**_FORMAT)
 
+# The assets of accounts with a metered (per m³) contract month in since .. through that no
+# recurring metered invoice line bills: per contract, its months in force in the span against the
+# distinct months its lines bill (one pass over the lines' partial index, no contract × month
+# expansion), so that the telemetry can be read while the metered months are being built.
 _GAP_ASSETS = """
+WITH spans AS (
+    SELECT contract_id, account_id,
+           greatest(date_trunc('month', start_date::timestamp)::date, %(since)s::date)
+               AS first_month,
+           least(CASE WHEN end_date IS NULL THEN %(through)s::date
+                      ELSE (date_trunc('month', (end_date + 1)::timestamp)
+                            - interval '1 month')::date END,
+                 %(through)s::date) AS last_month
+    FROM contracts
+    WHERE kind = 'metered' AND coalesce(unit, 'm3') = 'm3'
+), gaps AS (
+    SELECT s.account_id
+    FROM spans s
+    LEFT JOIN invoice_lines i ON i.recurring AND i.kind = 'metered'
+                             AND i.contract_id = s.contract_id
+                             AND i.period BETWEEN s.first_month AND s.last_month
+    WHERE s.first_month <= s.last_month
+    GROUP BY s.contract_id, s.account_id, s.first_month, s.last_month
+    HAVING count(DISTINCT i.period)
+           < (extract(year FROM s.last_month) - extract(year FROM s.first_month)) * 12
+             + extract(month FROM s.last_month) - extract(month FROM s.first_month) + 1
+)
 SELECT DISTINCT a.asset_id
-FROM nrr_metered g JOIN assets a ON a.account_id = g.account_id
-WHERE g.invoiced IS NULL AND g.per_m3
+FROM gaps g JOIN assets a ON a.account_id = g.account_id
+ORDER BY a.asset_id
 """
 
 _USAGE = """
-CREATE TEMP TABLE nrr_usage ON COMMIT DROP AS
 SELECT a.account_id, date_trunc('month', d.day::timestamp)::date AS month,
        round(sum(d.volume_m3)::numeric, 3) AS volume_m3
 FROM usage_daily d JOIN assets a ON a.asset_id = d.asset_id
@@ -263,6 +290,7 @@ def rebuild(
         first = min(state.first_month, since)
     if since > through and not full:
         return RebuildResult(False, first, None, None, 0, 0, 0, 0, time.perf_counter() - started)
+    outer_idle = conn.info.transaction_status == TransactionStatus.IDLE
     with conn.transaction():
         set_batch_memory(conn)
         if full:
@@ -277,7 +305,15 @@ def rebuild(
             "reporting": reporting_currency,
         }
         phases: dict[str, float] = {}
-        counts = _insert_ledger(conn, params, phases) if since <= through else (0, 0, 0)
+        # the telemetry may be read on a second connection in this transaction's snapshot,
+        # unless the caller's own uncommitted writes (which it could not see) preceded it
+        snapshot = None
+        if outer_idle:
+            row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            snapshot = str(row[0]) if row else None
+        counts = _insert_ledger(conn, params, phases, snapshot) if since <= through else (0, 0, 0)
+        # the movements read the ledger by month: summarise its new BRIN ranges first
+        conn.execute("SELECT brin_summarize_new_values('mrr_ledger_month_brin'::regclass)")
         mark = time.perf_counter()
         movement_rows = rebuild_movements(
             conn, reporting_currency, max(since, add_months(first, 1)), through
@@ -285,8 +321,7 @@ def rebuild(
         phases["movements"] = time.perf_counter() - mark
         # BRIN ranges written in this transaction are not summarised yet (every read would scan
         # them all): summarise them now, as autovacuum would later.
-        for index in ("mrr_ledger_month_brin", "mrr_movements_month_brin"):
-            conn.execute("SELECT brin_summarize_new_values(%s::regclass)", (index,))
+        conn.execute("SELECT brin_summarize_new_values('mrr_movements_month_brin'::regclass)")
         conn.execute(
             "INSERT INTO mrr_ledger_state (reporting_currency, first_month, last_month)"
             " VALUES (%s, %s, %s) ON CONFLICT (singleton) DO UPDATE SET"
@@ -319,29 +354,71 @@ def rebuild(
     )
 
 
+class _UsageReader:
+    """Runs ``_USAGE`` on a second connection, in ``snapshot`` (so it sees exactly what the
+    rebuild's transaction saw), in a thread; :meth:`result` waits for its rows. Any failure to
+    connect or read leaves the result None and the caller reads on its own connection."""
+
+    def __init__(
+        self, conn: psycopg.Connection[TupleRow], snapshot: str, params: dict[str, Any]
+    ) -> None:
+        self._rows: list[tuple[Any, ...]] | None = None
+        self._info = conn.info
+        self._snapshot = snapshot
+        self._params = params
+        self._thread = threading.Thread(target=self._read, name="nrr-usage", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            with psycopg.connect(self._info.dsn, password=self._info.password) as other:
+                other.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                other.execute(
+                    sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self._snapshot))
+                )
+                self._rows = other.execute(_USAGE, self._params).fetchall()
+                other.rollback()
+        except psycopg.Error as exc:
+            log.warning("reading telemetry usage on a second connection failed: %s", exc)
+
+    def result(self) -> list[tuple[Any, ...]] | None:
+        self._thread.join()
+        return self._rows
+
+
 def _insert_ledger(
-    conn: psycopg.Connection[TupleRow], params: dict[str, Any], phases: dict[str, float]
+    conn: psycopg.Connection[TupleRow],
+    params: dict[str, Any],
+    phases: dict[str, float],
+    snapshot: str | None,
 ) -> tuple[int, int, int]:
     """Insert months since .. through; returns (ledger lines, metered contract months billed
-    from invoices, metered contract months billed from telemetry)."""
+    from invoices, metered contract months billed from telemetry). With ``snapshot`` (exported
+    by this transaction) the telemetry is read on a second connection in that snapshot while
+    this one builds the metered months."""
     mark = time.perf_counter()
     conn.execute("DROP TABLE IF EXISTS nrr_metered, nrr_usage")
-    conn.execute(_METERED_MONTHS, params)
-    conn.execute("ANALYZE nrr_metered")
     # Telemetry is read only for the assets of metered contract months without invoices; the
     # filter on asset_id reaches into usage_daily (its partition key), the one on day cannot.
-    assets = [str(a) for (a,) in conn.execute(_GAP_ASSETS)]
+    assets = [str(a) for (a,) in conn.execute(_GAP_ASSETS, params)]
+    usage_params = {**params, "assets": assets, "through_day": last_day(params["through"])}
+    reader = _UsageReader(conn, snapshot, usage_params) if assets and snapshot else None
+    conn.execute(_METERED_MONTHS, params)
+    conn.execute("ANALYZE nrr_metered")
     phases["metered_months"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    if assets:
-        conn.execute(
-            _USAGE, {**params, "assets": assets, "through_day": last_day(params["through"])}
-        )
-    else:
-        conn.execute(
-            "CREATE TEMP TABLE nrr_usage (account_id text, month date, volume_m3 numeric)"
-            " ON COMMIT DROP"
-        )
+    conn.execute(
+        "CREATE TEMP TABLE nrr_usage (account_id text, month date, volume_m3 numeric)"
+        " ON COMMIT DROP"
+    )
+    usage = reader.result() if reader else None
+    if usage is None and assets:
+        usage = conn.execute(_USAGE, usage_params).fetchall()
+    if usage:
+        with conn.cursor().copy("COPY nrr_usage (account_id, month, volume_m3) FROM STDIN") as copy:
+            for line in usage:
+                copy.write_row(line)
+        conn.execute("ANALYZE nrr_usage")
     phases["telemetry_usage"] = time.perf_counter() - mark
     mark = time.perf_counter()
     try:
