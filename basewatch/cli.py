@@ -528,8 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--signal-months",
         type=_non_negative,
-        default=4,
-        help="replay the signals day by day over the last N months (4; 0 skips)",
+        default=2,
+        help="replay the signals day by day over the last N months (2; 0 skips)",
     )
     return parser
 

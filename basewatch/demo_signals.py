@@ -2,12 +2,13 @@
 lifecycle, what each CSM received, and the backtest table.
 
 The replay scores the fleet as of every day at 06:00 UTC of the last ``months`` months (each
-pass sees only rollups and events before it; the models are retrained weekly on what was known
-then) and applies the findings to the ``alerts`` table exactly as the hourly scheduler job
-does, so the alerts, their history and their queued emails and webhooks are the ones the CSMs
-would have received. The demo's CSMs act on the data: each alert is acknowledged by its CSM at
-the next pass after it was raised (an assumption of the demo, stated in its output) - which is
-what the NRR attribution then reads.
+pass sees only rollups and events before it; the models are retrained every 30 days on what
+was known then, where the scheduler retrains nightly) and applies the findings to the
+``alerts`` table exactly as the hourly scheduler job does, so the alerts, their history and
+their queued emails and webhooks are the ones the CSMs would have received. The demo's CSMs
+act on the data: each alert is acknowledged by its CSM at the next pass after it was raised
+(an assumption of the demo, stated in its output) - which is what the NRR attribution then
+reads.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from core.db import connect
 from core.settings import Settings
 
 DAY = dt.timedelta(days=1)
+RETRAIN = dt.timedelta(days=30)  # the scheduler retrains nightly; monthly keeps the demo short
 
 
 def signals_story(
@@ -55,7 +57,7 @@ def signals_story(
         passes = trainings = acknowledged = 0
         last = time.monotonic()
         for t, findings, retrained in replay(
-            conn, start, end, step=DAY, retrain_every=dt.timedelta(days=7), prices=prices
+            conn, start, end, step=DAY, retrain_every=RETRAIN, prices=prices
         ):
             passes += 1
             trainings += retrained

@@ -1,6 +1,6 @@
 """component_due from a scikit-learn classifier trained on the fleet's own failure history.
 
-**Question.** Does this asset fail within the next ``HORIZON_RH`` = 168 running hours? One
+**Question.** Does this asset fail within the next ``HORIZON_RH`` = 72 running hours? One
 horizon for every data set. Assets with a ``running_hours`` counter count running hours with
 it; assets without one are taken as running whenever they report (one hour of data = one
 running hour, as for C-MAPSS cycles or the hourly Azure machines).
