@@ -52,7 +52,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from nrr.bridge import bridges
-from nrr.ledger import ledger_state
+from nrr.ledger import ledger_state, read_settings
 from nrr.metrics import MonthOverMonth, Trailing
 from nrr.money import ZERO, money_text, percent_text, ratio
 from nrr.months import add_months, format_month
@@ -395,6 +395,27 @@ def attribution(
     T12M retention when the caller has it (``trailing_known``), so both show the same NRR."""
     if window_days < 1:
         raise ValueError("window_days must be at least 1")
+    with read_settings(conn):
+        return _attribution(
+            conn,
+            reporting_currency,
+            month,
+            window_days,
+            first_movement_month,
+            trailing_12,
+            trailing_known,
+        )
+
+
+def _attribution(
+    conn: psycopg.Connection[TupleRow],
+    reporting_currency: str,
+    month: dt.date,
+    window_days: int,
+    first_movement_month: dt.date | None,
+    trailing_12: Trailing | None,
+    trailing_known: bool,
+) -> Attribution:
     first = add_months(month, -(TRAILING_MONTHS - 1))
     if first_movement_month is None:
         state = ledger_state(conn)

@@ -24,7 +24,7 @@ from nrr.attribution import (
 )
 from nrr.bridge import bridge
 from nrr.figures import MrrTotals, mrr_totals
-from nrr.ledger import LedgerState, ledger_state
+from nrr.ledger import LedgerState, ledger_state, read_settings
 from nrr.metrics import MonthOverMonth, Trailing
 from nrr.money import money_text, percent_text
 from nrr.months import add_months, format_month
@@ -200,6 +200,16 @@ def headline(
     month: dt.date | None = None,
     *,
     attribution_window_days: int = DEFAULT_WINDOW_DAYS,
+) -> Headline:
+    with read_settings(conn):
+        return _headline(conn, reporting_currency, month, attribution_window_days)
+
+
+def _headline(
+    conn: psycopg.Connection[TupleRow],
+    reporting_currency: str,
+    month: dt.date | None,
+    attribution_window_days: int,
 ) -> Headline:
     state, month = checked_state(conn, reporting_currency, month)
     t12 = trailing_series(conn, reporting_currency, month, month, 12).get(month)

@@ -18,6 +18,8 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,6 +245,21 @@ class RebuildResult:
 def set_batch_memory(conn: psycopg.Connection[TupleRow]) -> None:
     """Raise work_mem to BATCH_WORK_MEM until the end of the current transaction."""
     conn.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(BATCH_WORK_MEM)))
+
+
+@contextmanager
+def read_settings(conn: psycopg.Connection[TupleRow]) -> Iterator[None]:
+    """For a batch of reads (the report, the headline): when ``conn`` is not in a transaction,
+    open one with work_mem BATCH_WORK_MEM (sorts and hashes in memory, not temporary files) and
+    JIT off (compiling each statement cost more than it saved on these few-hundred-thousand-row
+    queries); inside the caller's transaction, change nothing."""
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        yield
+        return
+    with conn.transaction():
+        set_batch_memory(conn)
+        conn.execute("SET LOCAL jit = off")
+        yield
 
 
 def ledger_state(conn: psycopg.Connection[TupleRow]) -> LedgerState | None:

@@ -24,6 +24,7 @@ from nrr.attribution import DEFAULT_WINDOW_DAYS, DEFINITION, Attribution, Period
 from nrr.cohorts import Cohort, cohorts
 from nrr.figures import Mover, MrrTotals, mrr_totals, reconciliation, top_movers
 from nrr.headline import MRR_LABEL, Headline, headline
+from nrr.ledger import read_settings
 from nrr.metrics import MonthOverMonth, Trailing
 from nrr.money import money_text, percent_text
 from nrr.months import add_months, format_month, months_between
@@ -78,6 +79,16 @@ def build_report(
     attribution_window_days: int = DEFAULT_WINDOW_DAYS,
 ) -> Report:
     """Gather every figure of ``month``'s report (the ledger must cover the month)."""
+    with read_settings(conn):
+        return _build_report(conn, reporting_currency, month, attribution_window_days)
+
+
+def _build_report(
+    conn: psycopg.Connection[TupleRow],
+    reporting_currency: str,
+    month: dt.date,
+    attribution_window_days: int,
+) -> Report:
     top = headline(conn, reporting_currency, month, attribution_window_days=attribution_window_days)
     first = max(add_months(month, -(TREND_MONTHS - 1)), top.state.first_month)
     totals = mrr_totals(conn, first, month)
