@@ -91,9 +91,10 @@ WITH hourly AS (
         WHERE r.bucket >= %(as_of)s - make_interval(days => %(recent)s)
           AND r.bucket <= %(as_of)s - INTERVAL '1 hour'
           AND a.rated_flow_m3_min IS NOT NULL AND r.stats ? 'flow_m3_min'
+        ORDER BY r.bucket  -- the bucket index's order: the grouping sorts one hour at a time
         OFFSET 0
     ) readings
-    GROUP BY bucket, account_id  -- in the order of the bucket index: small sorts per hour
+    GROUP BY bucket, account_id
 )
 SELECT account_id, count(*) AS hours,
        count(*) FILTER (WHERE flow > 0.05 * capacity) AS production_hours,
