@@ -21,7 +21,8 @@ Data sets (``--data`` folder, default ../shared/data):
   replay without false alarms.
 - simulator: a fleet simulated with a seed the detectors were not developed on (``--seed``),
   written with ``basewatch simulate --out`` and imported like the rest; its ground truth is
-  copied into ``ground_truth``. Its last six months are replayed day by day (``--sim-step``).
+  copied into ``ground_truth``. Its last six months are replayed day by day (``--sim-step``),
+  retraining every 30 days (``--sim-retrain``).
 
 The detectors' configuration is the same for every data set; only the replay step differs.
 """
@@ -136,7 +137,8 @@ def _copy_truth(url: str, path: Path) -> None:
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         with cur.copy(
             "COPY ground_truth (kind, account_id, asset_id, component, time, value, detail)"
-            " FROM STDIN WITH (FORMAT csv, HEADER true)"
+            " FROM STDIN WITH (FORMAT csv, HEADER true,"
+            " FORCE_NOT_NULL (asset_id, component, detail))"
         ) as copy:
             copy.write(path.read_bytes())
         conn.commit()
@@ -162,7 +164,10 @@ def run_one(name: str, args: argparse.Namespace, server: str) -> dict[str, Any]:
                 start = (dt.datetime.fromisoformat(end) - dt.timedelta(days=183)).isoformat()
             print(f"{name}: backtest {start} → {end} ...", file=sys.stderr)
             command = ["signals", "backtest", "--from", start, "--to", end, "--json"]
-            command += ["--step", args.sim_step if name == "simulator" else args.step]
+            if name == "simulator":
+                command += ["--step", args.sim_step, "--retrain-every", args.sim_retrain]
+            else:
+                command += ["--step", args.step]
             for kind in args.kinds:
                 command += ["--kind", kind]
             document: dict[str, Any] = json.loads(_basewatch(url, command))
@@ -212,6 +217,11 @@ def main() -> int:
         default="1d",
         help="replay step of the simulated fleet (1d: six months hour by hour take hours here)",
     )
+    parser.add_argument(
+        "--sim-retrain",
+        default="30d",
+        help="retraining interval of the simulated fleet's replay (30d, as the demo)",
+    )
     parser.add_argument("--seed", type=int, default=101, help="the simulator's held-out seed")
     parser.add_argument("--kinds", default=",".join(KINDS), help="kinds to replay")
     parser.add_argument("--alerts", action="store_true", help="keep each alert in the JSON")
@@ -222,7 +232,10 @@ def main() -> int:
     server = os.environ.get(
         "BASEWATCH_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
-    results = [run_one(name, args, server) for name in args.datasets.split(",") if name]
+    results = []
+    for name in (n for n in args.datasets.split(",") if n):
+        results.append(run_one(name, args, server))
+        print(_text(results[-1:]), file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps({"results": results}, indent=2))
     else:

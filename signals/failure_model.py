@@ -514,7 +514,11 @@ def train(conn: psycopg.Connection[TupleRow], until: dt.datetime) -> FailureMode
         l2_regularization=1.0,
         random_state=SEED,
     )
-    classifier.fit(np.vstack(xs), np.array(ys))
+    features = np.vstack(xs)
+    # a feature no snapshot had (a metric missing in the training window) is constant, not
+    # missing: scikit-learn's binning fails on a column without a single value
+    features[:, np.isnan(features).all(axis=0)] = 0.0
+    classifier.fit(features, np.array(ys))
     return FailureModel(
         end,
         metrics,

@@ -159,3 +159,25 @@ def test_too_few_failures_train_nothing_and_find_nothing(sparse: str) -> None:
     with psycopg.connect(sparse) as conn:
         assert failure_model.train(conn, CUT) is None
         assert failure_model.findings(conn, CUT, PriceBook(), None) == []
+
+
+def test_a_metric_no_labelled_snapshot_has_does_not_break_training(template_url: str) -> None:
+    from core.db import database_name, drop_database
+
+    url = clone(database_name(template_url), f"bw_test_{uuid.uuid4().hex[:8]}")
+    try:
+        build(url, failing=12, steady=8, late_failure=False)
+        with psycopg.connect(url) as conn:
+            # a sensor added to every machine a day before the cut-off: in the metric list,
+            # in no snapshot whose label window is observed (their features are all missing)
+            conn.execute(
+                "UPDATE rollup_hourly SET stats = stats || '{\"new_sensor\": [1, 1, 1, 1, 1]}'"
+                " WHERE bucket >= %s",
+                (CUT - dt.timedelta(days=1),),
+            )
+            conn.commit()
+            model = failure_model.train(conn, CUT)
+        assert model is not None
+        assert "new_sensor" in model.metrics
+    finally:
+        drop_database(url)
