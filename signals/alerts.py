@@ -109,7 +109,7 @@ def _finite(figures: dict[str, float]) -> dict[str, float | None]:
     return {k: (v if math.isfinite(v) else None) for k, v in figures.items()}
 
 
-def _strongest(findings: Iterable[Finding]) -> list[Finding]:
+def strongest(findings: Iterable[Finding]) -> list[Finding]:
     """One finding per key; where a pass produced several, the largest expected value."""
     best: dict[tuple[str, str, str], Finding] = {}
     for f in findings:
@@ -247,7 +247,7 @@ def apply_findings(
     None means every account. Commits, unless the caller has a transaction open, in which
     case the changes become part of it."""
     _check_aware(now)
-    kept = _strongest(findings)
+    kept = strongest(findings)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (PASS_LOCK_KEY,))
         conn.execute("DROP TABLE IF EXISTS pg_temp.alert_pass")

@@ -56,6 +56,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import TupleRow
 
+from signals.alerts import strongest
 from signals.catalogue import PriceBook
 from signals.findings import FAMILIES, Finding
 from signals.scoring import score, train_models
@@ -134,11 +135,7 @@ class Lifecycle:
 
     def apply(self, findings: Iterable[Finding], now: dt.datetime) -> list[Finding]:
         """Apply one pass's findings; returns the findings that raised an alert."""
-        best: dict[tuple[str, str, str], Finding] = {}
-        for f in findings:
-            key = (f.account_id, f.kind, f.subject)
-            if key not in best or f.expected_value > best[key].expected_value:
-                best[key] = f
+        best = {(f.account_id, f.kind, f.subject): f for f in strongest(findings)}
         raised = []
         for key, f in sorted(best.items()):
             current = self.open.get(key)
@@ -469,6 +466,14 @@ def _window(alert: RaisedAlert) -> tuple[dt.timedelta, dt.timedelta]:
     return dt.timedelta(0), EXPANSION_WINDOW
 
 
+def _confirms(alert: RaisedAlert, event: TruthEvent) -> bool:
+    """Whether ``event`` is about ``alert``'s subject and inside its window."""
+    before, after = _window(alert)
+    return _matches(alert, event) and alert.raised_at + before <= event.time <= (
+        alert.raised_at + after
+    )
+
+
 def _truth_kinds(kind: str) -> tuple[set[str], set[str]]:
     """(events that confirm an alert, events an alert should have caught) for ``kind``."""
     if kind == "component_due":
@@ -520,23 +525,11 @@ def evaluate_kind(
     relevant = [e for e in truth if e.kind in confirming]
     if not relevant:
         return KindResult(kind, len(mine), None, None, None, None, per_csm_week, None, "")
-    true = 0
-    for a in mine:
-        before, after = _window(a)
-        if any(
-            _matches(a, e) and a.raised_at + before <= e.time <= a.raised_at + after
-            for e in relevant
-        ):
-            true += 1
+    true = sum(any(_confirms(a, e) for e in relevant) for a in mine)
     events = [e for e in relevant if e.kind in expected and start <= e.time < end]
     leads: list[float] = []
     for e in events:
-        firsts = [
-            a.raised_at
-            for a in mine
-            if _matches(a, e)
-            and a.raised_at + _window(a)[0] <= e.time <= a.raised_at + _window(a)[1]
-        ]
+        firsts = [a.raised_at for a in mine if _confirms(a, e)]
         if firsts:
             leads.append((e.time - min(firsts)) / dt.timedelta(hours=1))
     return KindResult(
