@@ -313,6 +313,19 @@ def _positive(text: str) -> int:
     return value
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def _non_negative(text: str) -> int:
     try:
         value = int(text)
@@ -590,9 +603,9 @@ def _fleet_options(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument(
         "--months",
-        type=_positive,
+        type=_at_least(2),
         default=24,
-        help="months of hourly history ending at the start of this month",
+        help="months of hourly history ending at the start of this month (at least 2)",
     )
     command.add_argument("--seed", type=int, default=1)
     command.add_argument(
@@ -601,11 +614,32 @@ def _fleet_options(command: argparse.ArgumentParser) -> None:
         help="story mix, e.g. steady=0.4,growing=0.2,declining=0.2,leaky=0.1,"
         "third_party=0.05,heat_recovery=0.05 (default: the built-in mix)",
     )
+    command.set_defaults(fleet_parser=command)
+
+
+def _check_fleet_options(args: argparse.Namespace) -> None:
+    """Relations between the fleet options that one option's type cannot check: wrong usage,
+    so argparse's error (exit 2, naming the option)."""
+    from ingest.fleet import parse_mix
+
+    parser: argparse.ArgumentParser = args.fleet_parser
+    if args.assets < args.accounts:
+        parser.error(
+            f"argument --assets: must be at least --accounts ({args.accounts}), "
+            f"one compressor per account; got {args.assets}"
+        )
+    if args.stories:
+        try:
+            parse_mix(args.stories)
+        except ValueError as exc:
+            parser.error(f"argument --stories: {exc}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "fleet_parser", None) is not None:
+        _check_fleet_options(args)
     try:
         settings = Settings.from_env()
         configure_logging("DEBUG" if args.verbose else settings.log_level)

@@ -322,8 +322,11 @@ def _machines(
         start_month = account.event_month if added else account.start_month
         silent = None
         if account.story == "declining" and account.churn_month is not None:
-            # machines fall silent between the decline's start and the churn
-            silent = rng.randint(account.event_month + 1, account.churn_month)
+            # machines fall silent between the decline's start and the churn (in the churn
+            # month itself when a short window caps the churn at the decline's month)
+            silent = rng.randint(
+                min(account.event_month + 1, account.churn_month), account.churn_month
+            )
         installed = (
             (start + dt.timedelta(days=31 * start_month)).date()
             if start_month

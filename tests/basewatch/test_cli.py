@@ -83,3 +83,31 @@ def test_config_json_masks_secrets() -> None:
     assert result.returncode == 0
     assert json.loads(result.stdout)["BASEWATCH_MQTT_PASSWORD"] == "***"
     assert "hunter2" not in result.stdout
+
+
+def test_fleet_options_out_of_range_are_usage_errors_naming_the_option(tmp_path: Path) -> None:
+    cases = {
+        ("--months", "1"): "--months",
+        ("--months", "0"): "--months",
+        ("--accounts", "0"): "--accounts",
+        ("--accounts", "5", "--assets", "4"): "--assets",
+        ("--stories", "steady=0"): "--stories",
+        ("--stories", "nonsense=1"): "--stories",
+    }
+    for command in ("simulate", "demo"):
+        for options, named in cases.items():
+            result = run(command, *options, "--out", str(tmp_path / "never"))
+            assert result.returncode == 2, (command, options, result.stderr)
+            assert f"argument {named}:" in result.stderr, (command, options, result.stderr)
+    assert not (tmp_path / "never").exists()
+
+
+def test_simulate_a_four_month_fleet(tmp_path: Path) -> None:
+    """``--months 4`` crashed with "empty range for randrange()" (seed 1, 40 accounts)."""
+    result = run(
+        "simulate", "--months", "4", "--assets", "40", "--json", "--out", str(tmp_path / "out")
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["accounts"] == 40
+    assert document["readings"] > 0

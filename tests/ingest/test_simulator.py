@@ -160,3 +160,19 @@ def test_invoices_bill_metered_volume_with_the_minimum(
             assert line["amount"] == expected
         if line["kind"] in ("one_off", "tax"):
             assert line["recurring"] == "false"
+
+
+@pytest.mark.parametrize("months", [2, 3, 4, 5, 6])
+def test_short_windows_build_and_simulate(months: int) -> None:
+    """``basewatch demo --months 4`` crashed with "empty range for randrange()": a declining
+    account whose churn is capped at the window's last month left its machines no month to
+    fall silent in. Every seed and small size must build and simulate."""
+    for seed in range(1, 41):
+        make_fleet(seed=seed, accounts=40, assets=150, months=months, end=END)
+    for accounts, assets in ((1, 1), (2, 3), (3, 3)):
+        for seed in range(1, 6):
+            small = make_fleet(seed=seed, accounts=accounts, assets=assets, months=months, end=END)
+            output = run(small, None)
+            assert output.readings > 0
+            silent = [a for a in small.assets if a.silent_month is not None]
+            assert all(0 < a.silent_month < months for a in silent if a.silent_month)
