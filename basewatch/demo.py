@@ -111,14 +111,19 @@ def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
             username=settings.mqtt_username,
             password=settings.mqtt_password,
             window=1000,
+            max_payload_bytes=settings.ingest_max_payload_bytes,
         ) as publisher:
             output = run(
                 fleet,
                 mqtt_sink(_Throttled(publisher, None), settings.topic_prefix),
                 progress=_progress,
             )
-            if not publisher.wait_all_acked():
-                raise StorageUnavailable("the broker did not acknowledge every message")
+            _wait_answered(publisher)
+            if publisher.unrouted:
+                _progress(
+                    f"warning: the broker had no subscriber for {publisher.unrouted:,} messages "
+                    "and dropped them (is an ingester subscribed?)"
+                )
         where = f"mqtt://{settings.mqtt_host}:{settings.mqtt_port}/{settings.topic_prefix}"
         if args.truth_out:
             write_csv(
@@ -177,6 +182,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             username=settings.mqtt_username,
             password=settings.mqtt_password,
             window=1000,
+            max_payload_bytes=settings.ingest_max_payload_bytes,
         ) as publisher:
             output = run(
                 fleet,
@@ -184,8 +190,12 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 progress=_progress,
             )
             _publish_bad(publisher, fleet, settings.topic_prefix)
-            if not publisher.wait_all_acked():
-                raise StorageUnavailable("the broker did not acknowledge every message")
+            _wait_answered(publisher)
+            if publisher.unrouted:
+                raise StorageUnavailable(
+                    f"the broker had no subscriber for {publisher.unrouted:,} messages and "
+                    "dropped them: the ingester was not subscribed"
+                )
             messages = publisher.acked
         _wait_stored(url, output, ingester)
         pipeline_s = time.monotonic() - publish_started
@@ -277,6 +287,15 @@ def _start_ingester(url: str, host: str, port: int, settings: Settings) -> subpr
     if process.poll() is not None:
         raise StorageUnavailable("the ingester exited at start (see the lines above)")
     return process
+
+
+def _wait_answered(publisher: Publisher) -> None:
+    """Every message acknowledged, or the error that says why not."""
+    if not publisher.wait_all_acked():
+        raise StorageUnavailable(
+            f"the broker answered {publisher.answered:,} of {publisher.sent:,} messages in time"
+        )
+    publisher.raise_for_rejections()
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
