@@ -111,7 +111,9 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.processes import run_ingesters
 
     processes = args.processes or settings.ingest_processes
-    return run_ingesters(settings, processes=processes, index=args.index)
+    return run_ingesters(
+        settings, processes=processes, index=args.index, ready_file=args.ready_file
+    )
 
 
 def cmd_deadletters_list(settings: Settings, args: argparse.Namespace) -> int:
@@ -433,6 +435,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=0,
         help="consumer processes on the shared subscription (default BASEWATCH_INGEST_PROCESSES)",
+    )
+    ingest.add_argument(
+        "--ready-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write PATH (one JSON object) once the broker confirmed the subscription (SUBACK), "
+        "again after each re-subscription; removed at start and exit (for scripts and "
+        "readiness checks: publish only after it exists)",
     )
     ingest.add_argument("--index", type=_non_negative, default=None, help=argparse.SUPPRESS)
 

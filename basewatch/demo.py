@@ -1,14 +1,15 @@
 """``basewatch demo`` and ``basewatch simulate``: the simulated fleet through the real pipeline.
 
 The demo migrates a fresh database (``basewatch_demo`` on the configured server), registers the
-fleet, starts a private Mosquitto with the project's config and an ingester process, and
-publishes 24 months of hourly history over MQTT the way a device gateway uploads its buffer:
-one message per asset and day holding that day's hourly readings (QoS 1, a bounded window of
-unacknowledged messages). Hourly resolution and daily batches keep the demo to a few minutes
-here: 150 machines × 24 months are about 2.3 million readings, which one message per reading
-would take about ten minutes to carry. It then waits until everything is committed, stores the
-ground truth and the commercial records, adds a few deliberately bad messages to show the
-dead-letter path, and prints the fleet's story.
+fleet, starts a private Mosquitto with the project's config (or uses the configured broker) and
+an ingester process, waits until the broker confirmed the ingester's subscription (its ready
+file, written on the SUBACK), and publishes 24 months of hourly history over MQTT the way a
+device gateway uploads its buffer: one message per asset and day holding that day's hourly
+readings (QoS 1, a bounded window of unacknowledged messages). Hourly resolution and daily
+batches keep the demo to a few minutes here: 150 machines × 24 months are about 2.3 million
+readings, which one message per reading would take about ten minutes to carry. It then waits
+until everything is committed, stores the ground truth and the commercial records, adds a few
+deliberately bad messages to show the dead-letter path, and prints the fleet's story.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -38,6 +40,7 @@ from ingest.simulate import write_files as write_simulation_files
 from ingest.stats import storage_stats
 
 PROGRESS_INTERVAL_S = 3.0
+INGESTER_START_TIMEOUT_S = 120.0
 BAD_MESSAGES = (
     ("acct-999/ghost-01", b'{"ts": "2026-01-01T00:00:00Z", "metrics": {"load_pct": 50}}'),
     ("{account}/{asset}", b'{"ts": "yesterday", "metrics": {"load_pct": 50}}'),
@@ -173,7 +176,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             host, port = broker.host, broker.port
         else:
             host, port = settings.mqtt_host, settings.mqtt_port
-        ingester = _start_ingester(url, host, port, settings)
+        ready_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="basewatch-")))
+        ingester = _start_ingester(url, host, port, settings, ready_dir / "ingest.ready")
         stack.callback(_stop, ingester)
         publish_started = time.monotonic()
         with Publisher(
@@ -271,7 +275,14 @@ def _write_commercial(out_dir: Path, output: SimulationOutput) -> None:
     write_csv(out_dir / "fx.csv", FX_COLUMNS, output.fx)
 
 
-def _start_ingester(url: str, host: str, port: int, settings: Settings) -> subprocess.Popen[bytes]:
+def _start_ingester(
+    url: str, host: str, port: int, settings: Settings, ready_file: Path
+) -> subprocess.Popen[bytes]:
+    """Start ``basewatch ingest`` and return once the broker confirmed its subscription.
+
+    Messages published before the SUBACK have no subscriber and are dropped by the broker, so
+    the demo waits for the ingester's ready file (written on the SUBACK) rather than for a
+    fixed time: a busy machine can take seconds to start a Python process."""
     env = dict(
         os.environ,
         BASEWATCH_DATABASE_URL=url,
@@ -282,10 +293,20 @@ def _start_ingester(url: str, host: str, port: int, settings: Settings) -> subpr
         BASEWATCH_TOPIC_PREFIX=settings.topic_prefix,
         BASEWATCH_INGEST_BATCH_SIZE="200",
     )
-    process = subprocess.Popen([sys.executable, "-m", "basewatch", "ingest"], env=env)
-    time.sleep(1.0)  # let it subscribe before the first publish (its session keeps the rest)
-    if process.poll() is not None:
-        raise StorageUnavailable("the ingester exited at start (see the lines above)")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "basewatch", "ingest", "--ready-file", str(ready_file)], env=env
+    )
+    deadline = time.monotonic() + INGESTER_START_TIMEOUT_S
+    while not ready_file.exists():
+        if process.poll() is not None:
+            raise StorageUnavailable("the ingester exited at start (see the lines above)")
+        if time.monotonic() > deadline:
+            _stop(process)
+            raise StorageUnavailable(
+                f"the ingester did not subscribe at {host}:{port} within "
+                f"{INGESTER_START_TIMEOUT_S:.0f} s"
+            )
+        time.sleep(0.05)
     return process
 
 

@@ -122,6 +122,8 @@ class Ingester:
         self._retry_at = 0.0
         self._backoff_s = 0.5
         self._client = self._make_client()
+        # called after each SUBACK that grants every filter (a readiness marker for scripts)
+        self.on_subscribed: Callable[[], None] | None = None
 
     # -- public -------------------------------------------------------------------------------
 
@@ -307,6 +309,10 @@ class Ingester:
                 "BASEWATCH_TOPIC_PREFIX",
                 f"the broker refused the subscription: {', '.join(failed)}",
             )
+            return
+        log.info("subscribed (SUBACK: %s)", ", ".join(str(r) for r in reasons))
+        if self.on_subscribed is not None:
+            self.on_subscribed()
 
     def _on_disconnect(
         self,
