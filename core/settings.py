@@ -9,6 +9,8 @@ Every field is documented in the README's configuration reference.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import os
 import re
 import socket
@@ -58,8 +60,16 @@ def _setting(
     )
 
 
-def _default_client_id() -> str:
-    return f"basewatch-ingest-{socket.gethostname()}"
+def _default_client_id(username: str, password: str) -> str:
+    """``basewatch-ingest-<hostname>``, and with a password a suffix derived from it, so that
+    the id is stable across restarts but cannot be guessed without the password."""
+    host = socket.gethostname()
+    if not password:
+        return f"basewatch-ingest-{host}"
+    digest = hmac.new(
+        password.encode(), f"basewatch-ingest\0{username}\0{host}".encode(), hashlib.sha256
+    ).hexdigest()
+    return f"basewatch-ingest-{host}-{digest[:16]}"
 
 
 @dataclass(frozen=True)
@@ -169,9 +179,18 @@ class Settings:
         return [a.strip() for a in self.nrr_report_recipients.split(",") if a.strip()]
 
     def effective_client_id(self, index: int = 0) -> str:
-        """The MQTT client id of ingester process ``index``; stable across restarts."""
-        base = self.mqtt_client_id or _default_client_id()
+        """The MQTT client id of ingester process ``index``; stable across restarts. Unset, it
+        is derived from the host name, the username and the password (not guessable)."""
+        base = self.mqtt_client_id or _default_client_id(self.mqtt_username, self.mqtt_password)
         return base if index == 0 else f"{base}-{index}"
+
+    def effective_username(self, index: int = 0) -> str:
+        """The MQTT username of ingester process ``index``: process n > 0 of ``--processes``
+        logs in as ``<username>-<n>``, for a broker that uses the username as client id (the
+        shipped Mosquitto config): one broker user per simultaneous connection."""
+        if not self.mqtt_username or index == 0:
+            return self.mqtt_username
+        return f"{self.mqtt_username}-{index}"
 
     def public(self) -> dict[str, Any]:
         """All settings with secrets masked, for ``basewatch config``."""

@@ -77,3 +77,24 @@ def test_client_ids_are_stable_and_distinct_per_process() -> None:
     settings = Settings.from_env({"BASEWATCH_MQTT_CLIENT_ID": "ingest-a"})
     assert settings.effective_client_id(0) == "ingest-a"
     assert settings.effective_client_id(1) == "ingest-a-1"
+
+
+def test_default_client_id_is_stable_and_not_guessable_without_the_password() -> None:
+    one = Settings(mqtt_username="basewatch-ingest-1", mqtt_password="s3cret")
+    assert one.effective_client_id() == one.replace().effective_client_id()  # stable
+    other_password = one.replace(mqtt_password="another")
+    other_user = one.replace(mqtt_username="basewatch-ingest-2")
+    ids = {one.effective_client_id(), other_password.effective_client_id()}
+    ids.add(other_user.effective_client_id())
+    assert len(ids) == 3
+    assert one.effective_client_id().startswith("basewatch-ingest-")
+    assert one.effective_client_id(2) == f"{one.effective_client_id()}-2"
+    # set explicitly, it is used as given
+    assert one.replace(mqtt_client_id="ingest-a").effective_client_id() == "ingest-a"
+
+
+def test_each_ingester_process_has_its_own_username() -> None:
+    settings = Settings(mqtt_username="basewatch-ingest-1", mqtt_password="x")
+    assert settings.effective_username(0) == "basewatch-ingest-1"
+    assert settings.effective_username(1) == "basewatch-ingest-1-1"
+    assert Settings().effective_username(3) == ""
