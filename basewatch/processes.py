@@ -84,12 +84,12 @@ def run_ingester(settings: Settings, index: int = 0, ready_file: Path | None = N
         document: dict[str, object] = {"client_id": config.client_id, "pid": os.getpid()}
         ingester.on_subscribed = lambda: _ready_marker(marker, document)
     log.info(
-        "ingester %s (user %s) subscribing to %s/+/+/{telemetry,event} on %s:%d",
+        "ingester %s subscribing to %s/+/+/{telemetry,event} on %s:%d (broker user %s)",
         config.client_id,
-        config.username or "-",
         settings.topic_prefix,
         settings.mqtt_host,
         settings.mqtt_port,
+        config.username or "-",
     )
     try:
         ingester.run()
