@@ -11,6 +11,7 @@ from core.settings import Settings
 from ingest.consumer import ConsumerConfig
 from ingest.decode import Limits
 from ingest.retention import apply_timescale_policies
+from signals import rollups
 from signals.catalogue import PriceBook
 
 PACKAGES = ("core", "ingest", "signals", "nrr")
@@ -60,6 +61,7 @@ def migrate_database(settings: Settings) -> MigrationReport:
                 retention_days=settings.retention_days,
                 compress_after_days=settings.compress_after_days,
             )
+            rollups.apply_timescale_policies(conn, settings.compress_after_days)
     return report
 
 

@@ -4,7 +4,8 @@ The common path COPYs telemetry straight into ``telemetry``. A batch that hits a
 stored (a redelivery after a crash or reconnect) fails with a unique violation; it is then
 written again through a staging table with ``INSERT … ON CONFLICT``, which merges the metrics of
 a reading sent twice, so a redelivery never creates a second row and the common path pays nothing
-for idempotence.
+for idempotence. A merge that changes the row sets ``ingested_at`` again, so the incremental
+rollup refresh (which reads telemetry by ``ingested_at``) sees the merged metrics.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ _MERGE = (
     "INSERT INTO telemetry AS t (asset_id, time, received_at, seq, metrics)"
     " SELECT asset_id, time, received_at, seq, metrics FROM telemetry_stage"
     " ON CONFLICT (asset_id, time) DO UPDATE SET metrics = t.metrics || EXCLUDED.metrics,"
-    " seq = coalesce(EXCLUDED.seq, t.seq)"
+    " seq = coalesce(EXCLUDED.seq, t.seq), ingested_at = now()"
     " WHERE NOT t.metrics @> EXCLUDED.metrics"
 )
 _INSERT_EVENT = (

@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from signals import anomaly
 from signals.catalogue import PriceBook
+from tests.fix_db import needs_rollup_tables
 
 START = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -39,6 +40,7 @@ def write_rollups(
 ) -> None:
     """Hourly rows (one reading an hour: mean = min = max = last) and the daily rows
     ``signals.rollups`` would compute from them, for the hours where ``hours`` is true."""
+    needs_rollup_tables(conn)
     length = len(next(iter(series.values())))
     present = np.ones(length, dtype=bool) if hours is None else hours
     days: dict[dt.datetime, dict[str, list[float]]] = {}

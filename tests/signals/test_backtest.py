@@ -21,6 +21,7 @@ from signals.backtest import (
     run_backtest,
 )
 from signals.findings import Finding
+from signals.rollups import refresh_rollups, uses_continuous_aggregates
 from tests.signals.fix_fleet import load_fleet
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
@@ -103,6 +104,11 @@ def test_churn_and_story_kinds_by_hand() -> None:
 def _cut(db_url: str, at: dt.datetime) -> None:
     """Delete everything the database learnt at or after ``at``."""
     with psycopg.connect(db_url) as conn:
+        if uses_continuous_aggregates(conn):  # TimescaleDB: the aggregates follow telemetry
+            conn.execute("DELETE FROM telemetry WHERE time >= %s", (at,))
+            conn.commit()
+            refresh_rollups(conn)
+            return
         conn.execute("DELETE FROM rollup_hourly WHERE bucket + INTERVAL '1 hour' > %s", (at,))
         conn.execute("DELETE FROM rollup_daily WHERE bucket + INTERVAL '1 day' > %s", (at,))
         conn.execute("DELETE FROM telemetry WHERE time >= %s", (at,))

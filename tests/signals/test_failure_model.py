@@ -15,7 +15,7 @@ import pytest
 
 from signals import failure_model
 from signals.catalogue import PriceBook
-from tests.fix_db import clone
+from tests.fix_db import clone, needs_rollup_tables
 from tests.signals.test_anomaly import register, write_rollups
 
 START = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -127,6 +127,7 @@ def test_rows_and_events_after_the_cut_off_change_nothing(fleet: str) -> None:
             " VALUES ('s0', %s, 'failure', 'bearing', now())",
             (cut + dt.timedelta(days=2),),
         )
+        needs_rollup_tables(conn)
         conn.execute(
             "UPDATE rollup_hourly SET stats = jsonb_set(stats, '{bearing_temp_c}',"
             " '[200, 200, 200, 200, 1]') WHERE bucket >= %s",
@@ -168,6 +169,7 @@ def test_a_metric_no_labelled_snapshot_has_does_not_break_training(template_url:
     try:
         build(url, failing=12, steady=8, late_failure=False)
         with psycopg.connect(url) as conn:
+            needs_rollup_tables(conn)
             # a sensor added to every machine a day before the cut-off: in the metric list,
             # in no snapshot whose label window is observed (their features are all missing)
             conn.execute(
