@@ -211,6 +211,8 @@ class SchedulerRunner:
         scheduler.start()
         self.active.set()
         log.info("scheduler lock acquired: running %s", ", ".join(j.name for j in self.jobs))
+        for scheduled in scheduler.get_jobs():
+            log.info("job %s: next run %s", scheduled.id, _when(scheduled.next_run_time))
         try:
             while not self._stop.wait(self.check_s):
                 if not self.lock.held():
@@ -233,6 +235,10 @@ class SchedulerRunner:
             log.exception("job %s failed after %.1f s", job.name, time.monotonic() - started)
         else:
             log.info("job %s finished in %.1f s", job.name, time.monotonic() - started)
+
+
+def _when(at: dt.datetime | None) -> str:
+    return "never (paused)" if at is None else f"{at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 # -- the production jobs ----------------------------------------------------------------------
