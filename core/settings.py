@@ -112,8 +112,9 @@ class Settings:
     smtp_username: str = ""
     smtp_password: str = _setting("", secret=True)
     smtp_starttls: bool = False
-    smtp_timeout_s: int = _setting(30, minimum=1, maximum=600)
-    webhook_timeout_s: int = _setting(10, minimum=1, maximum=600)
+    smtp_timeout_s: int = _setting(30, minimum=1, maximum=600)  # overall, per email
+    webhook_timeout_s: int = _setting(10, minimum=1, maximum=600)  # overall, per delivery
+    delivery_concurrency: int = _setting(4, minimum=1, maximum=64)  # destinations at once
     alert_clear_hours: int = _setting(48, minimum=1, maximum=24 * 365)
     alert_cooldown_days: int = _setting(7, minimum=0, maximum=365)
     alert_max_attempts: int = _setting(8, minimum=1, maximum=100)
