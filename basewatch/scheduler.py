@@ -278,7 +278,13 @@ def default_jobs(settings: Settings, stopping: threading.Event | None = None) ->
         return refresh_rollups(conn, stop=stop)
 
     def deliver(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
-        return deliver_due(conn, transports, now=now, max_attempts=config.alert_max_attempts)
+        return deliver_due(
+            conn,
+            transports,
+            now=now,
+            max_attempts=config.alert_max_attempts,
+            concurrency=config.delivery_concurrency,
+        )
 
     def digest(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
         return enqueue_digests(conn, now=now)
