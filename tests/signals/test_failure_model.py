@@ -15,6 +15,7 @@ import pytest
 
 from signals import failure_model
 from signals.catalogue import PriceBook
+from signals.rollups import refresh_rollups, uses_continuous_aggregates
 from tests.fix_db import clone, needs_rollup_tables
 from tests.signals.test_anomaly import register, write_rollups
 
@@ -169,14 +170,21 @@ def test_a_metric_no_labelled_snapshot_has_does_not_break_training(template_url:
     try:
         build(url, failing=12, steady=8, late_failure=False)
         with psycopg.connect(url) as conn:
-            needs_rollup_tables(conn)
             # a sensor added to every machine a day before the cut-off: in the metric list,
             # in no snapshot whose label window is observed (their features are all missing)
-            conn.execute(
-                "UPDATE rollup_hourly SET stats = stats || '{\"new_sensor\": [1, 1, 1, 1, 1]}'"
-                " WHERE bucket >= %s",
-                (CUT - dt.timedelta(days=1),),
-            )
+            if uses_continuous_aggregates(conn):  # where the aggregates' rows come from
+                conn.execute(
+                    "UPDATE telemetry SET metrics = metrics || '{\"new_sensor\": 1}'"
+                    " WHERE time >= %s",
+                    (CUT - dt.timedelta(days=1),),
+                )
+                refresh_rollups(conn)
+            else:
+                conn.execute(
+                    "UPDATE rollup_hourly SET stats = stats || '{\"new_sensor\": [1, 1, 1, 1, 1]}'"
+                    " WHERE bucket >= %s",
+                    (CUT - dt.timedelta(days=1),),
+                )
             conn.commit()
             model = failure_model.train(conn, CUT)
         assert model is not None
