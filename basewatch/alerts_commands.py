@@ -40,6 +40,7 @@ class AlertConfig:
     smtp_starttls: bool = False
     smtp_timeout_s: int = 30
     webhook_timeout_s: int = 10
+    delivery_concurrency: int = 4
     alert_clear_hours: int = 48
     alert_cooldown_days: int = 7
     alert_max_attempts: int = 8
@@ -186,7 +187,11 @@ def cmd_deliver(settings: Settings, args: argparse.Namespace) -> int:
     with open_database(settings) as conn:
         requeued = requeue_given_up(conn, now=now) if args.retry_given_up else 0
         result = deliver_due(
-            conn, config.transports(), now=now, max_attempts=config.alert_max_attempts
+            conn,
+            config.transports(),
+            now=now,
+            max_attempts=config.alert_max_attempts,
+            concurrency=config.delivery_concurrency,
         )
     document = {**result.document(), "requeued": requeued}
     emit(
@@ -194,7 +199,8 @@ def cmd_deliver(settings: Settings, args: argparse.Namespace) -> int:
         document,
         lambda: (
             f"sent {result.sent}, failed {result.failed} (will retry), gave up {result.gave_up},"
-            f" deferred {result.deferred} (snoozed), waiting {result.waiting} (no transport)"
+            f" deferred {result.deferred} (snoozed), waiting {result.waiting} (no transport),"
+            f" postponed {result.postponed} (destination not answering)"
             + (f", requeued {requeued}" if requeued else "")
         ),
     )

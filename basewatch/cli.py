@@ -71,6 +71,7 @@ def cmd_db_stats(settings: Settings, args: argparse.Namespace) -> int:
     with open_database(settings) as conn:
         stats = storage_stats(conn)
     t = stats["telemetry"]
+    dead = stats["dead_letters"]
     emit(
         args,
         stats,
@@ -78,8 +79,9 @@ def cmd_db_stats(settings: Settings, args: argparse.Namespace) -> int:
             f"telemetry:    {t['rows']:,} rows ({t['values']:,} values) from {t['assets']} assets\n"
             f"              {t['first_time'] or '-'} .. {t['last_time'] or '-'}\n"
             f"events:       {stats['events']['rows']:,} rows\n"
-            f"dead letters: {stats['dead_letters']['rows']:,} rows "
-            f"({stats['dead_letters']['unresolved']:,} unresolved)"
+            f"dead letters: {dead['rows']:,} rows ({dead['unresolved']:,} unresolved, "
+            f"{dead['truncated']:,} truncated), {dead['suppressed']:,} more counted over the "
+            f"rate limit"
         ),
     )
     return 0
@@ -131,7 +133,14 @@ def cmd_deadletters_list(settings: Settings, args: argparse.Namespace) -> int:
             "\n".join(
                 f"#{r['id']} {r['received_at']} {r['topic']}"
                 + (f" line {r['line']}" if r["line"] else "")
-                + f"\n    reason: {r['reason']}\n    payload: {r['payload'][:200]}"
+                + f"\n    reason: {r['reason']}"
+                + (
+                    f"\n    suppressed: {r['suppressed']:,} messages over the rate limit, "
+                    "counted here (the payload is the latest one's)"
+                    if r["suppressed"]
+                    else ""
+                )
+                + f"\n    payload ({_payload_size(r)}): {r['payload'][:200]}"
                 + (
                     f"\n    resolved: {r['resolved_at']} ({r['resolution']})"
                     if r["resolved_at"]
@@ -145,17 +154,30 @@ def cmd_deadletters_list(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _payload_size(row: dict[str, Any]) -> str:
+    size = f"{row['payload_bytes']:,} bytes"
+    if row["truncated"]:
+        size += f", first {row['stored_bytes']:,} stored"
+    if row["payload_sha256"]:
+        size += f", sha256 {row['payload_sha256'][:16]}…"
+    return size
+
+
 def cmd_deadletters_replay(settings: Settings, args: argparse.Namespace) -> int:
     import datetime as dt
     import functools
 
-    from basewatch.wiring import decode_limits, open_database
+    from basewatch.wiring import dead_letter_policy, decode_limits, open_database
     from ingest.deadletters import replay
     from ingest.store import BatchWriter, decode_message
 
     if not args.ids and not args.all:
         raise ConfigError("deadletters replay", "name dead letter ids or pass --all")
-    writer = BatchWriter(settings.database_url, auto_register=settings.auto_register)
+    writer = BatchWriter(
+        settings.database_url,
+        auto_register=settings.auto_register,
+        dead_letters=dead_letter_policy(settings),
+    )
     decode = functools.partial(
         decode_message,
         prefix=settings.topic_prefix,
@@ -179,7 +201,12 @@ def cmd_deadletters_replay(settings: Settings, args: argparse.Namespace) -> int:
         lambda: (
             f"replayed {result.replayed}: {result.resolved} stored, {result.still_failing} still "
             f"failing"
-            + (f", {result.skipped} not replayable (not from MQTT)" if result.skipped else "")
+            + (
+                f", {result.skipped} not replayable (not from MQTT, truncated, or a rate-limit "
+                "summary)"
+                if result.skipped
+                else ""
+            )
         ),
     )
     return 0

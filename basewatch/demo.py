@@ -381,7 +381,8 @@ def _summary(
         dead = conn.execute("SELECT topic, reason FROM dead_letters ORDER BY id").fetchall()
         monthly = conn.execute(
             "SELECT a.account_id, date_trunc('month', v.day)::date, sum(v.volume_m3)"
-            " FROM usage_daily v JOIN assets a USING (asset_id) GROUP BY 1, 2"
+            " FROM usage_daily_between('-infinity', 'infinity') v JOIN assets a USING (asset_id)"
+            " GROUP BY 1, 2"
         ).fetchall()
     months = [month_start(fleet.start, m).date() for m in range(fleet.months)]
     volumes: dict[str, dict[dt.date, float]] = {}

@@ -43,10 +43,7 @@ def signals_story(
         quiet.setLevel(logging.WARNING)  # one line per pass and model would drown the story
     with connect(url, autocommit=True) as conn:
         refreshed = refresh_rollups(conn)
-        progress(
-            f"demo: rollups refreshed ({refreshed.hourly_rows:,} hourly, "
-            f"{refreshed.daily_rows:,} daily rows) in {refreshed.seconds:.0f} s"
-        )
+        progress(f"demo: rollups: {refreshed.summary()}")
         start = (end - dt.timedelta(days=round(30.44 * months))).replace(
             hour=6, minute=0, second=0, microsecond=0
         )

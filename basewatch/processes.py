@@ -25,7 +25,7 @@ from types import FrameType
 
 import psycopg
 
-from basewatch.wiring import consumer_config
+from basewatch.wiring import consumer_config, dead_letter_policy
 from core.db import connect
 from core.errors import ConfigError, StorageUnavailable
 from core.settings import Settings
@@ -76,6 +76,7 @@ def run_ingester(settings: Settings, index: int = 0, ready_file: Path | None = N
         settings.database_url,
         auto_register=settings.auto_register,
         application_name=f"basewatch-ingest-{index}",
+        dead_letters=dead_letter_policy(settings),
     )
     ingester = Ingester(config, writer)
     ingester.install_signal_handlers()

@@ -5,7 +5,10 @@ Jobs (UTC):
 ==============  =====================  =========================================================
 job             when                   what
 ==============  =====================  =========================================================
-rollups         every 15 min, at start ``signals.rollups.refresh_rollups`` (tables on both paths)
+rollups         every 15 min, at start ``signals.rollups.refresh_rollups`` on plain PostgreSQL, in
+                                       committed steps; SIGTERM stops it between two, the next
+                                       run resumes (TimescaleDB: its policies refresh the
+                                       continuous aggregates, the job does nothing)
 score           hourly at :05          ``signals.scoring.score_now``, which scores and
                                        applies the findings (``signals.alerts.apply_findings``)
 deliver         every minute, at start ``signals.delivery.deliver_due``
@@ -208,6 +211,8 @@ class SchedulerRunner:
         scheduler.start()
         self.active.set()
         log.info("scheduler lock acquired: running %s", ", ".join(j.name for j in self.jobs))
+        for scheduled in scheduler.get_jobs():
+            log.info("job %s: next run %s", scheduled.id, _when(scheduled.next_run_time))
         try:
             while not self._stop.wait(self.check_s):
                 if not self.lock.held():
@@ -232,15 +237,20 @@ class SchedulerRunner:
             log.info("job %s finished in %.1f s", job.name, time.monotonic() - started)
 
 
+def _when(at: dt.datetime | None) -> str:
+    return "never (paused)" if at is None else f"{at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
 # -- the production jobs ----------------------------------------------------------------------
 
 
-def default_jobs(settings: Settings) -> list[Job]:
-    """The production job list (see the module docstring)."""
+def default_jobs(settings: Settings, stopping: threading.Event | None = None) -> list[Job]:
+    """The production job list (see the module docstring). ``stopping`` (set on SIGTERM) ends
+    a long rollup refresh between two of its committed steps; the next run resumes it."""
     from ingest.retention import delete_expired
     from signals.delivery import deliver_due
     from signals.digest import enqueue_digests
-    from signals.rollups import refresh_rollups
+    from signals.rollups import refresh_rollups, uses_continuous_aggregates
     from signals.scoring import retrain_models, score_now
 
     config = AlertConfig.from_settings(settings)
@@ -260,11 +270,21 @@ def default_jobs(settings: Settings) -> list[Job]:
 
     transports = config.transports()
 
+    stop = stopping.is_set if stopping is not None else threading.Event().is_set
+
     def rollups(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
-        return refresh_rollups(conn)
+        if uses_continuous_aggregates(conn):
+            return "continuous aggregates: refreshed by TimescaleDB's policies"
+        return refresh_rollups(conn, stop=stop)
 
     def deliver(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
-        return deliver_due(conn, transports, now=now, max_attempts=config.alert_max_attempts)
+        return deliver_due(
+            conn,
+            transports,
+            now=now,
+            max_attempts=config.alert_max_attempts,
+            concurrency=config.delivery_concurrency,
+        )
 
     def digest(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
         return enqueue_digests(conn, now=now)
@@ -309,12 +329,14 @@ def run_scheduler(settings: Settings, jobs: Sequence[Job] | None = None) -> int:
     logging.getLogger("apscheduler").setLevel(
         max(logging.WARNING, logging.getLogger().getEffectiveLevel())
     )
+    stopping = threading.Event()
     runner = SchedulerRunner(
-        settings.database_url, default_jobs(settings) if jobs is None else jobs
+        settings.database_url, default_jobs(settings, stopping) if jobs is None else jobs
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("%s received: stopping after the running jobs", signal.Signals(signum).name)
+        stopping.set()
         runner.stop()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -77,11 +77,7 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
         if not args.no_refresh:
             refreshed = refresh_rollups(conn)
             if refreshed.buckets:
-                print(
-                    f"rollups refreshed: {refreshed.buckets:,} hour buckets in "
-                    f"{refreshed.seconds:.1f} s",
-                    file=sys.stderr,
-                )
+                print(f"rollups: {refreshed.summary()}", file=sys.stderr)
         result = run_backtest(
             conn,
             args.from_,

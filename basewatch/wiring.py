@@ -11,6 +11,8 @@ from core.settings import Settings
 from ingest.consumer import ConsumerConfig
 from ingest.decode import Limits
 from ingest.retention import apply_timescale_policies
+from ingest.store import DeadLetterPolicy
+from signals import rollups
 from signals.catalogue import PriceBook
 
 PACKAGES = ("core", "ingest", "signals", "nrr")
@@ -44,7 +46,15 @@ def consumer_config(settings: Settings, index: int = 0) -> ConsumerConfig:
         receive_maximum=settings.mqtt_receive_maximum,
         batch_size=settings.ingest_batch_size,
         batch_age_ms=settings.ingest_batch_age_ms,
+        max_pending_bytes=settings.ingest_max_pending_bytes,
         limits=decode_limits(settings),
+    )
+
+
+def dead_letter_policy(settings: Settings) -> DeadLetterPolicy:
+    return DeadLetterPolicy(
+        payload_bytes=settings.ingest_dead_letter_payload_bytes,
+        per_topic_per_minute=settings.ingest_dead_letters_per_minute,
     )
 
 
@@ -60,6 +70,7 @@ def migrate_database(settings: Settings) -> MigrationReport:
                 retention_days=settings.retention_days,
                 compress_after_days=settings.compress_after_days,
             )
+            rollups.apply_timescale_policies(conn, settings.compress_after_days)
     return report
 
 

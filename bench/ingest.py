@@ -79,7 +79,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from basewatch.localbroker import LocalBroker, free_port
 from basewatch.wiring import PACKAGES
-from core.db import drop_database, with_database
+from core.db import drop_database, table_bytes, with_database
 from core.migrate import migrate
 from core.settings import Settings
 from ingest.physics import METRICS
@@ -1452,9 +1452,7 @@ def layout_run(args: argparse.Namespace) -> dict[str, Any]:
                             copy.write_row(row)
                             written += 1
                 seconds = time.perf_counter() - started
-                size = conn.execute(
-                    "SELECT pg_total_relation_size(%s::regclass)", (table,)
-                ).fetchone()
+                size = (table_bytes(conn, table),)  # a hypertable's chunks, not its parent
                 conn.commit()
                 results.append(
                     {

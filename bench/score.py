@@ -1,27 +1,51 @@
 """Benchmark of a full scoring pass: every signal family over a large fleet's rollups.
 
+Runs on either engine: ``--engine plain`` (a database migrated with BASEWATCH_TIMESCALE=off:
+the rollups are the tables ``rollup_hourly`` / ``rollup_daily`` with a jsonb ``stats`` per
+bucket) or ``--engine timescale`` (TimescaleDB: the rollups are the continuous aggregates
+``rollup_hourly_metric`` / ``rollup_daily_metric``, one row per asset, bucket and metric, read
+through the views ``rollup_hourly`` / ``rollup_daily`` of the plain tables' shape).
+
 Generates, in SQL (generate_series), the registry (``--assets`` compressors in accounts of 1-5
 machines, 50 CSMs, four components per machine, service events) and ``--days`` days of hourly
-rollups with the daily rollups derived from them, straight into ``rollup_hourly`` and
-``rollup_daily`` (scoring reads only rollups, so telemetry is not needed): nine metrics per
-hour (load, pressure, flow, power, the counters running_hours and energy_kwh, the air and oil
-filter differential pressures, discharge temperature), one production shift a day, written in
-time order as hourly refreshes write them. One account in fifty of each kind has a story the
-signals should find (usage decline and growth, a silent machine, saturation with pressure sag,
-leaks, round-the-clock running without heat recovery, a fixed-speed machine at part load, a
-clogging air filter, an oil filter replaced without a service order, an oil filter replaced
-with one, a machine running hot).
+values: nine metrics per hour (load, pressure, flow, power, the counters running_hours and
+energy_kwh, the air and oil filter differential pressures, discharge temperature), one
+production shift a day. One account in fifty of each kind has a story the signals should find
+(usage decline and growth, a silent machine, saturation with pressure sag, leaks,
+round-the-clock running without heat recovery, a fixed-speed machine at part load, a clogging
+air filter, an oil filter replaced without a service order, an oil filter replaced with one, a
+machine running hot).
+
+How the values become rollups depends on the engine:
+
+* plain PostgreSQL: written straight into ``rollup_hourly`` (``[v, v, v, v, 1]`` per metric:
+  one reading an hour) in time order, as hourly refreshes write them, and ``rollup_daily``
+  derived from them as ``signals.rollups`` derives days; scoring reads only rollups, so no
+  telemetry is written (the refresh is measured by ``bench/rollups.py``).
+* TimescaleDB: the rollups are views, so nothing can be inserted into them. The values are
+  written into ``telemetry`` instead (one reading at the top of each hour, in time order, as
+  the ingester writes them) and ``signals.rollups.refresh_rollups`` materializes both
+  aggregates; then, unless ``--no-compress``, the chunks older than 7 days before the end of
+  the data are compressed (telemetry and both aggregates: what the default compression policy,
+  BASEWATCH_COMPRESS_AFTER_DAYS = 7, would have done), so scoring reads what it reads in
+  production. Inserting into the aggregates' materialized hypertables would be faster but not
+  honest: it bypasses the aggregates' definition (the figures would be the bench's, not
+  TimescaleDB's), leaves their watermark and invalidation state unlike any real database, and
+  TimescaleDB does not support writing to them. The figures are the same as on the plain path
+  (one reading per hour: mean = minimum = maximum = last = the value; days as above).
 
 Then it trains the models (``signals.scoring.train_models``) and runs ``signals.scoring.score``
 once as of the end of the data, timing every function ``score`` calls (rule families and the
-model-backed detectors registered in ``signals.scoring.detectors()``), and reports the peak RSS
-of this process and of the PostgreSQL backend (``VmHWM`` of ``pg_backend_pid()``, which counts
-the shared buffers the backend touched), and the findings per kind. Prints figures (``--json``:
-one JSON document); never fails on a target.
+model-backed detectors registered in ``signals.scoring.detectors()``), and reports the disk of
+the rollups (``core.db.table_bytes``: a hypertable's or an aggregate's chunks, compressed ones
+included), the peak RSS of this process and of the PostgreSQL backend (``VmHWM`` of
+``pg_backend_pid()``, which counts the shared buffers the backend touched), and the findings
+per kind. Prints figures (``--json``: one JSON document); never fails on a target.
 
-    .venv/bin/python bench/score.py                              # 10,000 assets × 180 days
+    .venv/bin/python bench/score.py                              # plain, 10,000 assets × 180 days
+    .venv/bin/python bench/score.py --engine timescale --assets 1000 --days 180
     .venv/bin/python bench/score.py --assets 1000 --days 60 --json
-    .venv/bin/python bench/score.py --keep     # keep bw_bench_score_<assets>_<days> ...
+    .venv/bin/python bench/score.py --keep     # keep bw_bench_score_<engine>_<assets>_<days> ...
     .venv/bin/python bench/score.py --reuse    # ... and score it again without generating
 """
 
@@ -56,10 +80,16 @@ from psycopg.rows import TupleRow
 
 import signals.scoring as scoring
 from basewatch.wiring import PACKAGES
-from core.db import drop_database, ensure_database, with_database
+from core.db import drop_database, ensure_database, table_bytes, with_database
 from core.migrate import migrate
+from signals.rollups import refresh_rollups
 
-TARGET_SCORE_S = 60.0
+ENGINES = {  # engine -> (default server, core.migrate timescale mode)
+    "plain": ("postgresql://postgres@127.0.0.1:5432/postgres", "off"),
+    "timescale": ("postgresql://postgres@127.0.0.1:5433/postgres", "on"),
+}
+TARGET_SCORE_S = {"plain": 60.0, "timescale": 30.0}  # issue 10, at 10,000 assets × 180 days
+COMPRESS_AFTER = dt.timedelta(days=7)  # the default BASEWATCH_COMPRESS_AFTER_DAYS
 TARGET_RSS_BYTES = 2 * 1024**3
 START = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 STORIES = {
@@ -222,38 +252,93 @@ _DAILY = (
     )
     + " FROM bench_values GROUP BY 1, 2) days"
 )
-_GENERATE_REST = [
-    "ANALYZE rollup_hourly",
-    "ANALYZE rollup_daily",
-    "DROP TABLE bench_values",
-    "DROP TABLE bench_plan",
-    "VACUUM ANALYZE",
-    "CHECKPOINT",  # write the generated pages out now, not during the timed pass
-]
+# TimescaleDB: the values as telemetry, one reading at the top of each hour (bench_values is
+# written time-major, so this inserts in time order, as the ingester does).
+_TELEMETRY = (
+    "INSERT INTO telemetry (asset_id, time, received_at, metrics, ingested_at)"
+    " SELECT asset_id, bucket, bucket, jsonb_build_object("
+    + ", ".join(f"'{m}', {m}" for m in _METRICS)
+    + "), bucket + INTERVAL '1 minute' FROM bench_values"
+)
+_STEPS = {
+    False: (("values", _VALUES), ("hourly", _HOURLY), ("daily", _DAILY)),
+    True: (("values", _VALUES), ("telemetry", _TELEMETRY)),
+}
+_ROLLUP_TABLES = {  # what holds the rollups' rows: the tables, or the aggregates
+    False: ("rollup_hourly", "rollup_daily"),
+    True: ("rollup_hourly_metric", "rollup_daily_metric"),
+}
 
 
 def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def generate(conn: psycopg.Connection[TupleRow], assets: int, days: int) -> dict[str, float]:
-    """The registry and the rollups; returns seconds per step."""
+def generate(
+    conn: psycopg.Connection[TupleRow], assets: int, days: int, timescale: bool
+) -> dict[str, float]:
+    """The registry and the rollups (on TimescaleDB through telemetry and a refresh); returns
+    seconds per step. ``conn`` is in autocommit mode."""
     params = {"assets": assets, "days": days, "hours": days * 24, "start": START}
     steps: dict[str, float] = {}
     started = time.perf_counter()
     for statement in _PLAN:
         conn.execute(statement.encode(), params)
     steps["registry"] = time.perf_counter() - started
-    for name, statement in (("values", _VALUES), ("hourly", _HOURLY), ("daily", _DAILY)):
+    for name, statement in _STEPS[timescale]:
         _progress(f"  generating {name} ...")
         started = time.perf_counter()
         conn.execute(statement.encode(), params)
         steps[name] = time.perf_counter() - started
     started = time.perf_counter()
-    for statement in _GENERATE_REST:
-        conn.execute(statement)
-    steps["vacuum_analyze"] = time.perf_counter() - started
+    conn.execute("DROP TABLE bench_values")
+    conn.execute("DROP TABLE bench_plan")
+    if timescale:
+        conn.execute("VACUUM ANALYZE telemetry")
+        steps["vacuum_analyze"] = time.perf_counter() - started
+        _progress("  refreshing the continuous aggregates ...")
+        started = time.perf_counter()
+        refresh_rollups(conn)
+        conn.autocommit = True
+        steps["refresh"] = time.perf_counter() - started
+        started = time.perf_counter()
+    conn.execute("VACUUM ANALYZE")
+    conn.execute("CHECKPOINT")  # write the generated pages out now, not during the timed pass
+    steps["vacuum_analyze"] = steps.get("vacuum_analyze", 0.0) + time.perf_counter() - started
     return steps
+
+
+def compress(conn: psycopg.Connection[TupleRow], until: dt.datetime) -> tuple[float, int]:
+    """TimescaleDB: compress the chunks of telemetry and both aggregates that end at least
+    ``COMPRESS_AFTER`` before ``until`` (those the compression policy would have compressed),
+    then VACUUM ANALYZE; returns seconds and chunks compressed. ``conn`` is in autocommit
+    mode."""
+    started = time.perf_counter()
+    relations = conn.execute(
+        "SELECT 'telemetry' UNION ALL"
+        " SELECT format('%I.%I', materialization_hypertable_schema,"
+        " materialization_hypertable_name)"
+        " FROM timescaledb_information.continuous_aggregates"
+        " WHERE view_name IN ('rollup_hourly_metric', 'rollup_daily_metric')"
+    ).fetchall()
+    chunks = 0
+    for (relation,) in relations:
+        for (chunk,) in conn.execute(
+            "SELECT c::text FROM show_chunks(%s::regclass, older_than => %s) c",
+            (relation, until - COMPRESS_AFTER),
+        ).fetchall():
+            row = conn.execute(
+                "SELECT NOT is_compressed FROM timescaledb_information.chunks"
+                " WHERE format('%%I.%%I', chunk_schema, chunk_name) = %s",
+                (chunk,),
+            ).fetchone()
+            if row and row[0]:
+                conn.execute("SELECT compress_chunk(%s::regclass)", (chunk,))
+                chunks += 1
+    if chunks:
+        conn.execute("VACUUM ANALYZE")
+        conn.execute("CHECKPOINT")
+    return time.perf_counter() - started, chunks
 
 
 def _vm_hwm_bytes(pid: int) -> int | None:
@@ -318,51 +403,71 @@ def instrument(seconds: dict[str, float]) -> None:
 
 def _database_url(args: argparse.Namespace) -> str:
     if args.keep or args.reuse:
-        name = f"bw_bench_score_{args.assets}_{args.days}"
+        name = f"bw_bench_score_{args.engine}_{args.assets}_{args.days}"
     else:
         name = f"bw_bench_{os.urandom(4).hex()}"
-    return with_database(args.database_url, name)
+    return with_database(args.database_url or ENGINES[args.engine][0], name)
 
 
 def _generated(url: str) -> bool:
     try:
         with psycopg.connect(url) as conn:
             row = conn.execute(
-                "SELECT to_regclass('rollup_daily') IS NOT NULL"
-                " AND EXISTS (SELECT FROM rollup_daily)"
+                "SELECT coalesce(to_regclass('rollup_daily_metric'), to_regclass('rollup_daily'))"
             ).fetchone()
-            return bool(row and row[0])
+            if not (row and row[0]):
+                return False
+            found = conn.execute(f"SELECT EXISTS (SELECT FROM {row[0]})").fetchone()
+            return bool(found and found[0])
     except psycopg.OperationalError:
         return False
 
 
+def _count(conn: psycopg.Connection[TupleRow], table: str) -> int:
+    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     url = _database_url(args)
+    mode = ENGINES[args.engine][1]
     reused = args.reuse and _generated(url)
     generation: dict[str, float] = {}
+    compression: dict[str, Any] = {}
     if not reused:
         drop_database(url)
         ensure_database(url)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
-            migrate(conn, PACKAGES, "off")  # on a reused database: the migrations added since
+            # on a reused database: the migrations added since
+            timescale = migrate(conn, PACKAGES, mode).timescale
             if not reused:
                 _progress(f"generating {args.assets:,} assets × {args.days} days ...")
-                generation = generate(conn, args.assets, args.days)
-        with psycopg.connect(url, autocommit=True) as conn:
+                generation = generate(conn, args.assets, args.days, timescale)
+            hourly, daily = _ROLLUP_TABLES[timescale]
+            row = conn.execute(f"SELECT max(bucket) + INTERVAL '1 hour' FROM {hourly}").fetchone()
+            assert row is not None
+            assert row[0] is not None, "no rollups"
+            as_of: dt.datetime = row[0]
+            if timescale and not args.no_compress:
+                _progress("compressing the chunks older than 7 days ...")
+                seconds_, chunks = compress(conn, as_of)
+                compression = {"seconds": round(seconds_, 1), "chunks_compressed_now": chunks}
+            if timescale:
+                row = conn.execute(
+                    "SELECT count(*) FILTER (WHERE is_compressed), count(*)"
+                    " FROM timescaledb_information.chunks"
+                    " WHERE hypertable_name IN (SELECT materialization_hypertable_name"
+                    " FROM timescaledb_information.continuous_aggregates)"
+                ).fetchone()
+                assert row is not None
+                compression["aggregate_chunks_compressed"] = f"{row[0]} of {row[1]}"
             rows = {
-                table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
-                for table in ("accounts", "assets", "components", "rollup_hourly", "rollup_daily")
-            }
-            disk = {
-                table: conn.execute(
-                    "SELECT pg_total_relation_size(%s::regclass)", (table,)
-                ).fetchone()[0]  # type: ignore[index]
-                for table in ("rollup_hourly", "rollup_daily")
-            }
-            as_of = conn.execute(
-                "SELECT max(bucket) + INTERVAL '1 hour' FROM rollup_hourly"
-            ).fetchone()[0]  # type: ignore[index]
+                table: _count(conn, table) for table in ("accounts", "assets", "components")
+            } | {"hourly": _count(conn, hourly), "daily": _count(conn, daily)}
+            disk = {"hourly": table_bytes(conn, hourly), "daily": table_bytes(conn, daily)}
+            if timescale:
+                disk["telemetry"] = table_bytes(conn, "telemetry")
         seconds: dict[str, float] = {}
         instrument(seconds)
         load_before = os.getloadavg()[0]
@@ -388,14 +493,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             drop_database(url)
     python_hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     kinds = Counter(f.kind for f in findings)
+    asset_days = args.assets * args.days
     return {
+        "engine": args.engine,
+        "rollups": (
+            "continuous aggregates rollup_hourly_metric / rollup_daily_metric (narrow)"
+            if timescale
+            else "tables rollup_hourly / rollup_daily (jsonb stats)"
+        ),
         "assets": args.assets,
         "days": args.days,
         "as_of": as_of.isoformat(),
         "reused_database": reused,
         "generation_seconds": {k: round(v, 1) for k, v in generation.items()},
+        "compression": compression,
         "rows": rows,
         "disk_bytes": disk,
+        "disk_bytes_per_asset_day": {k: round(v / asset_days) for k, v in disk.items()},
         "train_models_seconds": round(train_s, 2),
         "score_seconds": round(score_s, 2),
         "seconds_by_call": {
@@ -406,7 +520,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "backend_scoring": backend_hwm,
             "backend_training": backend_train_hwm,
         },
-        "targets": {"score_seconds": TARGET_SCORE_S, "rss_bytes": TARGET_RSS_BYTES},
+        "targets": {
+            "score_seconds_at_10000x180": TARGET_SCORE_S[args.engine],
+            "rss_bytes": TARGET_RSS_BYTES,
+        },
         "findings": len(findings),
         "findings_by_kind": dict(sorted(kinds.items())),
         "load_average_1min": {"before": load_before, "after": load_after},
@@ -420,11 +537,16 @@ def _mb(value: int | None) -> str:
 def _text(d: dict[str, Any]) -> str:
     rss = d["peak_rss_bytes"]
     gen = d["generation_seconds"]
+    per_day = d["disk_bytes_per_asset_day"]
     lines = [
-        f"score bench: {d['assets']:,} assets × {d['days']} days as of {d['as_of']}: "
-        f"{d['rows']['accounts']:,} accounts, {d['rows']['rollup_hourly']:,} hourly and "
-        f"{d['rows']['rollup_daily']:,} daily rollup rows "
-        f"({_mb(d['disk_bytes']['rollup_hourly'])} + {_mb(d['disk_bytes']['rollup_daily'])})",
+        f"score bench on {d['engine']} ({d['rollups']}): {d['assets']:,} assets × {d['days']} "
+        f"days as of {d['as_of']}: {d['rows']['accounts']:,} accounts, "
+        f"{d['rows']['hourly']:,} hourly and {d['rows']['daily']:,} daily rollup rows",
+        "  disk: "
+        + ", ".join(
+            f"{name} {_mb(size)} ({per_day[name]:,} B/asset-day)"
+            for name, size in d["disk_bytes"].items()
+        ),
         "  generated in "
         + (
             f"{sum(gen.values()):,.0f} s ("
@@ -433,9 +555,13 @@ def _text(d: dict[str, Any]) -> str:
             if gen
             else "an earlier run (--reuse)"
         ),
+    ]
+    if d["compression"]:
+        lines.append("  compression: " + ", ".join(f"{k} {v}" for k, v in d["compression"].items()))
+    lines += [
         f"  train_models   {d['train_models_seconds']:>8.2f} s",
-        f"  score          {d['score_seconds']:>8.2f} s  (target < "
-        f"{d['targets']['score_seconds']:.0f} s)",
+        f"  score          {d['score_seconds']:>8.2f} s  (target at 10,000 assets × 180 days: < "
+        f"{d['targets']['score_seconds_at_10000x180']:.0f} s)",
     ]
     lines += [f"    {name:<34} {s:>8.2f} s" for name, s in d["seconds_by_call"].items()]
     lines += [
@@ -453,15 +579,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--assets", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=180)
-    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--engine",
+        choices=sorted(ENGINES),
+        default="plain",
+        help="plain: rollup tables (migrations with BASEWATCH_TIMESCALE=off); timescale:"
+        " TimescaleDB continuous aggregates, generated through telemetry and a refresh (the"
+        " server must have the extension). Default server: "
+        + "; ".join(f"{engine} {server}" for engine, (server, _) in ENGINES.items()),
+    )
+    parser.add_argument(
+        "--database-url",
+        help="a connection string to the server to use (its database name is replaced)",
+    )
+    parser.add_argument(
+        "--no-compress",
+        action="store_true",
+        help="TimescaleDB: leave every chunk uncompressed (default: compress those older than"
+        " 7 days before the end of the data, as the compression policy would, also on --reuse)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument(
-        "--keep", action="store_true", help="keep the database bw_bench_score_<assets>_<days>"
+        "--keep",
+        action="store_true",
+        help="keep the database bw_bench_score_<engine>_<assets>_<days>",
     )
     parser.add_argument(
         "--reuse",
         action="store_true",
-        help="score bw_bench_score_<assets>_<days> if an earlier --keep made it (and keep it)",
+        help="score bw_bench_score_<engine>_<assets>_<days> if an earlier --keep made it"
+        " (and keep it)",
     )
     args = parser.parse_args()
     document = run(args)

@@ -119,3 +119,28 @@ def _with_defaults(url: str, application_name: str) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def table_bytes(conn: psycopg.Connection[TupleRow], table: str) -> int:
+    """Disk used by ``table`` with its indexes and TOAST: a TimescaleDB hypertable's chunks
+    (compressed ones included; the parent table itself holds nothing), a continuous
+    aggregate's materialized hypertable, or a plain table."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
+    ).fetchone()
+    if row and row[0]:
+        found = conn.execute(
+            "SELECT coalesce("
+            " (SELECT format('%%I.%%I', hypertable_schema, hypertable_name)"
+            "  FROM timescaledb_information.hypertables WHERE hypertable_name = %(t)s"
+            "  AND hypertable_schema = 'public'),"
+            " (SELECT format('%%I.%%I', materialization_hypertable_schema,"
+            "  materialization_hypertable_name)"
+            "  FROM timescaledb_information.continuous_aggregates WHERE view_name = %(t)s))",
+            {"t": table},
+        ).fetchone()
+        if found and found[0]:
+            size = conn.execute("SELECT hypertable_size(%s::regclass)", (found[0],)).fetchone()
+            return int(size[0]) if size and size[0] is not None else 0
+    size = conn.execute("SELECT pg_total_relation_size(%s::regclass)", (table,)).fetchone()
+    return int(size[0]) if size and size[0] is not None else 0

@@ -8,7 +8,11 @@ Layout of a package's ``migrations/`` folder:
   hypertable with compression on one path and plain indexes on the other;
 - a file whose first line is ``-- basewatch: no-transaction`` runs outside a transaction
   (TimescaleDB's continuous aggregates need that); every other file runs in one transaction
-  together with its ``schema_migrations`` row.
+  together with its ``schema_migrations`` row, so a migration that fails leaves nothing behind
+  and the next run starts it again (tests/core/test_migrate.py fails one on purpose);
+- a line ``-- basewatch: supersedes-checksum HEX`` says that a database which applied the
+  migration with that earlier checksum has the same schema (the migration was rewritten to run
+  on more engines, say): the runner records the new checksum instead of warning.
 
 Applied migrations are recorded in ``schema_migrations`` (package, version). A session-level
 advisory lock serialises concurrent runners: a second process waits, then finds nothing to do.
@@ -35,6 +39,7 @@ _FILE = re.compile(
     r"(?P<version>\d{3})_(?P<name>[a-z0-9_]+?)(?:\.(?P<variant>timescale|plain))?\.sql"
 )
 NO_TRANSACTION = "-- basewatch: no-transaction"
+_SUPERSEDES = re.compile(r"^-- basewatch: supersedes-checksum ([0-9a-f]{16})\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,11 @@ class Migration:
     def checksum(self) -> str:
         data = "\0".join((self.common_sql, self.timescale_sql, self.plain_sql)).encode()
         return hashlib.sha256(data).hexdigest()[:16]
+
+    def superseded(self) -> frozenset[str]:
+        """Earlier checksums of this migration that stand for the same schema."""
+        texts = (self.common_sql, self.timescale_sql, self.plain_sql)
+        return frozenset(m for text in texts for m in _SUPERSEDES.findall(text))
 
 
 @dataclass(frozen=True)
@@ -130,15 +140,18 @@ def migrate(
     conn: psycopg.Connection[TupleRow],
     packages: Sequence[str],
     timescale_mode: str = "auto",
+    limit: int | None = None,
 ) -> MigrationReport:
     """Apply every pending migration of ``packages``; safe to run twice or concurrently.
 
     ``conn`` must be in autocommit mode. ``timescale_mode`` is ``auto`` (use the extension when
     the server has it), ``on`` (require it) or ``off`` (plain PostgreSQL even if present).
+    ``limit`` applies only the first ``limit`` migrations in order (an earlier schema version,
+    for tests of upgrades).
     """
     if not conn.autocommit:
         raise ValueError("migrate() needs an autocommit connection")
-    migrations = discover(packages)
+    migrations = discover(packages)[:limit]
     conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
     try:
         timescale = _choose_storage(conn, timescale_mode)
@@ -157,7 +170,13 @@ def migrate(
         for migration in migrations:
             key = (migration.package, migration.version)
             if key in applied:
-                if applied[key] != migration.checksum():
+                if applied[key] in migration.superseded():
+                    conn.execute(
+                        "UPDATE schema_migrations SET checksum = %s"
+                        " WHERE package = %s AND version = %s",
+                        (migration.checksum(), *key),
+                    )
+                elif applied[key] != migration.checksum():
                     log.warning(
                         "migration %s/%03d_%s changed after it was applied; "
                         "the database keeps the applied version",

@@ -100,6 +100,13 @@ class Settings:
     ingest_max_metrics: int = _setting(500, minimum=1, maximum=100_000)
     ingest_max_future_s: int = _setting(600, minimum=0, maximum=10 * 365 * 86400)
     ingest_max_past_days: int = _setting(3650, minimum=1, maximum=100 * 365)
+    # payload bytes received and not yet committed; reading pauses at the bound (backpressure)
+    ingest_max_pending_bytes: int = _setting(64 * 1024 * 1024, minimum=65_536, maximum=2**31 - 1)
+    # bytes of a dead letter's payload stored (its full size and sha256 are kept beside)
+    ingest_dead_letter_payload_bytes: int = _setting(16_384, minimum=0, maximum=268_435_456)
+    # MQTT dead letters stored per topic and minute by each ingester (0: no limit); the rest
+    # are counted in a summary dead letter
+    ingest_dead_letters_per_minute: int = _setting(60, minimum=0, maximum=1_000_000)
     timescale: str = _setting("auto", choices=("auto", "on", "off"))
     retention_days: int = _setting(0, minimum=0, maximum=100 * 365)
     compress_after_days: int = _setting(7, minimum=1, maximum=100 * 365)
@@ -115,8 +122,9 @@ class Settings:
     smtp_username: str = ""
     smtp_password: str = _setting("", secret=True)
     smtp_starttls: bool = False
-    smtp_timeout_s: int = _setting(30, minimum=1, maximum=600)
-    webhook_timeout_s: int = _setting(10, minimum=1, maximum=600)
+    smtp_timeout_s: int = _setting(30, minimum=1, maximum=600)  # overall, per email
+    webhook_timeout_s: int = _setting(10, minimum=1, maximum=600)  # overall, per delivery
+    delivery_concurrency: int = _setting(4, minimum=1, maximum=64)  # destinations at once
     alert_clear_hours: int = _setting(48, minimum=1, maximum=24 * 365)
     alert_cooldown_days: int = _setting(7, minimum=0, maximum=365)
     alert_max_attempts: int = _setting(8, minimum=1, maximum=100)

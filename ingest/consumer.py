@@ -1,16 +1,26 @@
 """The MQTT ingester: paho-mqtt 2.x, MQTT v5, QoS 1, persistent session, shared subscription.
 
-One thread runs the network loop, decodes each message as it arrives, batches by size and age,
-writes each batch in one transaction (:class:`~ingest.store.BatchWriter`) and only then acks the
-batch's messages. Nothing is acked that is not committed, so a crash loses nothing: the broker
-redelivers what was not acked, and the writer's idempotent path stores it once.
+One thread runs the network loop, batches the messages as they arrive by count, bytes and age,
+decodes and writes each batch in one transaction (:class:`~ingest.store.BatchWriter`) and only
+then acks the batch's messages. Nothing is acked that is not committed, so a crash loses
+nothing: the broker redelivers what was not acked, and the writer's idempotent path stores it
+once.
 
-Memory stays bounded: the ingester reads from the socket only while fewer than Receive Maximum
-messages wait uncommitted, and leaves its read loop whenever a batch is full. While the
-database is down the backlog stops there and the rest waits, persisted, in the broker's session
-queue (the broker alone does not bound it: Mosquitto 2.0 sends past the Receive Maximum once
-acks flow). If reading stays paused longer than the keepalive, the connection is dropped and
-resumed later; the session keeps every unacked message.
+Memory stays bounded in bytes, not only in messages: the ingester reads from the socket only
+while fewer than Receive Maximum messages *and* fewer than ``max_pending_bytes``
+(``BASEWATCH_INGEST_MAX_PENDING_BYTES``) payload bytes wait uncommitted, and leaves its read
+loop whenever a batch is full. While the database is down the backlog stops there (at most one
+message past the byte bound) and the rest waits, persisted, in the broker's session queue: TCP
+flow control holds it back, nothing is dropped and nothing is acked. (The broker alone does not
+bound it: Mosquitto 2.0 sends past the Receive Maximum once acks flow, and a count says nothing
+about 1 MB messages.) If reading stays paused longer than the keepalive, the connection is
+dropped and resumed later; the session keeps every unacked message.
+
+A pending message is kept as its raw payload only; it is decoded when its batch is first
+written (and the decoded form kept until that batch commits, so a retry does not decode
+again). Decoded readings take several times the bytes of their JSON, so decoding on arrival
+would multiply the bound; this way only the batch being written is decoded, and a batch is at
+most ``batch_size`` messages and a quarter of the byte bound (at least one message).
 
 Acks and reconnects: a connection "generation" counts connections. A message is acked only on the
 connection that delivered it (a packet id means nothing on another connection). When the broker
@@ -74,15 +84,29 @@ class ConsumerConfig:
     receive_maximum: int = 10000
     batch_size: int = 2000
     batch_age_ms: int = 200
+    max_pending_bytes: int = 64 * 1024 * 1024
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def batch_bytes(self) -> int:
+        """Payload bytes that make a batch full (a batch always takes at least one message)."""
+        return max(1, self.max_pending_bytes // 4)
 
 
 @dataclass(slots=True)
 class _Pending:
-    message: Message
+    topic: str
+    payload: bytes
+    received_at: dt.datetime
     mid: int
     qos: int
     generation: int
+    message: Message | None = None  # decoded when its batch is first written
+
+    @property
+    def size(self) -> int:
+        """What it counts against the byte bound."""
+        return len(self.payload) + len(self.topic)
 
 
 @dataclass(slots=True)
@@ -114,6 +138,8 @@ class Ingester:
         self._writer = writer
         self._clock = clock
         self._pending: list[_Pending] = []
+        self._pending_bytes = 0
+        self._paused = False  # reading stopped because the pending buffer is full
         self._oldest_pending = 0.0
         self._generation = 0
         self._connected = False
@@ -238,7 +264,7 @@ class Ingester:
         # Stop reading while the backlog is full: Mosquitto sends more than the Receive
         # Maximum once acks flow again (measured with 2.0.11), so the bound must be ours. The
         # broker keeps the rest in its session queue; TCP flow control holds it back.
-        full = len(self._pending) >= self.config.receive_maximum
+        full = self._buffer_full()
         pending_tls = getattr(sock, "pending", None)
         if not full and pending_tls is not None and pending_tls() > 0:
             timeout = 0.0
@@ -250,8 +276,11 @@ class Ingester:
             readable, writable = rlist, []
         if readable:
             # drain what the socket holds (loop_read reads one packet per call here), but leave
-            # once a batch is full so that it is written before more is read
-            while len(self._pending) < self.config.batch_size:
+            # once a batch is full so that it is written before more is read; while the
+            # database is away (a retry is scheduled) keep reading up to the buffer's bounds
+            while not self._buffer_full() and not (
+                self._batch_full() and time.monotonic() >= self._retry_at
+            ):
                 before = self.stats.received
                 rc = client.loop_read()
                 if rc != mqtt.MQTT_ERR_SUCCESS or self.stats.received == before:
@@ -282,6 +311,7 @@ class Ingester:
             if dropped:
                 # the broker resends these on this connection; keep only the new copies
                 self._pending = [p for p in self._pending if p.generation == self._generation]
+                self._pending_bytes = sum(p.size for p in self._pending)
                 log.info("session resumed: %d unacked messages will be redelivered", len(dropped))
         else:
             log.info(
@@ -328,28 +358,41 @@ class Ingester:
         self._generation += 1
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        # paho stops its loop if this raises: everything here is caught
+        # paho stops its loop if this raises: nothing here can (decoding waits for the batch)
         payload = bytes(msg.payload)
         try:
             topic = msg.topic
         except UnicodeDecodeError:  # brokers check UTF-8, but a bad topic must not stop us
             topic = bytes(msg._topic).decode("utf-8", "replace")
-        try:
-            message = self.decode(topic, payload)
-        except Exception as exc:  # a bug here must not stop ingest
-            log.exception("unexpected error decoding a message on %r", topic)
-            message = Message(
-                topic,
-                payload,
-                self._clock(),
-                None,
-                Decoded([], [], []),
-                topic_error=f"internal decoding error: {type(exc).__name__}",
-            )
         if not self._pending:
             self._oldest_pending = time.monotonic()
-        self._pending.append(_Pending(message, msg.mid, msg.qos, self._generation))
+        pending = _Pending(topic, payload, self._clock(), msg.mid, msg.qos, self._generation)
+        self._pending.append(pending)
+        self._pending_bytes += pending.size
         self.stats.received += 1
+
+    def _decoded(self, pending: _Pending) -> Message:
+        """The pending message decoded (once); a decoder bug becomes a dead letter."""
+        if pending.message is None:
+            try:
+                pending.message = decode_message(
+                    pending.topic,
+                    pending.payload,
+                    prefix=self.config.topic_prefix,
+                    limits=self.config.limits,
+                    received_at=pending.received_at,
+                )
+            except Exception as exc:  # a bug here must not stop ingest
+                log.exception("unexpected error decoding a message on %r", pending.topic)
+                pending.message = Message(
+                    pending.topic,
+                    pending.payload,
+                    pending.received_at,
+                    None,
+                    Decoded([], [], []),
+                    topic_error=f"internal decoding error: {type(exc).__name__}",
+                )
+        return pending.message
 
     def decode(self, topic_name: str, payload: bytes) -> Message:
         """Decode one message (topic and payload) without touching the database."""
@@ -372,26 +415,66 @@ class Ingester:
         due = self._oldest_pending + self.config.batch_age_ms / 1000
         return max(0.0, min(0.5, due - now))
 
+    def _batch_full(self) -> bool:
+        return (
+            len(self._pending) >= self.config.batch_size
+            or self._pending_bytes >= self.config.batch_bytes
+        )
+
+    def _buffer_full(self) -> bool:
+        """True while reading is paused (the pending buffer is at its count or byte bound)."""
+        full = (
+            len(self._pending) >= self.config.receive_maximum
+            or self._pending_bytes >= self.config.max_pending_bytes
+        )
+        if full != self._paused:
+            self._paused = full
+            if full:
+                log.warning(
+                    "pending buffer full (%d messages, %.1f MB uncommitted; bounds "
+                    "BASEWATCH_MQTT_RECEIVE_MAXIMUM=%d, BASEWATCH_INGEST_MAX_PENDING_BYTES=%d): "
+                    "reading paused, the broker keeps the rest",
+                    len(self._pending),
+                    self._pending_bytes / 1e6,
+                    self.config.receive_maximum,
+                    self.config.max_pending_bytes,
+                )
+            else:
+                log.info("pending buffer below its bounds again: reading resumed")
+        return full
+
+    def _next_batch(self) -> list[_Pending]:
+        """The oldest pending messages, up to ``batch_size`` and ``batch_bytes`` (at least one)."""
+        budget = self.config.batch_bytes
+        taken = 0
+        end = 0
+        for pending in self._pending[: self.config.batch_size]:
+            if end and taken + pending.size > budget:
+                break
+            taken += pending.size
+            end += 1
+        return self._pending[:end]
+
     def _maybe_flush(self) -> None:
         if not self._pending or time.monotonic() < self._retry_at:
             return
-        full = len(self._pending) >= self.config.batch_size
         old = time.monotonic() - self._oldest_pending >= self.config.batch_age_ms / 1000
-        if full or old:
+        if self._batch_full() or old:
             self._flush()
 
     def _flush(self) -> bool:
         """Write everything pending in batches; False when the database is unavailable."""
         while self._pending:
-            batch = self._pending[: self.config.batch_size]
+            batch = self._next_batch()
             try:
-                written = self._writer.write([p.message for p in batch])
+                written = self._writer.write([self._decoded(p) for p in batch])
             except StorageUnavailable as exc:
                 self.stats.write_failures += 1
                 log.warning(
-                    "%s; %d messages wait unacked, retrying in %.1f s",
+                    "%s; %d messages (%.1f MB) wait unacked, retrying in %.1f s",
                     exc,
                     len(self._pending),
+                    self._pending_bytes / 1e6,
                     self._backoff_s,
                 )
                 self._retry_at = time.monotonic() + self._backoff_s
@@ -400,6 +483,7 @@ class Ingester:
             self._backoff_s = 0.5
             self._retry_at = 0.0
             del self._pending[: len(batch)]
+            self._pending_bytes -= sum(p.size for p in batch)
             self._ack(batch)
             self._count(written)
         self._oldest_pending = time.monotonic()

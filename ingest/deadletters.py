@@ -4,6 +4,12 @@ Replay runs a stored MQTT message through today's decoder and registry (after an
 registered, say): what is now valid is stored (idempotently: a reading stored before is merged,
 not doubled) and the dead letter is marked resolved; what is still invalid keeps its dead letter,
 with the new reason.
+
+Only complete MQTT payloads can be replayed: a dead letter whose stored payload is a prefix
+(the message was larger than ``BASEWATCH_INGEST_DEAD_LETTER_PAYLOAD_BYTES``) and a rate-limit
+summary (``suppressed`` > 0: it stands for messages that were counted, not stored) are skipped,
+as are import rows. The list shows, for each dead letter, the payload's full size, whether the
+stored one is cut, the sha256 of the whole payload and the count a summary stands for.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ class ReplayResult:
     replayed: int
     resolved: int
     still_failing: int
-    skipped: int
+    skipped: int  # not replayable: import rows, truncated payloads, rate-limit summaries
 
 
 def list_dead_letters(
@@ -39,9 +45,15 @@ def list_dead_letters(
     include_resolved: bool = False,
     reason_contains: str = "",
 ) -> list[dict[str, Any]]:
-    """Newest first; the payload is shown as text when it is UTF-8, else as hex."""
+    """Newest first; the payload is shown as text when it is UTF-8, else as hex.
+
+    ``payload_bytes`` is the size of the whole message, ``stored_bytes`` what is kept of it
+    (``truncated`` when less), ``payload_sha256`` the hash of the whole message (none on a
+    rate-limit summary, whose payload is a sample) and ``suppressed`` the number of messages a
+    summary stands for (0 on an ordinary dead letter)."""
     rows = conn.execute(
-        "SELECT id, received_at, source, topic, line, payload, reason, resolved_at, resolution"
+        "SELECT id, received_at, source, topic, line, payload, reason, resolved_at, resolution,"
+        " coalesce(payload_bytes, length(payload)), payload_sha256, suppressed"
         " FROM dead_letters WHERE (%s OR resolved_at IS NULL) AND reason ILIKE %s"
         " ORDER BY id DESC LIMIT %s",
         (include_resolved, f"%{reason_contains}%", limit),
@@ -54,7 +66,11 @@ def list_dead_letters(
             "topic": r[3],
             "line": r[4],
             "payload": _show(bytes(r[5])),
-            "payload_bytes": len(bytes(r[5])),
+            "payload_bytes": int(r[9]),
+            "stored_bytes": len(bytes(r[5])),
+            "truncated": int(r[9]) > len(bytes(r[5])),
+            "payload_sha256": None if r[11] else bytes(r[10]).hex(),
+            "suppressed": int(r[11]),
             "reason": r[6],
             "resolved_at": _iso(r[7]),
             "resolution": r[8],
@@ -71,15 +87,17 @@ def replay(
 ) -> ReplayResult:
     """Replay the unresolved dead letters with ``ids`` (all unresolved ones when ``None``)."""
     query = (
-        "SELECT id, source, topic, payload FROM dead_letters WHERE resolved_at IS NULL"
+        "SELECT id, source, topic, payload,"
+        " suppressed = 0 AND coalesce(payload_bytes, length(payload)) = length(payload)"
+        " FROM dead_letters WHERE resolved_at IS NULL"
         " AND (%s::bigint[] IS NULL OR id = ANY(%s::bigint[])) ORDER BY id"
     )
     rows = conn.execute(
         query, (list(ids) if ids is not None else None, list(ids) if ids is not None else None)
     ).fetchall()
     resolved = failing = skipped = 0
-    for dead_id, source, topic, payload in rows:
-        if source != "mqtt":
+    for dead_id, source, topic, payload, complete in rows:
+        if source != "mqtt" or not complete:
             skipped += 1
             continue
         try:

@@ -13,6 +13,9 @@ def storage_stats(conn: psycopg.Connection[TupleRow]) -> dict[str, Any]:
     """Row counts of telemetry, events and dead letters, and telemetry's time span.
 
     A telemetry row is one reading (an asset at a device time); ``values`` counts its metrics.
+    Dead letters: ``rows`` stored, ``suppressed`` the messages over the per-topic rate limit
+    that were counted in a summary row instead of stored, ``truncated`` the (other) rows whose
+    payload is a prefix of the message.
     """
     telemetry = conn.execute(
         "SELECT count(*), coalesce(sum((SELECT count(*) FROM jsonb_object_keys(metrics))), 0),"
@@ -20,7 +23,11 @@ def storage_stats(conn: psycopg.Connection[TupleRow]) -> dict[str, Any]:
     ).fetchone()
     events = conn.execute("SELECT count(*), min(time), max(time) FROM asset_events").fetchone()
     dead = conn.execute(
-        "SELECT count(*), count(*) FILTER (WHERE resolved_at IS NULL) FROM dead_letters"
+        "SELECT count(*), count(*) FILTER (WHERE resolved_at IS NULL),"
+        " coalesce(sum(suppressed), 0),"
+        " count(*) FILTER (WHERE suppressed = 0"
+        " AND coalesce(payload_bytes, length(payload)) > length(payload))"
+        " FROM dead_letters"
     ).fetchone()
     metrics = conn.execute("SELECT count(*) FROM metric_names").fetchone()
     assert telemetry is not None
@@ -42,7 +49,12 @@ def storage_stats(conn: psycopg.Connection[TupleRow]) -> dict[str, Any]:
             "first_time": _iso(events[1]),
             "last_time": _iso(events[2]),
         },
-        "dead_letters": {"rows": int(str(dead[0])), "unresolved": int(str(dead[1]))},
+        "dead_letters": {
+            "rows": int(str(dead[0])),
+            "unresolved": int(str(dead[1])),
+            "suppressed": int(str(dead[2])),
+            "truncated": int(str(dead[3])),
+        },
     }
 
 

@@ -4,7 +4,23 @@ The common path COPYs telemetry straight into ``telemetry``. A batch that hits a
 stored (a redelivery after a crash or reconnect) fails with a unique violation; it is then
 written again through a staging table with ``INSERT … ON CONFLICT``, which merges the metrics of
 a reading sent twice, so a redelivery never creates a second row and the common path pays nothing
-for idempotence.
+for idempotence. A merge that changes the row sets ``ingested_at`` again, so the incremental
+rollup refresh (which reads telemetry by ``ingested_at``) sees the merged metrics.
+
+Dead letters are bounded in size and in rate (issue 11: one device wrote 298 MB of them in
+10 s). A dead letter keeps the first ``DeadLetterPolicy.payload_bytes`` bytes of the payload
+(``BASEWATCH_INGEST_DEAD_LETTER_PAYLOAD_BYTES``), the payload's full size (``payload_bytes``)
+and the sha256 of the whole payload, which is also what redeliveries are deduplicated on; a
+truncated one can be read but not replayed. MQTT dead letters are rate-limited per topic with a
+token bucket per writer (``BASEWATCH_INGEST_DEAD_LETTERS_PER_MINUTE``, bursts of the same size;
+each ingester process has its own): a bad message over the rate is acked like any other, its
+payload is not stored, and it is counted, in the same transaction as its batch, in one
+summary dead letter per topic (``suppressed``, the number of messages it stands for; the
+latest one's reason and payload prefix). The count is at least once: a message redelivered
+after a crash may be counted twice, never zero times. The bucket is charged only when the
+batch commits, so a retried batch is judged afresh. Import rows, replays and the rare message
+the database itself refuses (isolated by writing one message at a time) are not rate-limited,
+only truncated.
 """
 
 from __future__ import annotations
@@ -13,7 +29,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -44,7 +60,7 @@ _MERGE = (
     "INSERT INTO telemetry AS t (asset_id, time, received_at, seq, metrics)"
     " SELECT asset_id, time, received_at, seq, metrics FROM telemetry_stage"
     " ON CONFLICT (asset_id, time) DO UPDATE SET metrics = t.metrics || EXCLUDED.metrics,"
-    " seq = coalesce(EXCLUDED.seq, t.seq)"
+    " seq = coalesce(EXCLUDED.seq, t.seq), ingested_at = now()"
     " WHERE NOT t.metrics @> EXCLUDED.metrics"
 )
 _INSERT_EVENT = (
@@ -52,11 +68,69 @@ _INSERT_EVENT = (
     " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 )
 _INSERT_DEAD = (
-    "INSERT INTO dead_letters (received_at, source, topic, line, payload, payload_sha256, reason)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+    "INSERT INTO dead_letters"
+    " (received_at, source, topic, line, payload, payload_sha256, payload_bytes, reason)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
     " ON CONFLICT (topic, coalesce(line, -1), payload_sha256) WHERE resolved_at IS NULL"
     " DO NOTHING"
 )
+# One open summary per topic: the marker stands in the payload hash of the unique key.
+SUPPRESSED_MARKER = hashlib.sha256(b"basewatch: dead letters over the rate limit").digest()
+_COUNT_SUPPRESSED = (
+    "INSERT INTO dead_letters (received_at, source, topic, line, payload, payload_sha256,"
+    " payload_bytes, reason, suppressed) VALUES (%s, %s, %s, NULL, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (topic, coalesce(line, -1), payload_sha256) WHERE resolved_at IS NULL"
+    " DO UPDATE SET suppressed = dead_letters.suppressed + EXCLUDED.suppressed,"
+    " received_at = EXCLUDED.received_at, payload = EXCLUDED.payload,"
+    " payload_bytes = EXCLUDED.payload_bytes, reason = EXCLUDED.reason"
+)
+_BUCKETS_KEPT = 4096  # topics whose bucket is refilled are forgotten beyond this many
+
+
+@dataclass(frozen=True)
+class DeadLetterPolicy:
+    """How much of a bad message is stored, and how many per topic and minute (0: no limit)."""
+
+    payload_bytes: int = 16384
+    per_topic_per_minute: int = 60
+
+
+class DeadLetterLimiter:
+    """A token bucket per topic (capacity and refill ``per_minute`` a minute); charges are
+    tentative until :meth:`commit` (a batch that rolls back charges nothing)."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # topic: (tokens, at)
+        self._tentative: dict[str, tuple[float, float]] = {}
+
+    def allow(self, topic: str) -> bool:
+        """Take a token for one dead letter on ``topic``; False when the topic is over."""
+        if self.per_minute <= 0:
+            return True
+        now = self._clock()
+        tokens, at = self._tentative.get(topic) or self._buckets.get(
+            topic, (float(self.per_minute), now)
+        )
+        tokens = min(float(self.per_minute), tokens + (now - at) * self.per_minute / 60)
+        allowed = tokens >= 1
+        self._tentative[topic] = (tokens - 1 if allowed else tokens, now)
+        return allowed
+
+    def commit(self) -> None:
+        self._buckets.update(self._tentative)
+        self._tentative.clear()
+        if len(self._buckets) > _BUCKETS_KEPT:
+            now = self._clock()
+            self._buckets = {
+                topic: (tokens, at)
+                for topic, (tokens, at) in self._buckets.items()
+                if tokens + (now - at) * self.per_minute / 60 < self.per_minute
+            }
+
+    def rollback(self) -> None:
+        self._tentative.clear()
 
 
 @dataclass(slots=True)
@@ -100,7 +174,8 @@ class WriteStats:
     readings: int = 0
     values: int = 0
     events: int = 0
-    dead_letters: int = 0
+    dead_letters: int = 0  # messages dead-lettered, stored or only counted (``suppressed``)
+    suppressed: int = 0  # of those, over the rate limit: counted in a summary, not stored
     conflict_path: bool = False
     reasons: list[str] = field(default_factory=list)
 
@@ -109,7 +184,7 @@ class WriteStats:
 class _Routed:
     rows: dict[tuple[str, dt.datetime], list[object]] = field(default_factory=dict)
     events: list[tuple[object, ...]] = field(default_factory=list)
-    dead: list[tuple[object, ...]] = field(default_factory=list)
+    dead: list[tuple[Message, str]] = field(default_factory=list)  # (message, reason)
     names: set[str] = field(default_factory=set)
 
     def values(self) -> int:
@@ -128,9 +203,12 @@ class BatchWriter:
         *,
         auto_register: bool = False,
         application_name: str = "basewatch-ingest",
+        dead_letters: DeadLetterPolicy | None = None,
     ) -> None:
         self._url = database_url
         self._auto_register = auto_register
+        self._dead_policy = dead_letters or DeadLetterPolicy()
+        self._limiter = DeadLetterLimiter(self._dead_policy.per_topic_per_minute)
         self._application_name = application_name
         self._conn: psycopg.Connection[TupleRow] | None = None
         self._owners: dict[str, str] = {}
@@ -179,13 +257,14 @@ class BatchWriter:
             except (psycopg.DataError, psycopg.IntegrityError, ValueError, RecursionError) as exc:
                 reason = f"database refused the message: {str(exc).strip()[:300]}"
                 with conn.transaction():
-                    conn.execute(_INSERT_DEAD, _dead(message, reason))
+                    conn.execute(_INSERT_DEAD, _dead(message, reason, self._dead_policy))
                 stats = WriteStats(messages=1, dead_letters=1, reasons=[reason])
             total.messages += stats.messages
             total.readings += stats.readings
             total.values += stats.values
             total.events += stats.events
             total.dead_letters += stats.dead_letters
+            total.suppressed += stats.suppressed
             total.conflict_path |= stats.conflict_path
             total.reasons += stats.reasons
         return total
@@ -202,6 +281,7 @@ class BatchWriter:
         *,
         merge: bool,
     ) -> WriteStats:
+        self._limiter.rollback()  # charges of an attempt that did not commit
         with conn.transaction():
             owners = self._resolve_owners(conn, messages)
             routed = route(messages, owners)
@@ -210,14 +290,14 @@ class BatchWriter:
                     self._copy_rows(cur, routed.rows.values(), merge=merge)
                 if routed.events:
                     cur.executemany(_INSERT_EVENT, routed.events)
-                if routed.dead:
-                    cur.executemany(_INSERT_DEAD, routed.dead)
+                suppressed = self._write_dead(cur, routed.dead)
                 new_names = routed.names - self._known_names
                 if new_names:
                     cur.executemany(
                         "INSERT INTO metric_names (name) VALUES (%s) ON CONFLICT DO NOTHING",
                         [(n,) for n in sorted(new_names)],
                     )
+        self._limiter.commit()
         self._owners.update(owners)
         self._known_names |= routed.names
         return WriteStats(
@@ -226,9 +306,46 @@ class BatchWriter:
             values=routed.values(),
             events=len(routed.events),
             dead_letters=len(routed.dead),
+            suppressed=suppressed,
             conflict_path=merge,
-            reasons=[str(d[-1]) for d in routed.dead],
+            reasons=[reason for _, reason in routed.dead],
         )
+
+    def _write_dead(self, cur: psycopg.Cursor[TupleRow], dead: list[tuple[Message, str]]) -> int:
+        """Store the batch's dead letters (payloads cut to the policy's prefix); count those
+        over their topic's rate in one summary per topic. Returns how many were counted only."""
+        policy = self._dead_policy
+        rows: list[tuple[object, ...]] = []
+        over: dict[str, tuple[int, Message, str]] = {}  # topic: (count, latest, its reason)
+        for message, reason in dead:
+            if message.source != "mqtt" or self._limiter.allow(message.topic):
+                rows.append(_dead(message, reason, policy))
+            else:
+                n = over.get(message.topic, (0, message, reason))[0]
+                over[message.topic] = (n + 1, message, reason)
+        if rows:
+            cur.executemany(_INSERT_DEAD, rows)
+        summaries = []
+        for topic in sorted(over):  # one order for every writer: no deadlock between them
+            n, message, reason = over[topic]
+            received_at, source, topic_text, _, payload, _, size, _ = _dead(message, reason, policy)
+            summary = (
+                f"over the rate limit of {self._limiter.per_minute} dead letters a minute on "
+                f"this topic: further ones are counted here (suppressed), their payloads not "
+                f"stored; the latest: {reason}"
+            )
+            summaries.append(
+                (received_at, source, topic_text, payload, SUPPRESSED_MARKER, size,
+                 summary[:2000], n)
+            )  # fmt: skip
+        if summaries:
+            cur.executemany(_COUNT_SUPPRESSED, summaries)
+            log.warning(
+                "%d dead letters over the per-topic rate limit counted, not stored (%s)",
+                sum(n for n, _, _ in over.values()),
+                ", ".join(sorted(over))[:300],
+            )
+        return sum(n for n, _, _ in over.values())
 
     def _copy_rows(
         self, cur: psycopg.Cursor[TupleRow], rows: Iterable[list[object]], *, merge: bool
@@ -273,7 +390,7 @@ def route(messages: Sequence[Message], owners: dict[str, str]) -> _Routed:
     for message in messages:
         reasons = _ownership_problem(message, owners)
         if reasons:
-            routed.dead.append(_dead(message, reasons))
+            routed.dead.append((message, reasons))
             continue
         target = message.target
         assert target is not None
@@ -282,7 +399,7 @@ def route(messages: Sequence[Message], owners: dict[str, str]) -> _Routed:
         for event in message.decoded.events:
             routed.events.append(_event_row(target.asset_id, event, message.received_at))
         if message.decoded.rejections:
-            routed.dead.append(_dead(message, _summarise(message.decoded)))
+            routed.dead.append((message, _summarise(message.decoded)))
     return routed
 
 
@@ -338,14 +455,18 @@ def _summarise(decoded: Decoded) -> str:
     return f"{prefix}{shown}{more}"
 
 
-def _dead(message: Message, reason: str) -> tuple[object, ...]:
+def _dead(message: Message, reason: str, policy: DeadLetterPolicy) -> tuple[object, ...]:
+    """The dead_letters row of a message: its payload cut to the policy's prefix, with the
+    full payload's size and sha256 (the key redeliveries are deduplicated on)."""
     topic = message.topic.replace("\x00", "\\0")
+    payload = message.payload
     return (
         message.received_at,
         message.source,
         topic,
         message.line,
-        message.payload,
-        hashlib.sha256(message.payload).digest(),
+        payload[: policy.payload_bytes],
+        hashlib.sha256(payload).digest(),
+        len(payload),
         reason[:2000],
     )

@@ -1,6 +1,6 @@
 """nrr: recurring revenue from contracts and invoices, the MRR ledger, its movements, NRR/GRR.
 
-nrr imports only ``core``. It reads telemetry through the ``usage_daily`` view (ingest's
+nrr imports only ``core``. It reads telemetry through ``usage_daily_between`` (ingest's
 documented interface) and the registry through ``accounts`` and ``assets``; every figure is
 computed set-based in SQL, and the pure modules (``months``, ``money``, ``contracts``,
 ``movements``, ``metrics``, ``charts``) restate the rules on plain data for the tests.
@@ -15,11 +15,11 @@ fixed MRR + metered MRR, in the reporting currency at that month's rate, rounded
 * **Metered MRR**: for each ``metered`` contract, max(m³ × unit_price, monthly_minimum), where
   the charge comes from the *invoices* when recurring ``metered`` lines exist for that contract and
   service month (their sum, in the invoice currency; they win over telemetry), otherwise from
-  *telemetry*: the month's ``usage_daily.volume_m3`` of the account's assets (current registry
-  ownership; no telemetry = no usage, so the minimum) × unit_price, rounded to the cent, with the
-  minimum's true-up. Telemetry only measures m³: a contract in another unit bills its minimum
-  until invoices arrive. An account with two concurrent m³ contracts needs invoices, or each
-  contract bills the account's whole volume.
+  *telemetry*: the month's ``usage_daily_between(...).volume_m3`` of the account's assets
+  (current registry ownership; no telemetry = no usage, so the minimum) × unit_price, rounded
+  to the cent, with the minimum's true-up. Telemetry only measures m³: a contract in another
+  unit bills its minimum until invoices arrive. An account with two concurrent m³ contracts
+  needs invoices, or each contract bills the account's whole volume.
 * **Not MRR**: one-off lines (installation, spare parts) and taxes; recurring fixed/addon invoice
   lines are not read either (the contract says the fee, the invoice only bills it, annual fees
   in one month), they appear in the report's reconciliation.

@@ -2,7 +2,7 @@
 
 Rules (stated in ``nrr``'s docstring, restated on plain data in ``nrr.contracts``): fixed and
 addon fees normalised to a month; metered contracts billed from recurring metered invoice lines
-when they exist for the contract and month, else from ``usage_daily`` × unit price with the
+when they exist for the contract and month, else from ``usage_daily_between`` × unit price with the
 monthly minimum; one-offs and taxes never; every contract counted in the months it is in force
 on the last day; converted at the month's rate.
 
@@ -117,8 +117,8 @@ ORDER BY a.asset_id
 _USAGE = """
 SELECT a.account_id, date_trunc('month', d.day::timestamp)::date AS month,
        round(sum(d.volume_m3)::numeric, 3) AS volume_m3
-FROM usage_daily d JOIN assets a ON a.asset_id = d.asset_id
-WHERE d.asset_id = ANY(%(assets)s) AND d.day BETWEEN %(since)s AND %(through_day)s
+FROM usage_daily_between(%(since)s, %(through_day)s, %(assets)s) d
+JOIN assets a ON a.asset_id = d.asset_id
 GROUP BY a.account_id, date_trunc('month', d.day::timestamp)
 """
 
@@ -421,8 +421,8 @@ def _insert_ledger(
     this one builds the metered months."""
     mark = time.perf_counter()
     conn.execute("DROP TABLE IF EXISTS nrr_metered, nrr_usage")
-    # Telemetry is read only for the assets of metered contract months without invoices; the
-    # filter on asset_id reaches into usage_daily (its partition key), the one on day cannot.
+    # Telemetry is read only for the assets of metered contract months without invoices, and
+    # only for the months rebuilt (usage_daily_between filters telemetry by time).
     assets = [str(a) for (a,) in conn.execute(_GAP_ASSETS, params)]
     usage_params = {**params, "assets": assets, "through_day": last_day(params["through"])}
     reader = _UsageReader(conn, snapshot, usage_params) if assets and snapshot else None

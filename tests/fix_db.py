@@ -1,13 +1,23 @@
 """Database fixtures: a migrated template database per test session, cloned per test module.
 
 ``BASEWATCH_TEST_DATABASE_URL`` points at the server (default: the local one, trust auth).
+``BASEWATCH_TEST_TIMESCALE`` chooses the template's storage path like ``BASEWATCH_TIMESCALE``:
+``auto`` (the default) migrates the TimescaleDB way when the server has the extension
+preloaded, ``on`` requires it, ``off`` forces plain tables. ``scripts/test`` runs the suite a
+second time against ``BASEWATCH_TEST_TIMESCALE_URL`` with ``on``.
+
+TimescaleDB keeps a background session in every database it is created in, and PostgreSQL
+refuses to copy a database somebody is connected to: so the template is closed to
+connections (``ALLOW_CONNECTIONS false``) and its sessions are ended before it is cloned.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -30,6 +40,9 @@ def server_problem(url: str) -> str:
         return str(exc).strip().splitlines()[0]
 
 
+TEST_TIMESCALE = os.environ.get("BASEWATCH_TEST_TIMESCALE", "auto")
+
+
 def create_migrated(name: str, timescale: str = "off") -> str:
     url = with_database(TEST_SERVER_URL, name)
     with psycopg.connect(TEST_SERVER_URL, autocommit=True) as conn:
@@ -42,21 +55,49 @@ def create_migrated(name: str, timescale: str = "off") -> str:
     return url
 
 
-def clone(template: str, name: str) -> str:
+def close_to_connections(name: str) -> None:
+    """Make ``name`` cloneable: no new connections, and its sessions (TimescaleDB's background
+    scheduler included) ended."""
     with psycopg.connect(TEST_SERVER_URL, autocommit=True) as conn:
         conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template)
-            )
+            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name))
         )
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+
+
+def clone(template: str, name: str) -> str:
+    with psycopg.connect(TEST_SERVER_URL, autocommit=True) as conn:
+        for attempt in range(50):  # a session that was ending as we asked
+            try:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                        sql.Identifier(name), sql.Identifier(template)
+                    )
+                )
+                break
+            except psycopg.errors.ObjectInUse:
+                if attempt == 49:
+                    raise
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (template,),
+                )
+                time.sleep(0.1)
     return with_database(TEST_SERVER_URL, name)
 
 
 @pytest.fixture(scope="session")
 def template_url() -> Iterator[str]:
-    """A database migrated on the plain PostgreSQL path, used only as a template."""
+    """A migrated database (on the path ``BASEWATCH_TEST_TIMESCALE`` chooses), used only as a
+    template."""
     name = f"bw_tpl_{uuid.uuid4().hex[:8]}"
-    url = create_migrated(name)
+    url = create_migrated(name, TEST_TIMESCALE)
+    close_to_connections(name)
     yield url
     drop_database(url)
 
@@ -70,3 +111,12 @@ def db_url(template_url: str) -> Iterator[str]:
     url = clone(database_name(template_url), name)
     yield url
     drop_database(url)
+
+
+def needs_rollup_tables(conn: psycopg.Connection[Any]) -> None:
+    """Skip a test that writes the rollups directly: on TimescaleDB they are continuous
+    aggregates, computed only from telemetry (tests/signals/test_rollups.py checks that both
+    engines give the same figures)."""
+    row = conn.execute("SELECT to_regclass('rollup_hourly_metric') IS NOT NULL").fetchone()
+    if row and row[0]:
+        pytest.skip("writes rollup rows directly; on TimescaleDB rollups are continuous aggregates")

@@ -42,6 +42,16 @@ class TcpProxy:
         self._acceptor: threading.Thread | None = None
         self._links: list[tuple[socket.socket, socket.socket, threading.Thread]] = []
 
+    @classmethod
+    def to_database(cls, url: str) -> TcpProxy:
+        """A proxy to the server ``url`` names (its host and port, 127.0.0.1:5432 by default),
+        so the outage tests follow ``BASEWATCH_TEST_DATABASE_URL``."""
+        params = conninfo_to_dict(url)
+        host = str(params.get("hostaddr") or params.get("host") or "127.0.0.1")
+        if host.startswith("/"):
+            host = "127.0.0.1"  # a socket directory: the same server on loopback
+        return cls(host, int(str(params.get("port") or 5432)))
+
     # -- control ------------------------------------------------------------------------------
 
     def start(self) -> TcpProxy:

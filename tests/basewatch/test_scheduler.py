@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -184,6 +185,7 @@ def test_a_failing_job_neither_stops_the_scheduler_nor_the_other_jobs(
     assert "job broken failed after" in caplog.text
     assert "ZeroDivisionError: a bug in a job" in caplog.text
     assert "job score finished in" in caplog.text
+    assert re.search(r"job score: next run \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", caplog.text)
     with psycopg.connect(db_url) as conn:
         alerts = conn.execute("SELECT account_id, kind, status FROM alerts").fetchall()
     assert alerts == [("acct-s", "usage_decline", "open")]
@@ -198,6 +200,36 @@ def test_production_jobs(db_url: str) -> None:
     assert names[-1] == "nrr_report"
     report = default_jobs(Settings(database_url=db_url, nrr_report_hour=4))[-1]
     assert str(report.trigger) == "cron[day='1', hour='4', minute='0']"
+
+
+def test_the_rollup_job_stops_between_steps_once_stopping(db_url: str) -> None:
+    """SIGTERM sets ``stopping``: a rollup refresh under way ends at its next step and the
+    next run completes it (TimescaleDB: the job leaves the aggregates to the policies)."""
+    from signals.rollups import RefreshResult
+
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "INSERT INTO telemetry (asset_id, time, received_at, metrics)"
+            " SELECT 'sj-' || a, '2025-01-01'::timestamptz + h * INTERVAL '1 hour', now(),"
+            " '{\"load_pct\": 1}' FROM generate_series(1, 3) a, generate_series(1, 30) h"
+        )
+        conn.commit()
+        stopping = threading.Event()
+        rollups = default_jobs(Settings(database_url=db_url), stopping)[0]
+        assert rollups.name == "rollups"
+        stopping.set()
+        stopped = rollups.function(conn, dt.datetime.now(dt.UTC))
+        if isinstance(stopped, str):
+            assert "TimescaleDB" in stopped
+            return
+        assert isinstance(stopped, RefreshResult)
+        assert not stopped.complete
+        stopping.clear()
+        done = rollups.function(conn, dt.datetime.now(dt.UTC))
+        assert isinstance(done, RefreshResult)
+        assert done.complete
+        row = conn.execute("SELECT count(*) FROM rollup_hourly WHERE asset_id LIKE 'sj-%'")
+        assert row.fetchone() == (90,)
 
 
 def test_monthly_nrr_report_emails_each_recipient_once(db_url: str, tmp_path: Path) -> None:

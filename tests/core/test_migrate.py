@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -115,3 +116,116 @@ def test_timescale_path_creates_hypertable_with_compression_and_policies(empty_u
     assert ("telemetry", True) in hypertables
     assert [j[0] for j in jobs] == ["policy_compression", "policy_retention"]
     assert segment == [("asset_id",)]
+
+
+def _schema(url: str) -> list[tuple[object, ...]]:
+    """Tables, views and columns of the public schema, and the recorded migrations."""
+    with psycopg.connect(url) as conn:
+        columns = conn.execute(
+            "SELECT table_name, column_name, data_type, is_nullable, column_default"
+            " FROM information_schema.columns WHERE table_schema = 'public'"
+            " ORDER BY table_name, column_name"
+        ).fetchall()
+        recorded = conn.execute(
+            "SELECT package, version, checksum FROM schema_migrations ORDER BY 1, 2"
+        ).fetchall()
+    return [*columns, *recorded]
+
+
+def test_every_earlier_schema_version_migrates_to_the_same_schema(empty_url: str) -> None:
+    """From an empty database and from each earlier version (the first k migrations, with a
+    row of telemetry in it once it exists), a migrate reaches the schema of a fresh one."""
+    mode = "on" if _has_timescale() else "off"
+    with psycopg.connect(empty_url, autocommit=True) as conn:
+        migrate(conn, PACKAGES, mode)
+    expected = _schema(empty_url)
+    total = len(discover(PACKAGES))
+    for k in range(1, total):
+        name = f"bw_mig_{uuid.uuid4().hex[:8]}"
+        url = with_database(TEST_SERVER_URL, name)
+        ensure_database(url)
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                migrate(conn, PACKAGES, mode, limit=k)
+                if conn.execute("SELECT to_regclass('telemetry')").fetchone() != (None,):
+                    conn.execute(
+                        "INSERT INTO telemetry (asset_id, time, received_at, metrics)"
+                        " VALUES ('m-1', now() - INTERVAL '3 days', now(), '{\"x\": 1}')"
+                    )
+                report = migrate(conn, PACKAGES, mode)
+                assert len(report.applied) == total - k
+            assert _schema(url) == expected, f"from the first {k} migrations"
+        finally:
+            drop_database(url)
+
+
+def test_a_failing_migration_leaves_nothing_and_runs_again_once_fixed(
+    empty_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "bw_failing_pkg"
+    (package / "migrations").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "migrations" / "001_first.sql").write_text("CREATE TABLE bw_first (x int);\n")
+    second = package / "migrations" / "002_second.sql"
+    second.write_text(
+        "CREATE TABLE bw_second (x int);\n"
+        "INSERT INTO bw_second VALUES (1);\n"
+        "SELECT 1 / 0;\n"  # fails after the statements before it did their work
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with psycopg.connect(empty_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            migrate(conn, ["bw_failing_pkg"], "off")
+        assert conn.execute("SELECT to_regclass('bw_first')").fetchone() == ("bw_first",)
+        assert conn.execute("SELECT to_regclass('bw_second')").fetchone() == (None,)
+        assert conn.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        with pytest.raises(psycopg.errors.DivisionByZero):  # a rerun fails the same way
+            migrate(conn, ["bw_failing_pkg"], "off")
+        second.write_text("CREATE TABLE bw_second (x int);\nINSERT INTO bw_second VALUES (1);\n")
+        report = migrate(conn, ["bw_failing_pkg"], "off")
+        assert report.applied == ["bw_failing_pkg/002_second"]
+        assert conn.execute("SELECT count(*) FROM bw_second").fetchone() == (1,)
+
+
+def test_a_superseded_checksum_is_taken_over_without_a_warning(
+    empty_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ingest/005 was rewritten to run on TimescaleDB: plain databases that applied the
+    earlier version keep working and record the new checksum."""
+    (ingested_at,) = [m for m in discover(PACKAGES) if (m.package, m.version) == ("ingest", 5)]
+    assert "be06847624e51f91" in ingested_at.superseded()
+    with psycopg.connect(empty_url, autocommit=True) as conn:
+        migrate(conn, PACKAGES, "off")
+        conn.execute(
+            "UPDATE schema_migrations SET checksum = 'be06847624e51f91'"
+            " WHERE package = 'ingest' AND version = 5"
+        )
+        with caplog.at_level("WARNING", logger="core.migrate"):
+            assert migrate(conn, PACKAGES, "off").applied == []
+        assert "changed after it was applied" not in caplog.text
+        row = conn.execute(
+            "SELECT checksum FROM schema_migrations WHERE package = 'ingest' AND version = 5"
+        ).fetchone()
+    assert row == (ingested_at.checksum(),)
+
+
+def test_the_timescale_path_has_rollup_aggregates_with_policies(empty_url: str) -> None:
+    if not _has_timescale():
+        pytest.skip("TimescaleDB extension not available on this server")
+    from basewatch.wiring import migrate_database
+    from core.settings import Settings
+
+    migrate_database(Settings(database_url=empty_url))
+    migrate_database(Settings(database_url=empty_url))  # twice: ok
+    with psycopg.connect(empty_url) as conn:
+        aggregates = conn.execute(
+            "SELECT view_name, compression_enabled"
+            " FROM timescaledb_information.continuous_aggregates ORDER BY 1"
+        ).fetchall()
+        jobs = conn.execute(
+            "SELECT hypertable_name, proc_name FROM timescaledb_information.jobs"
+            " WHERE hypertable_name IS NOT NULL ORDER BY 1, 2"
+        ).fetchall()
+    assert aggregates == [("rollup_daily_metric", True), ("rollup_hourly_metric", True)]
+    assert ("rollup_hourly_metric", "policy_refresh_continuous_aggregate") in jobs
+    assert ("rollup_daily_metric", "policy_compression") in jobs

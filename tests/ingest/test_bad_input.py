@@ -48,6 +48,9 @@ MAX_BYTES = 65_536
 LIMIT_ENV = {
     "BASEWATCH_INGEST_MAX_BATCH_ITEMS": str(MAX_ITEMS),
     "BASEWATCH_INGEST_MAX_PAYLOAD_BYTES": str(MAX_BYTES),
+    # every bad message here is checked whole and one by one (the caps: tests/ingest/test_memory)
+    "BASEWATCH_INGEST_DEAD_LETTER_PAYLOAD_BYTES": str(2 * MAX_BYTES),
+    "BASEWATCH_INGEST_DEAD_LETTERS_PER_MINUTE": "0",
 }
 LIMITS = Limits(max_items=MAX_ITEMS, max_payload_bytes=MAX_BYTES)
 # an hour ago, whole seconds: inside the accepted window for the whole run
@@ -603,9 +606,9 @@ def test_writer_stores_or_dead_letters_every_nested_event_the_decoder_accepts(
 ) -> None:
     """Whatever ``decode_message`` returns, ``BatchWriter.write`` must not raise for it.
 
-    The ingester decodes in paho's callback and writes from its loop; replay decodes and writes
-    at other stack depths again. Here the decoding runs on a fresh thread (a shallow stack) and
-    the writing on the test's, so a limit that depends on the caller's stack shows."""
+    The ingester decodes and writes from its loop (paho's callback only queues); replay decodes
+    and writes at other stack depths again. Here the decoding runs on a fresh thread (a shallow
+    stack) and the writing on the test's, so a limit that depends on the caller's stack shows."""
     register(db_url, [(ACCOUNT, SENTINEL_ASSET)])
     prefix = "direct/v1"
     topic = f"{prefix}/{ACCOUNT}/{SENTINEL_ASSET}/event"

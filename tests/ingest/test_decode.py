@@ -469,7 +469,7 @@ def _frames_deeper(frames: int, call: Callable[[], Decoded]) -> Decoded:
 @pytest.mark.parametrize("depth", [10, 100, 500, 700, 900, 950, 990, 5000])
 def test_event_acceptance_does_not_depend_on_the_callers_stack(depth: int) -> None:
     """An event accepted on a shallow stack must be accepted (and encodable) anywhere: the
-    ingester decodes in paho's callback, writes (json.dumps into jsonb) from its loop, and
+    ingester decodes and writes (json.dumps into jsonb) from its loop, and
     ``deadletters replay`` decodes and writes at other depths again."""
     payload = b'{"ts": %d, "kind": "alarm", "x": %s}' % (NOW_MS, b"[" * depth + b"]" * depth)
 

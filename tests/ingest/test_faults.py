@@ -247,7 +247,7 @@ def test_database_outage_loses_nothing_and_the_ingester_keeps_running(
     sent = fleet.messages(prefix, 150)
     log = tmp_path / "ingest.log"
     query = fleet.count_query()
-    with TcpProxy() as pg_link:
+    with TcpProxy.to_database(db_url) as pg_link:
         ingester = IngesterProcess(pg_link.database_url(db_url), broker, prefix, log_path=log)
         with ingester, Publisher(broker.host, broker.port) as pub:
             assert ingester.process is not None

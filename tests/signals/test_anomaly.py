@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from signals import anomaly
 from signals.catalogue import PriceBook
+from signals.rollups import refresh_rollups, uses_continuous_aggregates
 
 START = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -38,9 +39,22 @@ def write_rollups(
     hours: np.ndarray | None = None,
 ) -> None:
     """Hourly rows (one reading an hour: mean = min = max = last) and the daily rows
-    ``signals.rollups`` would compute from them, for the hours where ``hours`` is true."""
+    ``signals.rollups`` would compute from them, for the hours where ``hours`` is true.
+    On TimescaleDB (continuous aggregates) those readings are written to telemetry and the
+    aggregates refreshed, which computes the same rows (and commits)."""
     length = len(next(iter(series.values())))
     present = np.ones(length, dtype=bool) if hours is None else hours
+    if uses_continuous_aggregates(conn):
+        with (
+            conn.cursor() as cur,
+            cur.copy("COPY telemetry (asset_id, time, received_at, metrics) FROM STDIN") as copy,
+        ):
+            for i in np.nonzero(present)[0]:
+                bucket = start + int(i) * HOUR
+                metrics = {m: float(v[i]) for m, v in series.items()}
+                copy.write_row((asset_id, bucket, bucket, Jsonb(metrics)))
+        refresh_rollups(conn)
+        return
     days: dict[dt.datetime, dict[str, list[float]]] = {}
     with conn.cursor() as cur:
         with cur.copy("COPY rollup_hourly (asset_id, bucket, samples, stats) FROM STDIN") as copy:
@@ -170,11 +184,19 @@ def test_wear_indicators_and_constant_metrics_are_left_to_the_rules(db_url: str)
         found = anomaly.findings(conn, as_of, PriceBook(), model)
         assert [f for f in found if f.subject == "clogging"] == []
         # the same drift under a name no rule knows is an anomaly
-        conn.execute(
-            "UPDATE rollup_hourly SET stats = stats - 'oil_filter_dp_bar'"
-            " || jsonb_build_object('mystery_signal', stats -> 'oil_filter_dp_bar')"
-            " WHERE asset_id = 'clogging'"
-        )
+        if uses_continuous_aggregates(conn):  # the same change, made where the rows come from
+            conn.execute(
+                "UPDATE telemetry SET metrics = metrics - 'oil_filter_dp_bar'"
+                " || jsonb_build_object('mystery_signal', metrics -> 'oil_filter_dp_bar')"
+                " WHERE asset_id = 'clogging'"
+            )
+            refresh_rollups(conn)
+        else:
+            conn.execute(
+                "UPDATE rollup_hourly SET stats = stats - 'oil_filter_dp_bar'"
+                " || jsonb_build_object('mystery_signal', stats -> 'oil_filter_dp_bar')"
+                " WHERE asset_id = 'clogging'"
+            )
         model = anomaly.train(conn, as_of)
         assert model is not None
         found = [

@@ -4,7 +4,13 @@ backoff, exactly one delivery, give-up that keeps the row, and concurrent passes
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -258,3 +264,187 @@ def test_deliver_refuses_a_connection_inside_a_transaction(db_url: str) -> None:
         conn.execute("SELECT 1")
         with pytest.raises(RuntimeError, match="no transaction open"):
             deliver_due(conn, WebhookTransport(), now=T0)
+
+
+# -- a slow peer (issue 11, item 5) -----------------------------------------------------------
+
+
+class TricklingServer:
+    """An HTTP endpoint on 127.0.0.1 that reads a request whole and then answers ``200`` one
+    byte every ``interval_s`` (a peer that keeps every per-read timeout happy and never
+    finishes), or at once after :meth:`heal`. ``requests`` holds (arrival, Idempotency-Key)."""
+
+    RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self.requests: list[tuple[float, str]] = []
+        self.trickle = True
+        self._closed = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def url(self, path: str = "/slow") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def heal(self) -> None:
+        self.trickle = False
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            worker = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(worker)
+            worker.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            headers = dict(
+                line.split(": ", 1) for line in head.decode().split("\r\n")[1:] if ": " in line
+            )
+            while len(body) < int(headers.get("Content-Length", 0)):
+                body += conn.recv(65536)
+            self.requests.append((time.monotonic(), headers.get("Idempotency-Key", "")))
+            try:
+                if not self.trickle:
+                    conn.sendall(self.RESPONSE)
+                    return
+                for byte in self.RESPONSE:
+                    if self._closed.wait(self.interval_s):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:  # the client gave up
+                return
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+        for thread in self._threads[1:]:
+            thread.join(timeout=5)
+
+
+@pytest.fixture
+def trickle() -> Iterator[TricklingServer]:
+    server = TricklingServer(interval_s=1.0)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def outbox_rows(conn: psycopg.Connection) -> dict[str, tuple]:
+    return {
+        r[0]: r[1:]
+        for r in conn.execute(
+            "SELECT dedup_key, attempts, last_error, next_attempt_at, sent_at FROM outbox"
+        ).fetchall()
+    }
+
+
+def test_a_trickling_webhook_delays_nothing_else_and_fails_at_its_deadline(
+    db_url: str,
+    conn: psycopg.Connection,
+    smtp: SmtpServer,
+    hook: WebhookServer,
+    trickle: TricklingServer,
+) -> None:
+    """``basewatch alerts deliver`` with a webhook that answers one byte a second (a
+    60-byte answer): the emails and the fast webhook queued behind it go out at once, the slow
+    one fails at its 2 s deadline and the pass ends then; the retry 30 s later sends it (the
+    peer is healthy again) and nothing else a second time."""
+    now = dt.datetime.now(dt.UTC)
+    with conn.transaction():  # the slow ones first: a sequential pass would wait on them
+        enqueue(
+            conn,
+            [
+                webhook(trickle.url(), "slow-1"),
+                webhook(trickle.url(), "slow-2"),
+                *[email(f"mail-{i}", f"csm{i}@example.test") for i in range(5)],
+                webhook(hook.url(), "fast"),
+            ],
+            now=now,
+        )
+    env = dict(
+        os.environ,
+        BASEWATCH_DATABASE_URL=db_url,
+        BASEWATCH_SMTP_HOST=smtp.host,
+        BASEWATCH_SMTP_PORT=str(smtp.port),
+        BASEWATCH_WEBHOOK_TIMEOUT_S="2",
+    )
+    started = time.monotonic()
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "basewatch", "alerts", "deliver", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # promptly: before the slow peer's deadline could have passed
+        while len(smtp.messages) < 5 or not hook.accepted:
+            if cli.poll() is not None:
+                pytest.fail(f"the pass ended before sending everything: {cli.communicate()}")
+            assert time.monotonic() - started < 30, "the emails waited"
+            time.sleep(0.02)
+        delivered_after = time.monotonic() - started
+        out, err = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    took = time.monotonic() - started
+    assert cli.returncode == 0, err
+    trickle_first = trickle.requests[0][0] - started
+    print(
+        f"slow webhook called {trickle_first:.2f} s after start, the emails and the fast "
+        f"webhook delivered by {delivered_after:.2f} s, the pass (CLI) ended at {took:.2f} s"
+    )
+    assert delivered_after < trickle_first + 1.5, (delivered_after, trickle_first)
+    assert took < 12, f"the pass took {took:.1f} s (the slow answer lasts 60 s)"
+    assert json.loads(out) == {
+        "sent": 6,
+        "failed": 1,
+        "gave_up": 0,
+        "deferred": 0,
+        "waiting": 0,
+        "postponed": 1,
+        "requeued": 0,
+    }
+    rows = outbox_rows(conn)
+    attempts, error, next_at, sent_at = rows["slow-1"]
+    assert (attempts, sent_at) == (1, None)
+    assert "no complete answer within the 2 s deadline" in error
+    assert "webhook http://127.0.0.1" in error
+    # the second row for the same peer was not tried behind the first: no attempt counted
+    assert rows["slow-2"][0] == 0
+    assert rows["slow-2"][3] is None
+    assert [k for _, k in trickle.requests] == ["slow-1"]
+
+    # the retry rules: not before the backoff, then sent once the peer answers
+    transport = Transports(
+        SmtpTransport(smtp.host, smtp.port, timeout=5), WebhookTransport(timeout=2)
+    )
+    trickle.heal()
+    early = deliver_due(conn, transport, now=next_at - SECOND)
+    assert (early.sent, early.failed) == (1, 0)  # slow-2, due all along
+    assert outbox_rows(conn)["slow-1"][0] == 1
+    assert deliver_due(conn, transport, now=next_at).sent == 1
+    assert deliver_due(conn, transport, now=next_at + dt.timedelta(hours=2)).sent == 0
+    # nothing sent twice: each email and the fast webhook once; the slow peer saw slow-1 again
+    # with the same Idempotency-Key (its first answer never completed: at least once)
+    keys = sorted(m["X-Basewatch-Dedup-Key"] for m in smtp.messages)
+    assert keys == [f"mail-{i}" for i in range(5)]
+    assert [p.headers["Idempotency-Key"] for p in hook.posts] == ["fast"]
+    assert [k for _, k in trickle.requests] == ["slow-1", "slow-2", "slow-1"]
+    assert all(r[3] is not None for r in outbox_rows(conn).values())

@@ -15,7 +15,8 @@ import pytest
 
 from signals import failure_model
 from signals.catalogue import PriceBook
-from tests.fix_db import clone
+from signals.rollups import refresh_rollups, uses_continuous_aggregates
+from tests.fix_db import clone, needs_rollup_tables
 from tests.signals.test_anomaly import register, write_rollups
 
 START = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -127,6 +128,7 @@ def test_rows_and_events_after_the_cut_off_change_nothing(fleet: str) -> None:
             " VALUES ('s0', %s, 'failure', 'bearing', now())",
             (cut + dt.timedelta(days=2),),
         )
+        needs_rollup_tables(conn)
         conn.execute(
             "UPDATE rollup_hourly SET stats = jsonb_set(stats, '{bearing_temp_c}',"
             " '[200, 200, 200, 200, 1]') WHERE bucket >= %s",
@@ -170,11 +172,19 @@ def test_a_metric_no_labelled_snapshot_has_does_not_break_training(template_url:
         with psycopg.connect(url) as conn:
             # a sensor added to every machine a day before the cut-off: in the metric list,
             # in no snapshot whose label window is observed (their features are all missing)
-            conn.execute(
-                "UPDATE rollup_hourly SET stats = stats || '{\"new_sensor\": [1, 1, 1, 1, 1]}'"
-                " WHERE bucket >= %s",
-                (CUT - dt.timedelta(days=1),),
-            )
+            if uses_continuous_aggregates(conn):  # where the aggregates' rows come from
+                conn.execute(
+                    "UPDATE telemetry SET metrics = metrics || '{\"new_sensor\": 1}'"
+                    " WHERE time >= %s",
+                    (CUT - dt.timedelta(days=1),),
+                )
+                refresh_rollups(conn)
+            else:
+                conn.execute(
+                    "UPDATE rollup_hourly SET stats = stats || '{\"new_sensor\": [1, 1, 1, 1, 1]}'"
+                    " WHERE bucket >= %s",
+                    (CUT - dt.timedelta(days=1),),
+                )
             conn.commit()
             model = failure_model.train(conn, CUT)
         assert model is not None

@@ -13,12 +13,14 @@ from ingest.fleet import COMPONENT_LIVES_H, initial_wear_share, installed_at_hou
 from ingest.physics import simulate_account
 from signals.catalogue import PriceBook
 from signals.wear_findings import wear_findings
+from tests.fix_db import needs_rollup_tables
 
 AS_OF = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 PER_DAY = 20.0  # running hours a day
 
 
 def _machine(conn: psycopg.Connection) -> None:
+    needs_rollup_tables(conn)
     conn.execute("INSERT INTO accounts (account_id, name) VALUES ('acc', 'Acc')")
     conn.execute("INSERT INTO assets (asset_id, account_id) VALUES ('m1', 'acc')")
     conn.execute(

@@ -1,0 +1,75 @@
+-- TimescaleDB: the rollups are continuous aggregates of telemetry, hourly and daily on top of
+-- hourly, kept by TimescaleDB's refresh policies (its invalidation log tracks what late or
+-- merged data changed, so a refresh does work proportional to the change and never scans
+-- compressed telemetry for it), compressed by asset.
+--
+-- Layout: one row per asset, bucket and metric (narrow), with the same five figures as the
+-- plain path's `stats` arrays: readings, mean, minimum, maximum, last. A continuous aggregate
+-- cannot build a JSON object per bucket (an aggregate over an aggregate), and the narrow rows
+-- compress far better than per-bucket JSON; the views `rollup_hourly` and `rollup_daily` below
+-- present them in the plain path's shape (asset_id, bucket, samples, stats), so every reader
+-- is the same SQL on both engines. The figures are defined the same way on both paths:
+-- hourly per metric count/avg/min/max/latest value; daily from the hourly figures
+-- (sum(mean x readings) / sum(readings), min, max, the latest hour's last, sum of readings).
+-- bench/rollups.py measures disk per asset-day and refresh time on both engines (figures in
+-- bench/README.md).
+--
+-- The hypertables of 001 on this path are dropped: rollups are derived data, the aggregates
+-- are computed again from telemetry by their first refresh.
+DROP TABLE IF EXISTS rollup_daily;
+DROP TABLE IF EXISTS rollup_hourly;
+
+CREATE MATERIALIZED VIEW rollup_hourly_metric
+WITH (timescaledb.continuous, timescaledb.materialized_only = true) AS
+SELECT t.asset_id,
+       time_bucket(INTERVAL '1 hour', t.time) AS bucket,
+       m.key AS metric,
+       count(*) AS readings,
+       avg(m.value::double precision) AS mean,
+       min(m.value::double precision) AS minimum,
+       max(m.value::double precision) AS maximum,
+       last(m.value::double precision, t.time) AS last
+FROM telemetry t CROSS JOIN LATERAL jsonb_each_text(t.metrics) AS m(key, value)
+GROUP BY t.asset_id, time_bucket(INTERVAL '1 hour', t.time), m.key
+WITH NO DATA;
+
+CREATE MATERIALIZED VIEW rollup_daily_metric
+WITH (timescaledb.continuous, timescaledb.materialized_only = true) AS
+SELECT asset_id,
+       time_bucket(INTERVAL '1 day', bucket) AS bucket,
+       metric,
+       sum(readings)::bigint AS readings,
+       sum(mean * readings) / sum(readings) AS mean,
+       min(minimum) AS minimum,
+       max(maximum) AS maximum,
+       last(last, bucket) AS last
+FROM rollup_hourly_metric
+GROUP BY asset_id, time_bucket(INTERVAL '1 day', bucket), metric
+WITH NO DATA;
+
+ALTER MATERIALIZED VIEW rollup_hourly_metric SET (
+    timescaledb.compress = true,
+    timescaledb.compress_segmentby = 'asset_id',
+    timescaledb.compress_orderby = 'metric, bucket DESC'
+);
+ALTER MATERIALIZED VIEW rollup_daily_metric SET (
+    timescaledb.compress = true,
+    timescaledb.compress_segmentby = 'asset_id',
+    timescaledb.compress_orderby = 'metric, bucket DESC'
+);
+
+-- The plain path's shape. `samples` = readings in the bucket (the most readings of any of
+-- its metrics, as on the plain path).
+CREATE VIEW rollup_hourly AS
+SELECT asset_id, bucket, max(readings)::integer AS samples,
+       jsonb_object_agg(metric, jsonb_build_array(mean, minimum, maximum, last, readings))
+           AS stats
+FROM rollup_hourly_metric
+GROUP BY asset_id, bucket;
+
+CREATE VIEW rollup_daily AS
+SELECT asset_id, bucket, max(readings)::integer AS samples,
+       jsonb_object_agg(metric, jsonb_build_array(mean, minimum, maximum, last, readings))
+           AS stats
+FROM rollup_daily_metric
+GROUP BY asset_id, bucket;
