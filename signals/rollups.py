@@ -61,6 +61,8 @@ OVERLAP = dt.timedelta(minutes=5)  # longer than any write transaction of the in
 STEP_BUCKETS = 50_000  # changed hour buckets per committed step of an incremental refresh
 TIMESCALE_WINDOW = dt.timedelta(days=30)  # per committed refresh of a continuous aggregate
 _LOCK = 7420240002  # one refresher at a time
+# TimescaleDB's continuous aggregates, each after those it is built on (migration 007).
+_AGGREGATES = ("rollup_hourly_metric", "rollup_hourly", "rollup_daily_metric", "rollup_daily")
 FIRST_BATCH_ROWS = 200_000  # readings per batch of the first refresh
 FIRST_WORK_MEM = "64MB"  # per sort / hash of the first refresh (a batch's window partition)
 FIRST_WORKERS = 2  # connections the first refresh works on (batches in parallel)
@@ -293,7 +295,7 @@ def refresh_rollups(
 def _refresh_aggregates(
     conn: psycopg.Connection[TupleRow], stop: Stop
 ) -> tuple[int, int, int, bool]:
-    """TimescaleDB: refresh the hourly, then the daily aggregate, ``TIMESCALE_WINDOW`` at a
+    """TimescaleDB: refresh each aggregate after those it is built on, ``TIMESCALE_WINDOW`` at a
     time from the oldest telemetry (a window with nothing invalidated costs next to nothing).
     ``refresh_continuous_aggregate`` cannot run inside a transaction, hence autocommit."""
     row = conn.execute("SELECT min(time), now() FROM telemetry").fetchone()
@@ -305,7 +307,7 @@ def _refresh_aggregates(
     windows = 0
     conn.autocommit = True
     try:
-        for view in ("rollup_hourly_metric", "rollup_daily_metric"):
+        for view in _AGGREGATES:
             low = origin
             while low < end:
                 if stop():
@@ -325,13 +327,13 @@ def _refresh_aggregates(
 def apply_timescale_policies(conn: psycopg.Connection[TupleRow], compress_after_days: int) -> None:
     """(Re)set the refresh and compression policies of the rollup aggregates (TimescaleDB).
 
-    Both refresh every 15 minutes over all history (``start_offset`` NULL: only what the
+    Each refreshes every 15 minutes over all history (``start_offset`` NULL: only what the
     invalidation log marks is recomputed; telemetry chunks dropped by retention leave no
     invalidation, so their aggregates stay). Compressed after ``compress_after_days``, like
     telemetry. Safe to call on every migrate; does nothing on plain PostgreSQL."""
     if not uses_continuous_aggregates(conn):
         return
-    for view in ("rollup_hourly_metric", "rollup_daily_metric"):
+    for view in _AGGREGATES:
         conn.execute("SELECT remove_continuous_aggregate_policy(%s, if_exists => true)", (view,))
         conn.execute(
             "SELECT add_continuous_aggregate_policy(%s, start_offset => NULL,"

@@ -226,6 +226,11 @@ def test_the_timescale_path_has_rollup_aggregates_with_policies(empty_url: str) 
             "SELECT hypertable_name, proc_name FROM timescaledb_information.jobs"
             " WHERE hypertable_name IS NOT NULL ORDER BY 1, 2"
         ).fetchall()
-    assert aggregates == [("rollup_daily_metric", True), ("rollup_hourly_metric", True)]
+    assert aggregates == [
+        ("rollup_daily", True),
+        ("rollup_daily_metric", True),
+        ("rollup_hourly", True),
+        ("rollup_hourly_metric", True),
+    ]
     assert ("rollup_hourly_metric", "policy_refresh_continuous_aggregate") in jobs
     assert ("rollup_daily_metric", "policy_compression") in jobs
