@@ -18,6 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from core.errors import ConfigError
 
 ENV_PREFIX = "BASEWATCH_"
@@ -242,11 +245,25 @@ def _parse_str(name: str, value: str) -> str:
 
 
 def _mask_url(url: str) -> str:
-    """Hide a password in a libpq URI (``postgresql://user:secret@host``)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    """Hide the password of a libpq connection string in every form libpq reads: a URI's
+    ``user:secret@``, its ``?password=`` parameter, or a conninfo ``password=secret``. libpq's
+    own parser (psycopg's ``conninfo_to_dict``) decides whether there is one; a string it cannot
+    parse is not shown at all."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(not a valid connection string; not shown)"
+    if not params.get("password"):
         return url
-    userinfo, at, hostpart = rest.rpartition("@")
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # conninfo form: written again with the password masked
+        return make_conninfo("", **{**params, "password": "***"})
+    authority, slash, tail = rest.partition("/")
+    if "?" in authority and not slash:
+        authority, _, query = authority.partition("?")
+        tail, slash = "?" + query, ""
+    userinfo, at, hostpart = authority.rpartition("@")
     if ":" in userinfo:
         userinfo = userinfo.split(":", 1)[0] + ":***"
-    return f"{scheme}://{userinfo}{at}{hostpart}"
+    tail = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", tail)
+    return f"{scheme}://{userinfo}{at}{hostpart}{slash}{tail}"

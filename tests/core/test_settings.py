@@ -73,6 +73,43 @@ def test_unknown_variables_are_reported_and_secrets_masked() -> None:
     assert shown["BASEWATCH_DATABASE_URL"] == "postgresql://bw:***@db:5432/basewatch"
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://bw:pw@db:5432/basewatch", "postgresql://bw:***@db:5432/basewatch"),
+        (
+            "postgresql://bw@db/basewatch?password=s3cret&sslmode=require",
+            "postgresql://bw@db/basewatch?password=***&sslmode=require",
+        ),
+        ("postgresql://db?user=bw&password=s3cret", "postgresql://db?user=bw&password=***"),
+        ("postgresql://db?user=bw&Password=s3cret", "(not a valid connection string; not shown)"),
+        (
+            "postgresql://bw:pw@db/basewatch?password=s3cret",
+            "postgresql://bw:***@db/basewatch?password=***",
+        ),
+        ("postgresql://bw@db/basewatch", "postgresql://bw@db/basewatch"),
+    ],
+)
+def test_config_masks_a_uri_password_wherever_it_is(url: str, shown: str) -> None:
+    assert (
+        Settings.from_env({"BASEWATCH_DATABASE_URL": url}).public()["BASEWATCH_DATABASE_URL"]
+        == shown
+    )
+
+
+def test_config_masks_a_conninfo_password() -> None:
+    for url in (
+        "host=db user=bw password=s3cret dbname=basewatch",
+        "host=db password='s3 cret' dbname=basewatch",
+    ):
+        shown = Settings.from_env({"BASEWATCH_DATABASE_URL": url}).public()[
+            "BASEWATCH_DATABASE_URL"
+        ]
+        assert "s3" not in shown
+        assert "password=***" in shown
+        assert "host=db" in shown
+
+
 def test_client_ids_are_stable_and_distinct_per_process() -> None:
     settings = Settings.from_env({"BASEWATCH_MQTT_CLIENT_ID": "ingest-a"})
     assert settings.effective_client_id(0) == "ingest-a"
