@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable
@@ -49,11 +50,15 @@ class IngesterProcess:
         self.processes = processes
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self.ready_file = Path(tempfile.gettempdir()) / f"bw-ready-{uuid.uuid4().hex}"
 
-    def start(self, wait_s: float = 1.5) -> IngesterProcess:
-        args = [sys.executable, "-m", "basewatch", "ingest"]
+    def start(self, ready_timeout_s: float = 30.0) -> IngesterProcess:
+        """Start it and wait until it is subscribed: ``--ready-file`` appears once the broker
+        confirmed the subscription (of every process), not after a guessed delay."""
+        args = [sys.executable, "-m", "basewatch", "ingest", "--ready-file", str(self.ready_file)]
         if self.processes > 1:
             args += ["--processes", str(self.processes)]
+        self.ready_file.unlink(missing_ok=True)
         if self.log_path is None:
             self.process = subprocess.Popen(
                 args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -62,8 +67,11 @@ class IngesterProcess:
             # the child keeps its own descriptor; ours is closed (ResourceWarning otherwise)
             with self.log_path.open("ab") as out:
                 self.process = subprocess.Popen(args, env=self.env, stdout=out, stderr=out)
-        time.sleep(wait_s)  # connect and subscribe
-        assert self.process.poll() is None, "ingester exited at start"
+        deadline = time.monotonic() + ready_timeout_s
+        while not self.ready_file.exists():
+            assert self.process.poll() is None, "ingester exited at start"
+            assert time.monotonic() < deadline, f"ingester not subscribed in {ready_timeout_s} s"
+            time.sleep(0.02)
         return self
 
     def terminate(self, timeout: float = 30) -> int:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import psycopg
 
 DATA = Path(__file__).parent.parent / "data"
 
@@ -47,13 +50,27 @@ def test_bad_setting_names_the_variable() -> None:
 
 
 def test_db_stats_json_reports_counts_and_span(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "INSERT INTO telemetry (asset_id, time, received_at, metrics) VALUES"
+            " ('st-1', '2025-02-03 04:00+00', now(), '{\"x\": 1}'),"
+            " ('st-1', '2025-02-05 06:00+00', now(), '{\"x\": 2, \"y\": 3}')"
+        )
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM telemetry), (SELECT count(*) FROM asset_events),"
+            " (SELECT count(*) FROM dead_letters), (SELECT min(time) FROM telemetry),"
+            " (SELECT max(time) FROM telemetry)"
+        ).fetchone()
+    assert counts is not None
     result = run("db", "stats", "--json", db_url=db_url)
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)
-    assert stats["telemetry"]["rows"] >= 0
-    assert {"first_time", "last_time"} <= stats["telemetry"].keys()
-    assert stats["events"]["rows"] >= 0
-    assert stats["dead_letters"]["rows"] >= 0
+    assert stats["telemetry"]["rows"] == counts[0] >= 2
+    assert stats["events"]["rows"] == counts[1]
+    assert stats["dead_letters"]["rows"] == counts[2]
+    first = dt.datetime.fromisoformat(stats["telemetry"]["first_time"])
+    last = dt.datetime.fromisoformat(stats["telemetry"]["last_time"])
+    assert (first, last) == (counts[3], counts[4])
 
 
 def test_registry_import_reports_bad_lines_and_imports_good_files(

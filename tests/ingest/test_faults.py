@@ -450,8 +450,7 @@ def test_two_processes_share_the_subscription_and_store_everything_once(
     sent = fleet.messages(prefix, 150)
     log = tmp_path / "ingest.log"
     with IngesterProcess(db_url, broker, prefix, processes=2, log_path=log) as ingester:
-        wait_in_log(log, r"\(new session\)", occurrences=2)
-        time.sleep(0.3)  # the SUBACKs follow the CONNACKs
+        wait_in_log(log, r"\(new session\)", occurrences=2)  # the ready file: both SUBACKs
         with Publisher(broker.host, broker.port) as pub:
             feeder = Feeder(pub, sent, rate_per_s=1000)
             subscribed(db_url, broker, prefix, fleet)  # and the group exists
