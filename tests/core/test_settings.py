@@ -77,3 +77,14 @@ def test_client_ids_are_stable_and_distinct_per_process() -> None:
     settings = Settings.from_env({"BASEWATCH_MQTT_CLIENT_ID": "ingest-a"})
     assert settings.effective_client_id(0) == "ingest-a"
     assert settings.effective_client_id(1) == "ingest-a-1"
+
+
+def test_api_limits() -> None:
+    settings = Settings.from_env({})
+    assert (settings.api_db_pool_max, settings.api_db_pool_timeout_s) == (8, 5)
+    assert (settings.api_threads, settings.api_max_connections) == (16, 64)
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"BASEWATCH_API_THREADS": "32", "BASEWATCH_API_MAX_CONNECTIONS": "16"})
+    assert caught.value.name == "BASEWATCH_API_MAX_CONNECTIONS"
+    with pytest.raises(ConfigError, match="between 1 and 1000"):
+        Settings.from_env({"BASEWATCH_API_DB_POOL_MAX": "0"})
