@@ -3,7 +3,7 @@
 Endpoints (JSON documents carry the field names of the CLI's ``--json`` output, built by the
 same functions: ``signals.alerts``, ``signals.health``, ``nrr.headline``)::
 
-    GET  /healthz                          200 {"status": "ok"} or 503 (database unreachable)
+    GET  /healthz                          200 {"status": "ok"} or 503 {"status": "unavailable"}
     GET  /alerts?status=&owner=&kind=&account=&limit=     like `alerts list --json`
     GET  /alerts/<id>                      the alert with its "history"
     POST /alerts/<id>/ack                  {"by": NAME}
@@ -16,28 +16,72 @@ same functions: ``signals.alerts``, ``signals.health``, ``nrr.headline``)::
     GET  /csm/<csm_id>                     HTML: that CSM's active alerts, most urgent first
     POST /csm/<csm_id>/alerts/<id>/{ack,snooze,resolve,feedback}   HTML forms, then 303 back
 
+Every GET route answers HEAD too (the same status and headers, no body).
+
 Decisions:
 
-- Standard library only: ``ThreadingHTTPServer`` (a thread per request) speaking HTTP/1.0, so
-  every connection carries one request and a shutdown never waits for an idle keep-alive
-  client. SIGTERM/SIGINT stop accepting, let running requests finish, then exit 0.
-- One database connection per request (``core.db.connect``) with a statement timeout of
-  :data:`STATEMENT_TIMEOUT_S`; committed when the request succeeds, rolled back otherwise. The
-  process starts without a database: requests answer 503 until it is reachable.
-- Errors are ``{"error": "..."}`` (an HTML page on the CSM pages): 400 bad input, 401 missing
-  or wrong token, 404 unknown route, alert, account, CSM or month, 405 wrong method (with
-  ``Allow``), 409 a lifecycle change the alert's status forbids, 413 a body over
-  :data:`MAX_BODY_BYTES`, 503 database unreachable, not migrated or too slow, 500 a bug
-  (logged with its traceback, never shown).
-- Request bodies are parsed as JSON whatever their content type (``curl -d`` says
-  ``x-www-form-urlencoded``); unknown fields and query parameters are rejected, so a typo is a
-  400 rather than a silently ignored option. The actor of a change is the body's ``by``.
+- Standard library only, HTTP/1.0: every connection carries one request, so a shutdown never
+  waits for an idle keep-alive client.
+- Bounded everywhere (issue 11 item 6). The accept thread hands each connection to a fixed set
+  of ``BASEWATCH_API_THREADS`` worker threads; at most ``BASEWATCH_API_MAX_CONNECTIONS``
+  connections are held at once (being served or waiting for a worker). A connection beyond
+  that is answered at once by the accept thread with a canned ``503`` + ``Retry-After`` and
+  closed only once the client has closed its side or :data:`LINGER_S` passed (closing with
+  unread request bytes would reset the connection and lose the answer). The listen backlog
+  is :data:`LISTEN_BACKLOG`. Database connections come from one ``psycopg_pool`` pool of at
+  most ``BASEWATCH_API_DB_POOL_MAX`` (at least one kept open, each checked with an empty
+  query when handed out, so a database restart costs no request); a request that waits longer
+  than ``BASEWATCH_API_DB_POOL_TIMEOUT_S`` for one is a 503 with ``Retry-After``. So however
+  many clients come, the API holds at most that many PostgreSQL sessions, and the ingesters
+  and the scheduler keep theirs.
+- A client must send its whole request (line, headers, body) within
+  :data:`REQUEST_TIMEOUT_S` overall, not per read: a client trickling bytes cannot hold a
+  worker longer than that. Writing the answer has its own :data:`WRITE_TIMEOUT_S` per write.
+  After an answer to a request that was not read to its end (413, a malformed or too long
+  request line or header) the worker drains the rest for up to :data:`LINGER_S` before
+  closing, for the same reason as above. Slow clients can still occupy every worker for
+  :data:`REQUEST_TIMEOUT_S` at a time; the others are then answered 503 at once rather than
+  queued without bound (an event-loop server would be the next step).
+- SIGTERM/SIGINT: stop accepting and close the listening socket, let the workers finish the
+  running and already accepted requests (worker threads are joined, not daemons), close the
+  pool, exit 0.
+- The process starts without a database: the pool keeps connecting in the background (an
+  attempt given up after :data:`RECONNECT_TIMEOUT_S`, the next request starts a new one) and
+  requests answer 503 until it is reachable. Each connection has a statement timeout of
+  :data:`STATEMENT_TIMEOUT_S`; a request's transaction is committed when it succeeds and
+  rolled back otherwise.
+- Errors are ``{"error": "..."}`` (an HTML page on the CSM pages): 400 bad input (a malformed
+  request line included), 401 missing or wrong token, 403 a cross-site change, 404 unknown
+  route, alert, account, CSM or month, 405 wrong method (with ``Allow``), 409 a lifecycle
+  change the alert's status forbids, 413 a body over :data:`MAX_BODY_BYTES`, 415 a body of
+  the wrong content type, 503 (always with ``Retry-After``) too busy, database unreachable,
+  not migrated or too slow, 500 a bug (logged with its traceback, never shown). Database
+  errors are logged; the answer does not name the database's host or name, and ``/healthz``
+  (public) says only ``ok`` or ``unavailable``.
+- JSON endpoints take ``Content-Type: application/json`` only (a ``text/plain`` or form body
+  is a 415: those are the content types a cross-site page can send without a CORS
+  preflight). Bodies are strict JSON (no NaN), nested at most as deep as the parser allows
+  (deeper is a 400, not a crash); unknown fields and query parameters are rejected, so a
+  typo is a 400 rather than a silently ignored option. The actor of a change is the body's
+  ``by``. A snooze ``until`` is bounded like ``hours``: at most :data:`MAX_SNOOZE_HOURS`
+  ahead.
+- CSRF (issue 11 item 7): every POST/PUT/PATCH/DELETE is refused with 403 when the browser
+  says it comes from another site: ``Sec-Fetch-Site`` other than ``same-origin`` or ``none``,
+  or (without that header) an ``Origin`` whose host and port differ from the ``Host`` header
+  (``Origin: null`` included; a ``Host`` without a port matches an origin on the scheme's
+  default port, so a TLS proxy that keeps ``Host`` works). A request without either header
+  (curl, scripts) passes: it cannot come from a browser on another site. The forms take
+  ``application/x-www-form-urlencoded`` only.
 - ``BASEWATCH_API_TOKEN``: when set, every request except ``/healthz`` needs
   ``Authorization: Bearer <token>`` (compared in constant time). A browser cannot send that
   header, so the pages also accept ``?token=<token>`` and carry it in their links and form
   actions; such URLs end up in browser history, so pages are sent with
   ``Referrer-Policy: no-referrer`` and the access log drops query strings. Without a token the
-  API is open: bind it to 127.0.0.1 (the default) or a trusted network.
+  API is open, so ``basewatch api`` refuses to listen on anything but a loopback address
+  without one (a :class:`ConfigError`: exit 1, one line naming ``BASEWATCH_API_TOKEN``).
+- Every answer carries ``X-Frame-Options: DENY`` and a ``Content-Security-Policy`` with
+  ``frame-ancestors 'none'`` (no clickjacking of the forms), ``nosniff``, ``no-store``, and
+  ``Server: basewatch`` without the Python version.
 - On a CSM page the actor is the CSM whose page it is, and only that CSM's alerts can be
   changed there. Snooze from a page is for 7 days and asks for a reason (the lifecycle keeps
   one with every snooze).
@@ -49,25 +93,32 @@ import contextlib
 import datetime as dt
 import hmac
 import html
+import io
+import ipaddress
 import json
 import logging
+import queue
 import re
 import signal
+import socket
+import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from email.message import Message
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from types import FrameType
 from typing import Any
 
 import psycopg
 from psycopg.rows import TupleRow
+from psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
 
-from core.db import connect
+from core.db import Pool, make_pool
 from core.errors import ConfigError, InputError, NotFound, StorageUnavailable
 from core.settings import Settings
 
@@ -79,7 +130,16 @@ MAX_LIST_LIMIT = 1000
 PAGE_ALERTS = 500  # alerts shown on one CSM page
 PAGE_SNOOZE = dt.timedelta(days=7)
 MAX_SNOOZE_HOURS = 24 * 366
-REQUEST_TIMEOUT_S = 30  # a client that sends nothing for this long is dropped
+REQUEST_TIMEOUT_S = 10  # the whole request must arrive within this
+WRITE_TIMEOUT_S = 30  # one write of the answer
+LISTEN_BACKLOG = 128
+RETRY_AFTER_S = 5  # the Retry-After of every 503
+HEALTHZ_WAIT_S = 2  # /healthz waits at most this long for a database connection
+RECONNECT_TIMEOUT_S = 30  # the pool gives up a connection attempt after this
+LINGER_S = 2.0  # a connection refused as busy is closed after this at the latest
+MAX_LINGERING = 256  # refused connections waiting for their client to close
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+APPLICATION_NAME = "basewatch-api"
 
 Conn = psycopg.Connection[TupleRow]
 
@@ -105,6 +165,11 @@ class ApiConfig:
     reporting_currency: str = "EUR"
     attribution_window_days: int = 90
     statement_timeout_s: int = STATEMENT_TIMEOUT_S
+    db_pool_max: int = 8
+    db_pool_timeout_s: float = 5.0
+    threads: int = 16
+    max_connections: int = 64
+    request_timeout_s: float = REQUEST_TIMEOUT_S
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiConfig:
@@ -117,6 +182,10 @@ class ApiConfig:
             settings.api_token,
             reporting_currency(settings),
             settings.attribution_window_days,
+            db_pool_max=settings.api_db_pool_max,
+            db_pool_timeout_s=settings.api_db_pool_timeout_s,
+            threads=settings.api_threads,
+            max_connections=settings.api_max_connections,
         )
 
 
@@ -147,8 +216,10 @@ class Request:
         if not self.body.strip():
             return {}
         try:
-            document = json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            document = json.loads(self.body, parse_constant=_no_constant)
+        except RecursionError:
+            raise HttpError(400, "the body is not JSON: nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit number
             raise HttpError(400, f"the body is not JSON: {exc}") from None
         if not isinstance(document, dict):
             raise HttpError(400, "the body must be a JSON object")
@@ -165,6 +236,10 @@ class Request:
             raise HttpError(400, "the form is not UTF-8") from None
         fields = urllib.parse.parse_qs(text, keep_blank_values=True)
         return {name: values[0] for name, values in fields.items()}
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 @dataclass(frozen=True)
@@ -198,41 +273,66 @@ class Route:
     endpoint: Endpoint
     page: bool = False  # HTML: ?token= accepted, errors as a page
     public: bool = False  # no token needed
+    body: str = ""  # the content type a POST must have: "json", "form" or "" (no body)
 
 
 class Api:
-    """Routes a request to its endpoint and turns errors into answers; no socket I/O here."""
+    """Routes a request to its endpoint and turns errors into answers; no socket I/O here.
+    Owns the database pool (opened here, without waiting for the database; :meth:`close`)."""
 
     def __init__(self, config: ApiConfig) -> None:
         self.config = config
+        timeout = f"{config.statement_timeout_s}s"
+
+        def configure(conn: Conn) -> None:
+            conn.execute("SELECT set_config('statement_timeout', %s, false)", (timeout,))
+            conn.commit()
+
+        self.pool: Pool = make_pool(
+            config.database_url,
+            min_size=1,
+            max_size=config.db_pool_max,
+            application_name=APPLICATION_NAME,
+            timeout_s=config.db_pool_timeout_s,
+            configure=configure,
+            check=True,
+            reconnect_timeout_s=RECONNECT_TIMEOUT_S,
+            wait=False,
+        )
+
+    def close(self) -> None:
+        self.pool.close()
 
     @contextlib.contextmanager
-    def database(self) -> Iterator[Conn]:
-        """A connection for one request: committed on success, rolled back on error."""
-        with connect(self.config.database_url, application_name="basewatch-api") as conn:
-            conn.execute(
-                "SELECT set_config('statement_timeout', %s, false)",
-                (f"{self.config.statement_timeout_s}s",),
-            )
+    def database(self, timeout_s: float | None = None) -> Iterator[Conn]:
+        """A pooled connection for one request: committed on success, rolled back on error.
+        Waits up to ``timeout_s`` (default: the pool's timeout) for a free one."""
+        with self.pool.connection(timeout=timeout_s) as conn:
             yield conn
 
     def handle(self, method: str, target: str, headers: Message, body: bytes) -> Response:
         split = urllib.parse.urlsplit(target)
         matches = [(r, m) for r in ROUTES if (m := r.pattern.fullmatch(split.path))]
         if not matches:
-            return json_response({"error": f"no such route: {split.path}"}, 404)
+            return self._error(HttpError(404, f"no such route: {split.path}"), False, "")
         page = matches[0][0].page
-        chosen = next(((r, m) for r, m in matches if r.method == method), None)
+        wanted = "GET" if method == "HEAD" else method
+        chosen = next(((r, m) for r, m in matches if r.method == wanted), None)
         try:
             if chosen is None:
-                allowed = ", ".join(sorted({r.method for r, _ in matches}))
+                methods = {r.method for r, _ in matches}
+                allowed = ", ".join(sorted(methods | ({"HEAD"} if "GET" in methods else set())))
                 raise HttpError(
                     405, f"{method} is not allowed here (allowed: {allowed})", (("Allow", allowed),)
                 )
             route, match = chosen
+            if method in UNSAFE_METHODS:
+                check_same_origin(headers)
             query = urllib.parse.parse_qs(split.query, keep_blank_values=True)
             if not route.public:
                 self._authorise(headers, query if route.page else None)
+            if method in UNSAFE_METHODS:
+                _check_content_type(route, headers, body)
             params = tuple(urllib.parse.unquote(g) for g in match.groups())
             request = Request(method, split.path, query, headers, body, params)
             return route.endpoint(self, request)
@@ -257,8 +357,10 @@ class Api:
             )
 
     def _error(self, exc: Exception, page: bool, query: str) -> Response:
-        status, message = error_status(exc, self.config.statement_timeout_s)
+        status, message = error_status(exc, self.config)
         headers = exc.headers if isinstance(exc, HttpError) else ()
+        if status == 503:
+            headers = (*headers, ("Retry-After", str(RETRY_AFTER_S)))
         if page:
             token = _page_token(urllib.parse.parse_qs(query))
             response = html_response(render_error(status, message, token), status)
@@ -267,7 +369,58 @@ class Api:
         return Response(response.status, response.content_type, response.body, headers)
 
 
-def error_status(exc: Exception, timeout_s: int) -> tuple[int, str]:
+def check_same_origin(headers: Message) -> None:
+    """Refuse (403) a state-changing request a browser sent from another site."""
+    site = (headers.get("Sec-Fetch-Site") or "").strip().lower()
+    if site:
+        if site in ("same-origin", "none"):
+            return
+        raise HttpError(403, f"cross-site request refused (Sec-Fetch-Site: {site})")
+    origin = headers.get("Origin")
+    if origin is None:
+        return  # not a browser, or one too old to say: it cannot be made to send a token
+    host = headers.get("Host") or ""
+    if not _same_origin(origin.strip(), host.strip()):
+        raise HttpError(
+            403, f"cross-site request refused: Origin {origin!r} is not this server ({host!r})"
+        )
+
+
+def _same_origin(origin: str, host: str) -> bool:
+    """Whether ``Origin`` names the server the ``Host`` header names (a ``Host`` without a
+    port stands for the origin scheme's default port, as behind a TLS proxy)."""
+    source = urllib.parse.urlsplit(origin)
+    target = urllib.parse.urlsplit("//" + host)
+    try:
+        source_port = source.port or {"http": 80, "https": 443}.get(source.scheme)
+        target_port = target.port
+    except ValueError:
+        return False
+    if source.scheme not in ("http", "https") or not source.hostname or not target.hostname:
+        return False
+    if source.hostname != target.hostname:
+        return False
+    return source_port in (80, 443) if target_port is None else source_port == target_port
+
+
+def _media_type(headers: Message) -> str:
+    return (headers.get("Content-Type") or "").partition(";")[0].strip().lower()
+
+
+def _check_content_type(route: Route, headers: Message, body: bytes) -> None:
+    """JSON endpoints take application/json only; forms take a urlencoded body (or none)."""
+    media = _media_type(headers)
+    if route.body == "json" and media != "application/json":
+        raise HttpError(
+            415, f"send the body as Content-Type: application/json (got {media or 'none'!r})"
+        )
+    if route.body == "form" and body and media != "application/x-www-form-urlencoded":
+        raise HttpError(
+            415, f"send the form as application/x-www-form-urlencoded (got {media or 'none'!r})"
+        )
+
+
+def error_status(exc: Exception, config: ApiConfig) -> tuple[int, str]:
     """The HTTP status and message of an exception an endpoint raised."""
     from signals.alerts import AlertStateError
 
@@ -281,14 +434,21 @@ def error_status(exc: Exception, timeout_s: int) -> tuple[int, str]:
         return 404, f"month {str(exc).removeprefix('--month: ')}"
     if isinstance(exc, InputError):
         return 400, str(exc)
-    if isinstance(exc, StorageUnavailable):
-        return 503, str(exc)
+    if isinstance(exc, PoolTimeout | TooManyRequests):
+        log.warning("no database connection for a request: %s", _first_line(exc))
+        return 503, (
+            f"no database connection free within {config.db_pool_timeout_s:g} s (the database "
+            "is unreachable or every connection is busy); retry later"
+        )
+    if isinstance(exc, PoolClosed):
+        return 503, "the API is stopping; retry later"
     if isinstance(exc, psycopg.errors.QueryCanceled):
-        return 503, f"the database did not answer within {timeout_s} s"
+        return 503, f"the database did not answer within {config.statement_timeout_s} s"
     if isinstance(exc, psycopg.errors.UndefinedTable):
         return 503, "the database is not migrated: run basewatch db migrate"
-    if isinstance(exc, psycopg.OperationalError):
-        return 503, f"database: {_first_line(exc)}"
+    if isinstance(exc, StorageUnavailable | psycopg.OperationalError):
+        log.warning("database unavailable: %s", _first_line(exc))
+        return 503, "the database is unavailable (see the server log); retry later"
     if isinstance(exc, ConfigError):  # the server's settings disagree with its data
         log.error("%s", exc)
         return 500, str(exc)
@@ -343,9 +503,16 @@ def _snooze_until(body: Mapping[str, Any], now: dt.datetime) -> dt.datetime:
             raise HttpError(400, "field 'until' must be an ISO time string")
         try:
             parsed = dt.datetime.fromisoformat(until)
-        except ValueError:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            parsed = parsed.astimezone(dt.UTC)  # 9999-12-31T23:00-05:00 overflows here
+        except (ValueError, OverflowError):
             raise HttpError(400, f"'until' is not an ISO time: {until!r}") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+        if parsed > now + dt.timedelta(hours=MAX_SNOOZE_HOURS):
+            raise HttpError(
+                400, f"'until' must be at most {MAX_SNOOZE_HOURS} hours (366 days) ahead"
+            )
+        return parsed
     if isinstance(hours, bool) or not isinstance(hours, int | float):
         raise HttpError(400, "field 'hours' must be a number")
     if not 0 < hours <= MAX_SNOOZE_HOURS:
@@ -357,15 +524,17 @@ def _snooze_until(body: Mapping[str, Any], now: dt.datetime) -> dt.datetime:
 
 
 def healthz(api: Api, request: Request) -> Response:
+    # public: says ok or unavailable and nothing else (the reason goes to the log)
     try:
-        with api.database() as conn:
+        with api.database(min(HEALTHZ_WAIT_S, api.config.db_pool_timeout_s)) as conn:
             conn.execute("SELECT 1")
     except (StorageUnavailable, psycopg.Error) as exc:
         log.warning("healthz: database unavailable: %s", _first_line(exc))
-        return json_response(
-            {"status": "unavailable", "error": f"database: {_first_line(exc)}"}, 503
+        answer = json_response({"status": "unavailable"}, 503)
+        return Response(
+            503, answer.content_type, answer.body, (("Retry-After", str(RETRY_AFTER_S)),)
         )
-    return json_response({"status": "ok", "database": "reachable"})
+    return json_response({"status": "ok"})
 
 
 def alerts_list(api: Api, request: Request) -> Response:
@@ -721,19 +890,25 @@ def post_page_action(api: Api, request: Request) -> Response:
 
 
 def _route(
-    method: str, pattern: str, endpoint: Endpoint, *, page: bool = False, public: bool = False
+    method: str,
+    pattern: str,
+    endpoint: Endpoint,
+    *,
+    page: bool = False,
+    public: bool = False,
+    body: str = "",
 ) -> Route:
-    return Route(method, re.compile(pattern), endpoint, page, public)
+    return Route(method, re.compile(pattern), endpoint, page, public, body)
 
 
 ROUTES = (
     _route("GET", r"/healthz", healthz, public=True),
     _route("GET", r"/alerts", alerts_list),
     _route("GET", r"/alerts/(\d+)", alert_detail),
-    _route("POST", r"/alerts/(\d+)/ack", post_ack),
-    _route("POST", r"/alerts/(\d+)/snooze", post_snooze),
-    _route("POST", r"/alerts/(\d+)/resolve", post_resolve),
-    _route("POST", r"/alerts/(\d+)/feedback", post_feedback),
+    _route("POST", r"/alerts/(\d+)/ack", post_ack, body="json"),
+    _route("POST", r"/alerts/(\d+)/snooze", post_snooze, body="json"),
+    _route("POST", r"/alerts/(\d+)/resolve", post_resolve, body="json"),
+    _route("POST", r"/alerts/(\d+)/feedback", post_feedback, body="json"),
     _route("GET", r"/accounts/([^/]+)/health", account_health),
     _route("GET", r"/nrr", nrr_headline),
     _route("GET", r"/", page_index, page=True),
@@ -743,20 +918,103 @@ ROUTES = (
         r"/csm/([^/]+)/alerts/(\d+)/(ack|snooze|resolve|feedback)",
         post_page_action,
         page=True,
+        body="form",
     ),
 )
 
 
 # -- the server -------------------------------------------------------------------------------
 
+_PAGE_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+)
+_DATA_POLICY = "default-src 'none'; frame-ancestors 'none'"
+
+
+def _security_headers(content_type: str) -> tuple[tuple[str, str], ...]:
+    """Headers of every answer (the canned busy answer included)."""
+    policy = _PAGE_POLICY if content_type.startswith("text/html") else _DATA_POLICY
+    return (
+        ("Cache-Control", "no-store"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        ("X-Frame-Options", "DENY"),
+        ("Content-Security-Policy", policy),
+    )
+
+
+def _busy_answer() -> bytes:
+    body = (
+        json.dumps({"error": "the API is busy (too many requests at once); retry later"}) + "\n"
+    ).encode()
+    lines = [
+        "HTTP/1.0 503 Service Unavailable",
+        "Server: basewatch",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        f"Retry-After: {RETRY_AFTER_S}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in _security_headers("application/json")),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+_BUSY = _busy_answer()
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's input that fails with ``TimeoutError`` once ``deadline`` (monotonic) has
+    passed, however the bytes trickle in: each read waits only for the time left."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: ApiServer
     protocol_version = "HTTP/1.0"  # one request per connection
+    default_request_version = "HTTP/1.0"  # errors on a garbled request line get a status line
     server_version = "basewatch"
-    timeout = REQUEST_TIMEOUT_S
+    sys_version = ""  # no Python version in the Server header
+
+    linger = False  # the request may not have been read to its end: drain before closing
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # replaced: the whole request must arrive before one deadline
+        deadline = time.monotonic() + self.server.api.config.request_timeout_s
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline))
+
+    def finish(self) -> None:
+        super().finish()
+        if self.linger:  # closing with unread bytes would reset the connection: drain first
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_WR)
+                deadline = time.monotonic() + LINGER_S
+                while (left := deadline - time.monotonic()) > 0:
+                    self.connection.settimeout(left)
+                    if not self.connection.recv(65536):
+                        break
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def do_GET(self) -> None:
+        self._serve()
+
+    def do_HEAD(self) -> None:
         self._serve()
 
     def do_POST(self) -> None:
@@ -775,24 +1033,33 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
         except HttpError as exc:
+            self.linger = True
             response = json_response({"error": exc.message}, exc.status)
         else:
             response = self.server.api.handle(self.command, self.path, self.headers, body)
+        self._send(response)
+
+    def _send(self, response: Response) -> None:
+        self.connection.settimeout(WRITE_TIMEOUT_S)
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Referrer-Policy", "no-referrer")
-        if response.content_type.startswith("text/html"):
-            self.send_header(
-                "Content-Security-Policy",
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
-            )
-        for name, value in response.headers:
+        for name, value in _security_headers(response.content_type) + response.headers:
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(response.body)
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals (a malformed request line, a line or header
+        too long, an unknown method) as JSON answers with the usual headers."""
+        self.close_connection = True
+        self.linger = True
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        self._send(json_response({"error": message or phrase}, code))
 
     def _read_body(self) -> bytes:
         # read the whole body even for requests that will be refused: closing a socket with
@@ -811,48 +1078,182 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        # the path only: a page's query may hold the token
-        path = urllib.parse.urlsplit(self.path).path
-        log.info("%s %s %s %s", self.client_address[0], self.command, path, code)
+        # the path only: a page's query may hold the token; a garbled request has neither
+        path = urllib.parse.urlsplit(getattr(self, "path", "") or "").path or "-"
+        log.info("%s %s %s %s", self.client_address[0], self.command or "-", path, code)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.warning("%s: " + format, self.client_address[0], *args)
 
 
-class ApiServer(ThreadingHTTPServer):
-    """The HTTP server; ``serve_forever`` runs it, ``shutdown`` + ``server_close`` stop it
-    after the running requests finished."""
+Connection = tuple[socket.socket, Any]
 
-    daemon_threads = True
-    block_on_close = True  # server_close waits for running requests
 
-    def __init__(self, address: tuple[str, int], api: Api) -> None:
-        self.api = api
-        super().__init__(address, _Handler)
+class ApiServer(HTTPServer):
+    """The HTTP server: ``serve_forever`` accepts connections and hands them to the worker
+    threads; ``shutdown`` + ``server_close`` stop it after the accepted requests are done
+    (see the module docstring for the bounds)."""
+
+    request_queue_size = LISTEN_BACKLOG
+
+    def __init__(self, address: tuple[str, int], config: ApiConfig) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler, bind_and_activate=False)
+        try:
+            self.server_bind()
+            _check_exposure(config, str(self.server_address[0]))
+            self.api = Api(config)
+        except BaseException:
+            self.socket.close()
+            raise
+        try:
+            self.server_activate()  # listen
+        except BaseException:
+            self.socket.close()
+            self.api.close()
+            raise
+        self.refused = 0  # connections answered 503 because too many were held
+        self._held = 0  # connections being served or waiting for a worker
+        self._lock = threading.Lock()
+        self._closed = False
+        self._last_busy_log = -1e9
+        self._lingering: list[tuple[socket.socket, float]] = []
+        self._connections: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"api-worker-{n}")
+            for n in range(config.threads)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
+        name = host.decode() if isinstance(host, bytes) else host
+        return f"http://[{name}]:{port}" if ":" in name else f"http://{name}:{port}"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            busy = self._held >= self.api.config.max_connections
+            if not busy:
+                self._held += 1
+        if busy:
+            self._refuse(request)
+        else:
+            self._connections.put((request, client_address))
+
+    def _work(self) -> None:
+        while (item := self._connections.get()) is not None:
+            request, client_address = item
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+                with self._lock:
+                    self._held -= 1
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # the client went away
+            log.info("%s: connection lost: %s", client_address[0], exc)
+        else:
+            log.error("request from %s failed", client_address[0], exc_info=exc)
+
+    def _refuse(self, sock: socket.socket) -> None:
+        """Answer 503 without a worker; close once the client has closed (see LINGER_S)."""
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._last_busy_log >= 10:
+            self._last_busy_log = now
+            log.warning(
+                "busy: %d connections held (BASEWATCH_API_MAX_CONNECTIONS): answering 503",
+                self.api.config.max_connections,
+            )
+        try:
+            sock.setblocking(False)
+            _drain(sock)
+            sock.send(_BUSY)  # a few hundred bytes into an empty send buffer
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sock.close()
+            return
+        if len(self._lingering) >= MAX_LINGERING:
+            oldest, _ = self._lingering.pop(0)
+            oldest.close()
+        self._lingering.append((sock, now + LINGER_S))
+
+    def service_actions(self) -> None:
+        """Called by ``serve_forever`` between connections: closes refused connections whose
+        client has closed or whose time is up."""
+        now = time.monotonic()
+        keep = []
+        for sock, until in self._lingering:
+            if _drain(sock) or now >= until:
+                sock.close()
+            else:
+                keep.append((sock, until))
+        self._lingering = keep
+
+    def server_close(self) -> None:
+        """Stop listening, let the workers finish every accepted request, close the pool."""
+        if self._closed:
+            return
+        self._closed = True
+        super().server_close()
+        for _ in self._workers:
+            self._connections.put(None)
+        for worker in self._workers:
+            worker.join()
+        for sock, _ in self._lingering:
+            sock.close()
+        self._lingering = []
+        self.api.close()
+
+
+def _drain(sock: socket.socket) -> bool:
+    """Read what a non-blocking socket has; True once the peer has closed (or it broke)."""
+    try:
+        while sock.recv(65536):
+            pass
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _check_exposure(config: ApiConfig, bound: str) -> None:
+    """Without a token the API is open, so it may listen on a loopback address only."""
+    if config.token:
+        return
+    try:
+        loopback = ipaddress.ip_address(bound.partition("%")[0]).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(
+            "BASEWATCH_API_TOKEN",
+            f"must be set to listen on {bound} (not a loopback address): without it anyone "
+            "who reaches the port can read and change alerts. Set a token (openssl rand -hex "
+            "24) or listen on 127.0.0.1",
+        )
 
 
 def make_server(config: ApiConfig, host: str, port: int) -> ApiServer:
-    """Bind (port 0: any free port); serve with ``serve_forever``."""
+    """Bind (port 0: any free port) and start the workers; serve with ``serve_forever``, stop
+    with ``shutdown`` + ``server_close``. A non-loopback ``host`` needs ``config.token``."""
     if not 0 <= port <= 65535:
         raise ConfigError("--port", f"must be between 0 and 65535, got {port}")
-    return ApiServer((host, port), Api(config))
+    return ApiServer((host, port), config)
 
 
 def run_api(settings: Settings, *, host: str, port: int) -> int:
     """``basewatch api``: serve until SIGTERM or SIGINT; returns the exit code (0)."""
     config = ApiConfig.from_settings(settings)
     server = make_server(config, host, port)
-    if not config.token and host not in ("127.0.0.1", "::1", "localhost"):
-        log.warning(
-            "listening on %s without BASEWATCH_API_TOKEN: whoever reaches it can read and "
-            "change alerts",
-            host,
-        )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -862,14 +1263,21 @@ def run_api(settings: Settings, *, host: str, port: int) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     thread = threading.Thread(target=server.serve_forever, name="api-server", daemon=True)
     thread.start()
-    log.info("api listening on %s", server.url)
     try:
+        log.info(
+            "api listening on %s (%d threads, at most %d connections held, %d database "
+            "connections)",
+            server.url,
+            config.threads,
+            config.max_connections,
+            config.db_pool_max,
+        )
         while not stop.wait(1.0):
             pass
     finally:
         server.shutdown()
-        server.server_close()
         thread.join()
+        server.server_close()  # waits for the running requests
         for s, handler in previous.items():
             signal.signal(s, handler)
     log.info("api stopped")

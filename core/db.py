@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import psycopg
 from psycopg import sql
@@ -34,13 +35,43 @@ def connect(
         ) from exc
 
 
+Pool = ConnectionPool[psycopg.Connection[TupleRow]]
+
+
 def make_pool(
-    url: str, *, min_size: int = 1, max_size: int = 4, application_name: str = "basewatch"
-) -> ConnectionPool:
-    """A connection pool, opened; the caller closes it."""
-    pool = ConnectionPool(
-        _with_defaults(url, application_name), min_size=min_size, max_size=max_size, open=False
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 4,
+    application_name: str = "basewatch",
+    timeout_s: float = 30.0,
+    configure: Callable[[psycopg.Connection[TupleRow]], None] | None = None,
+    check: bool = False,
+    reconnect_timeout_s: float = 300.0,
+    wait: bool = True,
+) -> Pool:
+    """A connection pool of at most ``max_size`` connections, opened; the caller closes it.
+
+    ``timeout_s``: how long a caller waits for a connection before ``PoolTimeout``.
+    ``check``: test each connection as it is handed out (an empty query) and replace a broken
+    one, so a database restart costs no request. ``wait``: wait for ``min_size`` connections
+    (raising :class:`StorageUnavailable` when they cannot be made); without it the pool
+    connects in the background and keeps retrying, giving up an attempt after
+    ``reconnect_timeout_s`` (the next caller starts a new one)."""
+    pool: Pool = ConnectionPool(
+        _with_defaults(url, application_name),
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        name=application_name,
+        timeout=timeout_s,
+        configure=configure,
+        check=ConnectionPool.check_connection if check else None,
+        reconnect_timeout=reconnect_timeout_s,
     )
+    if not wait:
+        pool.open(wait=False)
+        return pool
     try:
         pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 2)
     except PoolTimeout as exc:

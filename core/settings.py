@@ -137,7 +137,13 @@ class Settings:
     price_book: str = ""  # overrides of signals' price book: "name=value,..." (see the README)
     api_host: str = "127.0.0.1"  # `basewatch api` listens here (0.0.0.0: every interface)
     api_port: int = _setting(8080, minimum=1, maximum=65535)
-    api_token: str = _setting("", secret=True)  # empty: the API and CSM pages are open
+    # required to listen on anything but a loopback address; empty: open, loopback only
+    api_token: str = _setting("", secret=True)
+    api_db_pool_max: int = _setting(8, minimum=1, maximum=1000)  # database connections, at most
+    api_db_pool_timeout_s: int = _setting(5, minimum=1, maximum=300)  # wait for one, then 503
+    api_threads: int = _setting(16, minimum=1, maximum=1000)  # requests handled at once
+    # connections held at once (handled or waiting for a thread); more are answered 503
+    api_max_connections: int = _setting(64, minimum=1, maximum=100_000)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -179,6 +185,12 @@ class Settings:
             raise ConfigError("BASEWATCH_MQTT_USERNAME", "a password is set without a username")
         if self.smtp_password and not self.smtp_username:
             raise ConfigError("BASEWATCH_SMTP_USERNAME", "a password is set without a username")
+        if self.api_max_connections < self.api_threads:
+            raise ConfigError(
+                "BASEWATCH_API_MAX_CONNECTIONS",
+                f"must be at least BASEWATCH_API_THREADS ({self.api_threads}), "
+                f"got {self.api_max_connections}",
+            )
         for address in self.report_recipients():
             if not _EMAIL.fullmatch(address):
                 raise ConfigError(

@@ -135,3 +135,14 @@ def test_each_ingester_process_has_its_own_username() -> None:
     assert settings.effective_username(0) == "basewatch-ingest-1"
     assert settings.effective_username(1) == "basewatch-ingest-1-1"
     assert Settings().effective_username(3) == ""
+
+
+def test_api_limits() -> None:
+    settings = Settings.from_env({})
+    assert (settings.api_db_pool_max, settings.api_db_pool_timeout_s) == (8, 5)
+    assert (settings.api_threads, settings.api_max_connections) == (16, 64)
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"BASEWATCH_API_THREADS": "32", "BASEWATCH_API_MAX_CONNECTIONS": "16"})
+    assert caught.value.name == "BASEWATCH_API_MAX_CONNECTIONS"
+    with pytest.raises(ConfigError, match="between 1 and 1000"):
+        Settings.from_env({"BASEWATCH_API_DB_POOL_MAX": "0"})
