@@ -2,6 +2,11 @@
 
 Conventions (DESIGN.md): ``--json`` prints exactly one JSON document on stdout; exit code 0 on
 success, 1 on a failure the user can fix (one clear line on stderr), 2 on wrong usage.
+
+Text output never prints device-supplied text raw: ``deadletters list`` shows topics, payload
+previews and reasons through :func:`core.text.escape_controls` (a device could otherwise send
+``ESC[2J`` or a bidi override to the operator's terminal); ``--json`` keeps the exact strings and
+``json.dump`` with ``ensure_ascii`` writes every control and non-ASCII character as ``\\uXXXX``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ Handler = Callable[[Settings, argparse.Namespace], int]
 def emit(args: argparse.Namespace, document: Any, text: Callable[[], str]) -> None:
     """Print ``document`` as JSON with ``--json``, else the human-readable ``text()``."""
     if getattr(args, "json", False):
-        json.dump(document, sys.stdout, indent=2, default=str)
+        # ensure_ascii (the default, kept on purpose): control, C1 and bidi characters from
+        # devices come out as \uXXXX escapes, never raw (core.text)
+        json.dump(document, sys.stdout, indent=2, default=str, ensure_ascii=True)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(text().rstrip("\n") + "\n")
@@ -118,12 +125,22 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_deadletters_list(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.wiring import open_database
+    from core.text import escape_controls
     from ingest.deadletters import list_dead_letters
 
     with open_database(settings) as conn:
         rows = list_dead_letters(
             conn, limit=args.limit, include_resolved=args.all, reason_contains=args.reason or ""
         )
+    # the text form escapes control and bidi characters in everything a device or file sent
+    # (core.text); --json prints the exact strings, which json.dumps escapes (ensure_ascii)
+    shown = [
+        {
+            k: escape_controls(v[:200] if k == "payload" else v) if isinstance(v, str) else v
+            for k, v in r.items()
+        }
+        for r in rows
+    ]
     emit(
         args,
         rows,
@@ -138,13 +155,13 @@ def cmd_deadletters_list(settings: Settings, args: argparse.Namespace) -> int:
                     if r["suppressed"]
                     else ""
                 )
-                + f"\n    payload ({_payload_size(r)}): {r['payload'][:200]}"
+                + f"\n    payload ({_payload_size(r)}): {r['payload']}"
                 + (
                     f"\n    resolved: {r['resolved_at']} ({r['resolution']})"
                     if r["resolved_at"]
                     else ""
                 )
-                for r in rows
+                for r in shown
             )
             or "no dead letters"
         ),

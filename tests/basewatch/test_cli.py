@@ -83,3 +83,48 @@ def test_config_json_masks_secrets() -> None:
     assert result.returncode == 0
     assert json.loads(result.stdout)["BASEWATCH_MQTT_PASSWORD"] == "***"
     assert "hunter2" not in result.stdout
+
+
+# Characters a terminal acts on (C0 incl. ESC, CR and BEL, DEL, C1 incl. the one-byte CSI) and
+# bidi controls that reorder what is shown; none may reach the terminal raw.
+HOSTILE = "\x1b[2J\x1b]0;pwned\x07\r\x7f\x9b31m\u202egnp.exe\u2066x\u2069\x00"
+RAW_FORBIDDEN = set("\x00\x07\x1b\r\x7f\x9b\u202e\u2066\u2069")
+
+
+def test_deadletters_list_escapes_control_and_bidi_characters(db_url: str) -> None:
+    """Issue 11 item 8: a device's bytes (topic, payload, reason) were printed raw, so a
+    payload with ESC[2J cleared the operator's screen. Text output escapes them; --json stays
+    valid JSON with the exact strings and no raw control or bidi character either."""
+    import hashlib
+
+    import psycopg
+
+    tag = "ctl-" + os.urandom(4).hex()
+    topic = f"basewatch/v1/acme/{HOSTILE}/telemetry".replace("\x00", "")  # text: no NUL
+    payload = f'{{"ts": 1, "metrics": {{"{HOSTILE}": 1}}}}'.encode()
+    reason = f"{tag}: metrics: {HOSTILE.replace(chr(0), '')} is not an identifier"
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "INSERT INTO dead_letters (source, topic, payload, payload_sha256, payload_bytes,"
+            " reason) VALUES ('mqtt', %s, %s, %s, %s, %s)",
+            (topic, payload, hashlib.sha256(payload).digest(), len(payload), reason),
+        )
+
+    text = run("deadletters", "list", "--reason", tag, db_url=db_url)
+    assert text.returncode == 0, text.stderr
+    leaked = {c for c in text.stdout if c in RAW_FORBIDDEN}
+    assert not leaked, f"raw characters printed: {sorted(map(hex, map(ord, leaked)))}"
+    assert text.stdout.count("\n") == 3, text.stdout  # the header, reason and payload lines
+    escaped = "\\x1b[2J\\x1b]0;pwned\\x07\\x0d\\x7f\\x9b31m\\u202egnp.exe"
+    assert f"basewatch/v1/acme/{escaped}" in text.stdout
+    assert "\\u2066x\\u2069/telemetry" in text.stdout
+    assert f"reason: {tag}: metrics: \\x1b[2J" in text.stdout
+    assert f'"metrics": {{"{escaped}' in text.stdout  # the payload preview
+    assert "\\x00" in text.stdout  # the NUL of the payload
+
+    as_json = run("deadletters", "list", "--reason", tag, "--json", db_url=db_url)
+    assert as_json.returncode == 0, as_json.stderr
+    assert not {c for c in as_json.stdout if c in RAW_FORBIDDEN}
+    assert as_json.stdout.isascii()  # bidi and C1 too: ensure_ascii writes them as \uXXXX
+    (row,) = json.loads(as_json.stdout)
+    assert (row["topic"], row["reason"], row["payload"]) == (topic, reason, payload.decode())
