@@ -128,3 +128,50 @@ def test_deadletters_list_escapes_control_and_bidi_characters(db_url: str) -> No
     assert as_json.stdout.isascii()  # bidi and C1 too: ensure_ascii writes them as \uXXXX
     (row,) = json.loads(as_json.stdout)
     assert (row["topic"], row["reason"], row["payload"]) == (topic, reason, payload.decode())
+
+
+def test_registry_import_refuses_nul_line_breaks_and_bidi_controls(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Issue 11 item 8: a NUL in a name gave a database error without file:line, and CR/LF and
+    bidi controls were stored. Each is now refused with file:line: column:, exit 1, and nothing
+    of any file is written."""
+    import psycopg
+
+    tag = os.urandom(3).hex()
+    accounts = tmp_path / "accounts.csv"
+    accounts.write_bytes(
+        (
+            "account_id,name,industry,region\n"
+            f"ok-{tag},Fine GmbH,food,EU\n"
+            f"nul-{tag},Acme\x00 AG,food,EU\n"
+            f'lf-{tag},"Two\r\nLines",food,EU\n'
+            f"bidi-{tag},Invoice\u202egpj.exe,food,EU\n"
+            f"esc-{tag},Plain,\x1b[31mred,EU\n"
+            f"tab-{tag},Plain,food,E\tU\n"
+        ).encode()
+    )
+    csms = tmp_path / "csms.csv"
+    csms.write_text(f"csm_id,name,email\ncsm-{tag},Ann,ann\u2066@example.com\n")
+    result = run("registry", "import", str(accounts), str(csms), db_url=db_url)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout == ""
+    errors = result.stderr.splitlines()[1:]
+    refused = "control and bidi characters are not allowed"
+    assert errors == [
+        f"{accounts}:3: name: NUL (U+0000) at position 5: {refused}",
+        # a record spanning lines: the CSV reader's line number is the record's last line
+        f"{accounts}:5: name: line feed (U+000A) at position 4: {refused}",
+        f"{accounts}:6: name: right-to-left override (U+202E) at position 8: {refused}",
+        f"{accounts}:7: industry: escape (U+001B) at position 1: {refused}",
+        f"{accounts}:8: region: tab (U+0009) at position 2: {refused}",
+        f"{csms}:2: email: left-to-right isolate (U+2066) at position 4: {refused}",
+    ], result.stderr
+    assert not any(c in result.stderr for c in "\x00\r\x1b\u202e\u2066")
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM accounts WHERE account_id LIKE %s)"
+            " + (SELECT count(*) FROM csms WHERE csm_id LIKE %s)",
+            (f"%-{tag}", f"%-{tag}"),
+        ).fetchone()
+    assert row == (0,), "rows were written"
