@@ -21,6 +21,8 @@ from typing import Any
 
 import psycopg
 
+from core.db import NetworkTimeouts
+from core.db import configure as configure_network_timeouts
 from core.errors import BasewatchError, ConfigError
 from core.logsetup import configure_logging
 from core.settings import Settings
@@ -653,6 +655,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         configure_logging("DEBUG" if args.verbose else settings.log_level)
+        configure_network_timeouts(NetworkTimeouts.from_settings(settings))
         for name in Settings.unknown_variables():
             log.warning("%s names no setting (typo?); it is ignored", name)
         handler: Handler = args.handler

@@ -67,6 +67,12 @@ class Settings:
     """Configuration of every basewatch process (units in the names)."""
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/basewatch"
+    # libpq network bounds, added to every connection unless the URL sets them (core.db)
+    db_connect_timeout_s: int = _setting(10, minimum=2, maximum=3600)
+    db_keepalives_idle_s: int = _setting(30, minimum=1, maximum=86400)
+    db_keepalives_interval_s: int = _setting(10, minimum=1, maximum=3600)
+    db_keepalives_count: int = _setting(3, minimum=1, maximum=100)
+    db_tcp_user_timeout_s: int = _setting(30, minimum=0, maximum=86400)  # 0: system default
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = _setting(1883, minimum=1, maximum=65535)
     mqtt_username: str = ""
@@ -97,6 +103,9 @@ class Settings:
     # MQTT dead letters stored per topic and minute by each ingester (0: no limit); the rest
     # are counted in a summary dead letter
     ingest_dead_letters_per_minute: int = _setting(60, minimum=0, maximum=1_000_000)
+    # longest a batch write may take before its connection is dropped and the batch retried
+    # (a hung database link or server; 0: no bound)
+    ingest_write_timeout_s: int = _setting(60, minimum=0, maximum=86400)
     timescale: str = _setting("auto", choices=("auto", "on", "off"))
     retention_days: int = _setting(0, minimum=0, maximum=100 * 365)
     compress_after_days: int = _setting(7, minimum=1, maximum=100 * 365)
