@@ -56,8 +56,16 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.wiring import migrate_database
 
+    settings.refuse_placeholder_secrets()
     report = migrate_database(settings)
-    document = {"applied": report.applied, "timescale": report.timescale}
+    role = report.app_role
+    document: dict[str, Any] = {"applied": report.applied, "timescale": report.timescale}
+    if role is not None:
+        document["app_role"] = {
+            "name": role.role,
+            "created": role.created,
+            "password_set": role.password_set,
+        }
     emit(
         args,
         document,
@@ -67,6 +75,12 @@ def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:
                 "applied:\n" + "\n".join(f"  {m}" for m in report.applied)
                 if report.applied
                 else "schema is up to date"
+            )
+            + (
+                f"\nservices' role: {role.role} ({'created' if role.created else 'exists'}"
+                f"{', password set' if role.password_set else ''}; row access only)"
+                if role is not None
+                else ""
             )
         ),
     )
@@ -121,6 +135,7 @@ def cmd_registry_import(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.processes import run_ingesters
 
+    settings.refuse_placeholder_secrets()
     processes = args.processes or settings.ingest_processes
     return run_ingesters(settings, processes=processes, index=args.index)
 
@@ -330,12 +345,14 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.scheduler import run_scheduler
 
+    settings.refuse_placeholder_secrets()
     return run_scheduler(settings)
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.api import run_api
 
+    settings.refuse_placeholder_secrets()
     port = settings.api_port if args.port is None else args.port
     return run_api(settings, host=args.host or settings.api_host, port=port)
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DATA = Path(__file__).parent.parent / "data"
 
 
@@ -175,3 +177,68 @@ def test_registry_import_refuses_nul_line_breaks_and_bidi_controls(
             (f"%-{tag}", f"%-{tag}"),
         ).fetchone()
     assert row == (0,), "rows were written"
+
+
+DEPLOY = Path(__file__).parent.parent.parent / "deploy"
+NOWHERE = {  # if a command got past the check it would fail here, not touch a real service
+    "BASEWATCH_DATABASE_URL": "postgresql://basewatch_app@127.0.0.1:1/none",
+    "BASEWATCH_MQTT_PORT": "1",
+    "BASEWATCH_API_PORT": "1",
+}
+
+
+def _example_env() -> dict[str, str]:
+    """The settings deploy/basewatch.env.example ships (its uncommented KEY=value lines)."""
+    lines = (DEPLOY / "basewatch.env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def _refused(result: subprocess.CompletedProcess[str], *names: str) -> str:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert all(name in lines[0] for name in names), lines[0]
+    assert "placeholder" in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", [["ingest"], ["scheduler"], ["api"], ["db", "migrate"]])
+def test_services_refuse_the_example_files_placeholder_secrets(command: list[str]) -> None:
+    """Issue 11 item 8: deploy's placeholder passwords (change-me) were accepted. With the
+    example environment file as shipped, every service refuses to start, in one line."""
+    env = {**_example_env(), "BASEWATCH_MQTT_PORT": "1", "BASEWATCH_API_PORT": "1"}
+    line = _refused(run(*command, **env), "BASEWATCH_DATABASE_URL", "BASEWATCH_MQTT_PASSWORD")
+    assert "'change-me'" in line
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"BASEWATCH_MQTT_USERNAME": "basewatch-ingest", "BASEWATCH_MQTT_PASSWORD": "changeme"},
+         "BASEWATCH_MQTT_PASSWORD"),
+        ({"BASEWATCH_DATABASE_URL": "postgresql://basewatch_app:Password@127.0.0.1:1/none"},
+         "BASEWATCH_DATABASE_URL"),
+        ({"BASEWATCH_DATABASE_URL": "host=127.0.0.1 port=1 dbname=none password=secret"},
+         "BASEWATCH_DATABASE_URL"),
+        ({"PGPASSWORD": "change_me"}, "PGPASSWORD"),
+        ({"BASEWATCH_API_TOKEN": "example-token"}, "BASEWATCH_API_TOKEN"),
+        ({"BASEWATCH_DB_APP_ROLE": "basewatch_app", "BASEWATCH_DB_APP_PASSWORD": "<password>"},
+         "BASEWATCH_DB_APP_PASSWORD"),
+    ],
+)  # fmt: skip
+def test_each_placeholder_secret_is_refused(env: dict[str, str], name: str) -> None:
+    _refused(run("ingest", **{**NOWHERE, **env}), name)
+
+
+def test_a_real_secret_passes_the_check() -> None:
+    env = {
+        **NOWHERE,
+        "BASEWATCH_DATABASE_URL": "postgresql://basewatch_app:9f3c1e7a2b@127.0.0.1:1/none",
+        "BASEWATCH_MQTT_USERNAME": "basewatch-ingest",
+        "BASEWATCH_MQTT_PASSWORD": "q8ZyJx2w-LmN4",
+    }
+    result = run("db", "migrate", **env)
+    assert result.returncode == 1
+    assert "cannot connect to PostgreSQL" in result.stderr
+    assert "placeholder" not in result.stderr

@@ -77,3 +77,24 @@ def test_client_ids_are_stable_and_distinct_per_process() -> None:
     settings = Settings.from_env({"BASEWATCH_MQTT_CLIENT_ID": "ingest-a"})
     assert settings.effective_client_id(0) == "ingest-a"
     assert settings.effective_client_id(1) == "ingest-a-1"
+
+
+def test_placeholder_secrets_are_recognised_and_generated_ones_are_not() -> None:
+    from core.settings import is_placeholder
+
+    for value in (
+        "change-me",
+        "CHANGEME",
+        "Change_Me!",
+        "changeit",
+        "password",
+        "secret",
+        "<token>",
+        "xxxxxx",
+        "example-api-token",
+        "replace-me-please",
+        "postgres",
+    ):
+        assert is_placeholder(value), value
+    for value in ("", "   ", "9f3c1e7a2b4d", "q8ZyJx2w-LmN4", "hunter2", "s3cret-Proto-71"):
+        assert not is_placeholder(value), value
