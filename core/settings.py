@@ -3,6 +3,9 @@
 Nothing reads the environment at import time: the composition root calls
 :func:`Settings.from_env` once and passes the frozen result (or parts of it) down.
 A bad value fails fast with a :class:`~core.errors.ConfigError` naming the variable.
+:meth:`Settings.refuse_placeholder_secrets` is a separate check, run by the long-running
+services and ``db migrate`` only (``basewatch config`` and the tests may show example values):
+a secret left at a documented placeholder such as ``change-me`` stops them with one line.
 Every field is documented in the README's configuration reference.
 """
 
