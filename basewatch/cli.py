@@ -2,6 +2,11 @@
 
 Conventions (DESIGN.md): ``--json`` prints exactly one JSON document on stdout; exit code 0 on
 success, 1 on a failure the user can fix (one clear line on stderr), 2 on wrong usage.
+
+Text output never prints device-supplied text raw: ``deadletters list`` shows topics, payload
+previews and reasons through :func:`core.text.escape_controls` (a device could otherwise send
+``ESC[2J`` or a bidi override to the operator's terminal); ``--json`` keeps the exact strings and
+``json.dump`` with ``ensure_ascii`` writes every control and non-ASCII character as ``\\uXXXX``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any
 
 import psycopg
 
+from core.db import NetworkTimeouts
+from core.db import configure as configure_network_timeouts
 from core.errors import BasewatchError, ConfigError
 from core.logsetup import configure_logging
 from core.settings import Settings
@@ -28,7 +35,9 @@ Handler = Callable[[Settings, argparse.Namespace], int]
 def emit(args: argparse.Namespace, document: Any, text: Callable[[], str]) -> None:
     """Print ``document`` as JSON with ``--json``, else the human-readable ``text()``."""
     if getattr(args, "json", False):
-        json.dump(document, sys.stdout, indent=2, default=str)
+        # ensure_ascii (the default, kept on purpose): control, C1 and bidi characters from
+        # devices come out as \uXXXX escapes, never raw (core.text)
+        json.dump(document, sys.stdout, indent=2, default=str, ensure_ascii=True)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(text().rstrip("\n") + "\n")
@@ -47,8 +56,16 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.wiring import migrate_database
 
+    settings.refuse_placeholder_secrets()
     report = migrate_database(settings)
-    document = {"applied": report.applied, "timescale": report.timescale}
+    role = report.app_role
+    document: dict[str, Any] = {"applied": report.applied, "timescale": report.timescale}
+    if role is not None:
+        document["app_role"] = {
+            "name": role.role,
+            "created": role.created,
+            "password_set": role.password_set,
+        }
     emit(
         args,
         document,
@@ -58,6 +75,12 @@ def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:
                 "applied:\n" + "\n".join(f"  {m}" for m in report.applied)
                 if report.applied
                 else "schema is up to date"
+            )
+            + (
+                f"\nservices' role: {role.role} ({'created' if role.created else 'exists'}"
+                f"{', password set' if role.password_set else ''}; row access only)"
+                if role is not None
+                else ""
             )
         ),
     )
@@ -112,6 +135,7 @@ def cmd_registry_import(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.processes import run_ingesters
 
+    settings.refuse_placeholder_secrets()
     processes = args.processes or settings.ingest_processes
     return run_ingesters(
         settings, processes=processes, index=args.index, ready_file=args.ready_file
@@ -120,12 +144,22 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_deadletters_list(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.wiring import open_database
+    from core.text import escape_controls
     from ingest.deadletters import list_dead_letters
 
     with open_database(settings) as conn:
         rows = list_dead_letters(
             conn, limit=args.limit, include_resolved=args.all, reason_contains=args.reason or ""
         )
+    # the text form escapes control and bidi characters in everything a device or file sent
+    # (core.text); --json prints the exact strings, which json.dumps escapes (ensure_ascii)
+    shown = [
+        {
+            k: escape_controls(v[:200] if k == "payload" else v) if isinstance(v, str) else v
+            for k, v in r.items()
+        }
+        for r in rows
+    ]
     emit(
         args,
         rows,
@@ -140,13 +174,13 @@ def cmd_deadletters_list(settings: Settings, args: argparse.Namespace) -> int:
                     if r["suppressed"]
                     else ""
                 )
-                + f"\n    payload ({_payload_size(r)}): {r['payload'][:200]}"
+                + f"\n    payload ({_payload_size(r)}): {r['payload']}"
                 + (
                     f"\n    resolved: {r['resolved_at']} ({r['resolution']})"
                     if r["resolved_at"]
                     else ""
                 )
-                for r in rows
+                for r in shown
             )
             or "no dead letters"
         ),
@@ -313,12 +347,14 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.scheduler import run_scheduler
 
+    settings.refuse_placeholder_secrets()
     return run_scheduler(settings)
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.api import run_api
 
+    settings.refuse_placeholder_secrets()
     port = settings.api_port if args.port is None else args.port
     return run_api(settings, host=args.host or settings.api_host, port=port)
 
@@ -681,6 +717,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         configure_logging("DEBUG" if args.verbose else settings.log_level)
+        configure_network_timeouts(NetworkTimeouts.from_settings(settings))
         for name in Settings.unknown_variables():
             log.warning("%s names no setting (typo?); it is ignored", name)
         handler: Handler = args.handler

@@ -77,6 +77,7 @@ def run_ingester(settings: Settings, index: int = 0, ready_file: Path | None = N
         auto_register=settings.auto_register,
         application_name=f"basewatch-ingest-{index}",
         dead_letters=dead_letter_policy(settings),
+        write_timeout_s=settings.ingest_write_timeout_s,
     )
     ingester = Ingester(config, writer)
     ingester.install_signal_handlers()

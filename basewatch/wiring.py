@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import psycopg
 from psycopg.rows import TupleRow
 
 from core.db import connect, ensure_database
 from core.migrate import MigrationReport, migrate
+from core.roles import RoleReport, ensure_app_role
 from core.settings import Settings
 from ingest.consumer import ConsumerConfig
 from ingest.decode import Limits
@@ -58,9 +61,26 @@ def dead_letter_policy(settings: Settings) -> DeadLetterPolicy:
     )
 
 
-def migrate_database(settings: Settings) -> MigrationReport:
+@dataclass(frozen=True)
+class MigrateResult:
+    """What ``db migrate`` did: the migrations, and the services' role when one is configured."""
+
+    migrations: MigrationReport
+    app_role: RoleReport | None
+
+    @property
+    def applied(self) -> list[str]:
+        return self.migrations.applied
+
+    @property
+    def timescale(self) -> bool:
+        return self.migrations.timescale
+
+
+def migrate_database(settings: Settings) -> MigrateResult:
     """Create the database if needed, apply every package's migrations, then the storage
-    policies that come from settings (TimescaleDB compression and retention)."""
+    policies that come from settings (TimescaleDB compression and retention), then, with
+    ``BASEWATCH_DB_APP_ROLE``, the services' least-privilege role and its grants."""
     ensure_database(settings.database_url)
     with connect(settings.database_url, autocommit=True) as conn:
         report = migrate(conn, PACKAGES, settings.timescale)
@@ -71,7 +91,10 @@ def migrate_database(settings: Settings) -> MigrationReport:
                 compress_after_days=settings.compress_after_days,
             )
             rollups.apply_timescale_policies(conn, settings.compress_after_days)
-    return report
+        role = None
+        if settings.db_app_role:
+            role = ensure_app_role(conn, settings.db_app_role, settings.db_app_password)
+    return MigrateResult(report, role)
 
 
 def open_database(settings: Settings) -> psycopg.Connection[TupleRow]:

@@ -1,11 +1,35 @@
 """Database connections: one place that turns psycopg's connection failures into
 :class:`~core.errors.StorageUnavailable`, and creates the target database when asked.
+
+Network bounds (issue 11: an ingester blocked for as long as a hung database link lasted).
+Every connection made here carries libpq's TCP settings unless the connection string sets them
+itself: ``connect_timeout`` (the whole connection set-up, TCP and the startup/authentication
+exchange; psycopg enforces it, 2 s at least), ``keepalives=1`` with ``keepalives_idle``,
+``keepalives_interval`` and ``keepalives_count`` (an idle connection whose peer vanished is
+declared dead after idle + interval × count seconds), and ``tcp_user_timeout`` (data sent and
+not acknowledged by the peer for that long kills the connection, which keepalives alone do not
+cover while a request is outstanding). Defaults: :class:`NetworkTimeouts`; the composition root
+applies the ``BASEWATCH_DB_*`` settings once per process with :func:`configure` (a module-level
+default rather than a parameter of every ``connect`` call, so that every part of the service
+gets the same bounds). On a Unix-domain socket libpq ignores the TCP ones.
+
+TCP can only tell that the *peer's kernel* stopped answering. A peer that still acknowledges
+bytes but never answers (a stuck proxy, pooler or server; a user-space proxy that stopped
+forwarding) is caught by :func:`deadline` instead: a watchdog that, once an operation has run
+longer than its bound, shuts the connection's socket down, so the blocked call fails at once
+with an ``OperationalError`` and the connection is discarded. The ingester puts each batch
+write under one (``BASEWATCH_INGEST_WRITE_TIMEOUT_S``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -14,10 +38,55 @@ from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from core.errors import ConfigError, StorageUnavailable
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 5
+
+@dataclass(frozen=True)
+class NetworkTimeouts:
+    """libpq's connection-time and TCP bounds, in seconds (``BASEWATCH_DB_*``)."""
+
+    connect_timeout_s: int = 10
+    keepalives_idle_s: int = 30
+    keepalives_interval_s: int = 10
+    keepalives_count: int = 3
+    tcp_user_timeout_s: int = 30  # 0: the system's default (minutes of retransmissions)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> NetworkTimeouts:
+        return cls(
+            connect_timeout_s=settings.db_connect_timeout_s,
+            keepalives_idle_s=settings.db_keepalives_idle_s,
+            keepalives_interval_s=settings.db_keepalives_interval_s,
+            keepalives_count=settings.db_keepalives_count,
+            tcp_user_timeout_s=settings.db_tcp_user_timeout_s,
+        )
+
+    def conninfo(self) -> dict[str, str]:
+        """The libpq parameters these stand for."""
+        return {
+            "connect_timeout": str(self.connect_timeout_s),
+            "keepalives": "1",
+            "keepalives_idle": str(self.keepalives_idle_s),
+            "keepalives_interval": str(self.keepalives_interval_s),
+            "keepalives_count": str(self.keepalives_count),
+            "tcp_user_timeout": str(self.tcp_user_timeout_s * 1000),  # milliseconds
+        }
+
+
+_current = {"timeouts": NetworkTimeouts()}
+
+
+def configure(timeouts: NetworkTimeouts) -> None:
+    """Set the bounds every later connection of this process gets (the composition root
+    calls this once, from the settings)."""
+    _current["timeouts"] = timeouts
+
+
+def network_timeouts() -> NetworkTimeouts:
+    """The bounds in effect."""
+    return _current["timeouts"]
 
 
 def connect(
@@ -73,7 +142,7 @@ def make_pool(
         pool.open(wait=False)
         return pool
     try:
-        pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 2)
+        pool.open(wait=True, timeout=max(2, network_timeouts().connect_timeout_s) * 2)
     except PoolTimeout as exc:
         pool.close()
         raise StorageUnavailable(f"cannot connect to PostgreSQL at {describe(url)}") from exc
@@ -142,9 +211,70 @@ def _with_defaults(url: str, application_name: str) -> str:
         raise ConfigError(
             "BASEWATCH_DATABASE_URL", f"not a valid connection string: {exc}"
         ) from exc
-    params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
+    for key, value in network_timeouts().conninfo().items():
+        params.setdefault(key, value)  # what the connection string sets wins
     params.setdefault("application_name", application_name)
     return make_conninfo("", **params)
+
+
+class DeadlineExceeded(StorageUnavailable):
+    """An operation under :func:`deadline` got no answer in time; its connection is broken."""
+
+
+@contextlib.contextmanager
+def deadline(conn: psycopg.Connection[TupleRow], seconds: float, what: str) -> Iterator[None]:
+    """Bound what runs inside to ``seconds`` (0: no bound): past it, ``conn``'s socket is shut
+    down, the blocked call fails and :class:`DeadlineExceeded` is raised instead of the
+    ``OperationalError``. The connection is unusable afterwards; close it and reconnect.
+
+    Between the expiry and the shutdown the operation may still complete on the server (a
+    COMMIT that was on its way): callers must be able to repeat it (the ingester's writes are
+    idempotent)."""
+    if seconds <= 0:
+        yield
+        return
+    lock = threading.Lock()
+    state = {"finished": False, "fired": False}
+
+    def expire() -> None:
+        with lock:  # held while shutting down: a call that finishes meanwhile waits for it
+            if state["finished"]:
+                return
+            state["fired"] = True
+            _shut_down(conn)
+        log.warning("%s: no answer from PostgreSQL within %g s; connection dropped", what, seconds)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except psycopg.Error as exc:
+        with lock:
+            fired = state["fired"]
+        if fired:
+            raise DeadlineExceeded(
+                f"{what}: no answer from PostgreSQL within {seconds:g} s "
+                f"(connection dropped): {_first_line(exc)}"
+            ) from exc
+        raise
+    finally:
+        with lock:
+            state["finished"] = True
+        timer.cancel()
+
+
+def _shut_down(conn: psycopg.Connection[TupleRow]) -> None:
+    """Shut the connection's socket down in both directions (from another thread): a wait on
+    it returns at once and libpq sees the connection closed."""
+    try:
+        fd = conn.pgconn.socket
+        sock = socket.socket(fileno=os.dup(fd))
+    except (OSError, psycopg.Error):
+        return  # already closed
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
 
 
 def _first_line(exc: BaseException) -> str:

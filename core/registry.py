@@ -4,6 +4,15 @@
 :func:`import_registry` then upserts everything in one transaction, parents first. A CSV file is
 either one kind of record, recognised by its header (see ``COLUMNS``), or a mixed file with a
 ``record`` column whose value is ``csm``, ``account``, ``asset`` or ``component``.
+
+Every value stored (each column of ``COLUMNS``, after stripping surrounding whitespace) is refused
+when it contains a control character (NUL, CR, LF, TAB, ESC, DEL, C1) or a bidi control
+(:data:`core.text.UNSAFE_CHARACTERS`): NUL cannot be stored in PostgreSQL text, a line break or
+an escape sequence in a name breaks or forges lines wherever the name is printed (the CLI, CSV
+reports, emails), and a bidi override makes a name read differently from what it is. The error
+names ``file:line: column:`` and the character, never the raw value. Columns the importer does
+not store are not checked. The line is the CSV reader's, the last line of a record that spans
+several (a quoted line break).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from psycopg.rows import TupleRow
 
 from core.errors import InputError
 from core.ids import is_identifier
+from core.text import unsafe_character
 
 KINDS = ("csm", "account", "asset", "component")
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -161,6 +171,11 @@ def _validate_row(kind: str, row: dict[str, str]) -> tuple[dict[str, object], li
         if not raw:
             if column in REQUIRED[kind]:
                 errors.append(f"{column}: required")
+            record[column] = None
+            continue
+        unsafe = unsafe_character(raw)
+        if unsafe:  # NUL would fail in the database; the rest would mislead whoever reads it
+            errors.append(f"{column}: {unsafe}: control and bidi characters are not allowed")
             record[column] = None
             continue
         value, message = _convert(column, raw)

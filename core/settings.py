@@ -3,6 +3,9 @@
 Nothing reads the environment at import time: the composition root calls
 :func:`Settings.from_env` once and passes the frozen result (or parts of it) down.
 A bad value fails fast with a :class:`~core.errors.ConfigError` naming the variable.
+:meth:`Settings.refuse_placeholder_secrets` is a separate check, run by the long-running
+services and ``db migrate`` only (``basewatch config`` and the tests may show example values):
+a secret left at a documented placeholder such as ``change-me`` stops them with one line.
 Every field is documented in the README's configuration reference.
 """
 
@@ -27,6 +30,7 @@ ENV_PREFIX = "BASEWATCH_"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _EMAIL = re.compile(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+")
+_ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # core.roles.ROLE_NAME
 
 
 def _parse_bool(name: str, raw: str) -> bool:
@@ -80,6 +84,15 @@ class Settings:
     """Configuration of every basewatch process (units in the names)."""
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/basewatch"
+    # libpq network bounds, added to every connection unless the URL sets them (core.db)
+    db_connect_timeout_s: int = _setting(10, minimum=2, maximum=3600)
+    db_keepalives_idle_s: int = _setting(30, minimum=1, maximum=86400)
+    db_keepalives_interval_s: int = _setting(10, minimum=1, maximum=3600)
+    db_keepalives_count: int = _setting(3, minimum=1, maximum=100)
+    db_tcp_user_timeout_s: int = _setting(30, minimum=0, maximum=86400)  # 0: system default
+    # `db migrate` creates this least-privilege role for the services (empty: none; core.roles)
+    db_app_role: str = ""
+    db_app_password: str = _setting("", secret=True)  # set on the role by every `db migrate`
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = _setting(1883, minimum=1, maximum=65535)
     mqtt_username: str = ""
@@ -110,6 +123,9 @@ class Settings:
     # MQTT dead letters stored per topic and minute by each ingester (0: no limit); the rest
     # are counted in a summary dead letter
     ingest_dead_letters_per_minute: int = _setting(60, minimum=0, maximum=1_000_000)
+    # longest a batch write may take before its connection is dropped and the batch retried
+    # (a hung database link or server; 0: no bound)
+    ingest_write_timeout_s: int = _setting(60, minimum=0, maximum=86400)
     timescale: str = _setting("auto", choices=("auto", "on", "off"))
     retention_days: int = _setting(0, minimum=0, maximum=100 * 365)
     compress_after_days: int = _setting(7, minimum=1, maximum=100 * 365)
@@ -181,6 +197,14 @@ class Settings:
             raise ConfigError(
                 "BASEWATCH_MQTT_CERT_FILE", "a client certificate needs BASEWATCH_MQTT_KEY_FILE too"
             )
+        if self.db_app_role and not _ROLE.fullmatch(self.db_app_role):
+            raise ConfigError(
+                "BASEWATCH_DB_APP_ROLE",
+                f"{self.db_app_role!r} is not a role name basewatch manages "
+                "([a-z_][a-z0-9_]*, up to 63 characters)",
+            )
+        if self.db_app_password and not self.db_app_role:
+            raise ConfigError("BASEWATCH_DB_APP_ROLE", "a password is set without a role")
         if self.mqtt_password and not self.mqtt_username:
             raise ConfigError("BASEWATCH_MQTT_USERNAME", "a password is set without a username")
         if self.smtp_password and not self.smtp_username:
@@ -196,6 +220,37 @@ class Settings:
                 raise ConfigError(
                     "BASEWATCH_NRR_REPORT_RECIPIENTS", f"{address!r} is not an email address"
                 )
+
+    def refuse_placeholder_secrets(self, environ: Mapping[str, str] | None = None) -> None:
+        """Raise :class:`ConfigError` naming every secret that holds a placeholder (such as
+        ``change-me`` from ``deploy/basewatch.env.example``): the password of
+        ``BASEWATCH_DATABASE_URL``, libpq's ``PGPASSWORD``, the MQTT, SMTP and database role
+        passwords and the API token. The long-running services and ``db migrate`` call this
+        before they connect anywhere; an empty secret is "not set", not a placeholder."""
+        env = os.environ if environ is None else environ
+        found = [
+            (name, value)
+            for name, value in (
+                ("BASEWATCH_DATABASE_URL", _url_password(self.database_url)),
+                ("PGPASSWORD", env.get("PGPASSWORD", "")),
+                *(
+                    (ENV_PREFIX + spec.name.upper(), getattr(self, spec.name))
+                    for spec in dataclasses.fields(self)
+                    if spec.metadata.get("secret")
+                ),
+            )
+            if is_placeholder(value)
+        ]
+        if found:
+            names = ", ".join(name for name, _ in found)
+            values = ", ".join(repr(value) for _, value in found)
+            if len(found) > 1:
+                message = f"{values} are placeholders, not secrets: set real ones"
+            elif found[0][0] == "BASEWATCH_DATABASE_URL":
+                message = f"its password {values} is a placeholder, not a secret: set a real one"
+            else:
+                message = f"{values} is a placeholder, not a secret: set a real one"
+            raise ConfigError(names, message + " (e.g. openssl rand -hex 24)")
 
     def report_recipients(self) -> list[str]:
         """``BASEWATCH_NRR_REPORT_RECIPIENTS`` as a list (empty items dropped)."""
@@ -254,6 +309,46 @@ def _parse_str(name: str, value: str) -> str:
     if "\n" in value:
         raise ConfigError(name, "must be a single line")
     return value
+
+
+# Values that stand for "put your secret here" in examples and documentation (compared with
+# case and punctuation removed), and words that no generated secret contains by chance.
+_PLACEHOLDERS = frozenset(
+    {
+        "changeme", "changeit", "change", "replaceme", "password", "passw0rd", "passwd",
+        "secret", "example", "default", "placeholder", "todo", "fixme", "tbd", "admin", "test",
+        "token", "apitoken", "postgres", "basewatch", "letmein", "qwerty", "123456", "12345678",
+        "yourpassword", "yoursecret", "yourtoken", "mypassword", "mysecret", "secretpassword",
+    }
+)  # fmt: skip
+_PLACEHOLDER_WORDS = ("changeme", "replaceme", "example", "placeholder")
+
+
+def is_placeholder(value: str) -> bool:
+    """True when ``value`` is a known placeholder secret (``change-me``, ``CHANGEME``,
+    ``<password>``, ``xxxx``, ``example-token`` ...); an empty value is not one."""
+    text = value.strip()
+    if not text:
+        return False
+    if text.startswith("<") and text.endswith(">"):
+        return True
+    plain = re.sub(r"[^a-z0-9]", "", text.lower())
+    return (
+        plain in _PLACEHOLDERS
+        or any(word in plain for word in _PLACEHOLDER_WORDS)
+        or (bool(plain) and set(plain) <= {"x"})
+    )
+
+
+def _url_password(url: str) -> str:
+    """The password a libpq URI or conninfo string carries (empty when none or unparsable)."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return str(conninfo_to_dict(url).get("password") or "")
+    except ProgrammingError:
+        return ""
 
 
 def _mask_url(url: str) -> str:

@@ -10,6 +10,10 @@ Only complete MQTT payloads can be replayed: a dead letter whose stored payload 
 summary (``suppressed`` > 0: it stands for messages that were counted, not stored) are skipped,
 as are import rows. The list shows, for each dead letter, the payload's full size, whether the
 stored one is cut, the sha256 of the whole payload and the count a summary stands for.
+
+The listed strings (topic, payload text, reason) are exactly what was stored, control and bidi
+characters included: whoever prints them escapes them (``basewatch deadletters list`` does,
+through :func:`core.text.escape_controls`; the JSON form escapes them by itself).
 """
 
 from __future__ import annotations

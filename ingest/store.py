@@ -21,6 +21,11 @@ after a crash may be counted twice, never zero times. The bucket is charged only
 batch commits, so a retried batch is judged afresh. Import rows, replays and the rare message
 the database itself refuses (isolated by writing one message at a time) are not rate-limited,
 only truncated.
+
+Each batch write runs under a deadline (``BASEWATCH_INGEST_WRITE_TIMEOUT_S``, see
+``core.db.deadline``): a database link or server that hangs without closing is cut off, the
+write raises :class:`StorageUnavailable` and the batch is retried on a new connection, which is
+safe because a write that committed after all is merged on the retry.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from core import registry
-from core.db import connect
+from core.db import connect, deadline
 from core.errors import InvalidPayload, StorageUnavailable
 from ingest.decode import Decoded, Event, Limits, Reading, decode_events, decode_telemetry
 from ingest.topics import Topic, parse_topic
@@ -194,8 +199,10 @@ class _Routed:
 class BatchWriter:
     """Writes batches of :class:`Message` through one connection, reopened after a failure.
 
-    ``write`` raises :class:`StorageUnavailable` when the database cannot be reached; the caller
-    keeps the batch (and its acks) and tries again later."""
+    ``write`` raises :class:`StorageUnavailable` when the database cannot be reached, or when
+    a write takes longer than ``write_timeout_s`` (0: no bound; ``core.db.deadline``: a hung
+    link or server is cut off rather than waited for); the caller keeps the batch (and its
+    acks) and tries again later on a new connection."""
 
     def __init__(
         self,
@@ -204,8 +211,10 @@ class BatchWriter:
         auto_register: bool = False,
         application_name: str = "basewatch-ingest",
         dead_letters: DeadLetterPolicy | None = None,
+        write_timeout_s: float = 0,
     ) -> None:
         self._url = database_url
+        self._write_timeout_s = write_timeout_s
         self._auto_register = auto_register
         self._dead_policy = dead_letters or DeadLetterPolicy()
         self._limiter = DeadLetterLimiter(self._dead_policy.per_topic_per_minute)
@@ -227,13 +236,23 @@ class BatchWriter:
         one message at a time and is dead-lettered, so it never blocks the stream."""
         conn = self._connection()
         try:
-            try:
-                return self._write_idempotent(conn, messages)
-            except (psycopg.DataError, psycopg.IntegrityError, ValueError, RecursionError) as exc:
-                log.warning(
-                    "database refused a batch (%s): isolating the message", str(exc).strip()[:200]
-                )
-                return self._write_one_by_one(conn, messages)
+            with deadline(conn, self._write_timeout_s, "batch write"):
+                try:
+                    return self._write_idempotent(conn, messages)
+                except (
+                    psycopg.DataError,
+                    psycopg.IntegrityError,
+                    ValueError,
+                    RecursionError,
+                ) as exc:
+                    log.warning(
+                        "database refused a batch (%s): isolating the message",
+                        str(exc).strip()[:200],
+                    )
+                    return self._write_one_by_one(conn, messages)
+        except StorageUnavailable:  # the deadline passed: the connection was dropped
+            self.close()
+            raise
         except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
             self.close()
             raise StorageUnavailable(f"database write failed: {str(exc).strip()[:200]}") from exc

@@ -6,7 +6,10 @@ connection is closed on both sides, so the client sees its server vanish mid-con
 ``start()`` listens again on the same port. ``hold_requests()`` stops forwarding the client's
 bytes to the server (they wait in the kernel buffers and are lost at ``stop()``) while the
 server's bytes still reach the client: with MQTT in between, the client keeps receiving and
-its acknowledgements never arrive.
+its acknowledgements never arrive. ``hang()`` is a hung link: nothing is forwarded in either
+direction and nothing is closed (new connections are accepted and hang too) until ``resume()``;
+as with any user-space proxy, the kernel still acknowledges the bytes it buffers, so TCP
+keepalives and ``tcp_user_timeout`` see a live peer and only an application deadline notices.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import select
 import socket
 import threading
+import time
 from types import TracebackType
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -38,6 +42,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._running = threading.Event()
         self._holding = threading.Event()
+        self._hung = threading.Event()
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
         self._links: list[tuple[socket.socket, socket.socket, threading.Thread]] = []
@@ -64,6 +69,7 @@ class TcpProxy:
         listener.listen(64)
         self._listener = listener
         self._holding.clear()
+        self._hung.clear()
         self._running.set()
         self._acceptor = threading.Thread(
             target=self._accept_loop, args=(listener,), name="proxy-accept", daemon=True
@@ -93,6 +99,14 @@ class TcpProxy:
 
     def release_requests(self) -> None:
         self._holding.clear()
+
+    def hang(self) -> None:
+        """Stop forwarding in both directions without closing anything (see the module doc)."""
+        self._hung.set()
+
+    def resume(self) -> None:
+        """Forward again what waited and what follows."""
+        self._hung.clear()
 
     @property
     def open_connections(self) -> int:
@@ -155,6 +169,11 @@ class TcpProxy:
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         try:
             while True:
+                if self._hung.is_set():
+                    if not self._running.is_set():
+                        return  # stop() while hung
+                    time.sleep(_POLL_S)
+                    continue
                 watched = [upstream] if self._holding.is_set() else [client, upstream]
                 readable, _, _ = select.select(watched, [], [], _POLL_S)
                 for source in readable:

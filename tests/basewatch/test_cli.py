@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 
 DATA = Path(__file__).parent.parent / "data"
 
@@ -128,3 +129,160 @@ def test_simulate_a_four_month_fleet(tmp_path: Path) -> None:
     document = json.loads(result.stdout)
     assert document["accounts"] == 40
     assert document["readings"] > 0
+
+
+# Characters a terminal acts on (C0 incl. ESC, CR and BEL, DEL, C1 incl. the one-byte CSI) and
+# bidi controls that reorder what is shown; none may reach the terminal raw.
+HOSTILE = "\x1b[2J\x1b]0;pwned\x07\r\x7f\x9b31m\u202egnp.exe\u2066x\u2069\x00"
+RAW_FORBIDDEN = set("\x00\x07\x1b\r\x7f\x9b\u202e\u2066\u2069")
+
+
+def test_deadletters_list_escapes_control_and_bidi_characters(db_url: str) -> None:
+    """Issue 11 item 8: a device's bytes (topic, payload, reason) were printed raw, so a
+    payload with ESC[2J cleared the operator's screen. Text output escapes them; --json stays
+    valid JSON with the exact strings and no raw control or bidi character either."""
+    import hashlib
+
+    import psycopg
+
+    tag = "ctl-" + os.urandom(4).hex()
+    topic = f"basewatch/v1/acme/{HOSTILE}/telemetry".replace("\x00", "")  # text: no NUL
+    payload = f'{{"ts": 1, "metrics": {{"{HOSTILE}": 1}}}}'.encode()
+    reason = f"{tag}: metrics: {HOSTILE.replace(chr(0), '')} is not an identifier"
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "INSERT INTO dead_letters (source, topic, payload, payload_sha256, payload_bytes,"
+            " reason) VALUES ('mqtt', %s, %s, %s, %s, %s)",
+            (topic, payload, hashlib.sha256(payload).digest(), len(payload), reason),
+        )
+
+    text = run("deadletters", "list", "--reason", tag, db_url=db_url)
+    assert text.returncode == 0, text.stderr
+    leaked = {c for c in text.stdout if c in RAW_FORBIDDEN}
+    assert not leaked, f"raw characters printed: {sorted(map(hex, map(ord, leaked)))}"
+    assert text.stdout.count("\n") == 3, text.stdout  # the header, reason and payload lines
+    escaped = "\\x1b[2J\\x1b]0;pwned\\x07\\x0d\\x7f\\x9b31m\\u202egnp.exe"
+    assert f"basewatch/v1/acme/{escaped}" in text.stdout
+    assert "\\u2066x\\u2069/telemetry" in text.stdout
+    assert f"reason: {tag}: metrics: \\x1b[2J" in text.stdout
+    assert f'"metrics": {{"{escaped}' in text.stdout  # the payload preview
+    assert "\\x00" in text.stdout  # the NUL of the payload
+
+    as_json = run("deadletters", "list", "--reason", tag, "--json", db_url=db_url)
+    assert as_json.returncode == 0, as_json.stderr
+    assert not {c for c in as_json.stdout if c in RAW_FORBIDDEN}
+    assert as_json.stdout.isascii()  # bidi and C1 too: ensure_ascii writes them as \uXXXX
+    (row,) = json.loads(as_json.stdout)
+    assert (row["topic"], row["reason"], row["payload"]) == (topic, reason, payload.decode())
+
+
+def test_registry_import_refuses_nul_line_breaks_and_bidi_controls(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Issue 11 item 8: a NUL in a name gave a database error without file:line, and CR/LF and
+    bidi controls were stored. Each is now refused with file:line: column:, exit 1, and nothing
+    of any file is written."""
+    import psycopg
+
+    tag = os.urandom(3).hex()
+    accounts = tmp_path / "accounts.csv"
+    accounts.write_bytes(
+        (
+            "account_id,name,industry,region\n"
+            f"ok-{tag},Fine GmbH,food,EU\n"
+            f"nul-{tag},Acme\x00 AG,food,EU\n"
+            f'lf-{tag},"Two\r\nLines",food,EU\n'
+            f"bidi-{tag},Invoice\u202egpj.exe,food,EU\n"
+            f"esc-{tag},Plain,\x1b[31mred,EU\n"
+            f"tab-{tag},Plain,food,E\tU\n"
+        ).encode()
+    )
+    csms = tmp_path / "csms.csv"
+    csms.write_text(f"csm_id,name,email\ncsm-{tag},Ann,ann\u2066@example.com\n")
+    result = run("registry", "import", str(accounts), str(csms), db_url=db_url)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout == ""
+    errors = result.stderr.splitlines()[1:]
+    refused = "control and bidi characters are not allowed"
+    assert errors == [
+        f"{accounts}:3: name: NUL (U+0000) at position 5: {refused}",
+        # a record spanning lines: the CSV reader's line number is the record's last line
+        f"{accounts}:5: name: line feed (U+000A) at position 4: {refused}",
+        f"{accounts}:6: name: right-to-left override (U+202E) at position 8: {refused}",
+        f"{accounts}:7: industry: escape (U+001B) at position 1: {refused}",
+        f"{accounts}:8: region: tab (U+0009) at position 2: {refused}",
+        f"{csms}:2: email: left-to-right isolate (U+2066) at position 4: {refused}",
+    ], result.stderr
+    assert not any(c in result.stderr for c in "\x00\r\x1b\u202e\u2066")
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM accounts WHERE account_id LIKE %s)"
+            " + (SELECT count(*) FROM csms WHERE csm_id LIKE %s)",
+            (f"%-{tag}", f"%-{tag}"),
+        ).fetchone()
+    assert row == (0,), "rows were written"
+
+
+DEPLOY = Path(__file__).parent.parent.parent / "deploy"
+NOWHERE = {  # if a command got past the check it would fail here, not touch a real service
+    "BASEWATCH_DATABASE_URL": "postgresql://basewatch_app@127.0.0.1:1/none",
+    "BASEWATCH_MQTT_PORT": "1",
+    "BASEWATCH_API_PORT": "1",
+}
+
+
+def _example_env() -> dict[str, str]:
+    """The settings deploy/basewatch.env.example ships (its uncommented KEY=value lines)."""
+    lines = (DEPLOY / "basewatch.env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def _refused(result: subprocess.CompletedProcess[str], *names: str) -> str:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert all(name in lines[0] for name in names), lines[0]
+    assert "placeholder" in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", [["ingest"], ["scheduler"], ["api"], ["db", "migrate"]])
+def test_services_refuse_the_example_files_placeholder_secrets(command: list[str]) -> None:
+    """Issue 11 item 8: deploy's placeholder passwords (change-me) were accepted. With the
+    example environment file as shipped, every service refuses to start, in one line."""
+    env = {**_example_env(), "BASEWATCH_MQTT_PORT": "1", "BASEWATCH_API_PORT": "1"}
+    line = _refused(run(*command, **env), "BASEWATCH_DATABASE_URL", "BASEWATCH_MQTT_PASSWORD")
+    assert "'change-me'" in line
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"BASEWATCH_MQTT_USERNAME": "basewatch-ingest", "BASEWATCH_MQTT_PASSWORD": "changeme"},
+         "BASEWATCH_MQTT_PASSWORD"),
+        ({"BASEWATCH_DATABASE_URL": "postgresql://basewatch_app:Password@127.0.0.1:1/none"},
+         "BASEWATCH_DATABASE_URL"),
+        ({"BASEWATCH_DATABASE_URL": "host=127.0.0.1 port=1 dbname=none password=secret"},
+         "BASEWATCH_DATABASE_URL"),
+        ({"PGPASSWORD": "change_me"}, "PGPASSWORD"),
+        ({"BASEWATCH_API_TOKEN": "example-token"}, "BASEWATCH_API_TOKEN"),
+        ({"BASEWATCH_DB_APP_ROLE": "basewatch_app", "BASEWATCH_DB_APP_PASSWORD": "<password>"},
+         "BASEWATCH_DB_APP_PASSWORD"),
+    ],
+)  # fmt: skip
+def test_each_placeholder_secret_is_refused(env: dict[str, str], name: str) -> None:
+    _refused(run("ingest", **{**NOWHERE, **env}), name)
+
+
+def test_a_real_secret_passes_the_check() -> None:
+    env = {
+        **NOWHERE,
+        "BASEWATCH_DATABASE_URL": "postgresql://basewatch_app:9f3c1e7a2b@127.0.0.1:1/none",
+        "BASEWATCH_MQTT_USERNAME": "basewatch-ingest",
+        "BASEWATCH_MQTT_PASSWORD": "q8ZyJx2w-LmN4",
+    }
+    result = run("db", "migrate", **env)
+    assert result.returncode == 1
+    assert "cannot connect to PostgreSQL" in result.stderr
+    assert "placeholder" not in result.stderr

@@ -146,3 +146,24 @@ def test_api_limits() -> None:
     assert caught.value.name == "BASEWATCH_API_MAX_CONNECTIONS"
     with pytest.raises(ConfigError, match="between 1 and 1000"):
         Settings.from_env({"BASEWATCH_API_DB_POOL_MAX": "0"})
+
+
+def test_placeholder_secrets_are_recognised_and_generated_ones_are_not() -> None:
+    from core.settings import is_placeholder
+
+    for value in (
+        "change-me",
+        "CHANGEME",
+        "Change_Me!",
+        "changeit",
+        "password",
+        "secret",
+        "<token>",
+        "xxxxxx",
+        "example-api-token",
+        "replace-me-please",
+        "postgres",
+    ):
+        assert is_placeholder(value), value
+    for value in ("", "   ", "9f3c1e7a2b4d", "q8ZyJx2w-LmN4", "hunter2", "s3cret-Proto-71"):
+        assert not is_placeholder(value), value
