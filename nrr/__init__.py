@@ -12,14 +12,21 @@ fixed MRR + metered MRR, in the reporting currency at that month's rate, rounded
 
 * **Fixed MRR**: the fee of each ``fixed`` or ``addon`` contract normalised to a month: fee / 1
   (month), / 3 (quarter), / 12 (year), / term_months (multi_year).
-* **Metered MRR**: for each ``metered`` contract, max(m³ × unit_price, monthly_minimum), where
-  the charge comes from the *invoices* when recurring ``metered`` lines exist for that contract and
-  service month (their sum, in the invoice currency; they win over telemetry), otherwise from
+* **Metered MRR**: for each ``metered`` contract, a run rate normalised to an average month:
+  max(billed usage ÷ the month's days × 30.4375, monthly_minimum), six decimals. 30.4375 is
+  365.25 / 12, so the same usage every day is the same MRR in February (28 or 29 days) as in
+  March (31): a steady customer neither "contracts" into February nor "expands" into March.
+  The monthly minimum is a floor on that run rate (not on the bill): an invoice below the
+  minimum counts at the minimum, and one that bills exactly the minimum in a short month is a
+  run rate above it (the invoice does not say which part was usage). The *billed usage* comes
+  from the *invoices* when recurring ``metered`` lines exist for that contract and service
+  month (their sum, in the invoice currency; they win over telemetry), otherwise from
   *telemetry*: the month's ``usage_daily_between(...).volume_m3`` of the account's assets
   (current registry ownership; no telemetry = no usage, so the minimum) × unit_price, rounded
-  to the cent, with the minimum's true-up. Telemetry only measures m³: a contract in another
-  unit bills its minimum until invoices arrive. An account with two concurrent m³ contracts
-  needs invoices, or each contract bills the account's whole volume.
+  to the cent. Telemetry only measures m³: a contract in another unit counts its minimum until
+  invoices arrive. An account with two concurrent m³ contracts needs invoices, or each contract
+  bills the account's whole volume. What was billed is reconciled separately, in the report's
+  ``reconciliation.csv`` (invoice lines as billed, beside the ledger's run rates).
 * **Not MRR**: one-off lines (installation, spare parts) and taxes; recurring fixed/addon invoice
   lines are not read either (the contract says the fee, the invoice only bills it, annual fees
   in one month), they appear in the report's reconciliation.
@@ -50,11 +57,11 @@ taken at t's rate (no fx effect).
 Retention: month-over-month NRR = (start + expansion - contraction - churn) / start over accounts
 with MRR_{t-1} > 0, GRR without expansion (both in constant currency). Trailing-12-month NRR =
 Σ MRR_t / Σ MRR_{t-12} over the cohort with MRR_{t-12} > 0, GRR = Σ min(MRR_t, MRR_{t-12}) /
-Σ MRR_{t-12}, logo retention = share of the cohort with MRR_t > 0; MRR_t is taken in constant
-currency at the rates of t-12, so a rate move is never retention (an account whose MRR_t is 0
-to the cent counts 0, as in the movements). An account that churned and returned inside the
-window counts at its MRR_t. An empty cohort gives no figure (None / null). Quarter over quarter
-is the same with a 3-month window.
+Σ MRR_{t-12}, logo retention = share of the cohort with MRR_t > 0; MRR_t is converted at the
+rates of the window's first month (t-12), as MRR_{t-12} is, so a rate move is never retention
+(an account whose MRR_t is 0 to the cent counts 0, as in the movements). An account that
+churned and returned inside the window counts at its MRR_t. An empty cohort gives no figure
+(None / null). Quarter over quarter is the same with a 3-month window (rates of t-3).
 
 Attribution (``nrr.attribution``): expansion that followed an expansion alert acted on within
 ``BASEWATCH_ATTRIBUTION_WINDOW_DAYS`` is signal-influenced, churn with a risk alert open at the

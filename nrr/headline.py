@@ -31,7 +31,9 @@ from nrr.months import add_months, format_month
 from nrr.movements import Bridge
 from nrr.retention import trailing_series
 
-MRR_LABEL = "usage-inclusive MRR (fixed fees per month + metered usage billed in the month)"
+MRR_LABEL = (
+    "usage-inclusive MRR (fixed fees per month + metered usage as a run rate of an average month)"
+)
 
 
 def percent(value: Decimal | None) -> float | None:

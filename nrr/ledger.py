@@ -1,10 +1,11 @@
 """The MRR ledger: MRR per account × month × product line (× currency), built in SQL.
 
 Rules (stated in ``nrr``'s docstring, restated on plain data in ``nrr.contracts``): fixed and
-addon fees normalised to a month; metered contracts billed from recurring metered invoice lines
-when they exist for the contract and month, else from ``usage_daily_between`` × unit price with the
-monthly minimum; one-offs and taxes never; every contract counted in the months it is in force
-on the last day; converted at the month's rate.
+addon fees normalised to a month; metered contracts as a run rate of an average month (the
+month's billed usage ÷ its days × 30.4375, at least the monthly minimum), the usage billed by
+recurring metered invoice lines when they exist for the contract and month, else by
+``usage_daily_between`` × unit price; one-offs and taxes never; every contract counted in the
+months it is in force on the last day; converted at the month's rate.
 
 :func:`rebuild` recomputes months >= ``since`` (all of them with ``full``) in one transaction,
 then the movements of the same months (``nrr.bridge``), and records the ledger's span, its
@@ -30,6 +31,7 @@ from psycopg.rows import TupleRow
 
 from core.errors import InputError, NotFound
 from nrr.bridge import rebuild_movements
+from nrr.contracts import AVERAGE_MONTH_DAYS
 from nrr.months import (
     add_months,
     format_month,
@@ -72,6 +74,7 @@ WITH {months}, invoiced AS (
     GROUP BY contract_id, period, currency
 )
 SELECT m.month, c.account_id, c.product_line, c.contract_id,
+       extract(day FROM m.month + interval '1 month' - interval '1 day')::integer AS days,
        c.currency AS contract_currency, c.unit_price, c.monthly_minimum,
        coalesce(c.unit, 'm3') = 'm3' AS per_m3,
        i.currency AS invoice_currency, i.amount AS invoiced
@@ -151,9 +154,11 @@ WITH {months}, rates AS (  -- the rate of every month and currency (none: NULL, 
            g.product_line COLLATE "C" AS product_line,
            coalesce(g.invoice_currency, g.contract_currency) COLLATE "C" AS currency,
            0::bigint AS fixed_micro,
-           (round(CASE WHEN g.invoiced IS NOT NULL THEN g.invoiced
-                       ELSE greatest(round(coalesce(u.volume_m3, 0) * g.unit_price, 2),
-                                     coalesce(g.monthly_minimum, 0)) END, 6)
+           -- the month's billed usage as a run rate of an average month, at least the minimum
+           (round(greatest(round(CASE WHEN g.invoiced IS NOT NULL THEN g.invoiced
+                                      ELSE round(coalesce(u.volume_m3, 0) * g.unit_price, 2)
+                                 END * %(average_month_days)s / g.days, 6),
+                           coalesce(g.monthly_minimum, 0)), 6)
             * 1000000)::bigint AS metered_micro,
            CASE WHEN g.invoiced IS NOT NULL THEN 1 ELSE 2 END AS source_bits
     FROM nrr_metered g
@@ -326,6 +331,7 @@ def rebuild(
             "through": through,
             "month_count": months_between(since, through) + 1,
             "reporting": reporting_currency,
+            "average_month_days": AVERAGE_MONTH_DAYS,
         }
         phases: dict[str, float] = {}
         # the telemetry may be read on a second connection in this transaction's snapshot,

@@ -33,15 +33,21 @@ _SECTIONS = (
 )
 _DEFINITIONS = (
     "MRR = fixed recurring fees normalised to a month (annual / 12, quarterly / 3, multi-year / "
-    "term) + metered usage billed in the month (m³ × price, at least the monthly minimum; from "
-    "invoices when they exist, else from telemetry); one-offs and taxes excluded. Each month at "
-    "its own exchange rate. Movements: new (first MRR ever), reactivation (back after an earlier "
+    "term) + metered usage as a run rate of an average month: the month's billed usage ÷ the "
+    "month's days × 30.4375 (365.25 / 12), so the same daily usage is the same MRR in February "
+    "as in March; the monthly minimum is a floor on that run rate. Billed usage comes from the "
+    "invoices when they exist, else from telemetry (m³ × price). One-offs and taxes are "
+    "excluded; what was invoiced is reconciled separately (Reconciliation to invoices). A "
+    "contract counts in a month when it is in force on the month's last day. Each month at its "
+    "own exchange rate. Movements: new (first MRR ever), reactivation (back after an earlier "
     "month with MRR), expansion, contraction, churn (to 0), measured in constant currency (both "
     "months at the earlier month's rate); fx is the rate effect. MoM NRR = (start + expansion - "
     "contraction - churn) / start over accounts with MRR last month, GRR without expansion. "
     "T12M NRR = Σ MRR now / Σ MRR twelve months ago over accounts with MRR then (an account that "
     "churned and returned counts at its MRR now), GRR = Σ min(now, then) / Σ then, logo retention "
-    "= share of that cohort with MRR now. An empty cohort has no figure."
+    "= share of that cohort with MRR now; both months at the rates of the window's first month "
+    "(twelve months ago; three for T3M), so a rate move is never retention. An empty cohort has "
+    "no figure."
 )
 _ATTRIBUTION = (
     "Signal attribution is association, not causation: it books expansion that followed an "

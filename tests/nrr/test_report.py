@@ -2,16 +2,17 @@
 (``--json`` prints one document, exit codes 0 / 1 / 2), on hand-worked sample files.
 
 Sample files (tests/data/nrr_*.csv), figures in EUR:
-  brew: Jan 447.40 (annual 2,400 / 12 + 35 + metered invoice 212.40), Feb 385.00 (invoiced
-        minimum 150.00), Mar 385.00 (no invoice, no telemetry: the minimum, 150.00).
+  brew: Jan 443.55 (annual 2,400 / 12 + 35 + metered invoice 212.40 as a run rate: / 31 days
+        × 30.4375 = 208.55), Feb 392.44 (invoiced minimum 150.00 / 29 × 30.4375 = 157.44),
+        Mar 385.00 (no invoice, no telemetry: the minimum, 150.00).
   cast: Jan GBP 900 / 3 = 300 at 1.17 = 351.00; Feb (300 + 23,400 / 36 = 650) at 1.16 = 1,102.00;
         Mar 650 at 1.18 = 767.00.
-  Feb bridge: start 798.40, expansion 760.50 (cast at Jan's rate: 950 × 1.17 = 1,111.50 - 351),
-  contraction 62.40 (brew), fx -9.50 (1,102.00 - 1,111.50), end 1,487.00.
-  MoM NRR (798.40 + 760.50 - 62.40) / 798.40 = 187.44 %, GRR 736.00 / 798.40 = 92.18 %.
+  Feb bridge: start 794.55, expansion 760.50 (cast at Jan's rate: 950 × 1.17 = 1,111.50 - 351),
+  contraction 51.11 (brew), fx -9.50 (1,102.00 - 1,111.50), end 1,494.44.
+  MoM NRR (794.55 + 760.50 - 51.11) / 794.55 = 189.28 %, GRR 743.44 / 794.55 = 93.57 %.
   Attribution: an expansion alert on cast acknowledged 2024-02-10 (19 days before February's
-  end) makes its 760.50 signal-influenced: NRR without it (798.40 + 760.50 - 760.50 - 62.40) /
-  798.40 = 92.18 %; January has no movements (the ledger's opening month).
+  end) makes its 760.50 signal-influenced: NRR without it (794.55 + 760.50 - 760.50 - 51.11) /
+  794.55 = 93.57 %; January has no movements (the ledger's opening month).
 """
 
 from __future__ import annotations
@@ -135,20 +136,20 @@ def test_report_of_the_sample_files(sample: fx.Conn, tmp_path: Path) -> None:
     written = write_report(build_report(sample, "EUR", fx.month("2024-02")), tmp_path)
     figures = assert_html_equals_csv(written.html, tmp_path, charts=6)
     headline = dict(figures["headline.csv"])
-    assert headline["mrr_total_usage_inclusive"] == "1487.00"
-    assert (headline["mrr_fixed"], headline["mrr_metered"]) == ("1337.00", "150.00")
-    assert (headline["mom_nrr_pct"], headline["mom_grr_pct"]) == ("187.44", "92.18")
+    assert headline["mrr_total_usage_inclusive"] == "1494.44"
+    assert (headline["mrr_fixed"], headline["mrr_metered"]) == ("1337.00", "157.44")
+    assert (headline["mom_nrr_pct"], headline["mom_grr_pct"]) == ("189.28", "93.57")
     assert headline["mom_cohort_size"] == "2"
     assert (headline["t12m_nrr_pct"], headline["t12m_cohort_size"]) == ("", "0")
     assert figures["bridge.csv"] == [
-        ["start", "798.40"],
+        ["start", "794.55"],
         ["new", "0.00"],
         ["reactivation", "0.00"],
         ["expansion", "760.50"],
-        ["contraction", "-62.40"],
+        ["contraction", "-51.11"],
         ["churn", "0.00"],
         ["fx", "-9.50"],
-        ["end", "1487.00"],
+        ["end", "1494.44"],
     ]
     header = ATTRIBUTION_COLUMNS
     attribution = [dict(zip(header, row, strict=True)) for row in figures["attribution.csv"]]
@@ -159,14 +160,14 @@ def test_report_of_the_sample_files(sample: fx.Conn, tmp_path: Path) -> None:
     february = attribution[0]
     assert (february["expansion"], february["influenced_expansion"]) == ("760.50", "760.50")
     assert (february["influenced_accounts"], february["flagged_churn"]) == ("1", "0.00")
-    assert (february["nrr_pct"], february["nrr_without_influenced_pct"]) == ("187.44", "92.18")
+    assert (february["nrr_pct"], february["nrr_without_influenced_pct"]) == ("189.28", "93.57")
     assert attribution[1]["nrr_pct"] == ""  # no T12M cohort: absent, with or without
     assert attribution[1]["nrr_without_influenced_pct"] == attribution[1]["removed_expansion"] == ""
     assert "association" in written.html.read_text()
     reconciliation = {row[0]: row[1:3] for row in figures["reconciliation.csv"]}
     assert reconciliation["invoiced metered (recurring)"] == ["1", "150.00"]
     assert reconciliation["invoiced tax (one-off)"] == ["1", "37.00"]
-    assert reconciliation["metered MRR from invoices"] == ["1", "150.00"]
+    assert reconciliation["metered MRR from invoices"] == ["1", "157.44"]  # the run rate
 
 
 def test_report_of_a_generated_history(sample: fx.Conn, tmp_path: Path) -> None:
@@ -226,10 +227,10 @@ def test_commands_print_one_json_document_and_exit_codes(
     result = run("nrr", "show", "--month", "2024-02", "--json", db_url=db_url)
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
-    assert shown["mrr"]["total"] == "1487.00"
+    assert shown["mrr"]["total"] == "1494.44"
     assert shown["bridge"]["fx"] == "-9.50"
     assert shown["bridge"]["reconciles"] is True
-    assert shown["month_over_month"]["nrr_pct"] == 187.44
+    assert shown["month_over_month"]["nrr_pct"] == 189.28
     assert shown["trailing_12_months"]["nrr_pct"] is None
     signals = shown["attribution"]
     assert (signals["window_days"], signals["alerts"]["count"]) == (90, 0)
@@ -250,7 +251,7 @@ def test_commands_print_one_json_document_and_exit_codes(
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert Path(document["html"]).exists()
-    assert document["headline"]["mrr"]["total"] == "1487.00"
+    assert document["headline"]["mrr"]["total"] == "1494.44"
     assert_html_equals_csv(Path(document["html"]), out)
 
     no_one = run("nrr", "report", "--month", "2024-02", "--out", str(out), "--email", db_url=db_url)
