@@ -234,6 +234,7 @@ class RebuildResult:
     metered_from_telemetry: int  # ... and from telemetry (usage_daily)
     seconds: float
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for benchmarks
+    asked_since: dt.date | None = None  # the ``since`` asked for (``since`` may be earlier)
 
     def document(self) -> dict[str, Any]:
         def month(value: dt.date | None) -> str | None:
@@ -243,6 +244,7 @@ class RebuildResult:
             "full": self.full,
             "first_month": month(self.first_month),
             "rebuilt_from": month(self.since),
+            "asked_from": month(self.asked_since),
             "rebuilt_through": month(self.through),
             "ledger_rows": self.ledger_rows,
             "movement_rows": self.movement_rows,
@@ -303,8 +305,13 @@ def rebuild(
     today: dt.date | None = None,
 ) -> RebuildResult:
     """Recompute the ledger and movements of months ``since`` .. ``through`` (default: the last
-    complete month before ``today``) and drop any later months; one transaction."""
+    complete month before ``today``) and drop any later months; one transaction. Without
+    ``full``, the rebuild starts at the earliest of ``since``, the month after the ledger's
+    last and the earliest month imports changed (``stale_since``), so that clearing the stale
+    marker never leaves a changed month unbuilt; :attr:`RebuildResult.asked_since` keeps what
+    was asked."""
     started = time.perf_counter()
+    asked_since = since
     through = through or previous_complete_month(today or dt.datetime.now(dt.UTC).date())
     state = ledger_state(conn)
     if full or state is None or state.reporting_currency != reporting_currency:
@@ -312,12 +319,15 @@ def rebuild(
         since = since or default_first_month(conn)
         first = since
     else:
-        if since is None:
-            next_month = add_months(state.last_month, 1)
-            since = min(state.stale_since or next_month, next_month)
+        # Never leave a month unbuilt: not the months an import changed (stale_since, kept even
+        # when ``since`` asks for a later month), nor any after the ledger's last month.
+        next_month = add_months(state.last_month, 1)
+        since = min(since or next_month, next_month, state.stale_since or next_month)
         first = min(state.first_month, since)
     if since > through and not full:
-        return RebuildResult(False, first, None, None, 0, 0, 0, 0, time.perf_counter() - started)
+        return RebuildResult(
+            False, first, None, None, 0, 0, 0, 0, time.perf_counter() - started, {}, asked_since
+        )
     outer_idle = conn.info.transaction_status == TransactionStatus.IDLE
     with conn.transaction():
         set_batch_memory(conn)
@@ -380,6 +390,7 @@ def rebuild(
         from_telemetry,
         seconds,
         phases,
+        asked_since,
     )
 
 

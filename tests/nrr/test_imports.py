@@ -4,6 +4,7 @@ then; a clean file upserted; importing it again changes nothing."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal as D
 from pathlib import Path
 
 import psycopg
@@ -75,6 +76,35 @@ def test_a_change_is_an_update_and_marks_the_ledger_stale(conn: fx.Conn, tmp_pat
     assert state is not None
     assert state.stale_since == fx.month("2024-02")
     assert rebuild(conn, "EUR", through=fx.month("2024-03")).since == fx.month("2024-02")
+
+
+def test_rebuild_since_a_later_month_still_rebuilds_the_stale_months(
+    conn: fx.Conn, tmp_path: Path
+) -> None:
+    """Issue 14.2: a contract re-imported with an earlier end marks the ledger stale from its
+    start (2024-01); ``rebuild --since 2024-03`` used to rebuild March only and clear the
+    marker, leaving February wrong while the next ``rebuild`` said "up to date"."""
+    _import_all(conn)
+    rebuild(conn, "EUR", through=fx.month("2024-03"))
+    text = (DATA / "nrr_contracts.csv").read_text()
+    earlier = text.replace("2024-01-01,2024-02-29,quarter", "2024-01-01,2024-01-31,quarter")
+    assert earlier != text
+    import_file(conn, "contracts", _write(tmp_path, "contracts.csv", earlier))
+    result = rebuild(conn, "EUR", since=fx.month("2024-03"), through=fx.month("2024-03"))
+    assert (result.since, result.asked_since) == (fx.month("2024-01"), fx.month("2024-03"))
+    assert result.document()["rebuilt_from"] == "2024-01"
+    incremental = _ledger_and_movements(conn)
+    rebuild(conn, "EUR", through=fx.month("2024-03"), full=True)
+    assert _ledger_and_movements(conn) == incremental
+    assert fx.ledger(conn, "cast")["2024-02"] == D("754.00")  # the add-on only: 650 × 1.16
+    assert rebuild(conn, "EUR", through=fx.month("2024-03")).since is None
+
+
+def _ledger_and_movements(conn: fx.Conn) -> list[list[tuple[object, ...]]]:
+    return [
+        conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3, 4").fetchall()
+        for table in ("mrr_ledger", "mrr_movements")
+    ]
 
 
 def test_bad_contract_rows_are_all_reported_with_line_numbers(
