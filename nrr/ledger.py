@@ -209,6 +209,37 @@ ORDER BY 1, 2
 ).format(**_FORMAT)
 
 
+# Whole micro-units in a bigint: the largest monthly local MRR of one ledger part.
+MAX_LOCAL_MRR = 9.2e12
+_LARGEST = """
+WITH amounts AS (
+    SELECT contract_id, account_id, currency, 'fee per month' AS what,
+           fee / CASE billing_period WHEN 'month' THEN 1 WHEN 'quarter' THEN 3
+                                     WHEN 'year' THEN 12 ELSE term_months END AS amount
+    FROM contracts WHERE kind <> 'metered'
+    UNION ALL
+    SELECT contract_id, account_id, currency, 'monthly minimum', monthly_minimum
+    FROM contracts WHERE monthly_minimum IS NOT NULL
+    UNION ALL
+    SELECT contract_id, account_id, currency, 'unit price', unit_price
+    FROM contracts WHERE kind = 'metered'
+    UNION ALL
+    SELECT contract_id, account_id, currency,
+           'metered invoice lines of ' || to_char(period, 'YYYY-MM'), sum(amount)
+    FROM invoice_lines WHERE recurring AND kind = 'metered'
+    GROUP BY contract_id, account_id, currency, period
+)
+SELECT a.contract_id, a.account_id, a.what, a.amount, a.currency,
+       a.amount * CASE WHEN a.currency = %(reporting)s THEN 1
+                       ELSE (SELECT max(rate) FROM fx_rates f WHERE f.currency = a.currency) END
+           AS largest
+FROM amounts a
+ORDER BY abs(a.amount * coalesce((SELECT max(rate) FROM fx_rates f
+                                  WHERE f.currency = a.currency), 1)) DESC NULLS LAST
+LIMIT 3
+"""
+
+
 @dataclass(frozen=True)
 class LedgerState:
     """What the stored ledger holds (``mrr_ledger_state``)."""
@@ -329,6 +360,73 @@ def rebuild(
             False, first, None, None, 0, 0, 0, 0, time.perf_counter() - started, {}, asked_since
         )
     outer_idle = conn.info.transaction_status == TransactionStatus.IDLE
+    try:
+        counts, movement_rows, phases = _rebuild_months(
+            conn, reporting_currency, since, through, first, full=full, outer_idle=outer_idle
+        )
+    except psycopg.errors.NumericValueOutOfRange as exc:
+        raise InputError(_too_large(conn, reporting_currency, exc)) from exc
+    ledger_rows, from_invoices, from_telemetry = counts
+    seconds = time.perf_counter() - started
+    log.info(
+        "MRR ledger rebuilt %s..%s: %d ledger rows, %d movements in %.1f s",
+        format_month(since),
+        format_month(through),
+        ledger_rows,
+        movement_rows,
+        seconds,
+    )
+    return RebuildResult(
+        full,
+        first,
+        since,
+        through,
+        ledger_rows,
+        movement_rows,
+        from_invoices,
+        from_telemetry,
+        seconds,
+        phases,
+        asked_since,
+    )
+
+
+def _too_large(
+    conn: psycopg.Connection[TupleRow], reporting_currency: str, exc: psycopg.Error
+) -> str:
+    """The message for a rebuild stopped by a figure too large for its arithmetic (possible
+    only with rows written past the import's ranges, or with many huge contracts on one
+    account): the largest monthly amounts, each at the highest rate of its currency."""
+    rows = conn.execute(_LARGEST, {"reporting": reporting_currency}).fetchall()
+    shown = "; ".join(
+        f"contract {contract!r} (account {account!r}): {what} {amount:.6g} {currency}"
+        + (
+            ""
+            if currency == reporting_currency
+            else f" (at most {largest:.6g} {reporting_currency})"
+        )
+        for contract, account, what, amount, currency, largest in rows
+    )
+    return (
+        f"the MRR ledger cannot hold these figures ({str(exc).strip().splitlines()[0]}): "
+        f"MRR must stay below {MAX_LOCAL_MRR:.1e} a month per contract in its currency and "
+        f"below 1e16 {reporting_currency} per account; the largest amounts are: {shown}; "
+        "correct the contracts or invoices and import them again"
+    )
+
+
+def _rebuild_months(
+    conn: psycopg.Connection[TupleRow],
+    reporting_currency: str,
+    since: dt.date,
+    through: dt.date,
+    first: dt.date,
+    *,
+    full: bool,
+    outer_idle: bool,
+) -> tuple[tuple[int, int, int], int, dict[str, float]]:
+    """Replace months ``since`` .. ``through`` of the ledger and the movements, in one
+    transaction (a savepoint inside the caller's)."""
     with conn.transaction():
         set_batch_memory(conn)
         if full:
@@ -369,29 +467,7 @@ def rebuild(
             " stale_since = NULL, rebuilt_at = now()",
             (reporting_currency, first, through),
         )
-    ledger_rows, from_invoices, from_telemetry = counts
-    seconds = time.perf_counter() - started
-    log.info(
-        "MRR ledger rebuilt %s..%s: %d ledger rows, %d movements in %.1f s",
-        format_month(since),
-        format_month(through),
-        ledger_rows,
-        movement_rows,
-        seconds,
-    )
-    return RebuildResult(
-        full,
-        first,
-        since,
-        through,
-        ledger_rows,
-        movement_rows,
-        from_invoices,
-        from_telemetry,
-        seconds,
-        phases,
-        asked_since,
-    )
+    return counts, movement_rows, phases
 
 
 class _UsageReader:
