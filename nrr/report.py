@@ -23,10 +23,10 @@ from nrr import charts
 from nrr.attribution import DEFAULT_WINDOW_DAYS, DEFINITION, Attribution, PeriodAttribution
 from nrr.cohorts import Cohort, cohorts
 from nrr.figures import Mover, MrrTotals, mrr_totals, reconciliation, top_movers
-from nrr.headline import MRR_LABEL, Headline, headline
+from nrr.headline import BRIDGE_LINES, MRR_LABEL, Headline, headline
 from nrr.ledger import read_settings
 from nrr.metrics import MonthOverMonth, Trailing
-from nrr.money import money_text, percent_text
+from nrr.money import ZERO, money_text, percent_text
 from nrr.months import add_months, format_month, months_between
 from nrr.report_html import render_html
 from nrr.retention import DIMENSIONS, breakdown, month_over_month, trailing_series
@@ -98,15 +98,8 @@ def _build_report(
     gains, losses = top_movers(conn, month, TOP_MOVERS)
     tables = [
         _headline_table(top),
-        Table(
-            "bridge",
-            f"MRR bridge {format_month(month)}",
-            ("line", "amount"),
-            [(name, money_text(amount)) for name, amount in top.bridge.lines()],
-            "start + new + reactivation + expansion - contraction - churn + fx = end "
-            "(movements in constant currency, fx the rate effect)",
-        ),
-        _trend_table(totals, moms, t12),
+        _bridge_table(top),
+        _trend_table(totals, moms, t12, top.state.first_month),
         _cohort_table(found_cohorts, month),
         _movers_table(gains, losses),
         _breakdown_table(conn, reporting_currency, month),
@@ -129,11 +122,6 @@ def _build_report(
     ]
     labels = [format_month(t.month) for t in totals]
     figures = {
-        "bridge": charts.waterfall(
-            f"MRR bridge {format_month(month)} ({reporting_currency})",
-            top.bridge.lines(),
-            reporting_currency,
-        ),
         "trend": charts.line_chart(
             "NRR and GRR (%): trailing 12 months, and month over month",
             labels,
@@ -167,6 +155,12 @@ def _build_report(
             [(f"{m.name} ({m.kind})", m.amount) for m in gains + losses],
         ),
     }
+    if top.bridge is not None:
+        figures["bridge"] = charts.waterfall(
+            f"MRR bridge {format_month(month)} ({reporting_currency})",
+            top.bridge.lines(),
+            reporting_currency,
+        )
     window = top.attribution.trailing
     if window.influenced_expansion is not None and window.flagged_churn is not None:
         figures["attribution"] = charts.bar_chart(
@@ -228,7 +222,8 @@ def _headline_table(top: Headline) -> Table:
             (f"{label}_cohort_size", str(figures.cohort_size if figures else 0)),
         ]
 
-    mom = top.month_over_month
+    mom = top.month_over_month or MonthOverMonth(top.month, ZERO, ZERO, ZERO, ZERO, 0, 0)
+    opening = top.month_over_month is None
     rows: list[tuple[str, ...]] = [
         ("month", format_month(top.month)),
         ("reporting_currency", top.reporting_currency),
@@ -239,7 +234,7 @@ def _headline_table(top: Headline) -> Table:
         ("mom_nrr_pct", percent_text(mom.nrr)),
         ("mom_grr_pct", percent_text(mom.grr)),
         ("mom_logo_retention_pct", percent_text(mom.logo_retention)),
-        ("mom_cohort_size", str(mom.cohort_size)),
+        ("mom_cohort_size", "" if opening else str(mom.cohort_size)),
         *trailing_rows("t12m", top.trailing_12),
         *trailing_rows("t3m", top.trailing_3),
     ]
@@ -253,12 +248,37 @@ def _headline_table(top: Headline) -> Table:
     )
 
 
+def _bridge_table(top: Headline) -> Table:
+    title = f"MRR bridge {format_month(top.month)}"
+    if top.bridge is None:
+        return Table(
+            "bridge",
+            title,
+            ("line", "amount"),
+            [(name, "") for name in BRIDGE_LINES],
+            f"{format_month(top.month)} is the ledger's opening month: there is no month before "
+            "it to move from, so the bridge is absent (empty), not zero",
+        )
+    return Table(
+        "bridge",
+        title,
+        ("line", "amount"),
+        [(name, money_text(amount)) for name, amount in top.bridge.lines()],
+        "start + new + reactivation + expansion - contraction - churn + fx = end "
+        "(movements in constant currency, fx the rate effect)",
+    )
+
+
 def _trend_table(
-    totals: list[MrrTotals], moms: list[MonthOverMonth], t12: dict[dt.date, Trailing]
+    totals: list[MrrTotals],
+    moms: list[MonthOverMonth],
+    t12: dict[dt.date, Trailing],
+    opening_month: dt.date,
 ) -> Table:
     rows: list[tuple[str, ...]] = []
     for total, mom in zip(totals, moms, strict=True):
         year = t12.get(total.month)
+        opening = total.month == opening_month
         rows.append(
             (
                 format_month(total.month),
@@ -267,7 +287,7 @@ def _trend_table(
                 money_text(total.total),
                 percent_text(mom.nrr),
                 percent_text(mom.grr),
-                str(mom.cohort_size),
+                "" if opening else str(mom.cohort_size),
                 percent_text(year.nrr) if year else "",
                 percent_text(year.grr) if year else "",
                 percent_text(year.logo_retention) if year else "",

@@ -30,6 +30,7 @@ import psycopg
 import pytest
 
 from core.registry import import_registry, read_registry_csv
+from nrr.headline import headline
 from nrr.imports import import_file
 from nrr.ledger import rebuild
 from nrr.report import ATTRIBUTION_COLUMNS, build_report, write_report
@@ -168,6 +169,50 @@ def test_report_of_the_sample_files(sample: fx.Conn, tmp_path: Path) -> None:
     assert reconciliation["invoiced metered (recurring)"] == ["1", "150.00"]
     assert reconciliation["invoiced tax (one-off)"] == ["1", "37.00"]
     assert reconciliation["metered MRR from invoices"] == ["1", "157.44"]  # the run rate
+
+
+def test_the_opening_month_has_no_bridge_and_absent_figures_are_null(
+    sample: fx.Conn, tmp_path: Path
+) -> None:
+    """Issue 14.5: the ledger's opening month (2024-01) showed a bridge from 0.00 to 0.00 while
+    MRR was 794.55; a trailing window without a cohort left its money keys out."""
+    for kind in ("contracts", "invoices", "fx"):
+        import_file(sample, kind, DATA / f"nrr_{kind}.csv")
+    rebuild(sample, "EUR", through=fx.month("2024-03"))
+    document = headline(sample, "EUR", fx.month("2024-01")).document()
+    assert document["mrr"]["total"] == "794.55"
+    assert document["bridge"] == {
+        "start": None,
+        "new": None,
+        "reactivation": None,
+        "expansion": None,
+        "contraction": None,
+        "churn": None,
+        "fx": None,
+        "end": None,
+        "reconciles": None,
+    }
+    assert document["month_over_month"]["nrr_pct"] is None
+    assert document["month_over_month"]["start_mrr"] is None
+    assert document["month_over_month"]["cohort_size"] is None
+    for window in ("trailing_12_months", "trailing_3_months"):
+        assert document[window] == {
+            "basis": "constant currency at the rates of the window's first month",
+            "nrr_pct": None,
+            "grr_pct": None,
+            "logo_retention_pct": None,
+            "cohort_size": 0,
+            "start_mrr": None,
+            "end_mrr": None,
+        }
+    assert "opening month" in headline(sample, "EUR", fx.month("2024-01")).text()
+    written = write_report(build_report(sample, "EUR", fx.month("2024-01")), tmp_path)
+    figures = assert_html_equals_csv(written.html, tmp_path, charts=4)  # no waterfall
+    assert [amount for _, amount in figures["bridge.csv"]] == [""] * 8
+    assert figures["trend.csv"][0][4:7] == ["", "", ""]  # no MoM NRR, GRR, cohort
+    # the next month has its bridge, from the opening month's MRR
+    february = headline(sample, "EUR", fx.month("2024-02")).document()["bridge"]
+    assert (february["start"], february["end"]) == ("794.55", "1494.44")
 
 
 def test_report_of_a_generated_history(sample: fx.Conn, tmp_path: Path) -> None:
