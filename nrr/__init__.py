@@ -37,6 +37,21 @@ fixed MRR + metered MRR, in the reporting currency at that month's rate, rounded
   the inclusive (2024-06-30) and the exclusive (2024-07-01) habits of writing the end of June
   give the same months. Renewal terms (renewal, notice_days, term_months) are stored for renewal
   risk and do not extend a contract: end_date is the end of service actually agreed.
+* **Usage billed for the month a metered contract ends mid-month** is not MRR, by the same
+  rule: on the month's last day the contract is no longer in force, so its run rate then is 0
+  and its MRR ends in that month (a churn, or a contraction when the account has other MRR),
+  exactly as a fixed contract ending on the 20th. Counting the last partial month would book
+  the churn a month late and treat a final bill as recurring. Those lines are not dropped
+  silently: ``reconciliation.csv`` lists them ("of which metered, contract not in force at
+  month end") beside what was invoiced.
+* **Credits**: the month's billed usage is the net of the contract's recurring metered lines
+  for the month, credits included (the service month they name is the month they correct). A
+  credit larger than the month's usage nets below 0, which counts 0, so the contract's metered
+  MRR is its monthly minimum (0 without one). DESIGN.md's movements look at MRR alone: an
+  account left with no MRR that month churns, and reactivates with its next billed month. The
+  ledger does not move a credit to other months (the invoice does not name them);
+  ``reconciliation.csv`` lists such contract months ("of which metered, contract months
+  billed at a net credit") so the churn can be read against them.
 * **Precision**: local-currency MRR keeps six decimals (a fee / 12); reporting-currency figures
   are rounded to the cent per ledger line (fixed and metered separately), so all sums are exact.
 * **Currency**: each contract has one currency; a currency change is a new contract (the old

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from core.errors import InputError, NotFound
 from nrr.contracts import Contract, InvoiceLine, ledger_lines
+from nrr.figures import reconciliation
 from nrr.ledger import ledger_state, rebuild
 from nrr.months import add_months
 from tests.nrr import fix_nrr as fx
@@ -228,6 +229,39 @@ def _snapshot(conn: fx.Conn) -> tuple[list[tuple[object, ...]], list[tuple[objec
     ledger = conn.execute("SELECT * FROM mrr_ledger ORDER BY 1, 2, 3, 4").fetchall()
     moves = conn.execute("SELECT * FROM mrr_movements ORDER BY 1, 2").fetchall()
     return ledger, moves
+
+
+def test_mid_month_ends_and_large_credits_follow_the_definitions(conn: fx.Conn) -> None:
+    """Issue 14.6, decided by the documented definitions (``nrr`` docstring): usage billed for
+    the month a contract ends mid-month is not MRR (not in force on the last day: the churn is
+    that month), and a credit larger than the month's usage counts 0, so an account with
+    nothing else churns and then reactivates. Neither is silent: reconciliation.csv lists both."""
+    fx.account(conn, "brio")
+    fx.contract(conn, "ends", "acme", "2024-01-01", "2024-02-15", kind="metered",
+                unit_price="0.02")  # fmt: skip
+    fx.contract(conn, "credit", "brio", "2024-01-01", kind="metered", unit_price="0.02")
+    for month, amount in (("2024-01", "310.00"), ("2024-02", "145.00")):
+        fx.invoice_line(conn, f"E-{month}", 1, "acme", month, amount, contract_id="ends")
+    for month, amount in (("2024-01", "310.00"), ("2024-02", "290.00"), ("2024-03", "310.00"),
+                          ("2024-04", "300.00")):  # fmt: skip
+        fx.invoice_line(conn, f"C-{month}", 1, "brio", month, amount, contract_id="credit")
+    fx.invoice_line(conn, "C-2024-03", 2, "brio", "2024-03", "-500.00", contract_id="credit")
+    build(conn, "2024-01", "2024-04")
+    assert fx.ledger(conn, "acme") == {"2024-01": D("304.38")}  # 310 / 31 × 30.4375
+    assert fx.movements(conn, "acme") == {"2024-02": ("churn", D("304.38"), D(0))}
+    assert fx.movements(conn, "brio") == {
+        "2024-02": ("none", D(0), D(0)),  # 290 / 29 = 310 / 31 = 10 a day
+        "2024-03": ("churn", D("304.38"), D(0)),  # 310 - 500 = -190: counts 0
+        "2024-04": ("reactivation", D("304.38"), D(0)),
+    }
+    february = {r.item: r for r in reconciliation(conn, fx.month("2024-02"), "EUR")}
+    ended = february["of which metered, contract not in force at month end"]
+    assert (ended.lines, ended.amount) == (1, D("145.00"))
+    assert "not MRR" in ended.treatment
+    march = {r.item: r for r in reconciliation(conn, fx.month("2024-03"), "EUR")}
+    credit = march["of which metered, contract months billed at a net credit"]
+    assert (credit.lines, credit.amount) == (2, D("-190.00"))
+    assert "of which metered, contract not in force at month end" not in march
 
 
 # -- the SQL ledger against the pure one (nrr.contracts.ledger_lines) on random contracts ------
