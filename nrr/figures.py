@@ -90,6 +90,15 @@ class ReconciliationLine:
     treatment: str
 
 
+def _invoiced_item(kind: str, recurring: bool) -> str:
+    """The reconciliation's name for invoice lines of ``kind``: tax is tax, never "one-off"."""
+    if kind == "tax":
+        return "invoiced tax"
+    if kind == "one_off":
+        return "invoiced one-off charges"
+    return f"invoiced {kind} ({'recurring' if recurring else 'not recurring'})"
+
+
 _TREATMENT = {
     ("metered", True): "metered MRR (wins over telemetry)",
     ("fixed", True): "billing of fixed fees; MRR takes the contract's fee per month",
@@ -158,7 +167,7 @@ def reconciliation(
     ).fetchall()
     lines = [
         ReconciliationLine(
-            f"invoiced {kind} ({'recurring' if recurring else 'one-off'})",
+            _invoiced_item(str(kind), bool(recurring)),
             int(count),
             None if amount is None else Decimal(amount),
             _TREATMENT.get((str(kind), bool(recurring)), "excluded from MRR (not recurring)"),
@@ -187,12 +196,13 @@ def reconciliation(
     ).fetchone()
     assert ledger is not None
     n_inv, inv, n_tel, tel, n_both, both, n_fixed, fixed = ledger
+    run_rate = "ledger: MRR, a run rate of an average month (billed ÷ days × 30.4375)"
     lines += [
-        ReconciliationLine("metered MRR from invoices", int(n_inv), Decimal(inv), "ledger"),
-        ReconciliationLine("metered MRR from telemetry", int(n_tel), Decimal(tel), "ledger"),
+        ReconciliationLine("metered MRR from invoices", int(n_inv), Decimal(inv), run_rate),
+        ReconciliationLine("metered MRR from telemetry", int(n_tel), Decimal(tel), run_rate),
         ReconciliationLine(
-            "metered MRR from invoices and telemetry", int(n_both), Decimal(both), "ledger"
+            "metered MRR from invoices and telemetry", int(n_both), Decimal(both), run_rate
         ),
-        ReconciliationLine("fixed MRR (fees / month)", int(n_fixed), Decimal(fixed), "ledger"),
+        ReconciliationLine("fixed MRR (fees / month)", int(n_fixed), Decimal(fixed), "ledger: MRR"),
     ]
     return lines

@@ -357,6 +357,20 @@ def test_charts_are_well_formed_svg_and_leave_gaps_for_absent_figures() -> None:
     assert nice_ticks(80, 112) == [80, 90, 100, 110, 120]
 
 
+def test_the_waterfall_axis_starts_at_zero() -> None:
+    """Issue 14.8: a bridge of 1,000,000 with a 5,000 step used to start its axis near 992,500,
+    making the step look as big as the levels."""
+    svg = waterfall("bridge", [("start", D(1_000_000)), ("expansion", D(5000)),
+                               ("end", D(1_005_000))])  # fmt: skip
+    root = ET.fromstring(svg)
+    ticks = [
+        t.text
+        for t in root.iter("{http://www.w3.org/2000/svg}text")
+        if t.get("text-anchor") == "end"
+    ]
+    assert ticks[0] == "0"
+
+
 def test_display_groups_thousands_without_changing_the_figure() -> None:
     assert display("1234567.50") == "1,234,567.50"
     assert display("-1234.5") == "-1,234.5"
