@@ -25,8 +25,11 @@ fixed MRR + metered MRR, in the reporting currency at that month's rate, rounded
   (current registry ownership; no telemetry = no usage, so the minimum) × unit_price, rounded
   to the cent. Telemetry only measures m³: a contract in another unit counts its minimum until
   invoices arrive. An account with two concurrent m³ contracts needs invoices, or each contract
-  bills the account's whole volume. What was billed is reconciled separately, in the report's
-  ``reconciliation.csv`` (invoice lines as billed, beside the ledger's run rates).
+  bills the account's whole volume. The divisor is always the month's days (DESIGN.md), also
+  in the month a metered contract starts mid-month: that month's run rate covers part of a
+  month's usage, so the next month shows expansion. What was billed is reconciled
+  separately, in the report's ``reconciliation.csv`` (invoice lines as billed, beside the
+  ledger's run rates).
 * **Not MRR**: one-off lines (installation, spare parts) and taxes; recurring fixed/addon invoice
   lines are not read either (the contract says the fee, the invoice only bills it, annual fees
   in one month), they appear in the report's reconciliation.
