@@ -177,19 +177,25 @@ def cmd_nrr_rebuild(settings: Settings, args: argparse.Namespace) -> int:
             full=args.full,
         )
     document = result.document()
-    emit(
-        args,
-        document,
-        lambda: (
-            "the MRR ledger is up to date"
-            if result.since is None
-            else f"rebuilt {'all months' if result.full else 'months'} "
-            f"{document['rebuilt_from']} .. {document['rebuilt_through']}: "
+
+    def text() -> str:
+        if result.since is None:
+            return "the MRR ledger is up to date"
+        earlier = ""
+        if result.asked_since and result.since < result.asked_since:
+            earlier = (
+                f" (from {document['rebuilt_from']}, not {document['asked_from']} as asked:"
+                " imports changed that month, or it was never built)"
+            )
+        return (
+            f"rebuilt {'all months' if result.full else 'months'} "
+            f"{document['rebuilt_from']} .. {document['rebuilt_through']}{earlier}: "
             f"{result.ledger_rows:,} ledger lines, {result.movement_rows:,} movements "
             f"(metered contract months from invoices {result.metered_from_invoices:,}, "
             f"from telemetry {result.metered_from_telemetry:,}) in {result.seconds:.1f} s"
-        ),
-    )
+        )
+
+    emit(args, document, text)
     return 0
 
 
@@ -317,7 +323,11 @@ def add_commands(subparsers: Any, imports: Any | None = None) -> None:
         cmd_nrr_rebuild,
         "recompute the MRR ledger and movements (from what imports changed, or --since)",
     )
-    rebuild.add_argument("--since", type=_month, help="recompute months from YYYY-MM on")
+    rebuild.add_argument(
+        "--since",
+        type=_month,
+        help="recompute months from YYYY-MM on (or from an earlier month that imports changed)",
+    )
     rebuild.add_argument(
         "--through", type=_month, help="last month (default: the last complete month)"
     )

@@ -89,7 +89,8 @@ def _svg(title: str, body: Sequence[str], width: int = WIDTH, height: int = HEIG
 
 def waterfall(title: str, lines: Sequence[tuple[str, Decimal]], unit: str = "") -> str:
     """A bridge: the first and last lines are levels (start, end), those between are steps.
-    The value axis starts below the lowest level when that is above 0."""
+    The value axis starts at 0 (lower only when a level is negative), so bar heights compare
+    truly; each bar is labelled with its amount, so small steps can still be read."""
     levels: list[tuple[float, float]] = []
     running = 0.0
     for index, (_, amount) in enumerate(lines):
@@ -100,15 +101,9 @@ def waterfall(title: str, lines: Sequence[tuple[str, Decimal]], unit: str = "") 
         else:
             levels.append((running, running + value))
             running += value
-    low = min(b for _, b in levels)  # the lowest level reached (start, end or in between)
-    high = max(max(a, b) for a, b in levels)
-    # Steps are small beside the levels: the axis starts below the lowest level, not at 0
-    # (its ticks say where), so that the steps can be seen.
-    floor = max(0.0, low - (high - low) * 1.5) if low > 0 else low
-    frame = _Frame(floor, high)
-    levels = [
-        (max(a, frame.low) if i in (0, len(lines) - 1) else a, b) for i, (a, b) in enumerate(levels)
-    ]
+    low = min(0.0, *(min(a, b) for a, b in levels))
+    high = max(0.0, *(max(a, b) for a, b in levels))
+    frame = _Frame(low, high)
     slot = (WIDTH - LEFT - RIGHT) / len(lines)
     body = frame.axis(unit)
     for index, ((label, amount), (a, b)) in enumerate(zip(lines, levels, strict=True)):

@@ -90,12 +90,62 @@ class ReconciliationLine:
     treatment: str
 
 
+def _invoiced_item(kind: str, recurring: bool) -> str:
+    """The reconciliation's name for invoice lines of ``kind``: tax is tax, never "one-off"."""
+    if kind == "tax":
+        return "invoiced tax"
+    if kind == "one_off":
+        return "invoiced one-off charges"
+    return f"invoiced {kind} ({'recurring' if recurring else 'not recurring'})"
+
+
 _TREATMENT = {
     ("metered", True): "metered MRR (wins over telemetry)",
     ("fixed", True): "billing of fixed fees; MRR takes the contract's fee per month",
     ("addon", True): "billing of add-on fees; MRR takes the contract's fee per month",
     ("one_off", False): "excluded from MRR (one-off)",
     ("tax", False): "excluded from MRR (tax)",
+}
+
+
+# Recurring metered lines of the month that bill no MRR (the decisions in ``nrr``'s docstring):
+# those of a contract not in force on the month's last day, and the net credits of a contract
+# month billed below 0.
+_METERED_NOT_MRR = """
+WITH billed AS (
+    SELECT contract_id, currency, count(*) AS lines, sum(amount) AS amount
+    FROM invoice_lines
+    WHERE period = %(month)s AND recurring AND kind = 'metered'
+    GROUP BY contract_id, currency
+), classified AS (
+    SELECT CASE WHEN c.start_date > (%(month)s::date + interval '1 month - 1 day')::date
+                  OR c.end_date < (%(month)s::date + interval '1 month - 1 day')::date
+                THEN 'not_in_force'
+                WHEN b.amount < 0 THEN 'net_credit' END AS what,
+           b.lines, b.amount, b.currency, f.rate
+    FROM billed b
+    JOIN contracts c ON c.contract_id = b.contract_id
+    LEFT JOIN fx_rates f ON f.month = %(month)s AND f.currency = b.currency
+)
+SELECT what, sum(lines),
+       CASE WHEN bool_and(currency = %(rep)s OR rate IS NOT NULL)
+            THEN sum(round(amount * CASE WHEN currency = %(rep)s THEN 1 ELSE rate END, 2)) END
+FROM classified
+WHERE what IS NOT NULL
+GROUP BY what
+ORDER BY what DESC
+"""
+_NOT_MRR = {
+    "not_in_force": (
+        "of which metered, contract not in force at month end",
+        "not MRR: the contract ended before the month's last day (or starts after it), so its "
+        "MRR ended that month (churn or contraction); the last usage is billed, not recurring",
+    ),
+    "net_credit": (
+        "of which metered, contract months billed at a net credit",
+        "counted 0 (then the monthly minimum): a credit larger than the month's usage; an "
+        "account left with no MRR churns this month and reactivates with its next billed month",
+    ),
 }
 
 
@@ -117,13 +167,22 @@ def reconciliation(
     ).fetchall()
     lines = [
         ReconciliationLine(
-            f"invoiced {kind} ({'recurring' if recurring else 'one-off'})",
+            _invoiced_item(str(kind), bool(recurring)),
             int(count),
             None if amount is None else Decimal(amount),
             _TREATMENT.get((str(kind), bool(recurring)), "excluded from MRR (not recurring)"),
         )
         for kind, recurring, count, amount in rows
     ]
+    for what, count, amount in conn.execute(
+        _METERED_NOT_MRR, {"month": month, "rep": reporting_currency}
+    ):
+        item, treatment = _NOT_MRR[str(what)]
+        lines.append(
+            ReconciliationLine(
+                item, int(count), None if amount is None else Decimal(amount), treatment
+            )
+        )
     ledger = conn.execute(
         "SELECT count(*) FILTER (WHERE metered_source = 'invoices'),"
         " coalesce(sum(metered_mrr) FILTER (WHERE metered_source = 'invoices'), 0),"
@@ -137,12 +196,13 @@ def reconciliation(
     ).fetchone()
     assert ledger is not None
     n_inv, inv, n_tel, tel, n_both, both, n_fixed, fixed = ledger
+    run_rate = "ledger: MRR, a run rate of an average month (billed ÷ days × 30.4375)"
     lines += [
-        ReconciliationLine("metered MRR from invoices", int(n_inv), Decimal(inv), "ledger"),
-        ReconciliationLine("metered MRR from telemetry", int(n_tel), Decimal(tel), "ledger"),
+        ReconciliationLine("metered MRR from invoices", int(n_inv), Decimal(inv), run_rate),
+        ReconciliationLine("metered MRR from telemetry", int(n_tel), Decimal(tel), run_rate),
         ReconciliationLine(
-            "metered MRR from invoices and telemetry", int(n_both), Decimal(both), "ledger"
+            "metered MRR from invoices and telemetry", int(n_both), Decimal(both), run_rate
         ),
-        ReconciliationLine("fixed MRR (fees / month)", int(n_fixed), Decimal(fixed), "ledger"),
+        ReconciliationLine("fixed MRR (fees / month)", int(n_fixed), Decimal(fixed), "ledger: MRR"),
     ]
     return lines

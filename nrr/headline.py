@@ -1,7 +1,9 @@
 """The headline figures of a month (``basewatch nrr show``): MRR fixed / metered / total
 (usage-inclusive), the bridge, month-over-month and trailing NRR / GRR, logo retention and the
 cohort sizes. In JSON, money is a string with two decimals (exact), a percentage a number with
-two decimals, and an absent figure (empty cohort) ``null``.
+two decimals, and an absent figure ``null`` under its key (never a missing key, never 0): an
+empty cohort's ratios, and the bridge and month-over-month figures of the ledger's opening
+month, which has no month before it to move from.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from nrr.months import add_months, format_month
 from nrr.movements import Bridge
 from nrr.retention import trailing_series
 
-MRR_LABEL = "usage-inclusive MRR (fixed fees per month + metered usage billed in the month)"
+MRR_LABEL = (
+    "usage-inclusive MRR (fixed fees per month + metered usage as a run rate of an average month)"
+)
 
 
 def percent(value: Decimal | None) -> float | None:
@@ -69,8 +73,8 @@ class Headline:
     reporting_currency: str
     state: LedgerState
     mrr: MrrTotals
-    bridge: Bridge
-    month_over_month: MonthOverMonth
+    bridge: Bridge | None  # None in the ledger's opening month: no month before it to move from
+    month_over_month: MonthOverMonth | None  # None with the bridge
     trailing_12: Trailing | None
     trailing_3: Trailing | None
     attribution: Attribution
@@ -86,10 +90,7 @@ class Headline:
                 "total": money_text(self.mrr.total),
                 "accounts": self.mrr.accounts,
             },
-            "bridge": {
-                **{name: money_text(amount) for name, amount in self.bridge.lines()},
-                "reconciles": self.bridge.reconciles(),
-            },
+            "bridge": bridge_document(self.bridge),
             "month_over_month": mom_document(self.month_over_month),
             "trailing_12_months": trailing_document(self.trailing_12),
             "trailing_3_months": trailing_document(self.trailing_3),
@@ -110,14 +111,23 @@ class Headline:
             f"NRR {format_month(self.month)} ({cur}, {MRR_LABEL})",
             f"  MRR       fixed {_money(self.mrr.fixed)}  metered {_money(self.mrr.metered)}"
             f"  total {_money(self.mrr.total)}  ({self.mrr.accounts} accounts)",
-            "  bridge    "
-            + "  ".join(
-                f"{name} {_money(amount, signed=name not in ('start', 'end'))}"
-                for name, amount in self.bridge.lines()
-            ),
-            f"  month over month   NRR {_pct(mom.nrr)}  GRR {_pct(mom.grr)}"
-            f"  logos {_pct(mom.logo_retention)}  (cohort {mom.cohort_size} accounts)",
         ]
+        if self.bridge is None or mom is None:
+            lines += [
+                f"  bridge    none: {format_month(self.month)} is the ledger's opening month"
+                " (no month before it to move from)",
+                "  month over month   n/a (the ledger's opening month)",
+            ]
+        else:
+            lines += [
+                "  bridge    "
+                + "  ".join(
+                    f"{name} {_money(amount, signed=name not in ('start', 'end'))}"
+                    for name, amount in self.bridge.lines()
+                ),
+                f"  month over month   NRR {_pct(mom.nrr)}  GRR {_pct(mom.grr)}"
+                f"  logos {_pct(mom.logo_retention)}  (cohort {mom.cohort_size} accounts)",
+            ]
         for label, figures in (("trailing 12 months", t12), ("trailing 3 months", self.trailing_3)):
             if figures is None:
                 lines.append(f"  {label:<18} no cohort (no account had MRR then)")
@@ -136,7 +146,30 @@ class Headline:
         return "\n".join(lines)
 
 
-def mom_document(mom: MonthOverMonth) -> dict[str, Any]:
+BRIDGE_LINES = tuple(name for name, _ in Bridge(dt.date.min).lines())
+
+
+def bridge_document(found: Bridge | None) -> dict[str, Any]:
+    """The bridge's lines as money text; in the ledger's opening month every line is null
+    (absent: no month before it), never 0.00."""
+    if found is None:
+        return {**dict.fromkeys(BRIDGE_LINES), "reconciles": None}
+    return {
+        **{name: money_text(amount) for name, amount in found.lines()},
+        "reconciles": found.reconciles(),
+    }
+
+
+def mom_document(mom: MonthOverMonth | None) -> dict[str, Any]:
+    if mom is None:
+        return {
+            "basis": "constant currency",
+            "nrr_pct": None,
+            "grr_pct": None,
+            "logo_retention_pct": None,
+            "cohort_size": None,
+            "start_mrr": None,
+        }
     return {
         "basis": "constant currency",
         "nrr_pct": percent(mom.nrr),
@@ -147,11 +180,23 @@ def mom_document(mom: MonthOverMonth) -> dict[str, Any]:
     }
 
 
+TRAILING_BASIS = "constant currency at the rates of the window's first month"
+
+
 def trailing_document(figures: Trailing | None) -> dict[str, Any]:
+    """A trailing window's figures; an empty cohort has every figure null (the keys stay)."""
     if figures is None:
-        return {"nrr_pct": None, "grr_pct": None, "logo_retention_pct": None, "cohort_size": 0}
+        return {
+            "basis": TRAILING_BASIS,
+            "nrr_pct": None,
+            "grr_pct": None,
+            "logo_retention_pct": None,
+            "cohort_size": 0,
+            "start_mrr": None,
+            "end_mrr": None,
+        }
     return {
-        "basis": "constant currency at the rates of the window's first month",
+        "basis": TRAILING_BASIS,
         "nrr_pct": percent(figures.nrr),
         "grr_pct": percent(figures.grr),
         "logo_retention_pct": percent(figures.logo_retention),
@@ -214,7 +259,8 @@ def _headline(
     state, month = checked_state(conn, reporting_currency, month)
     t12 = trailing_series(conn, reporting_currency, month, month, 12).get(month)
     t3 = trailing_series(conn, reporting_currency, month, month, 3).get(month)
-    month_bridge = bridge(conn, month)
+    # the opening month has no movements: its bridge is absent, not all zeros
+    month_bridge = bridge(conn, month) if month > state.first_month else None
     signals = attribution(
         conn,
         reporting_currency,
@@ -230,7 +276,7 @@ def _headline(
         state,
         mrr_totals(conn, month, month)[0],
         month_bridge,
-        MonthOverMonth.from_bridge(month_bridge),
+        MonthOverMonth.from_bridge(month_bridge) if month_bridge else None,
         t12,
         t3,
         signals,

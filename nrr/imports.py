@@ -1,7 +1,8 @@
 """Import contracts, invoice lines and exchange rates from CSV (layouts in ``nrr``'s docstring).
 
 All or nothing: the file is validated completely (``nrr.layouts``), then its references are
-checked against the database (accounts registered, contracts imported and of the same account),
+checked against the database (accounts registered, contracts imported and of the same account,
+a contract_id never moved to another account),
 each problem reported as ``file:line: column: message``; only a clean file is written, in one
 transaction. Idempotent: rows are upserted on their key and a row identical to the stored one is
 left untouched, so importing a file twice changes nothing. A change marks the MRR ledger stale
@@ -83,7 +84,8 @@ def import_file(
 
 
 def reference_problems(conn: psycopg.Connection[TupleRow], parsed: ParsedFile) -> list[str]:
-    """Rows naming an unregistered account, an unknown contract, or another account's one."""
+    """Rows naming an unregistered account, an unknown contract, or another account's one
+    (an invoice line on it, or a contract imported again under another account)."""
     records = parsed.records
     if parsed.layout.kind == "fx" or not records:
         return []
@@ -94,6 +96,15 @@ def reference_problems(conn: psycopg.Connection[TupleRow], parsed: ParsedFile) -
             "SELECT account_id FROM accounts WHERE account_id = ANY(%s)", (sorted(accounts),)
         )
     }
+    stored: dict[str, str] = {}
+    if parsed.layout.kind == "contracts":
+        stored = {
+            str(c): str(a)
+            for c, a in conn.execute(
+                "SELECT contract_id, account_id FROM contracts WHERE contract_id = ANY(%s)",
+                (sorted({str(r["contract_id"]) for r in records}),),
+            )
+        }
     contracts: dict[str, tuple[str, str]] = {}
     if parsed.layout.kind == "invoices":
         wanted = sorted({str(r["contract_id"]) for r in records if r["contract_id"] is not None})
@@ -110,6 +121,14 @@ def reference_problems(conn: psycopg.Connection[TupleRow], parsed: ParsedFile) -
         account = str(record["account_id"])
         if account not in known_accounts:
             problems.append(f"{where}: account_id: {account!r} is not registered")
+        moved_from = stored.get(str(record["contract_id"]), account)
+        if parsed.layout.kind == "contracts" and moved_from != account:
+            problems.append(
+                f"{where}: account_id: contract {record['contract_id']!r} is imported under "
+                f"account {moved_from!r}; a contract cannot move to another account (its "
+                "invoices stay there): end it and import the new account's contract under a "
+                "new contract_id"
+            )
         contract = record.get("contract_id")
         if parsed.layout.kind != "invoices" or contract is None:
             continue

@@ -26,6 +26,22 @@ INVOICE_KINDS = ("fixed", "metered", "addon", "one_off", "tax")
 MAX_ERRORS_LISTED = 50
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
+# Ranges checked on import, so that every imported figure fits the ledger's arithmetic (local
+# MRR in whole micro-units as bigint: below 9.2 × 10^12 a month per contract; reporting-currency
+# MRR as numeric(18, 2): below 10^16 per account and month) instead of failing every later
+# rebuild. A fee, minimum or invoice amount below 10^12 converted at a rate below 10^4 stays
+# below 10^16.
+MAX_AMOUNT = Decimal(10) ** 12  # fee, monthly_minimum, invoice amount (absolute value)
+MAX_UNIT_PRICE = Decimal(10) ** 6  # per unit (m³): × a month's volume from telemetry
+MAX_QUANTITY = Decimal(10) ** 15  # invoice quantity (not used in MRR, stored)
+MAX_RATE = Decimal(10) ** 4  # units of the reporting currency per unit
+MAX_PLACES = 12  # decimal places of any number
+FIRST_YEAR, LAST_YEAR = 1900, 2999
+MAX_TERM_MONTHS = 1200
+MAX_NOTICE_DAYS = 3650
+MAX_INTEGER = 2**31 - 1  # PostgreSQL integer
+_PLACES = Decimal(1).scaleb(-MAX_PLACES)
+
 Converter = Callable[[str], object]
 
 
@@ -61,42 +77,71 @@ def currency(raw: str) -> str:
     return raw
 
 
+def _in_years(raw: str, value: dt.date) -> dt.date:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(f"{raw!r} is out of range (years {FIRST_YEAR} to {LAST_YEAR})")
+    return value
+
+
 def day(raw: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(raw)
+        value = dt.date.fromisoformat(raw)
     except ValueError:
         raise ValueError(f"{raw!r} is not a date (YYYY-MM-DD)") from None
+    return _in_years(raw, value)
 
 
 def month(raw: str) -> dt.date:
-    return parse_month(raw)
+    return _in_years(raw, parse_month(raw))
 
 
-def number(raw: str) -> Decimal:
+def _shown(limit: Decimal) -> str:
+    return f"{limit:,.0f}"
+
+
+def number(raw: str, limit: Decimal = MAX_AMOUNT) -> Decimal:
+    """A decimal number below ``limit`` in absolute value with at most MAX_PLACES decimals
+    (trailing zeros beyond them are dropped)."""
     try:
         value = Decimal(raw)
     except InvalidOperation:
         raise ValueError(f"{raw!r} is not a number") from None
     if not value.is_finite():
         raise ValueError(f"{raw!r} is not a finite number")
+    if abs(value) >= limit:
+        raise ValueError(f"{raw!r} is out of range (below {_shown(limit)} in absolute value)")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_PLACES:
+        rounded = value.quantize(_PLACES)
+        if rounded != value:
+            raise ValueError(f"{raw!r} has more than {MAX_PLACES} decimal places")
+        value = rounded
     return value
 
 
-def non_negative(raw: str) -> Decimal:
-    value = number(raw)
+def non_negative(raw: str, limit: Decimal = MAX_AMOUNT) -> Decimal:
+    value = number(raw, limit)
     if value < 0:
         raise ValueError(f"{raw!r} must be >= 0")
     return value
 
 
-def positive(raw: str) -> Decimal:
-    value = number(raw)
+def unit_price(raw: str) -> Decimal:
+    return non_negative(raw, MAX_UNIT_PRICE)
+
+
+def quantity(raw: str) -> Decimal:
+    return number(raw, MAX_QUANTITY)
+
+
+def rate(raw: str) -> Decimal:
+    value = number(raw, MAX_RATE)
     if value <= 0:
         raise ValueError(f"{raw!r} must be > 0")
     return value
 
 
-def whole(minimum: int) -> Converter:
+def whole(minimum: int, maximum: int = MAX_INTEGER) -> Converter:
     def convert(raw: str) -> int:
         try:
             value = int(raw)
@@ -104,6 +149,8 @@ def whole(minimum: int) -> Converter:
             raise ValueError(f"{raw!r} is not a whole number") from None
         if value < minimum:
             raise ValueError(f"{raw!r} must be >= {minimum}")
+        if value > maximum:
+            raise ValueError(f"{raw!r} is out of range (at most {maximum:,})")
         return value
 
     return convert
@@ -207,7 +254,7 @@ CONTRACTS = Layout(
         Column("product_line", identifier, True, "e.g. maintenance, air_as_a_service"),
         Column("kind", choice(*KINDS), True, _one_of(KINDS)),
         Column("currency", currency, True, "ISO 4217"),
-        Column("start_date", day, True, "YYYY-MM-DD"),
+        Column("start_date", day, True, f"YYYY-MM-DD, years {FIRST_YEAR} to {LAST_YEAR}"),
         Column("end_date", day, False, "last day of service; empty = open-ended"),
         Column(
             "billing_period",
@@ -215,13 +262,28 @@ CONTRACTS = Layout(
             False,
             _one_of(BILLING_PERIODS) + "; required for fixed and addon, metered: month or empty",
         ),
-        Column("fee", non_negative, False, "per billing period; required for fixed and addon"),
-        Column("unit_price", non_negative, False, "per unit; required for metered"),
+        Column(
+            "fee",
+            non_negative,
+            False,
+            "per billing period; required for fixed and addon; 0 to < 10^12",
+        ),
+        Column("unit_price", unit_price, False, "per unit; required for metered; 0 to < 10^6"),
         Column("unit", text, False, "metered; default m3"),
-        Column("monthly_minimum", non_negative, False, "metered, in the currency"),
+        Column("monthly_minimum", non_negative, False, "metered, in the currency; 0 to < 10^12"),
         Column("renewal", choice(*RENEWALS), False, _one_of(RENEWALS) + "; default `none`"),
-        Column("notice_days", whole(0), False, "days of notice before renewal"),
-        Column("term_months", whole(1), False, "required for multi_year"),
+        Column(
+            "notice_days",
+            whole(0, MAX_NOTICE_DAYS),
+            False,
+            f"days of notice before renewal; 0 to {MAX_NOTICE_DAYS}",
+        ),
+        Column(
+            "term_months",
+            whole(1, MAX_TERM_MONTHS),
+            False,
+            f"required for multi_year; 1 to {MAX_TERM_MONTHS}",
+        ),
     ),
     _check_contract,
 )
@@ -241,7 +303,7 @@ INVOICES = Layout(
         ),
         Column("period", month, True, "YYYY-MM, the service month"),
         Column("issue_date", day, False, "YYYY-MM-DD"),
-        Column("amount", number, True, "net; negative for a credit"),
+        Column("amount", number, True, "net; negative for a credit; |amount| < 10^12"),
         Column("currency", currency, True, "ISO 4217"),
         Column("recurring", boolean, True, "`true` or `false`"),
         Column(
@@ -250,7 +312,7 @@ INVOICES = Layout(
             True,
             _one_of(INVOICE_KINDS) + "; one_off and tax lines cannot be recurring",
         ),
-        Column("quantity", number, False, "e.g. m³ billed"),
+        Column("quantity", quantity, False, "e.g. m³ billed; |quantity| < 10^15"),
         Column("unit", text, False, "e.g. m3"),
         Column("description", text, False, "free text"),
     ),
@@ -265,9 +327,10 @@ FX = Layout(
         Column("currency", currency, True, "ISO 4217"),
         Column(
             "rate",
-            positive,
+            rate,
             True,
-            "> 0: units of the reporting currency per 1 unit; the reporting currency's own is 1",
+            "0 < rate < 10^4: units of the reporting currency per 1 unit; the reporting "
+            "currency's own is 1",
         ),
     ),
 )

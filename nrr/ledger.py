@@ -1,10 +1,11 @@
 """The MRR ledger: MRR per account × month × product line (× currency), built in SQL.
 
 Rules (stated in ``nrr``'s docstring, restated on plain data in ``nrr.contracts``): fixed and
-addon fees normalised to a month; metered contracts billed from recurring metered invoice lines
-when they exist for the contract and month, else from ``usage_daily_between`` × unit price with the
-monthly minimum; one-offs and taxes never; every contract counted in the months it is in force
-on the last day; converted at the month's rate.
+addon fees normalised to a month; metered contracts as a run rate of an average month (the
+month's billed usage ÷ its days × 30.4375, at least the monthly minimum), the usage billed by
+recurring metered invoice lines when they exist for the contract and month, else by
+``usage_daily_between`` × unit price; one-offs and taxes never; every contract counted in the
+months it is in force on the last day; converted at the month's rate.
 
 :func:`rebuild` recomputes months >= ``since`` (all of them with ``full``) in one transaction,
 then the movements of the same months (``nrr.bridge``), and records the ledger's span, its
@@ -30,6 +31,7 @@ from psycopg.rows import TupleRow
 
 from core.errors import InputError, NotFound
 from nrr.bridge import rebuild_movements
+from nrr.contracts import AVERAGE_MONTH_DAYS
 from nrr.months import (
     add_months,
     format_month,
@@ -72,6 +74,7 @@ WITH {months}, invoiced AS (
     GROUP BY contract_id, period, currency
 )
 SELECT m.month, c.account_id, c.product_line, c.contract_id,
+       extract(day FROM m.month + interval '1 month' - interval '1 day')::integer AS days,
        c.currency AS contract_currency, c.unit_price, c.monthly_minimum,
        coalesce(c.unit, 'm3') = 'm3' AS per_m3,
        i.currency AS invoice_currency, i.amount AS invoiced
@@ -151,9 +154,11 @@ WITH {months}, rates AS (  -- the rate of every month and currency (none: NULL, 
            g.product_line COLLATE "C" AS product_line,
            coalesce(g.invoice_currency, g.contract_currency) COLLATE "C" AS currency,
            0::bigint AS fixed_micro,
-           (round(CASE WHEN g.invoiced IS NOT NULL THEN g.invoiced
-                       ELSE greatest(round(coalesce(u.volume_m3, 0) * g.unit_price, 2),
-                                     coalesce(g.monthly_minimum, 0)) END, 6)
+           -- the month's billed usage as a run rate of an average month, at least the minimum
+           (round(greatest(round(CASE WHEN g.invoiced IS NOT NULL THEN g.invoiced
+                                      ELSE round(coalesce(u.volume_m3, 0) * g.unit_price, 2)
+                                 END * %(average_month_days)s / g.days, 6),
+                           coalesce(g.monthly_minimum, 0)), 6)
             * 1000000)::bigint AS metered_micro,
            CASE WHEN g.invoiced IS NOT NULL THEN 1 ELSE 2 END AS source_bits
     FROM nrr_metered g
@@ -204,6 +209,37 @@ ORDER BY 1, 2
 ).format(**_FORMAT)
 
 
+# Whole micro-units in a bigint: the largest monthly local MRR of one ledger part.
+MAX_LOCAL_MRR = 9.2e12
+_LARGEST = """
+WITH amounts AS (
+    SELECT contract_id, account_id, currency, 'fee per month' AS what,
+           fee / CASE billing_period WHEN 'month' THEN 1 WHEN 'quarter' THEN 3
+                                     WHEN 'year' THEN 12 ELSE term_months END AS amount
+    FROM contracts WHERE kind <> 'metered'
+    UNION ALL
+    SELECT contract_id, account_id, currency, 'monthly minimum', monthly_minimum
+    FROM contracts WHERE monthly_minimum IS NOT NULL
+    UNION ALL
+    SELECT contract_id, account_id, currency, 'unit price', unit_price
+    FROM contracts WHERE kind = 'metered'
+    UNION ALL
+    SELECT contract_id, account_id, currency,
+           'metered invoice lines of ' || to_char(period, 'YYYY-MM'), sum(amount)
+    FROM invoice_lines WHERE recurring AND kind = 'metered'
+    GROUP BY contract_id, account_id, currency, period
+)
+SELECT a.contract_id, a.account_id, a.what, a.amount, a.currency,
+       a.amount * CASE WHEN a.currency = %(reporting)s THEN 1
+                       ELSE (SELECT max(rate) FROM fx_rates f WHERE f.currency = a.currency) END
+           AS largest
+FROM amounts a
+ORDER BY abs(a.amount * coalesce((SELECT max(rate) FROM fx_rates f
+                                  WHERE f.currency = a.currency), 1)) DESC NULLS LAST
+LIMIT 3
+"""
+
+
 @dataclass(frozen=True)
 class LedgerState:
     """What the stored ledger holds (``mrr_ledger_state``)."""
@@ -229,6 +265,7 @@ class RebuildResult:
     metered_from_telemetry: int  # ... and from telemetry (usage_daily)
     seconds: float
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for benchmarks
+    asked_since: dt.date | None = None  # the ``since`` asked for (``since`` may be earlier)
 
     def document(self) -> dict[str, Any]:
         def month(value: dt.date | None) -> str | None:
@@ -238,6 +275,7 @@ class RebuildResult:
             "full": self.full,
             "first_month": month(self.first_month),
             "rebuilt_from": month(self.since),
+            "asked_from": month(self.asked_since),
             "rebuilt_through": month(self.through),
             "ledger_rows": self.ledger_rows,
             "movement_rows": self.movement_rows,
@@ -298,8 +336,13 @@ def rebuild(
     today: dt.date | None = None,
 ) -> RebuildResult:
     """Recompute the ledger and movements of months ``since`` .. ``through`` (default: the last
-    complete month before ``today``) and drop any later months; one transaction."""
+    complete month before ``today``) and drop any later months; one transaction. Without
+    ``full``, the rebuild starts at the earliest of ``since``, the month after the ledger's
+    last and the earliest month imports changed (``stale_since``), so that clearing the stale
+    marker never leaves a changed month unbuilt; :attr:`RebuildResult.asked_since` keeps what
+    was asked."""
     started = time.perf_counter()
+    asked_since = since
     through = through or previous_complete_month(today or dt.datetime.now(dt.UTC).date())
     state = ledger_state(conn)
     if full or state is None or state.reporting_currency != reporting_currency:
@@ -307,13 +350,83 @@ def rebuild(
         since = since or default_first_month(conn)
         first = since
     else:
-        if since is None:
-            next_month = add_months(state.last_month, 1)
-            since = min(state.stale_since or next_month, next_month)
+        # Never leave a month unbuilt: not the months an import changed (stale_since, kept even
+        # when ``since`` asks for a later month), nor any after the ledger's last month.
+        next_month = add_months(state.last_month, 1)
+        since = min(since or next_month, next_month, state.stale_since or next_month)
         first = min(state.first_month, since)
     if since > through and not full:
-        return RebuildResult(False, first, None, None, 0, 0, 0, 0, time.perf_counter() - started)
+        return RebuildResult(
+            False, first, None, None, 0, 0, 0, 0, time.perf_counter() - started, {}, asked_since
+        )
     outer_idle = conn.info.transaction_status == TransactionStatus.IDLE
+    try:
+        counts, movement_rows, phases = _rebuild_months(
+            conn, reporting_currency, since, through, first, full=full, outer_idle=outer_idle
+        )
+    except psycopg.errors.NumericValueOutOfRange as exc:
+        raise InputError(_too_large(conn, reporting_currency, exc)) from exc
+    ledger_rows, from_invoices, from_telemetry = counts
+    seconds = time.perf_counter() - started
+    log.info(
+        "MRR ledger rebuilt %s..%s: %d ledger rows, %d movements in %.1f s",
+        format_month(since),
+        format_month(through),
+        ledger_rows,
+        movement_rows,
+        seconds,
+    )
+    return RebuildResult(
+        full,
+        first,
+        since,
+        through,
+        ledger_rows,
+        movement_rows,
+        from_invoices,
+        from_telemetry,
+        seconds,
+        phases,
+        asked_since,
+    )
+
+
+def _too_large(
+    conn: psycopg.Connection[TupleRow], reporting_currency: str, exc: psycopg.Error
+) -> str:
+    """The message for a rebuild stopped by a figure too large for its arithmetic (possible
+    only with rows written past the import's ranges, or with many huge contracts on one
+    account): the largest monthly amounts, each at the highest rate of its currency."""
+    rows = conn.execute(_LARGEST, {"reporting": reporting_currency}).fetchall()
+    shown = "; ".join(
+        f"contract {contract!r} (account {account!r}): {what} {amount:.6g} {currency}"
+        + (
+            ""
+            if currency == reporting_currency
+            else f" (at most {largest:.6g} {reporting_currency})"
+        )
+        for contract, account, what, amount, currency, largest in rows
+    )
+    return (
+        f"the MRR ledger cannot hold these figures ({str(exc).strip().splitlines()[0]}): "
+        f"MRR must stay below {MAX_LOCAL_MRR:.1e} a month per contract in its currency and "
+        f"below 1e16 {reporting_currency} per account; the largest amounts are: {shown}; "
+        "correct the contracts or invoices and import them again"
+    )
+
+
+def _rebuild_months(
+    conn: psycopg.Connection[TupleRow],
+    reporting_currency: str,
+    since: dt.date,
+    through: dt.date,
+    first: dt.date,
+    *,
+    full: bool,
+    outer_idle: bool,
+) -> tuple[tuple[int, int, int], int, dict[str, float]]:
+    """Replace months ``since`` .. ``through`` of the ledger and the movements, in one
+    transaction (a savepoint inside the caller's)."""
     with conn.transaction():
         set_batch_memory(conn)
         if full:
@@ -326,6 +439,7 @@ def rebuild(
             "through": through,
             "month_count": months_between(since, through) + 1,
             "reporting": reporting_currency,
+            "average_month_days": AVERAGE_MONTH_DAYS,
         }
         phases: dict[str, float] = {}
         # the telemetry may be read on a second connection in this transaction's snapshot,
@@ -353,28 +467,7 @@ def rebuild(
             " stale_since = NULL, rebuilt_at = now()",
             (reporting_currency, first, through),
         )
-    ledger_rows, from_invoices, from_telemetry = counts
-    seconds = time.perf_counter() - started
-    log.info(
-        "MRR ledger rebuilt %s..%s: %d ledger rows, %d movements in %.1f s",
-        format_month(since),
-        format_month(through),
-        ledger_rows,
-        movement_rows,
-        seconds,
-    )
-    return RebuildResult(
-        full,
-        first,
-        since,
-        through,
-        ledger_rows,
-        movement_rows,
-        from_invoices,
-        from_telemetry,
-        seconds,
-        phases,
-    )
+    return counts, movement_rows, phases
 
 
 class _UsageReader:

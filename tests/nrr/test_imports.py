@@ -4,11 +4,13 @@ then; a clean file upserted; importing it again changes nothing."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal as D
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from core.errors import InputError
 from core.registry import import_registry, read_registry_csv
 from nrr.imports import import_file
 from nrr.layouts import RevenueImportError, layout_text, read_file
@@ -77,6 +79,35 @@ def test_a_change_is_an_update_and_marks_the_ledger_stale(conn: fx.Conn, tmp_pat
     assert rebuild(conn, "EUR", through=fx.month("2024-03")).since == fx.month("2024-02")
 
 
+def test_rebuild_since_a_later_month_still_rebuilds_the_stale_months(
+    conn: fx.Conn, tmp_path: Path
+) -> None:
+    """Issue 14.2: a contract re-imported with an earlier end marks the ledger stale from its
+    start (2024-01); ``rebuild --since 2024-03`` used to rebuild March only and clear the
+    marker, leaving February wrong while the next ``rebuild`` said "up to date"."""
+    _import_all(conn)
+    rebuild(conn, "EUR", through=fx.month("2024-03"))
+    text = (DATA / "nrr_contracts.csv").read_text()
+    earlier = text.replace("2024-01-01,2024-02-29,quarter", "2024-01-01,2024-01-31,quarter")
+    assert earlier != text
+    import_file(conn, "contracts", _write(tmp_path, "contracts.csv", earlier))
+    result = rebuild(conn, "EUR", since=fx.month("2024-03"), through=fx.month("2024-03"))
+    assert (result.since, result.asked_since) == (fx.month("2024-01"), fx.month("2024-03"))
+    assert result.document()["rebuilt_from"] == "2024-01"
+    incremental = _ledger_and_movements(conn)
+    rebuild(conn, "EUR", through=fx.month("2024-03"), full=True)
+    assert _ledger_and_movements(conn) == incremental
+    assert fx.ledger(conn, "cast")["2024-02"] == D("754.00")  # the add-on only: 650 × 1.16
+    assert rebuild(conn, "EUR", through=fx.month("2024-03")).since is None
+
+
+def _ledger_and_movements(conn: fx.Conn) -> list[list[tuple[object, ...]]]:
+    return [
+        conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3, 4").fetchall()
+        for table in ("mrr_ledger", "mrr_movements")
+    ]
+
+
 def test_bad_contract_rows_are_all_reported_with_line_numbers(
     conn: fx.Conn, tmp_path: Path
 ) -> None:
@@ -114,6 +145,96 @@ def test_bad_contract_rows_are_all_reported_with_line_numbers(
         f"{path}:9: billing_period: a metered contract bills monthly (month or empty)",
     ]
     assert _count(conn, "contracts") == 0
+
+
+def test_figures_out_of_range_are_refused_with_their_line(tmp_path: Path) -> None:
+    """Issue 14.3: a fee, amount or rate that imported fine (1e13, 1e30) made every later
+    rebuild fail with "bigint out of range" and no line; 1e999999 failed in the database."""
+    header = (DATA / "nrr_contracts.csv").read_text().splitlines()[0]
+    contracts = _write(
+        tmp_path,
+        "contracts.csv",
+        "\n".join(
+            [
+                header,
+                "k1,brew,maintenance,fixed,EUR,2024-01-01,,month,1e13,,,,,,",
+                "k2,brew,maintenance,fixed,EUR,2024-01-01,,month,1e999999,,,,,,",
+                "k3,brew,aas,metered,EUR,2024-01-01,,month,,2e6,m3,1e12,,,",
+                "k4,brew,maintenance,fixed,EUR,0001-01-01,,multi_year,10,,,,,99999999999,5000",
+                "k5,brew,maintenance,fixed,EUR,2024-01-01,,month,0.0000000000001,,,,,,",
+                "ok,brew,maintenance,fixed,EUR,2024-01-01,,month,999999999999.99,,,,,,",
+            ]
+        )
+        + "\n",
+    )
+    with pytest.raises(RevenueImportError) as caught:
+        read_file("contracts", contracts)
+    amounts = "(below 1,000,000,000,000 in absolute value)"
+    assert caught.value.errors == [
+        f"{contracts}:2: fee: '1e13' is out of range {amounts}",
+        f"{contracts}:3: fee: '1e999999' is out of range {amounts}",
+        f"{contracts}:4: unit_price: '2e6' is out of range (below 1,000,000 in absolute value)",
+        f"{contracts}:4: monthly_minimum: '1e12' is out of range {amounts}",
+        f"{contracts}:5: start_date: '0001-01-01' is out of range (years 1900 to 2999)",
+        f"{contracts}:5: notice_days: '99999999999' is out of range (at most 3,650)",
+        f"{contracts}:5: term_months: '5000' is out of range (at most 1,200)",
+        f"{contracts}:6: fee: '0.0000000000001' has more than 12 decimal places",
+    ]
+    header = (DATA / "nrr_invoices.csv").read_text().splitlines()[0]
+    invoices = _write(
+        tmp_path,
+        "invoices.csv",
+        f"{header}\nI1,1,brew,,2024-01,,1e30,EUR,false,one_off,,,"
+        "\nI1,99999999999,brew,,2024-01,,-1e999999,EUR,false,one_off,1e999999,,\n",
+    )
+    with pytest.raises(RevenueImportError) as caught:
+        read_file("invoices", invoices)
+    assert caught.value.errors == [
+        f"{invoices}:2: amount: '1e30' is out of range {amounts}",
+        f"{invoices}:3: line_no: '99999999999' is out of range (at most 2,147,483,647)",
+        f"{invoices}:3: amount: '-1e999999' is out of range {amounts}",
+        f"{invoices}:3: quantity: '1e999999' is out of range "
+        "(below 1,000,000,000,000,000 in absolute value)",
+    ]
+    rates = _write(tmp_path, "fx.csv", "month,currency,rate\n2024-01,GBP,1e30\n2024-02,GBP,1e-30\n")
+    with pytest.raises(RevenueImportError) as caught:
+        read_file("fx", rates)
+    assert caught.value.errors == [
+        f"{rates}:2: rate: '1e30' is out of range (below 10,000 in absolute value)",
+        f"{rates}:3: rate: '1e-30' has more than 12 decimal places",
+    ]
+    # trailing zeros beyond 12 places are no more precision: kept at 12
+    path = _write(tmp_path, "ok.csv", "month,currency,rate\n2024-01,GBP,1.17000000000000000000\n")
+    assert read_file("fx", path).records[0]["rate"] == D("1.170000000000")
+
+
+def test_a_rebuild_stopped_by_a_huge_figure_names_the_contract(conn: fx.Conn) -> None:
+    """Rows written past the import's ranges (or many huge contracts on one account) stop the
+    rebuild with the largest amounts named, not a bare "bigint out of range"."""
+    fx.contract(conn, "huge", "brew", "2024-01-01", fee="1e13")
+    with pytest.raises(InputError, match=r"cannot hold .*contract 'huge' \(account 'brew'\)"):
+        rebuild(conn, "EUR", through=fx.month("2024-02"))
+    assert ledger_state(conn) is None
+
+
+def test_a_contract_cannot_move_to_another_account(conn: fx.Conn, tmp_path: Path) -> None:
+    """Issue 14.4: importing a contract_id again under another account moved the contract
+    silently, its invoices staying on the old account."""
+    _import_all(conn)
+    text = (DATA / "nrr_contracts.csv").read_text()
+    moved = text.replace("K-brew-mon,brew,", "K-brew-mon,cast,")
+    path = _write(tmp_path, "contracts.csv", moved)
+    with pytest.raises(RevenueImportError) as caught:
+        import_file(conn, "contracts", path)
+    assert caught.value.errors == [
+        f"{path}:4: account_id: contract 'K-brew-mon' is imported under account 'brew'; a "
+        "contract cannot move to another account (its invoices stay there): end it and import "
+        "the new account's contract under a new contract_id"
+    ]
+    row = conn.execute(
+        "SELECT account_id FROM contracts WHERE contract_id = 'K-brew-mon'"
+    ).fetchone()
+    assert row == ("brew",)
 
 
 def test_row_rules_after_the_columns(tmp_path: Path) -> None:

@@ -12,7 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nrr.charts import bar_chart, heat_map, line_chart, nice_ticks, waterfall
-from nrr.contracts import Contract, in_force, last_month, metered_charge, monthly_fee
+from nrr.contracts import (
+    Contract,
+    in_force,
+    last_month,
+    metered_mrr,
+    monthly_fee,
+    run_rate,
+    usage_charge,
+)
 from nrr.metrics import MonthOverMonth, net_and_gross, trailing_from_pairs
 from nrr.money import percent_text, ratio
 from nrr.months import add_months, month_range, months_between, parse_month
@@ -173,10 +181,16 @@ def test_fixed_fee_normalised_to_a_month(
     assert monthly_fee(_contract(billing_period=period, fee=D(fee), term_months=term)) == D(monthly)
 
 
-def test_metered_minimum_true_up() -> None:
-    assert metered_charge(D(1000), D("0.02"), D(50)) == D(50)  # 20.00 billed up to 50
-    assert metered_charge(D(5000), D("0.02"), D(50)) == D("100.00")
-    assert metered_charge(D("1234.5"), D("0.0199"), None) == D("24.57")  # 24.56655 -> .57
+def test_metered_mrr_is_a_run_rate_with_the_minimum_as_its_floor() -> None:
+    assert usage_charge(D("1234.5"), D("0.0199")) == D("24.57")  # 24.56655 -> .57
+    march, february = dt.date(2025, 3, 1), dt.date(2025, 2, 1)
+    # the same 20 a day: 620 in March, 560 in February, both 608.75 an average month
+    assert run_rate(D(620), march) == run_rate(D(560), february) == D("608.750000")
+    assert run_rate(D(-5), march) == 0  # a net credit counts 0
+    assert metered_mrr(D(20), march, D(50)) == D(50)  # 19.64 -> the minimum
+    assert metered_mrr(D(100), march, D(50)) == D("98.185484")  # 100 / 31 × 30.4375
+    assert metered_mrr(D(50), february, D(50)) == D("54.352679")  # the minimum billed in Feb
+    assert metered_mrr(D(100), march, None) == D("98.185484")
 
 
 def test_in_force_on_the_last_day_of_the_month() -> None:
@@ -341,6 +355,20 @@ def test_charts_are_well_formed_svg_and_leave_gaps_for_absent_figures() -> None:
     assert svgs[1].count("<polyline") == 1  # the gap splits a 1-point segment off
     assert nice_ticks(0, 95) == [0, 25, 50, 75, 100]
     assert nice_ticks(80, 112) == [80, 90, 100, 110, 120]
+
+
+def test_the_waterfall_axis_starts_at_zero() -> None:
+    """Issue 14.8: a bridge of 1,000,000 with a 5,000 step used to start its axis near 992,500,
+    making the step look as big as the levels."""
+    svg = waterfall("bridge", [("start", D(1_000_000)), ("expansion", D(5000)),
+                               ("end", D(1_005_000))])  # fmt: skip
+    root = ET.fromstring(svg)
+    ticks = [
+        t.text
+        for t in root.iter("{http://www.w3.org/2000/svg}text")
+        if t.get("text-anchor") == "end"
+    ]
+    assert ticks[0] == "0"
 
 
 def test_display_groups_thousands_without_changing_the_figure() -> None:
