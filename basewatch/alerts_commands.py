@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import getpass
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -98,11 +99,13 @@ def _actor(args: argparse.Namespace) -> str:
 
 
 def _line(alert: dict[str, Any]) -> str:
+    from signals.catalogue import money
+
     where = alert["account_id"] + (f"/{alert['subject']}" if alert["subject"] else "")
     state = alert["status"] + (" (snoozed)" if alert["snoozed"] else "")
     return (
         f"#{alert['alert_id']} P{alert['priority']} {state:<14} {alert['kind']:<20} {where}  "
-        f"EV {alert['expected_value']}/month  due {alert['due_at'][:10]}  "
+        f"EV {money(alert['expected_value'])}/month  due {alert['due_at'][:10]}  "
         f"owner {alert['owner_csm_id'] or '-'}"
     )
 
@@ -115,20 +118,22 @@ def _describe(alert: dict[str, Any]) -> str:
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.cli import emit
-    from basewatch.wiring import open_database
-    from signals.alerts import list_alerts
+    from basewatch.wiring import open_database, signal_prices
+    from signals.alerts import count_alerts, list_alerts
 
+    signal_prices(settings)  # the reporting currency the amounts are shown in
     status = None if args.status == "all" else args.status
+    filters = {"status": status, "owner": args.owner, "kind": args.kind, "account": args.account}
     with open_database(settings) as conn:
-        rows = list_alerts(
-            conn,
-            status=status,
-            owner=args.owner,
-            kind=args.kind,
-            account=args.account,
-            limit=args.limit,
+        rows = list_alerts(conn, **filters, limit=args.limit)
+        total = len(rows) if len(rows) < args.limit else count_alerts(conn, **filters)
+    if len(rows) < total and not args.json:
+        print(
+            f"showing {len(rows)} of {total} alerts (the most urgent first); --limit N shows more",
+            file=sys.stderr,
         )
-    emit(args, rows, lambda: "\n".join(_describe(r) for r in rows) or "no alerts")
+    document = {"alerts": rows, "total": total, "limit": args.limit}
+    emit(args, document, lambda: "\n".join(_describe(r) for r in rows) or "no alerts")
     return 0
 
 
@@ -220,6 +225,16 @@ def _alert_id(text: str) -> int:
     return value
 
 
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _hours(text: str) -> float:
     try:
         value = float(text)
@@ -262,7 +277,15 @@ def add_commands(commands: Any, add: AddCommand) -> None:
     lst.add_argument("--owner", metavar="CSM", help="only this CSM's alerts")
     lst.add_argument("--kind", help="only this signal kind")
     lst.add_argument("--account", help="only this account's alerts")
-    lst.add_argument("--limit", type=_alert_id, default=100, help="at most this many (100)")
+    lst.add_argument(
+        "--limit",
+        type=_limit,
+        default=100,
+        metavar="N",
+        help="list at most N alerts, the most urgent first (default 100; when more match, "
+        "the text output says 'showing N of M' on stderr and --json gives the count as "
+        "'total')",
+    )
 
     _target(add(alerts, "ack", cmd_ack, "acknowledge an open alert"))
 

@@ -132,6 +132,8 @@ def _top(alerts: list[Any], n: int) -> list[Any]:
 
 
 def _render(document: dict[str, Any], table: str) -> str:
+    from signals.catalogue import money
+
     queued = ", ".join(f"{n:,} {c}" for c, n in document["messages_queued"].items()) or "none"
     lines = [
         f"Signals: the fleet replayed day by day from {document['from'][:10]} to "
@@ -148,7 +150,7 @@ def _render(document: dict[str, Any], table: str) -> str:
             lines.append(
                 f"    {alert['raised_at'][:10]} {alert['kind']} {alert['account_id']}"
                 f"{' ' + alert['subject'] if alert['subject'] else ''}: score "
-                f"{alert['score']:.2f}, {alert['value']}/month - {reason}"
+                f"{alert['score']:.2f}, {money(alert['value'])}/month - {reason}"
             )
     lines += ["", table]
     return "\n".join(lines)

@@ -47,6 +47,7 @@ from psycopg.rows import TupleRow, dict_row
 from psycopg.types.json import Jsonb
 
 from core.errors import InputError, NotFound
+from signals.catalogue import money
 from signals.delivery import OutboxMessage, enqueue
 from signals.findings import Finding
 
@@ -346,6 +347,7 @@ FROM alerts a
 LEFT JOIN accounts acc ON acc.account_id = a.account_id
 LEFT JOIN csms c ON c.csm_id = a.owner_csm_id
 """
+_COUNT = "SELECT count(*) FROM alerts a"
 _PRIVATE = ("owner_email", "owner_webhook_url")  # delivery addresses stay out of listings
 
 
@@ -380,7 +382,36 @@ def list_alerts(
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     """Alerts as JSON-ready dicts (ISO times, money as strings), active ones first, then by
-    priority and due date. ``status`` is one of :data:`STATUS_FILTERS` or None for all."""
+    priority and due date; at most ``limit`` (:func:`count_alerts` says how many match).
+    ``status`` is one of :data:`STATUS_FILTERS` or None for all."""
+    where, params = _filters(status, owner, kind, account)
+    rows = _select(
+        conn,
+        where,
+        [*params, limit],
+        " ORDER BY a.status IN ('open', 'acknowledged') DESC, a.priority, a.due_at, a.alert_id"
+        " LIMIT %s",
+    )
+    return [{k: v for k, v in r.items() if k not in _PRIVATE} for r in rows]
+
+
+def count_alerts(
+    conn: psycopg.Connection[TupleRow],
+    *,
+    status: str | None = None,
+    owner: str | None = None,
+    kind: str | None = None,
+    account: str | None = None,
+) -> int:
+    """How many alerts :func:`list_alerts` with the same filters would list without a limit."""
+    where, params = _filters(status, owner, kind, account)
+    row = conn.execute((_COUNT + where).encode(), params).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _filters(
+    status: str | None, owner: str | None, kind: str | None, account: str | None
+) -> tuple[str, list[Any]]:
     clauses, params = ["TRUE"], []
     if status == "active":
         clauses.append("a.status IN ('open', 'acknowledged')")
@@ -395,14 +426,7 @@ def list_alerts(
         if wanted is not None:
             clauses.append(f"{column} = %s")
             params.append(wanted)
-    rows = _select(
-        conn,
-        " WHERE " + " AND ".join(clauses),
-        [*params, limit],
-        " ORDER BY a.status IN ('open', 'acknowledged') DESC, a.priority, a.due_at, a.alert_id"
-        " LIMIT %s",
-    )
-    return [{k: v for k, v in r.items() if k not in _PRIVATE} for r in rows]
+    return " WHERE " + " AND ".join(clauses), params
 
 
 def get_alert(conn: psycopg.Connection[TupleRow], alert_id: int) -> dict[str, Any]:
@@ -631,7 +655,7 @@ def _one_line(text: str) -> str:
 
 
 def _money(amount: str) -> str:
-    return f"{Decimal(amount):,.2f}"
+    return money(Decimal(amount))
 
 
 def render_text(alert: dict[str, Any], *, reminder: bool = False) -> str:

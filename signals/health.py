@@ -96,7 +96,7 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
-from signals.catalogue import INDICATORS, PriceBook
+from signals.catalogue import INDICATORS, PriceBook, money
 from signals.components import RESET_SHARE
 from signals.findings import Finding
 
@@ -989,8 +989,8 @@ def renewal_findings(
             what,
             risk,
             "risk factors: " + "; ".join(texts),
-            f"MRR at stake {fixed + metered:,.2f} a month (fixed {fixed:,.2f} + metered "
-            f"{metered:,.2f})",
+            f"MRR at stake {money(fixed + metered)} a month (fixed {money(fixed)} + "
+            f"metered {money(metered)})",
         )
         findings.append(
             Finding(

@@ -20,6 +20,7 @@ from basewatch.alerts_commands import add_commands
 from basewatch.cli import add
 from core.errors import InputError, NotFound
 from core.settings import Settings
+from signals import catalogue
 from signals.alerts import (
     AlertStateError,
     acknowledge,
@@ -146,7 +147,7 @@ def test_same_finding_twice_is_one_alert_and_one_delivery(conn: psycopg.Connecti
         "Account: Acme Air (acct-1)",
         "load above 95% in 61% of production hours over 28 days",
         "load_high_share=0.61",
-        "Score 0.80 · value 1,200.00 per month · expected value 960.00 per month",
+        "Score 0.80 · value 1,200.00 EUR per month · expected value 960.00 EUR per month",
         "due 2025-06-16",
         f"basewatch alerts ack {alert_id}",
     ):
@@ -286,7 +287,7 @@ def test_owner_with_email_and_webhook_gets_both(conn: psycopg.Connection) -> Non
     fields = {
         f["text"].split("\n")[0]: f["text"].split("\n")[1] for f in payload["blocks"][2]["fields"]
     }
-    assert fields["*Expected value / month*"] == "960.00"
+    assert fields["*Expected value / month*"] == "960.00 EUR"
     assert fields["*Owner*"] == "Ben Brook"
 
 
@@ -416,7 +417,9 @@ def test_daily_digest_once_per_csm_and_day(conn: psycopg.Connection) -> None:
         ("digest:csm-a:2025-06-02", "ada@example.test"),
         ("digest:csm-b:2025-06-02", "ben@example.test"),
     ]
-    assert rows[0][2] == "[basewatch] 2025-06-02: 1 active alerts, expected value 960.00 per month"
+    assert rows[0][2] == (
+        "[basewatch] 2025-06-02: 1 active alerts, expected value 960.00 EUR per month"
+    )
     assert "capacity_saturation" in rows[0][3]
     assert count(conn, "outbox") == before + 2
 
@@ -438,7 +441,7 @@ def test_alert_commands_in_process(
 
     args = parse("alerts", "list", "--json")
     assert args.handler(settings, args) == 0
-    [listed] = json.loads(capsys.readouterr().out)
+    [listed] = json.loads(capsys.readouterr().out)["alerts"]
     assert listed["alert_id"] == alert_id
 
     args = parse("alerts", "ack", str(alert_id), "--by", "ada", "--json")
@@ -487,7 +490,7 @@ def test_alerts_list_json_is_one_document(conn: psycopg.Connection, db_url: str)
     [alert_id] = apply(conn, [saturation()], T0).opened
     result = run_cli("alerts", "list", "--json", db_url=db_url)
     assert result.returncode == 0, result.stderr
-    [listed] = json.loads(result.stdout)
+    [listed] = json.loads(result.stdout)["alerts"]
     assert listed["alert_id"] == alert_id
 
     missing = run_cli("alerts", "ack", "99999", db_url=db_url)
@@ -496,3 +499,35 @@ def test_alerts_list_json_is_one_document(conn: psycopg.Connection, db_url: str)
     assert missing.stderr.strip().splitlines() == ["basewatch: error: no alert #99999"]
 
     assert run_cli("alerts", "snooze", str(alert_id), db_url=db_url).returncode == 2
+
+
+def test_alerts_list_says_how_many_it_left_out_and_money_carries_its_currency(
+    conn: psycopg.Connection,
+    db_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 14 item 11: ``alerts list`` stopped at 100 of 133 without a word, and its
+    expected values had no currency."""
+    monkeypatch.setitem(catalogue._CURRENCY, "code", "EUR")  # restored after the test
+    apply(conn, [saturation(a) for a in ("acct-1", "acct-2", "acct-3")], T0)
+    settings = Settings(database_url=db_url, reporting_currency="CHF")
+
+    args = parse("alerts", "list", "--limit", "2")
+    assert args.handler(settings, args) == 0
+    out, err = capsys.readouterr()
+    assert err.strip() == ("showing 2 of 3 alerts (the most urgent first); --limit N shows more")
+    assert out.count("EV 960.00 CHF/month") == 2
+
+    args = parse("alerts", "list", "--limit", "2", "--json")
+    assert args.handler(settings, args) == 0
+    out, err = capsys.readouterr()
+    document = json.loads(out)
+    assert (len(document["alerts"]), document["total"], document["limit"]) == (2, 3, 2)
+    assert {"alert_id", "expected_value", "reasons"} <= document["alerts"][0].keys()
+    assert err == ""
+
+    args = parse("alerts", "list")
+    assert args.handler(settings, args) == 0
+    out, err = capsys.readouterr()
+    assert (out.count("#"), err) == (3, "")
