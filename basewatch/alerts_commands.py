@@ -45,6 +45,7 @@ class AlertConfig:
     alert_clear_hours: int = 48
     alert_cooldown_days: int = 7
     alert_max_attempts: int = 8
+    alert_email_max_age_hours: int = 72
     alert_digest: bool = False
     alert_digest_hour: int = 7
 
@@ -64,6 +65,12 @@ class AlertConfig:
     @property
     def cooldown(self) -> dt.timedelta:
         return dt.timedelta(days=self.alert_cooldown_days)
+
+    @property
+    def email_max_age(self) -> dt.timedelta | None:
+        """Age at which an unsent alert email expires (None: never)."""
+        hours = self.alert_email_max_age_hours
+        return dt.timedelta(hours=hours) if hours > 0 else None
 
     def transports(self) -> Transports:
         """The configured transports: webhooks always, email when an SMTP host is set."""
@@ -190,13 +197,18 @@ def cmd_deliver(settings: Settings, args: argparse.Namespace) -> int:
     config = AlertConfig.from_settings(settings)
     now = _now()
     with open_database(settings) as conn:
-        requeued = requeue_given_up(conn, now=now) if args.retry_given_up else 0
+        requeued = (
+            requeue_given_up(conn, now=now, email_max_age=config.email_max_age)
+            if args.retry_given_up
+            else 0
+        )
         result = deliver_due(
             conn,
             config.transports(),
             now=now,
             max_attempts=config.alert_max_attempts,
             concurrency=config.delivery_concurrency,
+            email_max_age=config.email_max_age,
         )
     document = {**result.document(), "requeued": requeued}
     emit(
@@ -206,6 +218,12 @@ def cmd_deliver(settings: Settings, args: argparse.Namespace) -> int:
             f"sent {result.sent}, failed {result.failed} (will retry), gave up {result.gave_up},"
             f" deferred {result.deferred} (snoozed), waiting {result.waiting} (no transport),"
             f" postponed {result.postponed} (destination not answering)"
+            + (
+                f", expired {result.expired} (alert emails queued more than "
+                f"{config.alert_email_max_age_hours} h ago, given up unsent)"
+                if result.expired
+                else ""
+            )
             + (f", requeued {requeued}" if requeued else "")
         ),
     )
