@@ -110,10 +110,13 @@ def _line(alert: dict[str, Any]) -> str:
 
     where = alert["account_id"] + (f"/{alert['subject']}" if alert["subject"] else "")
     state = alert["status"] + (" (snoozed)" if alert["snoozed"] else "")
+    overdue = alert["status"] in ("open", "acknowledged") and (
+        dt.datetime.fromisoformat(alert["due_at"]) < _now()
+    )
     return (
         f"#{alert['alert_id']} P{alert['priority']} {state:<14} {alert['kind']:<20} {where}  "
-        f"EV {money(alert['expected_value'])}/month  due {alert['due_at'][:10]}  "
-        f"owner {alert['owner_csm_id'] or '-'}"
+        f"EV {money(alert['expected_value'])}/month  due {alert['due_at'][:10]}"
+        f"{' (overdue)' if overdue else ''}  owner {alert['owner_csm_id'] or '-'}"
     )
 
 

@@ -119,6 +119,8 @@ def test_priority_and_due_date_rules() -> None:
     assert priority_for(Decimal("300"), 30) == 3
     assert priority_for(Decimal("10"), 20) == 4
     assert priority_for(Decimal("10"), 90) == 5
+    assert priority_for(Decimal("10"), 90, overdue=True) == 4
+    assert priority_for(Decimal("1500"), 3, overdue=True) == 1
     assert due_for(T0, 0) == T0 + DAY
     assert due_for(T0, 5) == T0 + 5 * DAY
     assert due_for(T0, 90) == T0 + 14 * DAY
@@ -175,6 +177,68 @@ def test_new_figures_update_the_alert_without_a_delivery(conn: psycopg.Connectio
     assert updated["action"] == "updated"
     assert updated["detail"]["score"] == [0.5, 0.9]
     assert updated["detail"]["priority"] == [3, 2]
+
+
+def component_overdue(hours_left: float, score: float = 1.0, value: str = "120") -> Finding:
+    """A component past its limit, as ``signals.wear_findings`` reports it day by day."""
+    return Finding(
+        account_id="acct-1",
+        kind="component_due",
+        subject="asset-7/oil_filter",
+        score=score,
+        value=Decimal(value),
+        horizon_days=1,
+        reasons=(f"oil_filter of asset-7: overdue by {-hours_left:,.0f} running hours",),
+        figures={"hours_left": hours_left},
+        overdue=hours_left < 0,
+    )
+
+
+def test_an_overdue_alert_escalates_once_and_records_only_what_a_person_cares_about(
+    conn: psycopg.Connection,
+) -> None:
+    """Issue 14 item 10: an overdue component sat at the same due date for two months
+    without escalation and collected 60 "updated" history entries (its hours and reasons
+    change every day)."""
+    # a component still ahead of its limit: 60 h left, horizon 3 days -> P3
+    ahead = Finding(
+        "acct-1", "component_due", "asset-7/oil_filter", 0.9, Decimal(120), 3,
+        ("oil_filter of asset-7: about 60 running hours left",), {"hours_left": 60.0},
+    )  # fmt: skip
+    [alert_id] = apply(conn, [ahead], T0).opened
+    assert get_alert(conn, alert_id)["priority"] == 3
+    # then overdue, deeper every day for 60 days: hours, score and reasons change each pass
+    for day in range(1, 61):
+        overdue = component_overdue(-20.0 * day, score=min(1.0, 0.9 + day / 1000))
+        apply(conn, [overdue], T0 + day * DAY)
+    alert = get_alert(conn, alert_id)
+    assert alert["reasons"] == ["oil_filter of asset-7: overdue by 1,200 running hours"]
+    # the first overdue pass (horizon 1 day) moved the due date a day earlier; since then it
+    # stays the date the CSM was asked to act by
+    assert alert["due_at"] == (T0 + 2 * DAY).isoformat()
+    assert alert["priority"] == 2  # escalated one level, not one per pass
+    history = alert_history(conn, alert_id)
+    assert [h["action"] for h in history] == ["opened", "updated"]
+    assert history[1]["at"] == (T0 + DAY).isoformat()  # the finding turned overdue
+    assert history[1]["detail"]["changed"] == ["priority"]
+    assert history[1]["detail"]["priority"] == [3, 2]
+
+    # a material change of the money at stake is recorded; a small one is not
+    apply(conn, [component_overdue(-1200.0, value="125")], T0 + 61 * DAY)
+    apply(conn, [component_overdue(-1220.0, value="200")], T0 + 62 * DAY)
+    last = alert_history(conn, alert_id)[-1]
+    assert (len(alert_history(conn, alert_id)), last["detail"]["changed"]) == (3, ["value"])
+    assert last["detail"]["value"] == [125, 200]
+
+
+def test_an_alert_past_its_due_date_escalates_one_level(conn: psycopg.Connection) -> None:
+    [alert_id] = apply(conn, [saturation()], T0).opened  # P3, due in 14 days
+    apply(conn, [saturation()], T0 + 13 * DAY)
+    assert get_alert(conn, alert_id)["priority"] == 3
+    for day in (15, 16, 40):
+        apply(conn, [saturation()], T0 + day * DAY)
+    assert get_alert(conn, alert_id)["priority"] == 2
+    assert [h["action"] for h in alert_history(conn, alert_id)] == ["opened", "updated"]
 
 
 def test_strongest_of_duplicate_findings_in_one_pass_wins(conn: psycopg.Connection) -> None:
