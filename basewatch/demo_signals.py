@@ -5,7 +5,10 @@ The replay scores the fleet as of every day at 06:00 UTC of the last ``months`` 
 pass sees only rollups and events before it; the models are retrained every 30 days on what
 was known then, where the scheduler retrains nightly) and applies the findings to the
 ``alerts`` table exactly as the hourly scheduler job does, so the alerts, their history and
-their queued emails and webhooks are the ones the CSMs would have received. The demo's CSMs
+their queued emails and webhooks are the ones the CSMs would have received. Like the
+scheduler it also records each pass's account health (``account_health``) and stores every
+model it trains (``signal_models``, as the nightly retrain does), so that ``basewatch signals
+health`` and a later ``--refresh`` find them after the demo. The demo's CSMs
 act on the data: each alert is acknowledged by its CSM at the next pass after it was raised
 (an assumption of the demo, stated in its output) - which is what the NRR attribution then
 reads.
@@ -31,8 +34,10 @@ def signals_story(
 ) -> dict[str, Any]:
     """Replay ``months`` months before ``end`` and tell what it raised (see the docstring)."""
     from basewatch.wiring import signal_prices
+    from signals import health
     from signals.alerts import acknowledge, apply_findings
     from signals.backtest import evaluate, format_table, replay, stored_alerts
+    from signals.models import save_model
     from signals.rollups import refresh_rollups
     from signals.scoring import KINDS_SCORED
 
@@ -52,12 +57,21 @@ def signals_story(
         )
         to_acknowledge: tuple[int, ...] = ()
         passes = trainings = acknowledged = 0
+        saved: dict[str, int] = defaultdict(int)
+
+        def keep(t: dt.datetime, models: dict[str, object | None]) -> None:
+            for name, model in models.items():
+                if model is not None:  # None: too little history, the documented fallback
+                    save_model(conn, name, t, model, getattr(model, "summary", {}))
+                    saved[name] += 1
+
         last = time.monotonic()
         for t, findings, retrained in replay(
-            conn, start, end, step=DAY, retrain_every=RETRAIN, prices=prices
+            conn, start, end, step=DAY, retrain_every=RETRAIN, prices=prices, on_trained=keep
         ):
             passes += 1
             trainings += retrained
+            health.record_latest(conn, t)
             for alert_id in to_acknowledge:
                 row = conn.execute(
                     "SELECT account_id FROM alerts WHERE alert_id = %s AND status = 'open'",
@@ -103,6 +117,7 @@ def signals_story(
         "passes": passes,
         "alerts_raised": len(raised),
         "acknowledged_by_csms": acknowledged,
+        "models_saved": dict(sorted(saved.items())),
         "messages_queued": {str(c): int(n) for c, n in queued},
         "backtest": table.as_dict() | {"alerts": None},
         "per_csm": {
@@ -142,6 +157,11 @@ def _render(document: dict[str, Any], table: str) -> str:
         f"demo's CSMs acknowledge each alert the day after it arrives "
         f"({document['acknowledged_by_csms']:,} acknowledged).",
     ]
+    saved = ", ".join(f"{name} {n}" for name, n in document["models_saved"].items())
+    lines.append(
+        f"  Models trained by the replay and stored (versions): {saved or 'none'}; the "
+        "account health of every pass is recorded too (basewatch signals health)."
+    )
     for csm, entry in document["per_csm"].items():
         kinds = ", ".join(f"{n} {k}" for k, n in entry["by_kind"].items())
         lines.append(f"  {entry['name']} ({csm}): {entry['alerts']} alerts - {kinds}")
