@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import getpass
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,7 @@ class AlertConfig:
     alert_clear_hours: int = 48
     alert_cooldown_days: int = 7
     alert_max_attempts: int = 8
+    alert_email_max_age_hours: int = 72
     alert_digest: bool = False
     alert_digest_hour: int = 7
 
@@ -63,6 +65,12 @@ class AlertConfig:
     @property
     def cooldown(self) -> dt.timedelta:
         return dt.timedelta(days=self.alert_cooldown_days)
+
+    @property
+    def email_max_age(self) -> dt.timedelta | None:
+        """Age at which an unsent alert email expires (None: never)."""
+        hours = self.alert_email_max_age_hours
+        return dt.timedelta(hours=hours) if hours > 0 else None
 
     def transports(self) -> Transports:
         """The configured transports: webhooks always, email when an SMTP host is set."""
@@ -98,12 +106,17 @@ def _actor(args: argparse.Namespace) -> str:
 
 
 def _line(alert: dict[str, Any]) -> str:
+    from signals.catalogue import money
+
     where = alert["account_id"] + (f"/{alert['subject']}" if alert["subject"] else "")
     state = alert["status"] + (" (snoozed)" if alert["snoozed"] else "")
+    overdue = alert["status"] in ("open", "acknowledged") and (
+        dt.datetime.fromisoformat(alert["due_at"]) < _now()
+    )
     return (
         f"#{alert['alert_id']} P{alert['priority']} {state:<14} {alert['kind']:<20} {where}  "
-        f"EV {alert['expected_value']}/month  due {alert['due_at'][:10]}  "
-        f"owner {alert['owner_csm_id'] or '-'}"
+        f"EV {money(alert['expected_value'])}/month  due {alert['due_at'][:10]}"
+        f"{' (overdue)' if overdue else ''}  owner {alert['owner_csm_id'] or '-'}"
     )
 
 
@@ -115,20 +128,22 @@ def _describe(alert: dict[str, Any]) -> str:
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.cli import emit
-    from basewatch.wiring import open_database
-    from signals.alerts import list_alerts
+    from basewatch.wiring import open_database, signal_prices
+    from signals.alerts import count_alerts, list_alerts
 
+    signal_prices(settings)  # the reporting currency the amounts are shown in
     status = None if args.status == "all" else args.status
+    filters = {"status": status, "owner": args.owner, "kind": args.kind, "account": args.account}
     with open_database(settings) as conn:
-        rows = list_alerts(
-            conn,
-            status=status,
-            owner=args.owner,
-            kind=args.kind,
-            account=args.account,
-            limit=args.limit,
+        rows = list_alerts(conn, **filters, limit=args.limit)
+        total = len(rows) if len(rows) < args.limit else count_alerts(conn, **filters)
+    if len(rows) < total and not args.json:
+        print(
+            f"showing {len(rows)} of {total} alerts (the most urgent first); --limit N shows more",
+            file=sys.stderr,
         )
-    emit(args, rows, lambda: "\n".join(_describe(r) for r in rows) or "no alerts")
+    document = {"alerts": rows, "total": total, "limit": args.limit}
+    emit(args, document, lambda: "\n".join(_describe(r) for r in rows) or "no alerts")
     return 0
 
 
@@ -185,13 +200,18 @@ def cmd_deliver(settings: Settings, args: argparse.Namespace) -> int:
     config = AlertConfig.from_settings(settings)
     now = _now()
     with open_database(settings) as conn:
-        requeued = requeue_given_up(conn, now=now) if args.retry_given_up else 0
+        requeued = (
+            requeue_given_up(conn, now=now, email_max_age=config.email_max_age)
+            if args.retry_given_up
+            else 0
+        )
         result = deliver_due(
             conn,
             config.transports(),
             now=now,
             max_attempts=config.alert_max_attempts,
             concurrency=config.delivery_concurrency,
+            email_max_age=config.email_max_age,
         )
     document = {**result.document(), "requeued": requeued}
     emit(
@@ -201,6 +221,12 @@ def cmd_deliver(settings: Settings, args: argparse.Namespace) -> int:
             f"sent {result.sent}, failed {result.failed} (will retry), gave up {result.gave_up},"
             f" deferred {result.deferred} (snoozed), waiting {result.waiting} (no transport),"
             f" postponed {result.postponed} (destination not answering)"
+            + (
+                f", expired {result.expired} (alert emails queued more than "
+                f"{config.alert_email_max_age_hours} h ago, given up unsent)"
+                if result.expired
+                else ""
+            )
             + (f", requeued {requeued}" if requeued else "")
         ),
     )
@@ -217,6 +243,16 @@ def _alert_id(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an alert number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"alert numbers start at 1, got {value}")
+    return value
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
@@ -262,7 +298,15 @@ def add_commands(commands: Any, add: AddCommand) -> None:
     lst.add_argument("--owner", metavar="CSM", help="only this CSM's alerts")
     lst.add_argument("--kind", help="only this signal kind")
     lst.add_argument("--account", help="only this account's alerts")
-    lst.add_argument("--limit", type=_alert_id, default=100, help="at most this many (100)")
+    lst.add_argument(
+        "--limit",
+        type=_limit,
+        default=100,
+        metavar="N",
+        help="list at most N alerts, the most urgent first (default 100; when more match, "
+        "the text output says 'showing N of M' on stderr and --json gives the count as "
+        "'total')",
+    )
 
     _target(add(alerts, "ack", cmd_ack, "acknowledge an open alert"))
 

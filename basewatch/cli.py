@@ -7,6 +7,12 @@ Text output never prints device-supplied text raw: ``deadletters list`` shows to
 previews and reasons through :func:`core.text.escape_controls` (a device could otherwise send
 ``ESC[2J`` or a bidi override to the operator's terminal); ``--json`` keeps the exact strings and
 ``json.dump`` with ``ensure_ascii`` writes every control and non-ASCII character as ``\\uXXXX``.
+
+Wrong usage is argparse's error (the command's usage and a line naming the option, exit 2):
+a value an option's type refuses, and relations between options, which a command declares with
+``set_defaults(validate=fn)``; ``fn(args)`` returns the message (``argument --to: ...``) or None
+and runs before the settings are read or anything is done. Everything a command only finds out
+while working (a file's bad line, a database that does not answer) is exit 1.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import psycopg
 
 from core.db import NetworkTimeouts
 from core.db import configure as configure_network_timeouts
-from core.errors import BasewatchError, ConfigError
+from core.errors import BasewatchError
 from core.logsetup import configure_logging
 from core.settings import Settings
 
@@ -205,8 +211,6 @@ def cmd_deadletters_replay(settings: Settings, args: argparse.Namespace) -> int:
     from ingest.deadletters import replay
     from ingest.store import BatchWriter, decode_message
 
-    if not args.ids and not args.all:
-        raise ConfigError("deadletters replay", "name dead letter ids or pass --all")
     writer = BatchWriter(
         settings.database_url,
         auto_register=settings.auto_register,
@@ -246,25 +250,59 @@ def cmd_deadletters_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _layout(args: argparse.Namespace) -> Any:
+def _check_replay(args: argparse.Namespace) -> str | None:
+    if not args.ids and not args.all:
+        return "argument ID: name the dead letter ids to replay, or pass --all"
+    if args.ids and args.all:
+        return "argument --all: replays every unresolved dead letter; do not name ids as well"
+    return None
+
+
+def _iso_time(text: str) -> Any:
     import datetime as dt
 
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time like 2020-01-01T00:00:00Z, got {text!r}"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _rename(text: str) -> tuple[str, str]:
+    old, sep, new = text.partition("=")
+    if not sep or not old or not new:
+        raise argparse.ArgumentTypeError(f"expected OLD=NEW, got {text!r}")
+    return old, new
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be between 0 and 65535 (0: any free port), got {value}"
+        )
+    return value
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("basewatch")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _layout(args: argparse.Namespace) -> Any:
     from ingest.importer import CsvLayout
 
-    origin = None
-    if args.time_origin:
-        try:
-            origin = dt.datetime.fromisoformat(args.time_origin)
-        except ValueError:
-            raise ConfigError("--time-origin", f"{args.time_origin!r} is not an ISO time") from None
-        if origin.tzinfo is None:
-            origin = origin.replace(tzinfo=dt.UTC)
-    renames = []
-    for pair in args.rename or []:
-        old, sep, new = pair.partition("=")
-        if not sep or not old or not new:
-            raise ConfigError("--rename", f"expected old=new, got {pair!r}")
-        renames.append((old, new))
+    origin = args.time_origin
+    renames = list(args.rename or [])
     return CsvLayout(
         format=getattr(args, "format", "wide"),
         delimiter=args.delimiter or "",
@@ -406,12 +444,33 @@ def add(
 ) -> argparse.ArgumentParser:
     """Add a subcommand with its handler (and ``--json`` unless it prints no document)."""
     command: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
-    command.set_defaults(handler=handler)
+    command.set_defaults(handler=handler, usage_parser=command)
     if json_flag:
         command.add_argument(
             "--json", action="store_true", help="print one JSON document on stdout"
         )
     return command
+
+
+def _add_deadletter_commands(commands: Any) -> None:
+    dead = commands.add_parser(
+        "deadletters", help="messages that could not be stored"
+    ).add_subparsers(dest="dead_command", required=True, metavar="SUBCOMMAND")
+    lst = add(dead, "list", cmd_deadletters_list, "list dead letters, newest first")
+    lst.add_argument("--limit", type=_positive, default=50)
+    lst.add_argument("--all", action="store_true", help="include resolved ones")
+    lst.add_argument("--reason", help="only those whose reason contains this text")
+    rep = add(
+        dead,
+        "replay",
+        cmd_deadletters_replay,
+        "run dead letters through the decoder and registry again",
+    )
+    rep.add_argument("ids", nargs="*", type=_positive, metavar="ID", help="dead letter ids")
+    rep.add_argument(
+        "--all", action="store_true", help="replay every unresolved dead letter (instead of ids)"
+    )
+    rep.set_defaults(validate=_check_replay)
 
 
 def _add_import_commands(commands: Any) -> Any:
@@ -459,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Settings come from BASEWATCH_* environment variables (see the README).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument(
+        "--version", action="version", version=f"basewatch {_version()}", help="print the version"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     add(commands, "config", cmd_config, "show the effective settings (secrets masked)")
@@ -510,21 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--index", type=_non_negative, default=None, help=argparse.SUPPRESS)
 
-    dead = commands.add_parser(
-        "deadletters", help="messages that could not be stored"
-    ).add_subparsers(dest="dead_command", required=True, metavar="SUBCOMMAND")
-    lst = add(dead, "list", cmd_deadletters_list, "list dead letters, newest first")
-    lst.add_argument("--limit", type=_positive, default=50)
-    lst.add_argument("--all", action="store_true", help="include resolved ones")
-    lst.add_argument("--reason", help="only those whose reason contains this text")
-    rep = add(
-        dead,
-        "replay",
-        cmd_deadletters_replay,
-        "run dead letters through the decoder and registry again",
-    )
-    rep.add_argument("ids", nargs="*", type=_positive, metavar="ID")
-    rep.add_argument("--all", action="store_true", help="replay every unresolved dead letter")
+    _add_deadletter_commands(commands)
 
     imports = _add_import_commands(commands)
     from basewatch.nrr_commands import add_commands as add_nrr_commands
@@ -556,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", help="address to listen on (default BASEWATCH_API_HOST)")
     api.add_argument(
         "--port",
-        type=_non_negative,
+        type=_port,
         default=None,
         help="port to listen on (default BASEWATCH_API_PORT; 0: any free port)",
     )
@@ -647,7 +695,9 @@ def _csv_options(command: argparse.ArgumentParser) -> None:
         help="auto: ISO 8601 or epoch s/ms; hours/minutes/seconds/days/cycles: "
         "a count after --time-origin (a cycle counts as one hour)",
     )
-    command.add_argument("--time-origin", help="origin for counted time formats (ISO 8601)")
+    command.add_argument(
+        "--time-origin", type=_iso_time, help="origin for counted time formats (ISO 8601)"
+    )
     command.add_argument("--timezone", default="UTC", help="zone of times without an offset")
     command.add_argument(
         "--delimiter",
@@ -657,7 +707,11 @@ def _csv_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--columns", help="column names, comma-separated (with --no-header)")
     command.add_argument("--ignore", help="columns to skip, comma-separated")
     command.add_argument(
-        "--rename", action="append", metavar="OLD=NEW", help="rename a column (repeatable)"
+        "--rename",
+        action="append",
+        type=_rename,
+        metavar="OLD=NEW",
+        help="rename a column (repeatable)",
     )
     command.add_argument(
         "--max-past-days",
@@ -714,6 +768,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "fleet_parser", None) is not None:
         _check_fleet_options(args)
+    validate = getattr(args, "validate", None)
+    if validate is not None:
+        problem = validate(args)
+        if problem:
+            args.usage_parser.error(problem)
     try:
         settings = Settings.from_env()
         configure_logging("DEBUG" if args.verbose else settings.log_level)

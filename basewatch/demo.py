@@ -174,6 +174,11 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         if args.broker == "private":
             broker = stack.enter_context(LocalBroker())
             host, port = broker.host, broker.port
+            _progress(
+                f"demo: private Mosquitto on {host}:{port} (the project's config without its "
+                "logins: anonymous, no username or password, loopback only); it stops once the "
+                "upload is stored"
+            )
         else:
             host, port = settings.mqtt_host, settings.mqtt_port
         ready_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="basewatch-")))

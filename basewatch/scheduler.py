@@ -284,6 +284,7 @@ def default_jobs(settings: Settings, stopping: threading.Event | None = None) ->
             now=now,
             max_attempts=config.alert_max_attempts,
             concurrency=config.delivery_concurrency,
+            email_max_age=config.email_max_age,
         )
 
     def digest(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:

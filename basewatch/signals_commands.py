@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from core.db import connect
-from core.errors import InputError
 from core.settings import Settings
 
 AddCommand = Callable[..., argparse.ArgumentParser]
@@ -51,14 +50,8 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.cli import emit
     from basewatch.wiring import signal_prices
     from signals.backtest import format_table, run_backtest
-    from signals.findings import FAMILIES
     from signals.rollups import refresh_rollups
 
-    unknown = sorted(set(args.kind or ()) - set(FAMILIES))
-    if unknown:
-        raise InputError(f"unknown signal kind(s) {', '.join(unknown)}; known: {sorted(FAMILIES)}")
-    if args.to <= args.from_:
-        raise InputError(f"--to ({args.to.isoformat()}) must be after --from")
     prices = signal_prices(settings)
     last = [0.0]
 
@@ -118,6 +111,23 @@ def write_alerts_csv(path: Path, alerts: list[dict[str, Any]]) -> None:
             writer.writerow({**alert, "reasons": " | ".join(alert["reasons"])})
 
 
+def _check_backtest(args: argparse.Namespace) -> str | None:
+    """Wrong usage of ``signals backtest`` (argparse's exit 2), or None."""
+    from signals.findings import FAMILIES
+
+    unknown = sorted(set(args.kind or ()) - set(FAMILIES))
+    if unknown:
+        return (
+            f"argument --kind: unknown signal kind(s) {', '.join(unknown)} "
+            f"(choose from {', '.join(sorted(FAMILIES))})"
+        )
+    if args.to <= args.from_:
+        return (
+            f"argument --to: {args.to.isoformat()} must be after --from ({args.from_.isoformat()})"
+        )
+    return None
+
+
 def add_commands(commands: Any, add: AddCommand) -> Any:
     """Add ``signals`` and its subcommands; returns the group's subparsers."""
     signals = commands.add_parser(
@@ -159,4 +169,5 @@ def add_commands(commands: Any, add: AddCommand) -> Any:
         action="store_true",
         help="do not bring the rollups up to date with telemetry first",
     )
+    bt.set_defaults(validate=_check_backtest)
     return signals

@@ -103,9 +103,12 @@ def open_database(settings: Settings) -> psycopg.Connection[TupleRow]:
 
 
 def signal_prices(settings: Settings) -> PriceBook:
-    """Configure the signals from the settings (the renewal window) and return the price book
-    (``BASEWATCH_PRICE_BOOK`` over the defaults); raises ConfigError for a bad price book."""
+    """Configure the signals from the settings (the renewal window, the reporting currency
+    their texts name) and return the price book (``BASEWATCH_PRICE_BOOK`` over the defaults);
+    raises ConfigError for a bad price book or currency."""
     from signals import health
+    from signals.catalogue import configure_currency
 
     health.configure(settings.renewal_window_days)
+    configure_currency(settings.reporting_currency or "EUR")
     return PriceBook.parse(settings.price_book)

@@ -147,6 +147,8 @@ class Settings:
     alert_clear_hours: int = _setting(48, minimum=1, maximum=24 * 365)
     alert_cooldown_days: int = _setting(7, minimum=0, maximum=365)
     alert_max_attempts: int = _setting(8, minimum=1, maximum=100)
+    # unsent alert emails older than this are given up (0: never); see signals.delivery
+    alert_email_max_age_hours: int = _setting(72, minimum=0, maximum=24 * 3650)
     alert_digest: bool = False
     alert_digest_hour: int = _setting(7, minimum=0, maximum=23)
     renewal_window_days: int = _setting(90, minimum=1, maximum=3650)

@@ -11,7 +11,8 @@ transaction (serialised with other passes by a transaction advisory lock):
   transaction never enqueues twice;
 - a finding for an open or acknowledged alert **updates** it (score, value, expected value,
   priority, reasons, figures, ``last_seen_at``) without a message. Its due date only ever
-  moves earlier: it is the date the CSM was asked to act by;
+  moves earlier: it is the date the CSM was asked to act by, so it stays put while the
+  condition holds and the alert becomes overdue once it has passed;
 - an open or acknowledged alert of a kind in ``kinds_scored`` that got no finding and was last
   seen more than ``clear_after`` ago **expires** (closed by ``system``).
 
@@ -24,12 +25,22 @@ Rules (units: money per month in the reporting currency, horizon in days):
 
 - ``priority`` 1 (most urgent) .. 5 = 5 − points, with 2 points for an expected value of at
   least 1,000, 1 point from 250; 2 points for a horizon of at most 7 days, 1 point up to 30;
+- **escalation once overdue**: one level more urgent (at least 1) when the finding itself is
+  overdue (``Finding.overdue``: a component already past its limit) or the alert's due date
+  has passed while its condition still holds. One level, not one per pass: an overdue alert
+  stays at its escalated priority;
 - ``due_at`` = now + the horizon, clamped to [1, 14] days: at least a day to react, and never
   more than two weeks so that a far horizon still gets looked at.
 
-Every change writes an ``alert_history`` row (who, when, what). A pass that only confirms an
-alert (same score, value, priority, horizon and reasons) writes ``last_seen_at`` and no
-history row.
+History: the CSM's actions, the opening and the expiry always write an ``alert_history`` row
+(who, when, what). A scoring pass that updates an alert writes one (action ``updated``, with
+the old and new figures and ``changed`` naming why) only when something a person acts on
+changed: the priority (escalation included), the due date moved by more than a day, or the
+value (money at stake) changed by at least ``MATERIAL_VALUE_CHANGE`` (10 %) of its former
+amount. A new score, horizon or wording of the reasons alone updates the alert's row (the
+alert always shows the latest figures) and ``last_seen_at``, without a history row: a
+component counting down its hours day by day is one alert with one history, not sixty
+"updated" entries.
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ from psycopg.rows import TupleRow, dict_row
 from psycopg.types.json import Jsonb
 
 from core.errors import InputError, NotFound
+from signals.catalogue import money
 from signals.delivery import OutboxMessage, enqueue
 from signals.findings import Finding
 
@@ -61,6 +73,8 @@ MAX_DUE = dt.timedelta(days=14)
 MIN_DUE = dt.timedelta(days=1)
 CLEAR_AFTER = dt.timedelta(hours=48)
 COOLDOWN = dt.timedelta(days=7)
+MATERIAL_VALUE_CHANGE = 0.10  # share of the former value that makes a change worth recording
+DUE_MOVE = dt.timedelta(days=1)  # a due date that moves by more than this is recorded
 
 
 class AlertStateError(InputError):
@@ -91,12 +105,13 @@ class ApplyResult:
 # -- pure rules -------------------------------------------------------------------------------
 
 
-def priority_for(expected_value: Decimal, horizon_days: int) -> int:
-    """1 (most urgent) .. 5 from the expected value per month and the horizon in days."""
+def priority_for(expected_value: Decimal, horizon_days: int, overdue: bool = False) -> int:
+    """1 (most urgent) .. 5 from the expected value per month and the horizon in days; one
+    level more urgent (at least 1) when ``overdue``."""
     points = 0
     points += 2 if expected_value >= 1000 else 1 if expected_value >= 250 else 0
     points += 2 if horizon_days <= 7 else 1 if horizon_days <= 30 else 0
-    return 5 - points
+    return max(1, 5 - points - (1 if overdue else 0))
 
 
 def due_for(now: dt.datetime, horizon_days: int) -> dt.datetime:
@@ -132,19 +147,21 @@ CREATE TEMP TABLE alert_pass (
     score double precision NOT NULL, value numeric(14, 2) NOT NULL,
     expected_value numeric(14, 2) NOT NULL, priority smallint NOT NULL,
     horizon_days integer NOT NULL, reasons jsonb NOT NULL, figures jsonb NOT NULL,
-    due_at timestamptz NOT NULL,
+    due_at timestamptz NOT NULL, escalated smallint NOT NULL,
     PRIMARY KEY (account_id, kind, subject)
 ) ON COMMIT DROP
 """
 _FINDINGS_COLUMNS = (
     "account_id, kind, family, subject, score, value, expected_value, priority, horizon_days,"
-    " reasons, figures, due_at"
+    " reasons, figures, due_at, escalated"
 )
 _UPDATE = """
 WITH updated AS (
     UPDATE alerts a
     SET score = f.score, value = f.value, expected_value = f.expected_value,
-        priority = f.priority, horizon_days = f.horizon_days, reasons = f.reasons,
+        priority = CASE WHEN LEAST(a.due_at, f.due_at) < %(now)s THEN f.escalated
+                        ELSE f.priority END,
+        horizon_days = f.horizon_days, reasons = f.reasons,
         figures = f.figures, due_at = LEAST(a.due_at, f.due_at),
         last_seen_at = %(now)s, updated_at = %(now)s,
         snoozed_until = CASE WHEN a.snoozed_until <= %(now)s THEN NULL ELSE a.snoozed_until END,
@@ -153,21 +170,30 @@ WITH updated AS (
     WHERE a.account_id = f.account_id AND a.kind = f.kind AND a.subject = f.subject
       AND old.alert_id = a.alert_id AND a.status IN ('open', 'acknowledged')
     RETURNING a.alert_id, a.score, a.value, a.expected_value, a.priority, a.horizon_days,
-              a.reasons, old.score AS old_score, old.value AS old_value,
+              a.reasons, a.due_at, old.score AS old_score, old.value AS old_value,
               old.priority AS old_priority, old.horizon_days AS old_horizon,
-              old.reasons AS old_reasons, old.snoozed_until AS old_snoozed_until,
+              old.due_at AS old_due_at, old.snoozed_until AS old_snoozed_until,
               old.snooze_reason AS old_snooze_reason
+), compared AS (
+    SELECT *, array_remove(ARRAY[
+               CASE WHEN priority <> old_priority THEN 'priority' END,
+               CASE WHEN abs(extract(epoch FROM due_at - old_due_at)) > %(due_move_s)s
+                    THEN 'due_at' END,
+               CASE WHEN abs(value - old_value) >= %(material)s * abs(old_value)
+                         AND value <> old_value THEN 'value' END], NULL) AS why
+    FROM updated
 ), changed AS (
     INSERT INTO alert_history (alert_id, at, action, actor, detail)
     SELECT alert_id, %(now)s, 'updated', 'system', jsonb_build_object(
+               'changed', to_jsonb(why),
                'score', jsonb_build_array(old_score, score),
                'value', jsonb_build_array(old_value, value),
                'priority', jsonb_build_array(old_priority, priority),
+               'due_at', jsonb_build_array(old_due_at, due_at),
                'horizon_days', jsonb_build_array(old_horizon, horizon_days),
                'expected_value', expected_value, 'reasons', reasons)
-    FROM updated
-    WHERE score <> old_score OR value <> old_value OR priority <> old_priority
-       OR horizon_days <> old_horizon OR reasons <> old_reasons
+    FROM compared
+    WHERE cardinality(why) > 0
 ), snooze_ended AS (
     INSERT INTO alert_history (alert_id, at, action, actor, detail)
     SELECT alert_id, %(now)s, 'snooze_ended', 'system',
@@ -259,7 +285,14 @@ def apply_findings(
             for f in kept:
                 copy.write_row(_pass_row(f, now))
         conn.execute("ANALYZE alert_pass")
-        updated_rows = conn.execute(_UPDATE, {"now": now}).fetchall()
+        updated_rows = conn.execute(
+            _UPDATE,
+            {
+                "now": now,
+                "due_move_s": DUE_MOVE.total_seconds(),
+                "material": MATERIAL_VALUE_CHANGE,
+            },
+        ).fetchall()
         opened = tuple(
             int(r[0])
             for r in conn.execute(_OPEN, {"now": now, "cooldown_start": now - cooldown}).fetchall()
@@ -312,11 +345,12 @@ def _pass_row(f: Finding, now: dt.datetime) -> tuple[Any, ...]:
         f.score,
         f.value,
         expected,
-        priority_for(expected, f.horizon_days),
+        priority_for(expected, f.horizon_days, f.overdue),
         f.horizon_days,
         Jsonb(list(f.reasons)),
         Jsonb(_finite(f.figures)),
         due_for(now, f.horizon_days),
+        priority_for(expected, f.horizon_days, overdue=True),
     )
 
 
@@ -346,6 +380,7 @@ FROM alerts a
 LEFT JOIN accounts acc ON acc.account_id = a.account_id
 LEFT JOIN csms c ON c.csm_id = a.owner_csm_id
 """
+_COUNT = "SELECT count(*) FROM alerts a"
 _PRIVATE = ("owner_email", "owner_webhook_url")  # delivery addresses stay out of listings
 
 
@@ -380,7 +415,36 @@ def list_alerts(
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     """Alerts as JSON-ready dicts (ISO times, money as strings), active ones first, then by
-    priority and due date. ``status`` is one of :data:`STATUS_FILTERS` or None for all."""
+    priority and due date; at most ``limit`` (:func:`count_alerts` says how many match).
+    ``status`` is one of :data:`STATUS_FILTERS` or None for all."""
+    where, params = _filters(status, owner, kind, account)
+    rows = _select(
+        conn,
+        where,
+        [*params, limit],
+        " ORDER BY a.status IN ('open', 'acknowledged') DESC, a.priority, a.due_at, a.alert_id"
+        " LIMIT %s",
+    )
+    return [{k: v for k, v in r.items() if k not in _PRIVATE} for r in rows]
+
+
+def count_alerts(
+    conn: psycopg.Connection[TupleRow],
+    *,
+    status: str | None = None,
+    owner: str | None = None,
+    kind: str | None = None,
+    account: str | None = None,
+) -> int:
+    """How many alerts :func:`list_alerts` with the same filters would list without a limit."""
+    where, params = _filters(status, owner, kind, account)
+    row = conn.execute((_COUNT + where).encode(), params).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _filters(
+    status: str | None, owner: str | None, kind: str | None, account: str | None
+) -> tuple[str, list[Any]]:
     clauses, params = ["TRUE"], []
     if status == "active":
         clauses.append("a.status IN ('open', 'acknowledged')")
@@ -395,14 +459,7 @@ def list_alerts(
         if wanted is not None:
             clauses.append(f"{column} = %s")
             params.append(wanted)
-    rows = _select(
-        conn,
-        " WHERE " + " AND ".join(clauses),
-        [*params, limit],
-        " ORDER BY a.status IN ('open', 'acknowledged') DESC, a.priority, a.due_at, a.alert_id"
-        " LIMIT %s",
-    )
-    return [{k: v for k, v in r.items() if k not in _PRIVATE} for r in rows]
+    return " WHERE " + " AND ".join(clauses), params
 
 
 def get_alert(conn: psycopg.Connection[TupleRow], alert_id: int) -> dict[str, Any]:
@@ -631,7 +688,7 @@ def _one_line(text: str) -> str:
 
 
 def _money(amount: str) -> str:
-    return f"{Decimal(amount):,.2f}"
+    return money(Decimal(amount))
 
 
 def render_text(alert: dict[str, Any], *, reminder: bool = False) -> str:

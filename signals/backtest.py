@@ -257,9 +257,11 @@ def replay(
     retrain_every: dt.timedelta = dt.timedelta(days=1),
     prices: PriceBook | None = None,
     kinds: Collection[str] | None = None,
+    on_trained: Callable[[dt.datetime, dict[str, object | None]], None] | None = None,
 ) -> Iterator[tuple[dt.datetime, list[Finding], bool]]:
     """Each replayed time with its findings (as of that time) and whether models were
-    retrained before it."""
+    retrained before it. ``on_trained(t, models)`` is called after each training (the demo
+    stores the models there; the backtest keeps them in memory only)."""
     _check_window(start, end, step)
     models: dict[str, object | None] = {}
     trained_at: dt.datetime | None = None
@@ -269,6 +271,8 @@ def replay(
         if retrained:
             models = train_models(conn, t)
             trained_at = t
+            if on_trained is not None:
+                on_trained(t, models)
         findings = score(conn, t, prices, models)
         if kinds is not None:
             findings = [f for f in findings if f.kind in kinds]

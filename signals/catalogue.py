@@ -6,6 +6,10 @@ manual (differential pressures of the inlet filter, the oil filter and the separ
 ISO 10816-3 zone C/D vibration for a medium machine on a rigid foundation). A component whose
 kind has no indicator here is judged on its rated life alone. The price book values are monthly
 recurring revenue in the reporting currency, overridable by settings.
+
+Money in text (reasons, alert messages, listings) always carries its currency: :func:`money`
+formats an amount with the reporting currency's code, which the composition root sets with
+:func:`configure_currency` (``BASEWATCH_REPORTING_CURRENCY``, default EUR).
 """
 
 from __future__ import annotations
@@ -33,6 +37,27 @@ INDICATORS: dict[str, Indicator] = {
 }
 # Components that customers can replace themselves with parts bought elsewhere.
 CONSUMABLES = ("air_filter", "oil_filter", "separator", "oil")
+
+_CURRENCY = {"code": "EUR"}
+
+
+def configure_currency(code: str) -> None:
+    """Set the reporting currency's ISO 4217 code that :func:`money` writes after amounts."""
+    code = code.strip().upper()
+    if len(code) != 3 or not code.isalpha():
+        raise ConfigError("BASEWATCH_REPORTING_CURRENCY", f"expected a code like EUR, got {code!r}")
+    _CURRENCY["code"] = code
+
+
+def currency() -> str:
+    """The reporting currency's code (EUR unless configured)."""
+    return _CURRENCY["code"]
+
+
+def money(amount: Decimal | float | int | str, places: int = 2) -> str:
+    """``1,234.50 EUR``: an amount in the reporting currency, with its code."""
+    value = Decimal(amount) if isinstance(amount, str) else amount
+    return f"{value:,.{places}f} {currency()}"
 
 
 @dataclass(frozen=True)

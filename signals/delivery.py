@@ -52,6 +52,16 @@ for minutes while every email waited):
 
 The deadline is also a ceiling for honest but slow exchanges (a large report email on a slow
 link): raise ``BASEWATCH_SMTP_TIMEOUT_S`` for those.
+
+**Stale alert emails expire.** An alert email says "act now"; queued while SMTP was not
+configured (or down for days), it would go out the day SMTP works, months late. A pass given
+``email_max_age`` (``BASEWATCH_ALERT_EMAIL_MAX_AGE_HOURS``, 72 h by default; 0 never expires)
+first gives up every unsent alert email (an alert's message or a CSM's digest; not the monthly
+NRR report, which is still worth reading late) queued longer ago than that: ``gave_up_at`` is
+the pass's time and ``last_error`` says "expired: not sent within 72 h of being queued" (with the
+earlier error after it, if any). It runs whether or not email is configured, so the backlog
+expires while it waits; webhooks are left to their attempts. The row is kept (never lost, as
+above) and :func:`requeue_given_up` does not bring back one that would expire again.
 """
 
 from __future__ import annotations
@@ -154,6 +164,7 @@ class DeliveryResult:
     deferred: int = 0  # postponed because their alert is snoozed
     waiting: int = 0  # due, but no transport for their channel
     postponed: int = 0  # due, not tried: their destination did not answer earlier in the pass
+    expired: int = 0  # alert emails given up unsent because they were queued too long ago
 
     def document(self) -> dict[str, int]:
         return {
@@ -163,6 +174,7 @@ class DeliveryResult:
             "deferred": self.deferred,
             "waiting": self.waiting,
             "postponed": self.postponed,
+            "expired": self.expired,
         }
 
 
@@ -208,6 +220,26 @@ def backoff(failures: int) -> dt.timedelta:
     return min(wait, BACKOFF_CAP)
 
 
+# alert emails (an alert's message or a CSM's digest; not the NRR report) queued too long ago
+_STALE_EMAIL = """
+channel = 'email' AND sent_at IS NULL AND created_at < %(expire_before)s
+AND (alert_id IS NOT NULL OR dedup_key LIKE 'alert:%%' OR dedup_key LIKE 'digest:%%')
+"""
+_EXPIRE_EMAILS = (
+    """
+UPDATE outbox SET gave_up_at = %(now)s,
+       last_error = left('expired: not sent within ' || %(hours)s || ' h of being queued'
+                         || coalesce(' (last error: ' || last_error || ')', ''), 500)
+WHERE gave_up_at IS NULL AND """
+    + _STALE_EMAIL
+)
+_REQUEUE = (
+    """
+UPDATE outbox SET gave_up_at = NULL, attempts = 0, next_attempt_at = %(now)s
+WHERE gave_up_at IS NOT NULL AND sent_at IS NULL AND (%(every)s OR NOT ("""
+    + _STALE_EMAIL
+    + "))"
+)
 _DEFER_SNOOZED = """
 UPDATE outbox o SET next_attempt_at = a.snoozed_until
 FROM alerts a
@@ -280,9 +312,11 @@ def deliver_due(
     max_attempts: int = 8,
     limit: int = 1000,
     concurrency: int = 4,
+    email_max_age: dt.timedelta | None = None,
 ) -> DeliveryResult:
     """Send the outbox rows due at ``now`` (at most ``limit``), one transaction per message,
-    up to ``concurrency`` destinations at once (see the module docstring).
+    up to ``concurrency`` destinations at once (see the module docstring); first expire the
+    alert emails queued more than ``email_max_age`` ago (None: none expire).
 
     Call it with no transaction open on ``conn``: each message commits on its own, which is
     what makes ``sent_at`` durable right after the server accepted it. ``conn`` serves the
@@ -294,6 +328,7 @@ def deliver_due(
     channels = sorted(transport.channels)
     params = {"now": now, "channels": channels, "limit": limit}
     with conn.transaction():
+        expired = _expire_emails(conn, now, email_max_age)
         deferred = conn.execute(_DEFER_SNOOZED, params).rowcount
         row = conn.execute(_WAITING, params).fetchone()
         waiting = int(row[0]) if row else 0
@@ -324,7 +359,7 @@ def deliver_due(
     finally:
         connections.close()
     result = DeliveryResult(
-        tally.sent, tally.failed, tally.gave_up, deferred, waiting, tally.postponed
+        tally.sent, tally.failed, tally.gave_up, deferred, waiting, tally.postponed, expired
     )
     if tally.sent or tally.failed or tally.gave_up or deferred or tally.postponed:
         log.info(
@@ -469,13 +504,43 @@ def _send(transport: Transport, message: OutboxMessage) -> tuple[str, bool] | No
     return None
 
 
-def requeue_given_up(conn: psycopg.Connection[TupleRow], *, now: dt.datetime) -> int:
-    """Put every given-up, unsent row back in the queue (attempts reset, last error kept)."""
+def _expire_emails(
+    conn: psycopg.Connection[TupleRow], now: dt.datetime, max_age: dt.timedelta | None
+) -> int:
+    """Give up the unsent alert emails queued more than ``max_age`` before ``now``."""
+    if max_age is None:
+        return 0
+    hours = max_age.total_seconds() / 3600
+    expired = conn.execute(
+        _EXPIRE_EMAILS,
+        {"now": now, "expire_before": now - max_age, "hours": f"{hours:g}"},
+    ).rowcount
+    if expired:
+        log.warning(
+            "%d alert emails expired unsent: queued more than %g h ago "
+            "(BASEWATCH_ALERT_EMAIL_MAX_AGE_HOURS)",
+            expired,
+            hours,
+        )
+    return expired
+
+
+def requeue_given_up(
+    conn: psycopg.Connection[TupleRow],
+    *,
+    now: dt.datetime,
+    email_max_age: dt.timedelta | None = None,
+) -> int:
+    """Put every given-up, unsent row back in the queue (attempts reset, last error kept),
+    except the alert emails older than ``email_max_age``, which would only expire again."""
     with conn.transaction():
         return conn.execute(
-            "UPDATE outbox SET gave_up_at = NULL, attempts = 0, next_attempt_at = %s"
-            " WHERE gave_up_at IS NOT NULL AND sent_at IS NULL",
-            (now,),
+            _REQUEUE,
+            {
+                "now": now,
+                "every": email_max_age is None,
+                "expire_before": now - (email_max_age or dt.timedelta(0)),
+            },
         ).rowcount
 
 

@@ -17,6 +17,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from signals.alerts import list_alerts
+from signals.catalogue import money
 from signals.delivery import OutboxMessage, enqueue
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def render_digest(csm_name: str, alerts: list[dict[str, Any]], day: dt.date) -> 
     total = sum((Decimal(a["expected_value"]) for a in alerts), Decimal(0))
     subject = (
         f"[basewatch] {day.isoformat()}: {len(alerts)} active alerts, "
-        f"expected value {total:,.2f} per month"
+        f"expected value {money(total)} per month"
     )
     lines = [f"Hello {csm_name},", "", f"Your active alerts on {day.isoformat()}:", ""]
     for a in alerts[:MAX_LISTED]:
@@ -77,7 +78,7 @@ def render_digest(csm_name: str, alerts: list[dict[str, Any]], day: dt.date) -> 
             where += f" / {a['subject']}"
         lines.append(
             f"#{a['alert_id']} P{a['priority']} {a['kind']} ({a['status']}) - {where}: "
-            f"expected value {Decimal(a['expected_value']):,.2f} per month, "
+            f"expected value {money(Decimal(a['expected_value']))} per month, "
             f"due {a['due_at'][:10]}"
         )
         lines += [f"    - {reason}" for reason in a["reasons"][:3]]

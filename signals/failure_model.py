@@ -783,6 +783,7 @@ def _finding(
     if drivers:
         reasons.append("behind it: " + "; ".join(drivers))
     basis = "model"
+    overdue = False
     figures = {
         "probability": round(p, 4),
         "hours_left": round(median, 1),
@@ -796,10 +797,15 @@ def _finding(
         rated_left = life - used
         if rated_left < median:
             basis = "rated life"
-        reasons.append(
-            f"nearest by rated life (a): {kind}, {max(rated_left, 0):,.0f} of {life:,.0f} "
-            f"running hours left; {basis} gives the earlier date"
+        where = (
+            f"overdue by {-rated_left:,.0f} running hours past its {life:,.0f}"
+            if rated_left < 0
+            else f"{rated_left:,.0f} of {life:,.0f} running hours left"
         )
+        reasons.append(
+            f"nearest by rated life (a): {kind}, {where}; {basis} gives the earlier date"
+        )
+        overdue = rated_left < 0
         figures["rated_life_hours_left"] = round(rated_left, 1)
     reasons.append(f"estimate driven by: {'(a) rated life' if basis != 'model' else '(c) model'}")
     return Finding(
@@ -811,6 +817,7 @@ def _finding(
         max(1, math.ceil(HORIZON_RH / per_day)),
         tuple(reasons),
         figures,
+        overdue=overdue,
     )
 
 

@@ -47,7 +47,9 @@ class Finding:
     ``""`` for the account as a whole). ``score`` is the probability-like strength in [0, 1];
     ``value`` the money at stake or to be won per month (MRR, reporting currency);
     ``horizon_days`` how soon it matters; ``reasons`` human sentences with the numbers;
-    ``figures`` the same numbers by name, kept with the alert.
+    ``figures`` the same numbers by name, kept with the alert. ``overdue``: what the finding
+    warns about is already past due (a component beyond its life), which raises the alert's
+    priority one level (``signals.alerts``).
     """
 
     account_id: str
@@ -58,6 +60,7 @@ class Finding:
     horizon_days: int
     reasons: tuple[str, ...]
     figures: dict[str, float] = field(default_factory=dict)
+    overdue: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in FAMILIES:

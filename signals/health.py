@@ -76,6 +76,13 @@ monthly minimum and the last 28 days' usage × unit price, converted with ``fx_r
 month when the currency has rates; the price book's maintenance fee per machine when that comes
 to zero); horizon = days to the renewal.
 
+Scoring time of an on-demand refresh (:func:`refresh_time`, ``basewatch signals health
+--refresh``): now, unless the fleet is silent as a whole - no machine has a reading in the last
+``SILENT_DAYS`` (48 h) - in which case the accounts are scored as of the end of the data (the
+end of the last hourly rollup bucket) and the caller says so. Scored as of now, a fleet whose
+data ended days ago (a demo, a restored backup, an ingest outage) would have every machine
+silent and every account at risk, which says nothing about the accounts.
+
 The hourly scoring job (``signals.scoring.score_now``) records each account's health of its
 pass in ``account_health`` (:func:`record_latest`, one ``executemany``), keeping the last pass
 of each UTC day; ``findings`` itself writes nothing, so a backtest leaves the table alone.
@@ -96,7 +103,7 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
-from signals.catalogue import INDICATORS, PriceBook
+from signals.catalogue import INDICATORS, PriceBook, money
 from signals.components import RESET_SHARE
 from signals.findings import Finding
 
@@ -891,6 +898,39 @@ def record_latest(conn: psycopg.Connection[TupleRow], as_of: dt.datetime) -> int
     return len(healths)
 
 
+def data_end(conn: psycopg.Connection[TupleRow]) -> dt.datetime | None:
+    """The end of the fleet's data: the end of the latest hourly rollup bucket (None: no
+    data)."""
+    row = conn.execute("SELECT max(bucket) FROM rollup_hourly").fetchone()
+    if row is None or row[0] is None:
+        return None
+    end: dt.datetime = row[0] + dt.timedelta(hours=1)
+    return end
+
+
+def refresh_time(
+    conn: psycopg.Connection[TupleRow], now: dt.datetime
+) -> tuple[dt.datetime, str | None]:
+    """When to score an on-demand refresh: ``now``, or the end of the data when no machine
+    has reported for ``SILENT_DAYS`` (see the module docstring), with the sentence saying so."""
+    end = data_end(conn)
+    if end is None or end > now - dt.timedelta(days=SILENT_DAYS):
+        return now, None
+    days = (now - end) / dt.timedelta(days=1)
+    return end, (
+        f"no machine has reported since {end:%Y-%m-%d %H:%M} UTC ({days:,.0f} days ago): "
+        "scored as of the end of the data, not now (as of now every machine would count as "
+        "silent)"
+    )
+
+
+def measure(method: str) -> str:
+    """What the recorded number of ``method`` is, in words."""
+    if method == "model":
+        return f"churn probability within {PRIMARY_HORIZON} days"
+    return "weighted risk score in [0, 1] (not a probability)"
+
+
 def latest_health(
     conn: psycopg.Connection[TupleRow], account_id: str | None = None
 ) -> list[dict[str, Any]]:
@@ -908,6 +948,7 @@ def latest_health(
             "probability": round(float(r[2]), 4),
             "horizon_days": r[3],
             "method": r[4],
+            "measure": measure(r[4]),
             "probability_180d": r[5].get("probability_180d"),
             "top_factors": [t["text"] for t in r[5].get("top", [])],
         }
@@ -989,8 +1030,8 @@ def renewal_findings(
             what,
             risk,
             "risk factors: " + "; ".join(texts),
-            f"MRR at stake {fixed + metered:,.2f} a month (fixed {fixed:,.2f} + metered "
-            f"{metered:,.2f})",
+            f"MRR at stake {money(fixed + metered)} a month (fixed {money(fixed)} + "
+            f"metered {money(metered)})",
         )
         findings.append(
             Finding(

@@ -2,6 +2,9 @@
 
 A component is due when its estimated running hours left (``signals.components.wear``), turned
 into days at the asset's running hours per day over the last week, fall within the horizon.
+A component past its limit (negative hours left) is reported as overdue by that many running
+hours (never as "0 hours left"), and its finding is marked ``overdue``, which raises the
+alert's priority (``signals.alerts``).
 Its hours are counted from its last replacement on record: the running-hours counter just
 before the last ``component_replaced`` or ``failure`` event for it, else the registry's
 ``installed_at_running_hours``; a component apparently past twice its rated life has no usable
@@ -155,11 +158,19 @@ def _asset_findings(
         days_left = estimate.hours_left / per_day
         if days_left > DUE_HORIZON_DAYS:
             continue
-        reason = (
-            f"{kind} of {asset_id}: about {max(estimate.hours_left, 0):,.0f} running hours "
-            f"left (± {estimate.hours_left_sd:,.0f}) by {estimate.basis}, ≈ "
-            f"{max(days_left, 0):.0f} days at {per_day:.1f} h/day"
-        )
+        overdue = estimate.hours_left < 0
+        if overdue:
+            reason = (
+                f"{kind} of {asset_id}: overdue by {-estimate.hours_left:,.0f} running hours "
+                f"(± {estimate.hours_left_sd:,.0f}) by {estimate.basis}, ≈ {-days_left:.0f} "
+                f"days at {per_day:.1f} h/day"
+            )
+        else:
+            reason = (
+                f"{kind} of {asset_id}: about {estimate.hours_left:,.0f} running hours "
+                f"left (± {estimate.hours_left_sd:,.0f}) by {estimate.basis}, ≈ "
+                f"{days_left:.0f} days at {per_day:.1f} h/day"
+            )
         if estimate.current is not None and indicator is not None:
             reason += (
                 f"; {indicator.metric} at {estimate.current:.2f} of a {indicator.limit:g} limit"
@@ -178,6 +189,7 @@ def _asset_findings(
                     "days_left": round(days_left, 1),
                     "running_hours_per_day": round(per_day, 2),
                 },
+                overdue=overdue,
             )
         )
     return findings

@@ -35,6 +35,39 @@ def test_wrong_usage_exits_2() -> None:
     assert run("deadletters", "list", "--limit", "zero").returncode == 2
 
 
+def test_usage_errors_exit_2_with_a_line_naming_the_option() -> None:
+    """Issue 14 item 17: ``deadletters replay`` without ids and ``api --port 99999`` ended
+    with exit 1 (a failure to fix) instead of 2 (wrong usage)."""
+    cases = {
+        ("deadletters", "replay"): "argument ID: name the dead letter ids to replay, or pass --all",
+        ("deadletters", "replay", "3", "--all"): "argument --all:",
+        ("api", "--port", "99999"): "argument --port: must be between 0 and 65535",
+        ("api", "--port", "http"): "argument --port: expected a port number",
+        ("simulate", "--months", "1"): "argument --months: must be at least 2",
+        ("import", "telemetry", "x.csv", "--time-origin", "yesterday"): "argument --time-origin:",
+        ("import", "events", "x.csv", "--rename", "ts"): "argument --rename: expected OLD=NEW",
+        ("signals", "backtest", "--from", "2025-02-01", "--to", "2025-01-01"): "argument --to:",
+        ("signals", "backtest", "--from", "2025-01-01", "--to", "2025-02-01", "--kind", "x"): (
+            "argument --kind: unknown signal kind(s) x"
+        ),
+    }
+    for argv, named in cases.items():
+        # an unreachable database: the usage is refused before anything is tried
+        result = run(*argv, db_url="postgresql://postgres@127.0.0.1:1/none")
+        assert result.returncode == 2, (argv, result.stderr)
+        assert result.stdout == ""
+        last = result.stderr.strip().splitlines()[-1]
+        words = 2 if argv[0] in ("deadletters", "import", "signals") else 1
+        assert last.startswith(f"basewatch {' '.join(argv[:words])}: error: "), last
+        assert named in last, (argv, last)
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "basewatch 0.1.0"
+
+
 def test_unreachable_database_is_one_clear_line_and_exit_1() -> None:
     result = run("db", "stats", "--json", db_url="postgresql://postgres@127.0.0.1:1/none")
     assert result.returncode == 1

@@ -20,6 +20,7 @@ from basewatch.alerts_commands import add_commands
 from basewatch.cli import add
 from core.errors import InputError, NotFound
 from core.settings import Settings
+from signals import catalogue
 from signals.alerts import (
     AlertStateError,
     acknowledge,
@@ -118,6 +119,8 @@ def test_priority_and_due_date_rules() -> None:
     assert priority_for(Decimal("300"), 30) == 3
     assert priority_for(Decimal("10"), 20) == 4
     assert priority_for(Decimal("10"), 90) == 5
+    assert priority_for(Decimal("10"), 90, overdue=True) == 4
+    assert priority_for(Decimal("1500"), 3, overdue=True) == 1
     assert due_for(T0, 0) == T0 + DAY
     assert due_for(T0, 5) == T0 + 5 * DAY
     assert due_for(T0, 90) == T0 + 14 * DAY
@@ -146,7 +149,7 @@ def test_same_finding_twice_is_one_alert_and_one_delivery(conn: psycopg.Connecti
         "Account: Acme Air (acct-1)",
         "load above 95% in 61% of production hours over 28 days",
         "load_high_share=0.61",
-        "Score 0.80 · value 1,200.00 per month · expected value 960.00 per month",
+        "Score 0.80 · value 1,200.00 EUR per month · expected value 960.00 EUR per month",
         "due 2025-06-16",
         f"basewatch alerts ack {alert_id}",
     ):
@@ -174,6 +177,68 @@ def test_new_figures_update_the_alert_without_a_delivery(conn: psycopg.Connectio
     assert updated["action"] == "updated"
     assert updated["detail"]["score"] == [0.5, 0.9]
     assert updated["detail"]["priority"] == [3, 2]
+
+
+def component_overdue(hours_left: float, score: float = 1.0, value: str = "120") -> Finding:
+    """A component past its limit, as ``signals.wear_findings`` reports it day by day."""
+    return Finding(
+        account_id="acct-1",
+        kind="component_due",
+        subject="asset-7/oil_filter",
+        score=score,
+        value=Decimal(value),
+        horizon_days=1,
+        reasons=(f"oil_filter of asset-7: overdue by {-hours_left:,.0f} running hours",),
+        figures={"hours_left": hours_left},
+        overdue=hours_left < 0,
+    )
+
+
+def test_an_overdue_alert_escalates_once_and_records_only_what_a_person_cares_about(
+    conn: psycopg.Connection,
+) -> None:
+    """Issue 14 item 10: an overdue component sat at the same due date for two months
+    without escalation and collected 60 "updated" history entries (its hours and reasons
+    change every day)."""
+    # a component still ahead of its limit: 60 h left, horizon 3 days -> P3
+    ahead = Finding(
+        "acct-1", "component_due", "asset-7/oil_filter", 0.9, Decimal(120), 3,
+        ("oil_filter of asset-7: about 60 running hours left",), {"hours_left": 60.0},
+    )  # fmt: skip
+    [alert_id] = apply(conn, [ahead], T0).opened
+    assert get_alert(conn, alert_id)["priority"] == 3
+    # then overdue, deeper every day for 60 days: hours, score and reasons change each pass
+    for day in range(1, 61):
+        overdue = component_overdue(-20.0 * day, score=min(1.0, 0.9 + day / 1000))
+        apply(conn, [overdue], T0 + day * DAY)
+    alert = get_alert(conn, alert_id)
+    assert alert["reasons"] == ["oil_filter of asset-7: overdue by 1,200 running hours"]
+    # the first overdue pass (horizon 1 day) moved the due date a day earlier; since then it
+    # stays the date the CSM was asked to act by
+    assert alert["due_at"] == (T0 + 2 * DAY).isoformat()
+    assert alert["priority"] == 2  # escalated one level, not one per pass
+    history = alert_history(conn, alert_id)
+    assert [h["action"] for h in history] == ["opened", "updated"]
+    assert history[1]["at"] == (T0 + DAY).isoformat()  # the finding turned overdue
+    assert history[1]["detail"]["changed"] == ["priority"]
+    assert history[1]["detail"]["priority"] == [3, 2]
+
+    # a material change of the money at stake is recorded; a small one is not
+    apply(conn, [component_overdue(-1200.0, value="125")], T0 + 61 * DAY)
+    apply(conn, [component_overdue(-1220.0, value="200")], T0 + 62 * DAY)
+    last = alert_history(conn, alert_id)[-1]
+    assert (len(alert_history(conn, alert_id)), last["detail"]["changed"]) == (3, ["value"])
+    assert last["detail"]["value"] == [125, 200]
+
+
+def test_an_alert_past_its_due_date_escalates_one_level(conn: psycopg.Connection) -> None:
+    [alert_id] = apply(conn, [saturation()], T0).opened  # P3, due in 14 days
+    apply(conn, [saturation()], T0 + 13 * DAY)
+    assert get_alert(conn, alert_id)["priority"] == 3
+    for day in (15, 16, 40):
+        apply(conn, [saturation()], T0 + day * DAY)
+    assert get_alert(conn, alert_id)["priority"] == 2
+    assert [h["action"] for h in alert_history(conn, alert_id)] == ["opened", "updated"]
 
 
 def test_strongest_of_duplicate_findings_in_one_pass_wins(conn: psycopg.Connection) -> None:
@@ -286,7 +351,7 @@ def test_owner_with_email_and_webhook_gets_both(conn: psycopg.Connection) -> Non
     fields = {
         f["text"].split("\n")[0]: f["text"].split("\n")[1] for f in payload["blocks"][2]["fields"]
     }
-    assert fields["*Expected value / month*"] == "960.00"
+    assert fields["*Expected value / month*"] == "960.00 EUR"
     assert fields["*Owner*"] == "Ben Brook"
 
 
@@ -416,7 +481,9 @@ def test_daily_digest_once_per_csm_and_day(conn: psycopg.Connection) -> None:
         ("digest:csm-a:2025-06-02", "ada@example.test"),
         ("digest:csm-b:2025-06-02", "ben@example.test"),
     ]
-    assert rows[0][2] == "[basewatch] 2025-06-02: 1 active alerts, expected value 960.00 per month"
+    assert rows[0][2] == (
+        "[basewatch] 2025-06-02: 1 active alerts, expected value 960.00 EUR per month"
+    )
     assert "capacity_saturation" in rows[0][3]
     assert count(conn, "outbox") == before + 2
 
@@ -433,12 +500,13 @@ def parse(*argv: str) -> argparse.Namespace:
 def test_alert_commands_in_process(
     conn: psycopg.Connection, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = Settings(database_url=db_url)
+    # the alerts are dated T0 (2025): expiry by age would give their emails up, not defer them
+    settings = Settings(database_url=db_url, alert_email_max_age_hours=0)
     [alert_id] = apply(conn, [saturation()], T0).opened
 
     args = parse("alerts", "list", "--json")
     assert args.handler(settings, args) == 0
-    [listed] = json.loads(capsys.readouterr().out)
+    [listed] = json.loads(capsys.readouterr().out)["alerts"]
     assert listed["alert_id"] == alert_id
 
     args = parse("alerts", "ack", str(alert_id), "--by", "ada", "--json")
@@ -487,7 +555,7 @@ def test_alerts_list_json_is_one_document(conn: psycopg.Connection, db_url: str)
     [alert_id] = apply(conn, [saturation()], T0).opened
     result = run_cli("alerts", "list", "--json", db_url=db_url)
     assert result.returncode == 0, result.stderr
-    [listed] = json.loads(result.stdout)
+    [listed] = json.loads(result.stdout)["alerts"]
     assert listed["alert_id"] == alert_id
 
     missing = run_cli("alerts", "ack", "99999", db_url=db_url)
@@ -496,3 +564,35 @@ def test_alerts_list_json_is_one_document(conn: psycopg.Connection, db_url: str)
     assert missing.stderr.strip().splitlines() == ["basewatch: error: no alert #99999"]
 
     assert run_cli("alerts", "snooze", str(alert_id), db_url=db_url).returncode == 2
+
+
+def test_alerts_list_says_how_many_it_left_out_and_money_carries_its_currency(
+    conn: psycopg.Connection,
+    db_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 14 item 11: ``alerts list`` stopped at 100 of 133 without a word, and its
+    expected values had no currency."""
+    monkeypatch.setitem(catalogue._CURRENCY, "code", "EUR")  # restored after the test
+    apply(conn, [saturation(a) for a in ("acct-1", "acct-2", "acct-3")], T0)
+    settings = Settings(database_url=db_url, reporting_currency="CHF")
+
+    args = parse("alerts", "list", "--limit", "2")
+    assert args.handler(settings, args) == 0
+    out, err = capsys.readouterr()
+    assert err.strip() == ("showing 2 of 3 alerts (the most urgent first); --limit N shows more")
+    assert out.count("EV 960.00 CHF/month") == 2
+
+    args = parse("alerts", "list", "--limit", "2", "--json")
+    assert args.handler(settings, args) == 0
+    out, err = capsys.readouterr()
+    document = json.loads(out)
+    assert (len(document["alerts"]), document["total"], document["limit"]) == (2, 3, 2)
+    assert {"alert_id", "expected_value", "reasons"} <= document["alerts"][0].keys()
+    assert err == ""
+
+    args = parse("alerts", "list")
+    assert args.handler(settings, args) == 0
+    out, err = capsys.readouterr()
+    assert (out.count("#"), err) == (3, "")

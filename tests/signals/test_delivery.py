@@ -419,6 +419,7 @@ def test_a_trickling_webhook_delays_nothing_else_and_fails_at_its_deadline(
         "deferred": 0,
         "waiting": 0,
         "postponed": 1,
+        "expired": 0,
         "requeued": 0,
     }
     rows = outbox_rows(conn)
@@ -448,3 +449,40 @@ def test_a_trickling_webhook_delays_nothing_else_and_fails_at_its_deadline(
     assert [p.headers["Idempotency-Key"] for p in hook.posts] == ["fast"]
     assert [k for _, k in trickle.requests] == ["slow-1", "slow-2", "slow-1"]
     assert all(r[3] is not None for r in outbox_rows(conn).values())
+
+
+def test_alert_emails_queued_too_long_ago_expire_with_the_reason_instead_of_going_out_late(
+    conn: psycopg.Connection, smtp: SmtpServer
+) -> None:
+    """Issue 14 item 12: emails queued while SMTP was unset all went out, months late, the
+    day SMTP was configured. Past ``email_max_age`` an alert email (or digest) is given up
+    unsent with the reason; the monthly NRR report email and webhooks do not expire."""
+    max_age = dt.timedelta(hours=72)
+    old, fresh = T0 - dt.timedelta(days=40), T0 - dt.timedelta(hours=71)
+    with conn.transaction():
+        enqueue(conn, [email("alert:1:opened:email"), email("digest:csm-a:2025-04-23")], now=old)
+        enqueue(conn, [email("nrr-report:2025-04:cfo@example.test")], now=old)
+        enqueue(conn, [webhook("http://127.0.0.1:9/hook", "alert:1:opened:webhook")], now=old)
+        enqueue(conn, [email("alert:2:opened:email")], now=fresh)
+
+    # SMTP unset: nothing can be sent, yet the stale alert emails expire while they wait
+    waiting = deliver_due(conn, Transports(), now=T0, email_max_age=max_age)
+    assert (waiting.expired, waiting.sent, waiting.waiting) == (2, 0, 3)
+    for key in ("alert:1:opened:email", "digest:csm-a:2025-04-23"):
+        attempts, error, _, sent_at, gave_up_at = row(conn, key)
+        assert (attempts, sent_at, gave_up_at) == (0, None, T0)
+        assert error == "expired: not sent within 72 h of being queued"
+    assert waiting.document()["expired"] == 2
+
+    # the day SMTP is configured only the fresh alert email and the report go out
+    transport = SmtpTransport(smtp.host, smtp.port, sender="basewatch@example.test", timeout=5)
+    later = T0 + dt.timedelta(minutes=1)
+    sent = deliver_due(conn, transport, now=later, email_max_age=max_age)
+    assert (sent.sent, sent.expired) == (2, 0)
+    assert sorted(m["X-Basewatch-Dedup-Key"] for m in smtp.messages) == [
+        "alert:2:opened:email",
+        "nrr-report:2025-04:cfo@example.test",
+    ]
+    # --retry-given-up does not bring the expired ones back to expire again
+    assert requeue_given_up(conn, now=later, email_max_age=max_age) == 0
+    assert row(conn, "alert:1:opened:email")[4] == T0

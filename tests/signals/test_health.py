@@ -10,10 +10,12 @@ readings give it the same figures as hourly ones at a fraction of the loading ti
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import subprocess
 import sys
+import time
 from decimal import Decimal
 
 import numpy as np
@@ -234,13 +236,16 @@ def test_cli_lists_the_latest_health_of_each_account(db_url: str, fleet: Fleet) 
     assert len(unknown.stderr.strip().splitlines()) == 1
     refreshed = _cli(db_url, "--json", "--refresh")
     assert refreshed.returncode == 0, refreshed.stderr
-    # accounts with a contract today are scored as of now, by the weighted score (no model
-    # is stored); churned ones keep their last record
-    now_rows = [r for r in json.loads(refreshed.stdout) if r["as_of"] > END.isoformat()]
-    assert {r["account_id"] for r in now_rows} == {
+    # the data ended more than 48 h ago: accounts with a contract at its end are scored as of
+    # the end, by the weighted score (no model is stored); churned ones keep their last record
+    with psycopg.connect(db_url) as conn:
+        end = health.data_end(conn)
+    assert end is not None
+    end_rows = [r for r in json.loads(refreshed.stdout) if r["as_of"] == end.isoformat()]
+    assert {r["account_id"] for r in end_rows} >= {
         a.account_id for a in fleet.accounts if a.churn_month is None
     }
-    assert {r["method"] for r in now_rows} == {"weighted"}
+    assert {r["method"] for r in end_rows} == {"weighted"}
     text = _cli(db_url)
     assert text.returncode == 0
     assert latest[0][0] in text.stdout
@@ -289,3 +294,121 @@ def test_the_model_trained_until_t_ignores_data_after_t(db_url: str, fleet: Flee
     assert scored_after.keys() == scored_before.keys()
     for account_id, p in scored_before.items():
         assert scored_after[account_id] == pytest.approx(p, abs=1e-9)
+
+
+def test_refresh_of_a_fleet_whose_data_ended_scores_as_of_the_end_and_says_so(
+    db_url: str, fleet: Fleet
+) -> None:
+    """Issue 14 item 9: ``signals health --refresh`` on a fleet whose data ended days ago
+    marked every machine silent and every account at risk, and printed the weighted
+    fallback as "% within 90 days", which it is not."""
+    with psycopg.connect(db_url) as conn:
+        end = health.data_end(conn)
+    assert end is not None
+    assert end.date() == dt.date(2025, 12, 31)  # the end of the last reading's hour
+    text = _cli(db_url, "--refresh")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].startswith(f"no machine has reported since {end:%Y-%m-%d %H:%M} UTC (")
+    assert "scored as of the end of the data, not now" in lines[0]
+    assert "% within" not in text.stdout  # no model: the weighted score is not a probability
+    assert "not a probability" in lines[1]
+    assert "risk score 0." in text.stdout
+
+    document = _cli(db_url, "--refresh", "--json")
+    assert document.returncode == 0, document.stderr
+    assert "scored as of the end of the data" in document.stderr
+    rows = [r for r in json.loads(document.stdout) if r["as_of"] == end.isoformat()]
+    assert len(rows) >= 10
+    assert {r["measure"] for r in rows} == {"weighted risk score in [0, 1] (not a probability)"}
+    # as of now every machine was silent for 48 h and more, and every account at risk
+    silent = [r for r in rows if any("silent for more than 48 h" in f for f in r["top_factors"])]
+    assert len(silent) < len(rows) / 2, silent
+
+
+@pytest.fixture(scope="module")
+def story(db_url: str, fleet: Fleet) -> tuple[dict[str, object], list[tuple[float, str]]]:
+    """The demo's signals replay over the last month of the fleet, with its progress lines
+    and when each was printed (the first and last entries: the call's start and end)."""
+    from basewatch.demo_signals import signals_story
+    from core.settings import Settings
+
+    with psycopg.connect(db_url) as conn:
+        conn.execute("TRUNCATE account_health, signal_models")
+        conn.commit()
+    lines: list[tuple[float, str]] = [(time.monotonic(), "(start)")]
+    document = signals_story(
+        db_url, Settings(database_url=db_url), END, 1, lambda t: lines.append((time.monotonic(), t))
+    )
+    lines.append((time.monotonic(), "(end)"))
+    return document, lines
+
+
+def test_the_demo_replay_stores_its_models_and_the_account_health(
+    db_url: str, story: tuple[dict[str, object], list[tuple[float, str]]]
+) -> None:
+    """Issue 14 item 9: after ``scripts/demo``, ``signals health`` said "No account health
+    recorded": the replay neither recorded the health nor kept the models it trained."""
+    document, _ = story
+    saved = document["models_saved"]
+    assert isinstance(saved, dict)
+    assert saved.get(health.NAME, 0) >= 1, saved
+    assert "Models trained by the replay and stored" in str(document["text"])
+    with psycopg.connect(db_url) as conn:
+        stored = conn.execute("SELECT DISTINCT name FROM signal_models ORDER BY name").fetchall()
+        latest = health.latest_health(conn)
+    assert (health.NAME,) in stored
+    assert latest
+    assert {r["as_of"][:10] for r in latest} == {"2025-12-31"}  # the replay's last pass
+
+    listed = _cli(db_url, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == len(latest)
+    refreshed = _cli(db_url, "--refresh")  # with the model the replay stored
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert "% within 90 days" in refreshed.stdout
+    assert "[model]" in refreshed.stdout
+
+
+def test_the_demo_replay_says_how_many_passes_and_how_long_is_left(
+    story: tuple[dict[str, object], list[tuple[float, str]]],
+) -> None:
+    """Issue 14 item 14: the replay printed neither its number of passes nor an estimate,
+    and went quiet for long stretches."""
+    document, lines = story
+    texts = [text for _, text in lines]
+    assert document["passes"] == 30
+    assert any(
+        t.startswith("demo: signals replay: 30 daily scoring passes from 2025-12-02 to 2025-12-31")
+        for t in texts
+    ), texts
+    assert any(
+        t.startswith("demo: signals replay pass 30/30 (2025-12-31) done, ") and "left" in t
+        for t in texts
+    ), texts
+    assert any("about " in t and " left" in t for t in texts if "/30 (" in t), texts
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(lines)]
+    assert max(gaps) <= 12.0, list(zip(gaps, texts[1:], strict=True))
+
+
+def test_the_heartbeat_fills_a_long_step_and_the_estimate_counts_the_trainings_to_come() -> None:
+    from basewatch.demo_signals import Estimate
+    from basewatch.heartbeat import Heartbeat
+
+    printed: list[str] = []
+    with Heartbeat(printed.append, interval_s=0.5) as beat:
+        beat.status(lambda: "training models")
+        time.sleep(1.3)  # one step longer than the interval: the heartbeat speaks
+        beat.say("step done")
+    assert printed[:2] == ["training models", "training models"]
+    assert printed[-1] == "step done"
+
+    # 60 daily passes, models retrained every 30 days: a training pass took 20 s, the plain
+    # passes 1 s each; after 10 passes: 49 plain passes and one more training (the 31st)
+    start = dt.datetime(2025, 11, 1, 6, tzinfo=dt.UTC)
+    estimate = Estimate(start, 60)
+    estimate.passed(start, 20.0, retrained=True)
+    for day in range(1, 10):
+        estimate.passed(start + day * dt.timedelta(days=1), 1.0, retrained=False)
+    assert estimate.seconds_left() == pytest.approx(49 * 1.0 + 20.0)
+    assert Estimate(start, 60).seconds_left() is None

@@ -79,3 +79,25 @@ def test_the_simulator_registers_the_hours_of_the_last_replacement() -> None:
     assert any(r["installed_at_running_hours"] > 0 for r in records)
     history = simulate_account(fleet, fleet.accounts[0])
     assert history.assets
+
+
+def test_an_overdue_component_says_by_how_much_not_zero_hours_left(db_url: str) -> None:
+    """Issue 14 item 10: an overdue component read "about 0 running hours left" while its
+    own figures said -3,181 h."""
+    with psycopg.connect(db_url) as conn:
+        conn.execute("TRUNCATE accounts, assets, components, asset_events CASCADE")
+        conn.execute("TRUNCATE rollup_daily, rollup_hourly")
+        _machine(conn)
+        # installed at 8,000 h: 1,980 of 1,500 h used at 9,980 h, 480 h (24 days) overdue
+        conn.execute(
+            "UPDATE components SET installed_at_running_hours = 8000 WHERE asset_id = 'm1'"
+        )
+        (finding,) = wear_findings(conn, AS_OF, PriceBook())
+        assert finding.figures["hours_left"] == pytest.approx(-480.0, abs=0.1)
+        (reason,) = finding.reasons
+        assert reason.startswith(
+            "inlet_valve of m1: overdue by 480 running hours (± 150) by rated life, ≈ 24 days "
+            "at 20.0 h/day"
+        ), reason
+        assert finding.overdue
+        assert finding.score == 1.0
