@@ -58,7 +58,7 @@ class RecordingHandler:
             return REFUSAL
         message = email.message_from_bytes(envelope.content, policy=default)
         with self._lock:
-            self.messages.append(message)  # type: ignore[arg-type]
+            self.messages.append(message)
             self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         return "250 Message accepted for delivery"
 

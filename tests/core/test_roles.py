@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
@@ -86,7 +87,7 @@ def migrated() -> Iterator[Migrated]:
         _drop_role(role)
 
 
-def _timescale(conn: psycopg.Connection[object]) -> bool:
+def _timescale(conn: psycopg.Connection[Any]) -> bool:
     row = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
     return bool(row and row[0])
 

@@ -92,7 +92,7 @@ def test_bad_rows_become_dead_letters_with_line_numbers(db_url: str, tmp_path: P
     assert (result.rows, result.readings) == (8, 2)
     dead = _dead(db_url, path)
     assert [line for line, _ in dead] == [3, 4, 5, 6, 7, 8]
-    reasons = dict(dead)
+    reasons = {row[0]: row[1] for row in dead}
     assert "not an ISO 8601 time" in str(reasons[3])
     assert "load_pct" in str(reasons[4])
     assert "finite" in str(reasons[5])

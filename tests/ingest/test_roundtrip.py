@@ -79,7 +79,7 @@ def test_unknown_and_cross_account_assets_are_dead_lettered(
         query = "SELECT count(*) FROM dead_letters WHERE topic LIKE %s"
         assert wait_for(db_url, query, 2, params=(f"{prefix}/%",)) == 2
     with psycopg.connect(db_url) as conn:
-        reasons = dict(
+        reasons: dict[str, str] = dict(
             conn.execute(
                 "SELECT topic, reason FROM dead_letters WHERE topic LIKE %s", (f"{prefix}/%",)
             ).fetchall()

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 import pytest
@@ -23,6 +24,7 @@ from core.settings import Settings
 from signals import catalogue
 from signals.alerts import (
     AlertStateError,
+    ApplyResult,
     acknowledge,
     alert_history,
     apply_findings,
@@ -82,7 +84,9 @@ def saturation(account: str = "acct-1", score: float = 0.8, value: str = "1200")
     )
 
 
-def apply(conn: psycopg.Connection, findings: list[Finding], now: dt.datetime, **kw: object):
+def apply(
+    conn: psycopg.Connection, findings: list[Finding], now: dt.datetime, **kw: object
+) -> ApplyResult:
     kw.setdefault("kinds_scored", ALL_KINDS)
     return apply_findings(conn, findings, now=now, **kw)  # type: ignore[arg-type]
 
@@ -93,7 +97,7 @@ def count(conn: psycopg.Connection, table: str) -> int:
     return int(row[0])
 
 
-def outbox(conn: psycopg.Connection) -> list[tuple]:
+def outbox(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
     return conn.execute(
         "SELECT dedup_key, channel, recipient, subject, body, payload FROM outbox"
         " ORDER BY outbox_id"

@@ -51,8 +51,8 @@ def write_rollups(
         ):
             for i in np.nonzero(present)[0]:
                 bucket = start + int(i) * HOUR
-                metrics = {m: float(v[i]) for m, v in series.items()}
-                copy.write_row((asset_id, bucket, bucket, Jsonb(metrics)))
+                reading = {m: float(v[i]) for m, v in series.items()}
+                copy.write_row((asset_id, bucket, bucket, Jsonb(reading)))
         refresh_rollups(conn)
         return
     days: dict[dt.datetime, dict[str, list[float]]] = {}
@@ -60,21 +60,24 @@ def write_rollups(
         with cur.copy("COPY rollup_hourly (asset_id, bucket, samples, stats) FROM STDIN") as copy:
             for i in np.nonzero(present)[0]:
                 bucket = start + int(i) * HOUR
-                stats = {m: [float(v[i])] * 4 + [1] for m, v in series.items()}
-                copy.write_row((asset_id, bucket, 1, Jsonb(stats)))
+                hour_stats = {m: [float(v[i])] * 4 + [1] for m, v in series.items()}
+                copy.write_row((asset_id, bucket, 1, Jsonb(hour_stats)))
                 day = bucket.replace(hour=0)
                 for m, v in series.items():
                     days.setdefault(day, {}).setdefault(m, []).append(float(v[i]))
         with cur.copy("COPY rollup_daily (asset_id, bucket, samples, stats) FROM STDIN") as copy:
             for day, metrics in days.items():
-                stats = {
+                day_stats = {
                     m: [float(np.mean(v)), min(v), max(v), v[-1], len(v)]
                     for m, v in metrics.items()
                 }
-                copy.write_row((asset_id, day, max(len(v) for v in metrics.values()), Jsonb(stats)))
+                samples = max(len(v) for v in metrics.values())
+                copy.write_row((asset_id, day, samples, Jsonb(day_stats)))
 
 
-def compressor(rng: np.random.Generator, hours: int, shift_from: int | None = None) -> dict:
+def compressor(
+    rng: np.random.Generator, hours: int, shift_from: int | None = None
+) -> dict[str, np.ndarray]:
     """A machine on two shifts: vibration, oil temperature, a running-hours counter."""
     t = np.arange(hours)
     running = ((t % 24) >= 6) & ((t % 24) < 22)

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -63,7 +64,7 @@ def webhook(url: str, key: str = "alert:1:opened:webhook") -> OutboxMessage:
     return OutboxMessage("webhook", url, "subject", "body", key, payload={"text": "hello"})
 
 
-def row(conn: psycopg.Connection, key: str) -> tuple:
+def row(conn: psycopg.Connection, key: str) -> tuple[Any, ...]:
     found = conn.execute(
         "SELECT attempts, last_error, next_attempt_at, sent_at, gave_up_at FROM outbox"
         " WHERE dedup_key = %s",
@@ -344,7 +345,7 @@ def trickle() -> Iterator[TricklingServer]:
         server.close()
 
 
-def outbox_rows(conn: psycopg.Connection) -> dict[str, tuple]:
+def outbox_rows(conn: psycopg.Connection) -> dict[str, tuple[Any, ...]]:
     return {
         r[0]: r[1:]
         for r in conn.execute(

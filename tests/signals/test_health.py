@@ -148,9 +148,9 @@ def test_declining_account_near_renewal_gets_renewal_risk_steady_does_not(
     ]
     assert churning
     for account in churning:
-        found = flagged.get(account.account_id)
-        assert found, account
-        first = found[0]
+        flagged_for = flagged.get(account.account_id)
+        assert flagged_for, account
+        first = flagged_for[0]
         assert first.value > Decimal(0)
         assert 1 <= first.horizon_days <= 90
         assert "in " in first.reasons[0]
