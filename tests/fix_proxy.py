@@ -32,9 +32,7 @@ _POLL_S = 0.05
 class TcpProxy:
     """Forwards connections from ``127.0.0.1:<port>`` to ``target_host:target_port``."""
 
-    def __init__(
-        self, target_host: str = "127.0.0.1", target_port: int = 5432, port: int | None = None
-    ) -> None:
+    def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
         self.target = (target_host, target_port)
         self.host = "127.0.0.1"
         self.port = port or free_port()

@@ -134,7 +134,7 @@ def test_memory_stays_bounded_while_1mb_messages_pile_up_during_a_database_outag
     log = tmp_path / "ingest.log"
     query = "SELECT count(*) FROM telemetry WHERE asset_id = %s"
     env = {"BASEWATCH_INGEST_MAX_PENDING_BYTES": str(PENDING_BOUND)}
-    with TcpProxy() as pg_link:
+    with TcpProxy.to_database(db_url) as pg_link:
         ingester = IngesterProcess(
             pg_link.database_url(db_url), broker, prefix, extra_env=env, log_path=log
         )
