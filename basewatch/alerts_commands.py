@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from basewatch.argtypes import positive
 from core.settings import Settings
 from signals.delivery import SmtpTransport, Transports, WebhookTransport
 
@@ -246,16 +247,6 @@ def _alert_id(text: str) -> int:
     return value
 
 
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _hours(text: str) -> float:
     try:
         value = float(text)
@@ -300,7 +291,7 @@ def add_commands(commands: Any, add: AddCommand) -> None:
     lst.add_argument("--account", help="only this account's alerts")
     lst.add_argument(
         "--limit",
-        type=_limit,
+        type=positive,
         default=100,
         metavar="N",
         help="list at most N alerts, the most urgent first (default 100; when more match, "

@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 
+from basewatch.argtypes import positive
 from core.db import NetworkTimeouts
 from core.db import configure as configure_network_timeouts
 from core.errors import BasewatchError
@@ -406,16 +407,6 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 # -- parser -----------------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _at_least(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -457,7 +448,7 @@ def _add_deadletter_commands(commands: Any) -> None:
         "deadletters", help="messages that could not be stored"
     ).add_subparsers(dest="dead_command", required=True, metavar="SUBCOMMAND")
     lst = add(dead, "list", cmd_deadletters_list, "list dead letters, newest first")
-    lst.add_argument("--limit", type=_positive, default=50)
+    lst.add_argument("--limit", type=positive, default=50)
     lst.add_argument("--all", action="store_true", help="include resolved ones")
     lst.add_argument("--reason", help="only those whose reason contains this text")
     rep = add(
@@ -466,7 +457,7 @@ def _add_deadletter_commands(commands: Any) -> None:
         cmd_deadletters_replay,
         "run dead letters through the decoder and registry again",
     )
-    rep.add_argument("ids", nargs="*", type=_positive, metavar="ID", help="dead letter ids")
+    rep.add_argument("ids", nargs="*", type=positive, metavar="ID", help="dead letter ids")
     rep.add_argument(
         "--all", action="store_true", help="replay every unresolved dead letter (instead of ids)"
     )
@@ -557,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument(
         "--processes",
-        type=_positive,
+        type=positive,
         default=0,
         help="consumer processes on the shared subscription (default BASEWATCH_INGEST_PROCESSES)",
     )
@@ -722,10 +713,10 @@ def _csv_options(command: argparse.ArgumentParser) -> None:
 
 
 def _fleet_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--accounts", type=_positive, default=40)
+    command.add_argument("--accounts", type=positive, default=40)
     command.add_argument(
         "--assets",
-        type=_positive,
+        type=positive,
         default=150,
         help="compressors in the fleet (at least one per account)",
     )
