@@ -66,6 +66,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import TupleRow
 
+import signals.rollups as rollups_module
 from core.db import drop_database, ensure_database, table_bytes, with_database
 from core.migrate import migrate
 from signals.rollups import RefreshResult, refresh_rollups
@@ -224,11 +225,13 @@ _LAYOUTS = {
         "narrow, min/max/last NULL in single-reading buckets",
     ),
 }
-# The layouts built on each engine besides its own (plain: jsonb; TimescaleDB: narrow).
+# The layouts built on each engine besides its own (plain: jsonb; TimescaleDB: narrow, and
+# jsonb too when rollup_hourly is an aggregate rather than a view).
 _OTHER_LAYOUTS = {
     False: ("narrow", "narrow_sparse", "wide", "wide_sparse", "jsonb_lz4"),
     True: ("jsonb", "wide", "wide_sparse", "narrow_sparse"),
 }
+_AGGREGATE_LAYOUTS = {"rollup_hourly_metric": "narrow", "rollup_hourly": "jsonb"}
 
 
 def _progress(text: str) -> None:
@@ -294,34 +297,61 @@ def _compress(conn: Conn, names: tuple[str, ...], older_than: dt.datetime | None
     return time.perf_counter() - started
 
 
-def _rollup_names(timescale: bool) -> tuple[str, str]:
-    return (
-        ("rollup_hourly_metric", "rollup_daily_metric")
-        if timescale
-        else (
-            "rollup_hourly",
-            "rollup_daily",
-        )
-    )
+def _rollups(conn: Conn, timescale: bool) -> tuple[str, ...]:
+    """The relations holding the rollups: the tables, or every continuous aggregate in
+    creation order (those built on others come after them)."""
+    if not timescale:
+        return ("rollup_hourly", "rollup_daily")
+    rows = conn.execute(
+        "SELECT view_name FROM timescaledb_information.continuous_aggregates"
+        " WHERE view_schema = 'public'"
+        " ORDER BY substring(materialization_hypertable_name FROM '[0-9]+$')::integer"
+    ).fetchall()
+    conn.commit()
+    return tuple(str(r[0]) for r in rows)
 
 
-def _disk(conn: Conn, timescale: bool) -> dict[str, int]:
+def _disk(conn: Conn, relations: tuple[str, ...]) -> dict[str, int]:
     """Bytes of telemetry and the rollups, after a VACUUM (as autovacuum would leave them: a
     recompressed chunk's emptied heap is truncated; indexes keep their pages)."""
-    hourly, daily = _rollup_names(timescale)
     conn.commit()
     conn.autocommit = True
     try:
         conn.execute("VACUUM")
     finally:
         conn.autocommit = False
-    sizes = {
-        "telemetry": table_bytes(conn, "telemetry"),
-        "hourly": table_bytes(conn, hourly),
-        "daily": table_bytes(conn, daily),
-    }
+    sizes = {name: table_bytes(conn, name) for name in ("telemetry", *relations)}
+    hourly = [name for name in relations if "hourly" in name]
+    if len(hourly) > 1:
+        sizes["hourly_total"] = sum(sizes[name] for name in hourly)
     conn.commit()
     return sizes
+
+
+def _first_refresh(conn: Conn, timescale: bool) -> dict[str, Any]:
+    """The first ``refresh_rollups``. On TimescaleDB, timed aggregate by aggregate: the call
+    is made once per aggregate, in the module's order, with the module's list of aggregates
+    narrowed to that one (the same code path; the sum is the whole refresh)."""
+    attribute = "_AGGREGATES"
+    aggregates = getattr(rollups_module, attribute, None)
+    if not timescale or not aggregates:
+        result, seconds, cpu = _timed(conn, lambda: refresh_rollups(conn))
+        return _refresh_figures(result, seconds, cpu)
+    parts: dict[str, dict[str, Any]] = {}
+    try:
+        for view in aggregates:
+            setattr(rollups_module, attribute, (view,))
+            _progress(f"  {view} ...")
+            result, seconds, cpu = _timed(conn, lambda: refresh_rollups(conn))
+            parts[view] = _refresh_figures(result, seconds, cpu)
+    finally:
+        setattr(rollups_module, attribute, aggregates)
+    cpus = [p["backend_cpu_seconds"] for p in parts.values()]
+    return {
+        "seconds": round(sum(p["seconds"] for p in parts.values()), 2),
+        "backend_cpu_seconds": round(sum(cpus), 2) if None not in cpus else None,
+        "by_aggregate": parts,
+    }
 
 
 def _refresh_figures(result: RefreshResult, seconds: float, cpu: float | None) -> dict[str, Any]:
@@ -361,7 +391,10 @@ def _layouts(conn: Conn, timescale: bool) -> list[dict[str, Any]]:
     """The hourly figures in each candidate layout: rows and bytes, raw and (TimescaleDB)
     compressed. The engine's own layout is measured elsewhere and not rebuilt."""
     results = []
+    present = {_AGGREGATE_LAYOUTS.get(name) for name in _rollups(conn, timescale)}
     for name in _OTHER_LAYOUTS[timescale]:
+        if timescale and name in present:
+            continue
         columns, fill, description = _LAYOUTS[name]
         table = f"bench_layout_{name}"
         _progress(f"layout {name} ...")
@@ -433,17 +466,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with psycopg.connect(url) as conn:
             _progress("first refresh ...")
             load_average["before_first_refresh"] = os.getloadavg()[0]
-            first, first_s, first_cpu = _timed(conn, lambda: refresh_rollups(conn))
+            first = _first_refresh(conn, timescale)
             load_average["after_first_refresh"] = os.getloadavg()[0]
-            hourly_name, daily_name = _rollup_names(timescale)
-            rows = {
-                "hourly": _one(conn, f"SELECT count(*) FROM {hourly_name}"),
-                "daily": _one(conn, f"SELECT count(*) FROM {daily_name}"),
-                "hourly_buckets": _one(conn, "SELECT count(*) FROM rollup_hourly"),
-            }
+            relations = _rollups(conn, timescale)
+            rows = {name: _one(conn, f"SELECT count(*) FROM {name}") for name in relations}
             conn.commit()
-            disk = {"raw": _disk(conn, timescale)}
-            names = ("telemetry", hourly_name, daily_name)
+            disk = {"raw": _disk(conn, relations)}
+            names = ("telemetry", *relations)
             compress_s: dict[str, float] = {}
             if timescale:
                 _progress("compressing the chunks older than 7 days ...")
@@ -459,16 +488,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if timescale:
                 _progress("compressing every chunk ...")
                 compress_s["the_rest"] = _compress(conn, names, None)
-                disk["compressed"] = _disk(conn, timescale)
+                disk["compressed"] = _disk(conn, relations)
             # late data into old (on TimescaleDB compressed) chunks
             figures, end = _load_and_refresh(conn, "late_history", params, end)
             incremental.append(figures)
             if timescale:
                 _progress("compressing again (the chunks the late readings reached) ...")
                 compress_s["after_late_history"] = _compress(conn, names, None)
-                disk["compressed_after_late_history"] = _disk(conn, timescale)
+                disk["compressed_after_late_history"] = _disk(conn, relations)
             else:
-                disk["after_loads"] = _disk(conn, timescale)
+                disk["after_loads"] = _disk(conn, relations)
             layouts = [] if args.no_layouts else _layouts(conn, timescale)
             load_average["end"] = os.getloadavg()[0]
     finally:
@@ -482,7 +511,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         versions=versions,
         readings=readings,
         generate_s=generate_s,
-        first=_refresh_figures(first, first_s, first_cpu) | {"rows": rows},
+        first=first | {"rows": rows},
         disk=disk,
         compress=compress_s,
         incremental=incremental,
@@ -563,9 +592,13 @@ def _text(d: dict[str, Any]) -> str:
         f"{d['days']} days × {d['metrics']} metrics = {d['readings']:,} hourly readings, "
         f"generated in {d['generate_seconds']} s",
         f"  first refresh        {first['seconds']:>8.1f} s  (target < "
-        f"{first['target_seconds']:.0f} s), backend CPU {first['backend_cpu_seconds']} s; "
-        f"{first['rows']['hourly']:,} hourly and {first['rows']['daily']:,} daily rows",
+        f"{first['target_seconds']:.0f} s), backend CPU {first['backend_cpu_seconds']} s; rows: "
+        + ", ".join(f"{name} {rows:,}" for name, rows in first["rows"].items()),
     ]
+    for view, part in first.get("by_aggregate", {}).items():
+        lines.append(
+            f"    {view:<22} {part['seconds']:>8.1f} s, backend CPU {part['backend_cpu_seconds']} s"
+        )
     for inc in d["incremental_refreshes"]:
         per = inc["ms_per_reading_added"]
         lines.append(
@@ -582,7 +615,7 @@ def _text(d: dict[str, Any]) -> str:
     for state, sizes in d["disk"].items():
         days = d["asset_days"][state]
         lines.append(f"  disk, {state} ({days:,} asset-days):")
-        lines += [f"    {name:<10} {_size(figures)}" for name, figures in sizes.items()]
+        lines += [f"    {name:<20} {_size(figures)}" for name, figures in sizes.items()]
     if d["layouts"]:
         lines.append("  the hourly figures in other layouts:")
         for layout in d["layouts"]:

@@ -264,10 +264,19 @@ _STEPS = {
     False: (("values", _VALUES), ("hourly", _HOURLY), ("daily", _DAILY)),
     True: (("values", _VALUES), ("telemetry", _TELEMETRY)),
 }
-_ROLLUP_TABLES = {  # what holds the rollups' rows: the tables, or the aggregates
-    False: ("rollup_hourly", "rollup_daily"),
-    True: ("rollup_hourly_metric", "rollup_daily_metric"),
-}
+
+
+def _rollups(conn: psycopg.Connection[TupleRow], timescale: bool) -> list[str]:
+    """What holds the rollups' rows: the tables, or every continuous aggregate (the narrow
+    ones, and whatever the migrations build on them)."""
+    if not timescale:
+        return ["rollup_hourly", "rollup_daily"]
+    rows = conn.execute(
+        "SELECT view_name FROM timescaledb_information.continuous_aggregates"
+        " WHERE view_schema = 'public'"
+        " ORDER BY substring(materialization_hypertable_name FROM '[0-9]+$')::integer"
+    ).fetchall()
+    return [str(r[0]) for r in rows]
 
 
 def _progress(text: str) -> None:
@@ -318,8 +327,7 @@ def compress(conn: psycopg.Connection[TupleRow], until: dt.datetime) -> tuple[fl
         "SELECT 'telemetry' UNION ALL"
         " SELECT format('%I.%I', materialization_hypertable_schema,"
         " materialization_hypertable_name)"
-        " FROM timescaledb_information.continuous_aggregates"
-        " WHERE view_name IN ('rollup_hourly_metric', 'rollup_daily_metric')"
+        " FROM timescaledb_information.continuous_aggregates WHERE view_schema = 'public'"
     ).fetchall()
     chunks = 0
     for (relation,) in relations:
@@ -444,8 +452,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if not reused:
                 _progress(f"generating {args.assets:,} assets × {args.days} days ...")
                 generation = generate(conn, args.assets, args.days, timescale)
-            hourly, daily = _ROLLUP_TABLES[timescale]
-            row = conn.execute(f"SELECT max(bucket) + INTERVAL '1 hour' FROM {hourly}").fetchone()
+            relations = _rollups(conn, timescale)
+            row = conn.execute(
+                f"SELECT max(bucket) + INTERVAL '1 hour' FROM {relations[0]}"
+            ).fetchone()
             assert row is not None
             assert row[0] is not None, "no rollups"
             as_of: dt.datetime = row[0]
@@ -463,9 +473,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 assert row is not None
                 compression["aggregate_chunks_compressed"] = f"{row[0]} of {row[1]}"
             rows = {
-                table: _count(conn, table) for table in ("accounts", "assets", "components")
-            } | {"hourly": _count(conn, hourly), "daily": _count(conn, daily)}
-            disk = {"hourly": table_bytes(conn, hourly), "daily": table_bytes(conn, daily)}
+                table: _count(conn, table)
+                for table in ("accounts", "assets", "components", *relations)
+            }
+            disk = {name: table_bytes(conn, name) for name in relations}
+            hourly = [name for name in relations if "hourly" in name]
+            if len(hourly) > 1:
+                disk["hourly_total"] = sum(disk[name] for name in hourly)
             if timescale:
                 disk["telemetry"] = table_bytes(conn, "telemetry")
         seconds: dict[str, float] = {}
@@ -497,7 +511,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "engine": args.engine,
         "rollups": (
-            "continuous aggregates rollup_hourly_metric / rollup_daily_metric (narrow)"
+            "continuous aggregates " + ", ".join(relations)
             if timescale
             else "tables rollup_hourly / rollup_daily (jsonb stats)"
         ),
@@ -540,8 +554,9 @@ def _text(d: dict[str, Any]) -> str:
     per_day = d["disk_bytes_per_asset_day"]
     lines = [
         f"score bench on {d['engine']} ({d['rollups']}): {d['assets']:,} assets × {d['days']} "
-        f"days as of {d['as_of']}: {d['rows']['accounts']:,} accounts, "
-        f"{d['rows']['hourly']:,} hourly and {d['rows']['daily']:,} daily rollup rows",
+        f"days as of {d['as_of']}: "
+        + ", ".join(f"{name} {rows:,}" for name, rows in d["rows"].items())
+        + " rows",
         "  disk: "
         + ", ".join(
             f"{name} {_mb(size)} ({per_day[name]:,} B/asset-day)"
