@@ -13,7 +13,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from signals import failure_model
+from signals import failure_data, failure_model
 from signals.catalogue import PriceBook
 from signals.rollups import refresh_rollups, uses_continuous_aggregates
 from tests.fix_db import clone, needs_rollup_tables
@@ -101,9 +101,9 @@ def test_fires_before_an_unseen_failure_and_not_on_steady_assets(fleet: str) -> 
     late = next(f for f in found if f.subject == "late")
     assert late.kind == "component_due"
     assert late.score >= failure_model.P_ALERT
-    assert 0 < late.figures["hours_left"] <= late.figures["hours_left_high"]
+    assert late.figures["probability"] == late.score
     assert late.horizon_days >= 1
-    assert "running hours left" in late.reasons[0]
+    assert "fails within 72 running hours" in late.reasons[0]
     assert any("bearing_temp_c" in r for r in late.reasons), late.reasons
 
 
@@ -144,17 +144,20 @@ def test_rows_and_events_after_the_cut_off_change_nothing(fleet: str) -> None:
 
 def test_labels_need_a_fully_observed_window(fleet: str) -> None:
     # "late" fails 72 h after the cut-off: none of its snapshots may be labelled at the cut
+    since = CUT - dt.timedelta(days=failure_model.TRAIN_DAYS)
     with psycopg.connect(fleet) as conn:
-        histories = failure_model.load_histories(conn, ["late"], CUT - dt.timedelta(days=120), CUT)
-    history = histories["late"]
-    assert history.first == START
-    metrics = ("bearing_temp_c", "current_a")
-    _, labels, times = failure_model._snapshots(
-        history, [], [], CUT, CUT - dt.timedelta(days=120), metrics
-    )
+        snapshots = failure_data.training_snapshots(
+            conn,
+            ["late"],
+            since,
+            CUT,
+            failure_model.SNAPSHOT_H,
+            lambda o: failure_model.label(o) is not None,
+        )
+    labels = [failure_model.label(o) for o in snapshots.outcomes]
     assert labels
     assert set(labels) == {0}
-    assert max(times) <= CUT - failure_model.HORIZON_RH * HOUR
+    assert max(snapshots.times) <= CUT - failure_model.HORIZON_RH * HOUR
 
 
 def test_too_few_failures_train_nothing_and_find_nothing(sparse: str) -> None:
@@ -180,11 +183,12 @@ def test_a_metric_no_labelled_snapshot_has_does_not_break_training(template_url:
                 )
                 refresh_rollups(conn)
             else:
-                conn.execute(
-                    "UPDATE rollup_hourly SET stats = stats || '{\"new_sensor\": [1, 1, 1, 1, 1]}'"
-                    " WHERE bucket >= %s",
-                    (CUT - dt.timedelta(days=1),),
-                )
+                for table in ("rollup_hourly", "rollup_daily"):  # as a refresh writes them
+                    conn.execute(
+                        f"UPDATE {table} SET stats = stats || '{{\"new_sensor\": [1, 1, 1, 1, 1]}}'"
+                        " WHERE bucket >= %s",
+                        (CUT - dt.timedelta(days=1),),
+                    )
             conn.commit()
             model = failure_model.train(conn, CUT)
         assert model is not None

@@ -1,0 +1,139 @@
+"""The failure features are computed by one function for training and scoring: on a small
+simulated fleet (with alarms, replacements and an asset whose first reading is at 13:00), the
+features of every asset at a snapshot time are the same, bit for bit, whether they come from
+the training path (every row of a 120-day window) or the scoring path (only what a snapshot
+at that time reads)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import psycopg
+import pytest
+
+from ingest.fleet import make_fleet
+from signals import failure_model
+from signals.failure_data import build_spec, scoring_snapshots, training_snapshots
+from signals.failure_features import AssetHistory, FeatureSpec, snapshot_features
+from tests.signals.fix_fleet import load_fleet
+from tests.signals.test_anomaly import register, write_rollups
+
+END = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+HOUR = dt.timedelta(hours=1)
+YOUNG_FIRST = END - dt.timedelta(days=6, hours=11)  # 13:00, six days before the end
+# snapshot times: whole hours, off midnight, on the 6-hour grid the training uses
+TIMES = [END - dt.timedelta(days=d, hours=h) for d, h in ((40, 6), (9, 18), (3, 12), (0, 6))]
+
+
+@pytest.fixture(scope="module")
+def fleet(db_url: str) -> str:
+    mix = {"declining": 1.0, "leaky": 1.0, "growing": 1.0, "steady": 1.0}
+    fleet = make_fleet(seed=11, accounts=3, assets=6, months=4, end=END, mix=mix)
+    load_fleet(db_url, fleet)
+    assets = [a.asset_id for a in fleet.assets]
+    rng = np.random.default_rng(3)
+    with psycopg.connect(db_url) as conn:
+        register(conn, fleet.accounts[0].account_id, ["young"])
+        hours = int((END - YOUNG_FIRST) / HOUR)
+        write_rollups(
+            conn,
+            "young",
+            YOUNG_FIRST,
+            {
+                "oil_temp_c": 70 + rng.standard_normal(hours),
+                "vibration_mm_s": 2 + 0.1 * rng.standard_normal(hours),
+            },
+        )
+        # alarms with codes (one code more frequent), a replacement, a service without one
+        for i, asset in enumerate([*assets, "young"]):
+            for k in range(12 + 3 * i):
+                when = END - dt.timedelta(hours=int(rng.integers(1, 24 * 50)), minutes=17)
+                conn.execute(
+                    "INSERT INTO asset_events (asset_id, time, kind, code, received_at)"
+                    " VALUES (%s, %s, 'alarm', %s, now()) ON CONFLICT DO NOTHING",
+                    (asset, when, f"E{k % 3 + (k % 2)}"),
+                )
+        conn.execute(
+            "INSERT INTO asset_events (asset_id, time, kind, component, received_at)"
+            " VALUES (%s, %s, 'component_replaced', 'air_filter', now()),"
+            " ('young', %s, 'service', '', now())",
+            (
+                assets[0],
+                END - dt.timedelta(days=9, hours=20, minutes=30),
+                END - dt.timedelta(days=2),
+            ),
+        )
+        conn.commit()
+    return db_url
+
+
+def _spec(conn: psycopg.Connection) -> FeatureSpec:
+    assets = [str(a) for (a,) in conn.execute("SELECT asset_id FROM assets ORDER BY 1")]
+    since = END - dt.timedelta(days=failure_model.TRAIN_DAYS)
+    return build_spec(conn, assets, since, END)
+
+
+def test_training_and_scoring_features_are_equal(fleet: str) -> None:
+    with psycopg.connect(fleet) as conn:
+        spec = _spec(conn)
+        assets = [str(a) for (a,) in conn.execute("SELECT asset_id FROM assets ORDER BY 1")]
+        training = training_snapshots(
+            conn,
+            assets,
+            END - dt.timedelta(days=failure_model.TRAIN_DAYS),
+            END,
+            failure_model.SNAPSHOT_H,
+            lambda outcome: True,
+            spec,
+        )
+        scored = {t: scoring_snapshots(conn, t, spec) for t in TIMES}
+    assert spec.codes, spec
+    assert spec.components, spec
+    assert spec.models, spec
+    by_key = {
+        (a, t): training.x[i]
+        for i, (a, t) in enumerate(zip(training.assets, training.times, strict=True))
+    }
+    compared = 0
+    for t, rows in scored.items():
+        assert rows, f"nothing scored at {t}"
+        for s in rows:
+            np.testing.assert_array_equal(by_key[(s.asset_id, t)], s.x, err_msg=s.asset_id)
+            compared += 1
+    assert {s.asset_id for s in scored[TIMES[-1]]} >= {"young"}
+    assert compared >= 15
+    # the features use what they are meant to: alarms, a replacement, the asset model
+    names = spec.names
+    x = np.vstack([s.x for rows in scored.values() for s in rows])
+    for feature in ("alarms_7d", "asset_model", f"hours_since_replaced:{spec.components[0]}"):
+        assert np.isfinite(x[:, names.index(feature)]).any(), feature
+
+
+def test_hours_since_maintenance_count_from_the_first_reading(fleet: str) -> None:
+    # "young" reports from 13:00; its service event is 2 days before the end: at a snapshot
+    # before that, the hours since maintenance are the hours since 13:00, not since midnight
+    t = END - dt.timedelta(days=3)
+    with psycopg.connect(fleet) as conn:
+        spec = _spec(conn)
+        young = next(s for s in scoring_snapshots(conn, t, spec) if s.asset_id == "young")
+    share = min(1.0, young.running_hours_per_day / 24)
+    hours = young.x[spec.names.index("hours_since_maintenance")]
+    assert hours == pytest.approx((t - YOUNG_FIRST) / HOUR * share)
+    assert share == 1.0
+
+
+def test_a_history_that_starts_too_late_is_refused() -> None:
+    first = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    start = first + dt.timedelta(days=40)
+    history = AssetHistory(
+        "a",
+        first,
+        start,
+        ("x",),
+        np.zeros((24 * 20, 1)),
+        np.zeros((24 * 20, 1)),
+        np.ones(24 * 20, dtype=bool),
+    )
+    with pytest.raises(ValueError, match="need them from"):
+        snapshot_features(history, start + dt.timedelta(days=5), FeatureSpec(("x",)))
