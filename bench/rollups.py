@@ -19,15 +19,19 @@ Then it times, with the PostgreSQL backend's CPU seconds beside the wall clock:
    what was loaded: (a) an hour of every asset plus a late second reading in 10 % of the last
    day's buckets; (b) a bulk load of a day of every asset (24 × more); (c) nothing (the fixed
    cost of a refresh); (d) late second readings for 10 % of the assets over one day 30 days
-   back (on TimescaleDB into compressed telemetry and compressed aggregate chunks);
-4. on TimescaleDB, compressing all remaining chunks, and the disk again;
+   back (on TimescaleDB into compressed telemetry and compressed aggregate chunks), after
+   step 4; (e) one late reading of one asset 40 days back, after (d)'s recompression;
+4. on TimescaleDB, compressing all remaining chunks, and the disk again (and once more after
+   (d), the chunks it reached being recompressed);
 5. (unless ``--no-layouts``) the same hourly figures stored in the other candidate layouts,
    built from the refreshed hourly rollup on the same server, with the indexes the project's
    tables have (primary key, an index on the bucket): on plain PostgreSQL a narrow table (one
-   row per asset, bucket and metric), a wide table of typed columns (``<metric>_mean`` ...
-   ``<metric>_readings``) and the jsonb table with lz4 TOAST compression; on TimescaleDB the
-   jsonb and the wide layouts as hypertables (10-day chunks, like the aggregates), raw and
-   compressed (segmented by asset, ordered by bucket).
+   row per asset, bucket and metric) and a wide table of typed columns (``<metric>_mean`` ...
+   ``<metric>_readings``), both also *sparse* (minimum, maximum and last NULL in a bucket of
+   one reading, where they equal the mean), and the jsonb table with lz4 TOAST compression;
+   on TimescaleDB the wide layouts, the sparse narrow one and (when ``rollup_hourly`` is not
+   an aggregate already) the jsonb one as hypertables (10-day chunks, like the aggregates),
+   raw and compressed (segmented by asset, ordered by bucket).
 
 Disk is ``core.db.table_bytes`` (a hypertable's or an aggregate's chunks, compressed ones
 included, with indexes and TOAST) and is reported per asset-day (bytes ÷ assets ÷ days of
@@ -142,14 +146,21 @@ WHERE time >= %(from)s::timestamptz - INTERVAL '30 days'
   AND time < %(from)s::timestamptz - INTERVAL '29 days'
   AND abs(hashtext(asset_id)) %% 10 = 0
 """,
+    # (e) one late reading of one asset, 40 days before the end
+    "one_late": """
+INSERT INTO telemetry (asset_id, time, received_at, metrics)
+SELECT asset_id, time + INTERVAL '20 minutes', time, metrics FROM telemetry
+WHERE asset_id = 'c-00001' AND time = %(from)s::timestamptz - INTERVAL '40 days'
+""",
 }
-_LOAD_HOURS = {"hour_and_late": 1, "bulk_day": 24, "nothing": 0, "late_history": 0}
+_LOAD_HOURS = {"hour_and_late": 1, "bulk_day": 24, "nothing": 0, "late_history": 0, "one_late": 0}
 _LOAD_TEXT = {
     "hour_and_late": "an hour of every asset + late readings in 10 % of the last day's buckets",
     "bulk_day": "bulk load: a day of every asset",
     "nothing": "nothing loaded",
     "late_history": "late readings of 10 % of the assets over a day 30 days back"
     " (TimescaleDB: into compressed chunks)",
+    "one_late": "one late reading of one asset 40 days back (TimescaleDB: compressed chunks)",
 }
 
 # The candidate layouts of the hourly figures, built from the hourly rollup (jsonb shape:
@@ -498,6 +509,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 disk["compressed_after_late_history"] = _disk(conn, relations)
             else:
                 disk["after_loads"] = _disk(conn, relations)
+            figures, end = _load_and_refresh(conn, "one_late", params, end)
+            incremental.append(figures)
             layouts = [] if args.no_layouts else _layouts(conn, timescale)
             load_average["end"] = os.getloadavg()[0]
     finally:
