@@ -85,7 +85,7 @@ TARGET_FIRST_S = 90.0
 # issue 10: hourly rollups of 10,000 assets × 180 days <= 1 GB compressed on TimescaleDB,
 # <= 5 GB on plain PostgreSQL
 TARGET_ASSET_DAYS = 10_000 * 180
-TARGET_HOURLY_BYTES = {"plain": 5 * 1024**3, "timescale": 1 * 1024**3}
+TARGET_HOURLY_BYTES = {"plain": 5 * 10**9, "timescale": 1 * 10**9}  # GB = 10^9 bytes here
 COMPRESS_AFTER = dt.timedelta(days=7)  # the default BASEWATCH_COMPRESS_AFTER_DAYS
 LAYOUT_CHUNK = "10 days"  # the aggregates' chunk interval (10 × telemetry's 1 day)
 START = "2024-01-01T00:00:00Z"
@@ -591,8 +591,8 @@ def _size(figures: dict[str, Any] | None) -> str:
     if figures is None:
         return "n/a"
     return (
-        f"{figures['bytes'] / 1024**2:>9,.0f} MB {figures['bytes_per_asset_day']:>8,} B/asset-day"
-        f" → {figures['extrapolated_10000x180_bytes'] / 1024**3:>7,.1f} GB at 10,000 × 180"
+        f"{figures['bytes'] / 1e6:>9,.0f} MB {figures['bytes_per_asset_day']:>8,} B/asset-day"
+        f" → {figures['extrapolated_10000x180_bytes'] / 1e9:>7,.1f} GB at 10,000 × 180"
     )
 
 
@@ -638,7 +638,7 @@ def _text(d: dict[str, Any]) -> str:
                 lines.append(f"      compressed {_size(layout['compressed'])}")
     lines.append(
         f"  target: hourly rollups at 10,000 × 180 <= "
-        f"{d['target_hourly_bytes_10000x180'] / 1024**3:.0f} GB"
+        f"{d['target_hourly_bytes_10000x180'] / 1e9:.0f} GB"
     )
     lines.append("  load average (1 min): " + ", ".join(f"{k} {v:.2f}" for k, v in load.items()))
     return "\n".join(lines)

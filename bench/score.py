@@ -559,7 +559,7 @@ def _text(d: dict[str, Any]) -> str:
         + " rows",
         "  disk: "
         + ", ".join(
-            f"{name} {_mb(size)} ({per_day[name]:,} B/asset-day)"
+            f"{name} {size / 1e6:,.0f} MB ({per_day[name]:,} B/asset-day)"
             for name, size in d["disk_bytes"].items()
         ),
         "  generated in "
