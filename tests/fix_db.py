@@ -26,6 +26,7 @@ from psycopg import sql
 from basewatch.wiring import PACKAGES
 from core.db import drop_database, with_database
 from core.migrate import migrate
+from signals.rollups import uses_continuous_aggregates
 
 TEST_SERVER_URL = os.environ.get(
     "BASEWATCH_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -62,11 +63,15 @@ def close_to_connections(name: str) -> None:
         conn.execute(
             sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name))
         )
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
+        _end_sessions(conn, name)
+
+
+def _end_sessions(conn: psycopg.Connection[Any], name: str) -> None:
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = %s AND pid <> pg_backend_pid()",
+        (name,),
+    )
 
 
 def clone(template: str, name: str) -> str:
@@ -82,11 +87,7 @@ def clone(template: str, name: str) -> str:
             except psycopg.errors.ObjectInUse:
                 if attempt == 49:
                     raise
-                conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (template,),
-                )
+                _end_sessions(conn, template)
                 time.sleep(0.1)
     return with_database(TEST_SERVER_URL, name)
 
@@ -117,6 +118,5 @@ def needs_rollup_tables(conn: psycopg.Connection[Any]) -> None:
     """Skip a test that writes the rollups directly: on TimescaleDB they are continuous
     aggregates, computed only from telemetry (tests/signals/test_rollups.py checks that both
     engines give the same figures)."""
-    row = conn.execute("SELECT to_regclass('rollup_hourly_metric') IS NOT NULL").fetchone()
-    if row and row[0]:
+    if uses_continuous_aggregates(conn):
         pytest.skip("writes rollup rows directly; on TimescaleDB rollups are continuous aggregates")

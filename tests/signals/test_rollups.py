@@ -12,7 +12,7 @@ from psycopg.types.json import Jsonb
 
 import signals.rollups
 from basewatch.wiring import PACKAGES
-from core.db import database_name, drop_database
+from core.db import database_name, drop_database, ensure_database, with_database
 from core.migrate import migrate, timescale_available
 from ingest.decode import Limits
 from ingest.store import BatchWriter, decode_message
@@ -395,14 +395,11 @@ def test_both_engines_compute_the_same_rollups(db_url: str) -> None:
             pytest.skip("needs a server with TimescaleDB (BASEWATCH_TEST_TIMESCALE_URL)")
     import uuid
 
-    plain_name = f"bw_test_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(TEST_SERVER_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{plain_name}"')
-    plain_url = db_url.replace(database_name(db_url), plain_name)
-    timescale_name = f"bw_test_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(TEST_SERVER_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{timescale_name}"')
-    timescale_url = db_url.replace(database_name(db_url), timescale_name)
+    plain_url, timescale_url = (
+        with_database(TEST_SERVER_URL, f"bw_test_{uuid.uuid4().hex[:8]}") for _ in range(2)
+    )
+    ensure_database(plain_url)
+    ensure_database(timescale_url)
     try:
         with psycopg.connect(plain_url, autocommit=True) as conn:
             assert migrate(conn, PACKAGES, "off").timescale is False
