@@ -30,8 +30,14 @@ with subject = the asset (the model predicts a failure of the asset, not of a na
 Ownership: ``signals.wear_findings`` owns ``asset/component`` subjects (rated life and
 indicator trend per catalogued component), this module and ``signals.remaining_life`` (when
 the asset will fail, with a measured interval) the asset subject; the alert lifecycle keeps one
-alert per subject. The finding states the probability within the horizon, not a time to
-failure: a time with an interval whose coverage is measured is ``signals.remaining_life``'s.
+alert per subject. The finding states the probability within the horizon and, when the fleet
+had enough run-to-failure histories to train ``signals.remaining_life`` (trained in ``train``
+on the same snapshots, its summary under ``summary["remaining_life"]``), the remaining life as
+an interval, never a point: "remaining life: fails in 40–90 running hours (80 %), ≈ 2–4 days at
+24.0 h/day", with figures ``rul_hours`` (central), ``rul_low_hours``, ``rul_high_hours``,
+``interval_level`` and ``rul_cap_hours`` beside the existing ones. Which assets fire, their
+score and their horizon in days stay the classifier's (the interval informs, it does not
+decide), so the backtest's matching of these findings does not change with it.
 When the asset has catalogued components, the reason also names the nearest one by rated life
 since its last replacement. Score = the probability; value = ``PriceBook.component_service``.
 """
@@ -49,7 +55,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg.rows import TupleRow
 
-from signals import anomaly
+from signals import anomaly, remaining_life
 from signals.catalogue import PriceBook
 from signals.failure_data import (
     Outcome,
@@ -84,6 +90,7 @@ class FailureModel:
     spec: FeatureSpec
     classifier: Any
     summary: dict[str, Any] = field(default_factory=dict)
+    remaining_life: remaining_life.RemainingLifeModel | None = None
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -153,6 +160,7 @@ def train(conn: psycopg.Connection[TupleRow], until: dt.datetime) -> FailureMode
     )
     classifier.fit(fit_matrix(snapshots.x), y)
     spec = snapshots.spec
+    life = remaining_life.from_snapshots(snapshots)
     return FailureModel(
         anomaly.hour_floor(until),
         spec,
@@ -167,7 +175,9 @@ def train(conn: psycopg.Connection[TupleRow], until: dt.datetime) -> FailureMode
             "components": list(spec.components),
             "asset_models": list(spec.models),
             "horizon_running_hours": HORIZON_RH,
+            "remaining_life": life.summary if life is not None else None,
         },
+        life,
     )
 
 
@@ -191,7 +201,17 @@ def findings(
     firing = [(s, float(p)) for s, p in zip(scored, probabilities, strict=True) if p >= P_ALERT]
     usage = {s.asset_id: s.running_hours_per_day for s, _ in firing}
     components = _components(conn, sorted(usage), end, usage) if firing else {}
-    return [_finding(s, p, model, components.get(s.asset_id, []), prices) for s, p in firing]
+    lives: list[tuple[float, float, float] | None] = [None] * len(firing)
+    life = getattr(model, "remaining_life", None)  # models pickled before it have none
+    if firing and life is not None:
+        central, low, high = life.predict(np.vstack([s.x for s, _ in firing]))
+        lives = [
+            (float(c), float(lo), float(hi)) for c, lo, hi in zip(central, low, high, strict=True)
+        ]
+    return [
+        _finding(s, p, model, components.get(s.asset_id, []), prices, rul)
+        for (s, p), rul in zip(firing, lives, strict=True)
+    ]
 
 
 def _components(
@@ -239,14 +259,23 @@ def _finding(
     model: FailureModel,
     components: list[tuple[str, float, float]],
     prices: PriceBook,
+    rul: tuple[float, float, float] | None = None,
 ) -> Finding:
     usage = scored.running_hours_per_day
     per_day = max(usage, 0.5)
-    reasons = [
+    first = (
         f"{p:.0%} probability that {scored.asset_id} fails within {HORIZON_RH:.0f} running "
-        f"hours (fleet model trained on {model.summary.get('failures', 0)} failures), "
-        f"≈ {HORIZON_RH / per_day:.0f} days at {usage:.1f} h/day"
-    ]
+        f"hours (fleet model trained on {model.summary.get('failures', 0)} failures)"
+    )
+    rul_model = getattr(model, "remaining_life", None) if rul is not None else None
+    if rul_model is not None and rul is not None:
+        _, low, high = rul
+        days = f"{low / per_day:.0f}–{high / per_day:.0f}" + ("+" if high >= rul_model.cap else "")
+        when = remaining_life.phrase(low, high, rul_model.level, rul_model.cap)
+        first += f"; remaining life: {when}, ≈ {days} days at {usage:.1f} h/day"
+    else:
+        first += f", ≈ {HORIZON_RH / per_day:.0f} days at {usage:.1f} h/day"
+    reasons = [first]
     drivers = _drivers(scored.x, model.spec)
     if drivers:
         reasons.append("behind it: " + "; ".join(drivers))
@@ -256,6 +285,13 @@ def _finding(
         "horizon_running_hours": HORIZON_RH,
         "running_hours_per_day": round(usage, 2),
     }
+    if rul_model is not None and rul is not None:
+        central, low, high = rul
+        figures["rul_hours"] = round(central, 1)
+        figures["rul_low_hours"] = round(low, 1)
+        figures["rul_high_hours"] = round(high, 1)
+        figures["interval_level"] = rul_model.level
+        figures["rul_cap_hours"] = rul_model.cap
     if components:
         kind, life, used = min(components, key=lambda c: c[1] - c[2])
         rated_left = life - used

@@ -6,6 +6,7 @@ is not changed by rows or events after its cut-off."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -13,7 +14,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from signals import failure_data, failure_model
+from signals import failure_data, failure_model, remaining_life
 from signals.catalogue import PriceBook
 from signals.rollups import refresh_rollups, uses_continuous_aggregates
 from tests.fix_db import clone, needs_rollup_tables
@@ -105,6 +106,29 @@ def test_fires_before_an_unseen_failure_and_not_on_steady_assets(fleet: str) -> 
     assert late.horizon_days >= 1
     assert "fails within 72 running hours" in late.reasons[0]
     assert any("bearing_temp_c" in r for r in late.reasons), late.reasons
+
+
+def test_the_alert_gives_remaining_life_as_an_interval(fleet: str) -> None:
+    # "late" fails 72 running hours after the cut-off (its drift started 28 hours before it)
+    with psycopg.connect(fleet) as conn:
+        model = failure_model.train(conn, CUT)
+        assert model is not None
+        found = failure_model.findings(conn, CUT, PriceBook(), model)
+    life = model.remaining_life
+    assert life is not None
+    assert model.summary["remaining_life"]["calibration_assets"] >= 1
+    assert model.summary["remaining_life"]["failures"] >= 5
+    late = next(f for f in found if f.subject == "late")
+    figures = late.figures
+    assert figures["interval_level"] == 0.8
+    assert 0 <= figures["rul_low_hours"] <= figures["rul_hours"] <= figures["rul_high_hours"]
+    assert figures["rul_high_hours"] <= remaining_life.CAP_RH
+    assert figures["rul_low_hours"] <= 72 <= figures["rul_high_hours"], figures
+    assert figures["rul_high_hours"] - figures["rul_low_hours"] < remaining_life.CAP_RH
+    assert figures["probability"] == late.score  # the existing keys stay
+    text = remaining_life.phrase(figures["rul_low_hours"], figures["rul_high_hours"], 0.8)
+    assert f"remaining life: {text}" in late.reasons[0], late.reasons[0]
+    assert re.search(r"fails (in \d+–|within )\d+\+? running hours \(80 %\)", late.reasons[0])
 
 
 def test_training_is_reproducible(fleet: str) -> None:
