@@ -46,9 +46,9 @@ def import_graph() -> dict[str, set[str]]:
     }
 
 
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """One cycle (as a closed path) per strongly connected component of more than one module
-    (Tarjan's algorithm; self-imports are not edges here)."""
+def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected components of more than one module: the modules that import one
+    another, directly or not (Tarjan's algorithm; self-imports are not edges here)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -79,10 +79,10 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     for node in sorted(graph):
         if node not in index:
             visit(node)
-    return [_closed_path(graph, component) for component in components]
+    return components
 
 
-def _closed_path(graph: dict[str, set[str]], component: set[str]) -> list[str]:
+def closed_path(graph: dict[str, set[str]], component: set[str]) -> list[str]:
     """A path inside ``component`` from its first module back to it (for the message)."""
     start = min(component)
     paths = {start: [start]}
@@ -99,8 +99,13 @@ def _closed_path(graph: dict[str, set[str]], component: set[str]) -> list[str]:
 
 
 def test_the_composition_root_has_no_import_cycle() -> None:
-    found = cycles(import_graph())
-    assert not found, "import cycles in basewatch: " + "; ".join(" -> ".join(c) for c in found)
+    graph = import_graph()
+    found = cycles(graph)
+    assert not found, "import cycles in basewatch: " + "; ".join(
+        f"{' -> '.join(closed_path(graph, c))} (modules importing one another: "
+        f"{', '.join(sorted(c))})"
+        for c in found
+    )
 
 
 def test_only_the_entry_point_imports_the_cli_module() -> None:
@@ -114,4 +119,9 @@ def test_the_checks_see_imports_inside_functions() -> None:
     modules = {"basewatch.a", "basewatch.b", "basewatch.c"}
     assert _imported(ast.parse(source), modules) == {"basewatch.b", "basewatch.c"}
     graph = {"basewatch.a": {"basewatch.b"}, "basewatch.b": {"basewatch.a"}, "basewatch.c": set()}
-    assert cycles(graph) == [["basewatch.a", "basewatch.b", "basewatch.a"]]
+    assert cycles(graph) == [{"basewatch.a", "basewatch.b"}]
+    assert closed_path(graph, {"basewatch.a", "basewatch.b"}) == [
+        "basewatch.a",
+        "basewatch.b",
+        "basewatch.a",
+    ]
