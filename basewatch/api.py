@@ -634,8 +634,8 @@ def account_health(api: Api, request: Request) -> Response:
 
 
 def nrr_headline(api: Api, request: Request) -> Response:
+    from core.months import parse_month
     from nrr.headline import headline
-    from nrr.months import parse_month
 
     query = request.single(("month",))
     month = None

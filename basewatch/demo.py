@@ -250,10 +250,10 @@ def _import_commercial(url: str, out_dir: Path, currency: str) -> None:
 def _revenue_story(url: str, out_dir: Path, settings: Settings) -> dict[str, Any]:
     """Rebuild the MRR ledger from the imported contracts, invoices and rates and write the
     monthly NRR report of the last complete month."""
+    from core.months import format_month
     from nrr.attribution import summary_line
     from nrr.headline import headline
     from nrr.ledger import rebuild
-    from nrr.months import format_month
     from nrr.report import build_report, write_report
 
     currency = settings.reporting_currency

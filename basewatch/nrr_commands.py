@@ -47,7 +47,7 @@ def reporting_currency(settings: Settings) -> str:
 
 def report_dir(settings: Settings, month: dt.date) -> Path:
     """Where a month's report goes by default: ``BASEWATCH_NRR_REPORT_DIR/YYYY-MM``."""
-    from nrr.months import format_month
+    from core.months import format_month
 
     return Path(settings.nrr_report_dir) / format_month(month)
 
@@ -60,7 +60,7 @@ def report_emails(
 ) -> list[OutboxMessage]:
     """One outbox email per recipient: the headline as text, the HTML page and every CSV
     attached; ``dedup_key`` ``nrr-report:<YYYY-MM>:<recipient>``, so a month is sent once."""
-    from nrr.months import format_month
+    from core.months import format_month
     from signals.delivery import OutboxMessage, attachment
 
     month = format_month(report.month)
@@ -109,7 +109,7 @@ class MonthlyRun:
     enqueued: int
 
     def document(self) -> dict[str, Any]:
-        from nrr.months import format_month
+        from core.months import format_month
 
         return {
             "month": format_month(self.month),
@@ -126,8 +126,8 @@ def monthly_report(
     previous month's report under ``BASEWATCH_NRR_REPORT_DIR/YYYY-MM`` and, when
     ``BASEWATCH_NRR_REPORT_RECIPIENTS`` is set, enqueue it by email (once per month and
     recipient; the delivery job sends it)."""
+    from core.months import format_month, previous_complete_month
     from nrr.ledger import rebuild
-    from nrr.months import format_month, previous_complete_month
     from nrr.report import build_report, write_report
 
     currency = reporting_currency(settings)
@@ -152,7 +152,7 @@ def monthly_report(
 
 
 def _month(text: str) -> dt.date:
-    from nrr.months import parse_month
+    from core.months import parse_month
 
     try:
         return parse_month(text)
@@ -218,7 +218,7 @@ def cmd_nrr_show(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_nrr_report(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.cli import emit
     from basewatch.wiring import open_database
-    from nrr.months import format_month
+    from core.months import format_month
     from nrr.report import build_report, write_report
 
     recipients = settings.report_recipients()
@@ -266,8 +266,9 @@ def _import(kind: str) -> Any:
     def handler(settings: Settings, args: argparse.Namespace) -> int:
         from basewatch.cli import emit
         from basewatch.wiring import open_database
+        from core.errors import ImportRejected
         from nrr.imports import import_file, reference_problems
-        from nrr.layouts import RevenueImportError, read_file
+        from nrr.layouts import read_file
 
         path = Path(args.file)
         currency = reporting_currency(settings)
@@ -276,7 +277,7 @@ def _import(kind: str) -> Any:
                 parsed = read_file(kind, path, currency)
                 problems = reference_problems(conn, parsed)
                 if problems:
-                    raise RevenueImportError(problems)
+                    raise ImportRejected(problems)
                 document: dict[str, Any] = {
                     "kind": kind,
                     "file": str(path),

@@ -51,11 +51,11 @@ from typing import Any
 import psycopg
 from psycopg.rows import TupleRow
 
+from core.money import ZERO, money_text, percent_text, ratio
+from core.months import add_months, format_month
 from nrr.bridge import bridges
 from nrr.ledger import ledger_state, read_settings
 from nrr.metrics import MonthOverMonth, Trailing
-from nrr.money import ZERO, money_text, percent_text, ratio
-from nrr.months import add_months, format_month
 from nrr.retention import trailing, trailing_series
 
 DEFAULT_WINDOW_DAYS = 90
