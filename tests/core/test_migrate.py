@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -234,3 +235,85 @@ def test_the_timescale_path_has_rollup_aggregates_with_policies(empty_url: str) 
     ]
     assert ("rollup_hourly_metric", "policy_refresh_continuous_aggregate") in jobs
     assert ("rollup_daily_metric", "policy_compression") in jobs
+
+
+BEFORE_ISSUE_12 = Path(__file__).parent.parent / "data" / "migrations_before_issue12"
+
+
+def _full_schema(url: str) -> list[tuple[object, ...]]:
+    """Columns, constraints, indexes, views and functions of the public schema, by name and
+    definition (catalogue order left out), and the recorded migrations."""
+    with psycopg.connect(url) as conn:
+        rows = [
+            *conn.execute(
+                "SELECT 'column', table_name, column_name, data_type, is_nullable,"
+                " column_default FROM information_schema.columns WHERE table_schema = 'public'"
+                " ORDER BY 2, 3"
+            ).fetchall(),
+            *conn.execute(
+                "SELECT 'constraint', conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
+                " FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 2, 3"
+            ).fetchall(),
+            *conn.execute(
+                "SELECT 'index', tablename, indexname, indexdef FROM pg_indexes"
+                " WHERE schemaname = 'public' ORDER BY 2, 3"
+            ).fetchall(),
+            *conn.execute(
+                "SELECT 'view', viewname, definition FROM pg_views WHERE schemaname = 'public'"
+                " ORDER BY 2"
+            ).fetchall(),
+            *conn.execute(
+                "SELECT 'function', proname, pg_get_functiondef(oid) FROM pg_proc"
+                " WHERE pronamespace = 'public'::regnamespace ORDER BY 2"
+            ).fetchall(),
+            *conn.execute(
+                "SELECT package, version, checksum FROM schema_migrations ORDER BY 1, 2"
+            ).fetchall(),
+        ]
+    return rows
+
+
+def test_a_database_of_nrrs_contracts_upgrades_to_cores_without_a_warning(
+    empty_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Contracts and exchange rates moved from nrr's 001 to core's 002 (issue 12): a database
+    migrated with the files of before (tests/data/migrations_before_issue12), holding a
+    contract and a rate, upgrades to the same schema as a fresh one, keeps its rows, and
+    nrr's 001 takes its new checksum over the superseded one."""
+    (revenue,) = [m for m in discover(PACKAGES) if (m.package, m.version) == ("nrr", 1)]
+    (old_revenue,) = [
+        m
+        for m in discover(PACKAGES, {"nrr": BEFORE_ISSUE_12 / "nrr" / "migrations"})
+        if (m.package, m.version) == ("nrr", 1)
+    ]
+    assert old_revenue.checksum() in revenue.superseded()
+    assert "CREATE TABLE contracts" in old_revenue.common_sql
+    assert "contracts (" not in revenue.common_sql.split("CREATE TABLE invoice_lines")[0]
+    with psycopg.connect(empty_url, autocommit=True) as conn:
+        migrate(conn, PACKAGES, "off")
+    expected = _full_schema(empty_url)
+    url = with_database(TEST_SERVER_URL, f"bw_mig_{uuid.uuid4().hex[:8]}")
+    ensure_database(url)
+    try:
+        before = {p: BEFORE_ISSUE_12 / p / "migrations" for p in ("core", "nrr")}
+        with psycopg.connect(url, autocommit=True) as conn:
+            old = migrate(conn, PACKAGES, "off", folders=before)
+            assert "core/002_contracts" not in old.applied
+            conn.execute("INSERT INTO accounts (account_id, name) VALUES ('a-1', 'A')")
+            conn.execute(
+                "INSERT INTO contracts (contract_id, account_id, product_line, kind, currency,"
+                " start_date, billing_period, fee) VALUES ('c-1', 'a-1', 'maintenance',"
+                " 'fixed', 'USD', '2024-01-01', 'year', 1200)"
+            )
+            conn.execute(
+                "INSERT INTO fx_rates (month, currency, rate) VALUES ('2024-01-01', 'USD', 0.9)"
+            )
+            with caplog.at_level("WARNING", logger="core.migrate"):
+                report = migrate(conn, PACKAGES, "off")
+            assert report.applied == ["core/002_contracts"]
+            assert "changed after it was applied" not in caplog.text
+            assert conn.execute("SELECT contract_id FROM contracts").fetchall() == [("c-1",)]
+            assert conn.execute("SELECT rate FROM fx_rates").fetchone() == (Decimal("0.9"),)
+        assert _full_schema(url) == expected
+    finally:
+        drop_database(url)
