@@ -272,6 +272,25 @@ def _missing_references(conn: psycopg.Connection[TupleRow], batch: RegistryBatch
     return errors
 
 
+def csm_names(conn: psycopg.Connection[TupleRow]) -> dict[str, str]:
+    """Every CSM's name by csm_id."""
+    return {str(c): str(n) for c, n in conn.execute("SELECT csm_id, name FROM csms")}
+
+
+def csm_name(conn: psycopg.Connection[TupleRow], csm_id: str) -> str | None:
+    """The name of CSM ``csm_id``; None when there is no such CSM."""
+    row = conn.execute("SELECT name FROM csms WHERE csm_id = %s", (csm_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def account_owners(conn: psycopg.Connection[TupleRow]) -> dict[str, str | None]:
+    """Every account's CSM (None when it has none) by account_id."""
+    return {
+        str(a): None if c is None else str(c)
+        for a, c in conn.execute("SELECT account_id, csm_id FROM accounts")
+    }
+
+
 def asset_owners(conn: psycopg.Connection[TupleRow], asset_ids: Sequence[str]) -> dict[str, str]:
     """``asset_id → account_id`` for the registered ones among ``asset_ids``."""
     rows = conn.execute(

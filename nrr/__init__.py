@@ -85,7 +85,8 @@ Attribution (``nrr.attribution``): expansion that followed an expansion alert ac
 ``BASEWATCH_ATTRIBUTION_WINDOW_DAYS`` is signal-influenced, churn with a risk alert open at the
 start of the churn month is flagged, and "NRR without signal-influenced expansion" takes the
 influenced expansion out of the NRR: association and bookkeeping, never a causal claim. Read
-from signals' ``alerts`` table through SQL; absent (None), not zero, when there are no alerts.
+from the ``alert_outcomes`` view signals publishes; absent (None), not zero, when there are no
+alerts.
 
 CSV layouts (``basewatch import contracts|invoices|fx FILE``)
 --------------------------------------------------------------
