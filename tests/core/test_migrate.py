@@ -273,32 +273,46 @@ def _full_schema(url: str) -> list[tuple[object, ...]]:
     return rows
 
 
-def test_a_database_of_nrrs_contracts_upgrades_to_cores_without_a_warning(
+def test_a_database_of_before_issue_12_upgrades_to_a_fresh_ones_schema_without_a_warning(
     empty_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Contracts and exchange rates moved from nrr's 001 to core's 002 (issue 12): a database
-    migrated with the files of before (tests/data/migrations_before_issue12), holding a
-    contract and a rate, upgrades to the same schema as a fresh one, keeps its rows, and
-    nrr's 001 takes its new checksum over the superseded one."""
+    """Issue 12 moved contracts and exchange rates from nrr's 001 to core's 002, marked ingest's
+    published objects (comment lines in 001, 002, 003, 006) and added signals' alert_outcomes
+    view. A database migrated with every file of before (tests/data/migrations_before_issue12),
+    holding a contract and a rate, upgrades to the schema of a fresh one, keeps its rows, and the
+    rewritten migrations take their new checksums over the superseded ones without a warning."""
+    before = {p: BEFORE_ISSUE_12 / p / "migrations" for p in PACKAGES}
+    old_files = {(m.package, m.version): m for m in discover(PACKAGES, before)}
     (revenue,) = [m for m in discover(PACKAGES) if (m.package, m.version) == ("nrr", 1)]
-    (old_revenue,) = [
+    assert old_files[("nrr", 1)].checksum() in revenue.superseded()
+    assert "CREATE TABLE contracts" in old_files[("nrr", 1)].common_sql
+    assert "CREATE TABLE contracts" not in revenue.common_sql
+    rewritten = [
         m
-        for m in discover(PACKAGES, {"nrr": BEFORE_ISSUE_12 / "nrr" / "migrations"})
-        if (m.package, m.version) == ("nrr", 1)
+        for m in discover(PACKAGES)
+        if (m.package, m.version) in old_files
+        and old_files[(m.package, m.version)].checksum() != m.checksum()
     ]
-    assert old_revenue.checksum() in revenue.superseded()
-    assert "CREATE TABLE contracts" in old_revenue.common_sql
-    assert "contracts (" not in revenue.common_sql.split("CREATE TABLE invoice_lines")[0]
+    assert {(m.package, m.version) for m in rewritten} == {
+        ("ingest", 1),
+        ("ingest", 2),
+        ("ingest", 3),
+        ("ingest", 6),
+        ("nrr", 1),
+    }
+    for migration in rewritten:
+        assert old_files[(migration.package, migration.version)].checksum() in (
+            migration.superseded()
+        )
     with psycopg.connect(empty_url, autocommit=True) as conn:
         migrate(conn, PACKAGES, "off")
     expected = _full_schema(empty_url)
     url = with_database(TEST_SERVER_URL, f"bw_mig_{uuid.uuid4().hex[:8]}")
     ensure_database(url)
     try:
-        before = {p: BEFORE_ISSUE_12 / p / "migrations" for p in ("core", "nrr")}
         with psycopg.connect(url, autocommit=True) as conn:
             old = migrate(conn, PACKAGES, "off", folders=before)
-            assert "core/002_contracts" not in old.applied
+            assert len(old.applied) == len(old_files)
             conn.execute("INSERT INTO accounts (account_id, name) VALUES ('a-1', 'A')")
             conn.execute(
                 "INSERT INTO contracts (contract_id, account_id, product_line, kind, currency,"
@@ -310,7 +324,7 @@ def test_a_database_of_nrrs_contracts_upgrades_to_cores_without_a_warning(
             )
             with caplog.at_level("WARNING", logger="core.migrate"):
                 report = migrate(conn, PACKAGES, "off")
-            assert report.applied == ["core/002_contracts"]
+            assert report.applied == ["core/002_contracts", "signals/008_alert_outcomes"]
             assert "changed after it was applied" not in caplog.text
             assert conn.execute("SELECT contract_id FROM contracts").fetchall() == [("c-1",)]
             assert conn.execute("SELECT rate FROM fx_rates").fetchone() == (Decimal("0.9"),)
