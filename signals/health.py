@@ -67,15 +67,14 @@ and says so in the reasons. The weighted score is not a calibrated probability.
 
 ``renewal_risk``: an account whose next renewal or end falls within the renewal window
 (``PriceBook.renewal_window_days``, from ``BASEWATCH_RENEWAL_WINDOW_DAYS``, default 90) with
-risk present: a churn
-probability of at least ``RISK_PROBABILITY`` (0.3), or usage down by 25 % or more, or a silent
-machine, or a third-party replacement. Score = the churn probability; value = the MRR at stake
-(active contracts: fixed fees normalised to a month, metered contracts at the larger of their
-monthly minimum and the last 28 days' usage × unit price, converted with the latest
-``fx_rates`` row of the currency up to the month; a contract in a currency without a rate is
-left out of the figure and named in the reason, never counted at 1 - the reporting currency
-alone converts at 1 without a row; the price book's maintenance fee per machine when that comes
-to zero); horizon = days to the renewal.
+risk present: a churn probability of at least ``RISK_PROBABILITY`` (0.3), or usage down by 25 %
+or more, or a silent machine, or a third-party replacement. Score = the churn probability;
+value = the MRR at stake (active contracts: fixed fees normalised to a month, metered contracts
+at the larger of their monthly minimum and the last 28 days' usage × unit price, converted with
+the latest ``fx_rates`` row of the currency up to the month; a contract in a currency without a
+rate is left out of the figure and named in the reason, never counted at 1 - the reporting
+currency alone converts at 1 without a row; the price book's maintenance fee per machine when
+that comes to zero); horizon = days to the renewal.
 
 Scoring time of an on-demand refresh (:func:`refresh_time`, ``basewatch signals health
 --refresh``): now, unless the fleet is silent as a whole - no machine has a reading in the last
