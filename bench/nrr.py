@@ -47,13 +47,13 @@ import psycopg
 
 from core.db import drop_database, ensure_database, with_database
 from core.migrate import migrate
+from core.months import add_months, format_month
 from nrr.attribution import attribution
 from nrr.bridge import bridges, rebuild_movements
 from nrr.cohorts import cohorts
 from nrr.figures import mrr_totals, reconciliation, top_movers
 from nrr.headline import headline
 from nrr.ledger import rebuild
-from nrr.months import add_months, format_month
 from nrr.report import build_report, write_report
 from nrr.retention import DIMENSIONS, breakdown, month_over_month, trailing_series
 

@@ -486,6 +486,39 @@ def alert_history(conn: psycopg.Connection[TupleRow], alert_id: int) -> list[dic
 # -- what the CSM does ------------------------------------------------------------------------
 
 
+_PER_CSM = """
+SELECT c.csm_id, c.name,
+       count(a.alert_id) FILTER (WHERE a.status = 'open'),
+       count(a.alert_id) FILTER (WHERE a.status = 'acknowledged')
+FROM csms c
+LEFT JOIN alerts a ON a.owner_csm_id = c.csm_id AND a.status IN ('open', 'acknowledged')
+GROUP BY c.csm_id, c.name
+ORDER BY count(a.alert_id) FILTER (WHERE a.status = 'open') DESC, c.csm_id
+"""
+
+
+def active_per_csm(conn: psycopg.Connection[TupleRow]) -> list[tuple[str, str, int, int]]:
+    """Every CSM as (csm_id, name, open alerts, acknowledged alerts), most open first."""
+    return [(str(c), str(n), int(o), int(a)) for c, n, o, a in conn.execute(_PER_CSM)]
+
+
+def unowned_active(conn: psycopg.Connection[TupleRow]) -> int:
+    """How many active (open or acknowledged) alerts have no owner: their account has no CSM."""
+    row = conn.execute(
+        "SELECT count(*) FROM alerts"
+        " WHERE status IN ('open', 'acknowledged') AND owner_csm_id IS NULL"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def open_alert_account(conn: psycopg.Connection[TupleRow], alert_id: int) -> str | None:
+    """The account of alert ``alert_id`` while it is open (None when it is not, or not there)."""
+    row = conn.execute(
+        "SELECT account_id FROM alerts WHERE alert_id = %s AND status = 'open'", (alert_id,)
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 

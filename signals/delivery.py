@@ -214,6 +214,16 @@ def enqueue(
         return max(cur.rowcount, 0)
 
 
+def queued_per_channel(conn: psycopg.Connection[TupleRow]) -> dict[str, int]:
+    """How many alert messages the outbox holds per channel (sent or not; reports left out)."""
+    return {
+        str(channel): int(count)
+        for channel, count in conn.execute(
+            "SELECT channel, count(*) FROM outbox WHERE alert_id IS NOT NULL GROUP BY channel"
+        )
+    }
+
+
 def backoff(failures: int) -> dt.timedelta:
     """Wait before the next attempt after ``failures`` failed attempts (≥ 1)."""
     wait: dt.timedelta = BACKOFF_BASE * 2 ** max(failures - 1, 0)
