@@ -134,7 +134,7 @@ def _rows(
     conn: psycopg.Connection[TupleRow], query: str, params: dict[str, Any]
 ) -> Iterator[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query.encode(), params)
+        cur.execute(query, params)
         yield from cur
 
 

@@ -20,6 +20,7 @@ from collections import defaultdict
 
 import numpy as np
 import psycopg
+from psycopg import sql
 from psycopg.rows import TupleRow
 
 from signals.catalogue import INDICATORS, PriceBook
@@ -68,11 +69,12 @@ def wear_findings(
     conn: psycopg.Connection[TupleRow], as_of: dt.datetime, prices: PriceBook
 ) -> list[Finding]:
     kinds = tuple(INDICATORS)
-    columns = ", ".join(
-        f"(r.stats -> '{INDICATORS[c].metric}' ->> 0)::double precision" for c in kinds
+    columns = sql.SQL(", ").join(
+        sql.SQL("(r.stats -> {} ->> 0)::double precision").format(sql.Literal(INDICATORS[c].metric))
+        for c in kinds
     )
     series: dict[str, list[tuple[dt.datetime, float, dict[str, float | None]]]] = defaultdict(list)
-    query = _SERIES.format(columns=columns).encode()
+    query = sql.SQL(_SERIES).format(columns=columns)
     for asset_id, bucket, hours, *values in conn.execute(
         query, {"as_of": as_of, "days": HISTORY_DAYS}
     ):
