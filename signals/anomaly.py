@@ -48,6 +48,7 @@ from psycopg.rows import TupleRow
 
 from signals.catalogue import INDICATORS, PriceBook
 from signals.findings import Finding
+from signals.kinds import SignalKind
 
 NAME = "asset_anomaly"
 HOUR = dt.timedelta(hours=1)
@@ -309,7 +310,7 @@ def _finding(
         figures[f"{o.metric}_z"] = round(o.z, 2)
     return Finding(
         account_id,
-        "asset_anomaly",
+        SignalKind.ASSET_ANOMALY,
         asset_id,
         round(score, 4),
         prices.component_service,

@@ -26,6 +26,7 @@ from psycopg.rows import TupleRow
 from signals.catalogue import INDICATORS, PriceBook
 from signals.components import replacements, wear
 from signals.findings import Finding
+from signals.kinds import SignalKind
 
 HISTORY_DAYS = 60
 DUE_HORIZON_DAYS = 30
@@ -180,7 +181,7 @@ def _asset_findings(
         findings.append(
             Finding(
                 account_id,
-                "component_due",
+                SignalKind.COMPONENT_DUE,
                 f"{asset_id}/{kind}",
                 min(1.0, max(0.3, 1.0 - days_left / DUE_HORIZON_DAYS)),
                 prices.component_service,
@@ -216,7 +217,7 @@ def _third_party(
             findings.append(
                 Finding(
                     account_id,
-                    "third_party_parts",
+                    SignalKind.THIRD_PARTY_PARTS,
                     f"{asset_id}/{kind}",
                     0.7,
                     prices.maintenance_per_machine,
