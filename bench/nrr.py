@@ -44,6 +44,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import sql
 
 from core.db import drop_database, ensure_database, with_database
 from core.migrate import migrate
@@ -299,7 +300,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     lambda: generate(conn, args.accounts, args.months, args.telemetry_accounts)
                 )
             counts = {
-                table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
+                table: conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+                ).fetchone()[0]  # type: ignore[index]
                 for table in (
                     "accounts",
                     "contracts",

@@ -251,12 +251,12 @@ def _apply(conn: psycopg.Connection[TupleRow], migration: Migration, timescale: 
     if any(s.lstrip().startswith(NO_TRANSACTION) for s in scripts):
         for script in scripts:
             for statement in _statements(script):
-                conn.execute(statement.encode())
+                conn.execute(statement)
         conn.execute(record, values)
     else:
         with conn.transaction():
             for script in scripts:
-                conn.execute(script.encode())
+                conn.execute(script)
             conn.execute(record, values)
     log.info("applied migration %s (%s)", label, values[3])
 

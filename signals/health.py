@@ -337,12 +337,12 @@ def snapshots(
         dict
     )
     for t, account_id, week, m3, m3_days, hours, hours_days in conn.execute(
-        _USAGE.encode(), {**params, "days": HISTORY_DAYS}
+        _USAGE, {**params, "days": HISTORY_DAYS}
     ):
         usage[(t, account_id)][week] = (m3 or 0.0, m3_days, hours or 0.0, hours_days)
     silence: dict[tuple[dt.datetime, str], tuple[int, list[str]]] = {}
     for t, account_id, machines, silent in conn.execute(
-        _SILENCE.encode(), {**params, "days": SILENT_LOOKBACK_DAYS, "silent": SILENT_DAYS}
+        _SILENCE, {**params, "days": SILENT_LOOKBACK_DAYS, "silent": SILENT_DAYS}
     ):
         silence[(t, account_id)] = (machines, list(silent))
     resets = _third_party(conn, first, last)
@@ -370,7 +370,7 @@ def _third_party(
     components = sorted(INDICATORS)
     thresholds = [RESET_SHARE * (INDICATORS[c].limit - INDICATORS[c].new) for c in components]
     rows = conn.execute(
-        _RESETS.encode(),
+        _RESETS,
         {
             "components": components,
             "metrics": [INDICATORS[c].metric for c in components],
