@@ -15,7 +15,7 @@ from decimal import Decimal
 import psycopg
 from psycopg.rows import TupleRow
 
-from nrr.months import month_range
+from core.months import month_range
 from nrr.movements import Bridge
 
 # One pass over the ledger: account-month totals (MRR_t, and MRR_t at t-1's rates), then per

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from nrr.money import ZERO, ratio
+from core.money import ZERO, ratio
 from nrr.movements import Bridge
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -234,3 +235,99 @@ def test_the_timescale_path_has_rollup_aggregates_with_policies(empty_url: str) 
     ]
     assert ("rollup_hourly_metric", "policy_refresh_continuous_aggregate") in jobs
     assert ("rollup_daily_metric", "policy_compression") in jobs
+
+
+BEFORE_ISSUE_12 = Path(__file__).parent.parent / "data" / "migrations_before_issue12"
+
+
+def _full_schema(url: str) -> list[tuple[object, ...]]:
+    """Columns, constraints, indexes, views and functions of the public schema, by name and
+    definition (catalogue order left out), and the recorded migrations."""
+    with psycopg.connect(url) as conn:
+        rows = [
+            *conn.execute(
+                "SELECT 'column', table_name, column_name, data_type, is_nullable,"
+                " column_default FROM information_schema.columns WHERE table_schema = 'public'"
+                " ORDER BY 2, 3"
+            ).fetchall(),
+            *conn.execute(
+                "SELECT 'constraint', conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
+                " FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 2, 3"
+            ).fetchall(),
+            *conn.execute(
+                "SELECT 'index', tablename, indexname, indexdef FROM pg_indexes"
+                " WHERE schemaname = 'public' ORDER BY 2, 3"
+            ).fetchall(),
+            *conn.execute(
+                "SELECT 'view', viewname, definition FROM pg_views WHERE schemaname = 'public'"
+                " ORDER BY 2"
+            ).fetchall(),
+            *conn.execute(
+                "SELECT 'function', proname, pg_get_functiondef(oid) FROM pg_proc"
+                " WHERE pronamespace = 'public'::regnamespace ORDER BY 2"
+            ).fetchall(),
+            *conn.execute(
+                "SELECT package, version, checksum FROM schema_migrations ORDER BY 1, 2"
+            ).fetchall(),
+        ]
+    return rows
+
+
+def test_a_database_of_before_issue_12_upgrades_to_a_fresh_ones_schema_without_a_warning(
+    empty_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12 moved contracts and exchange rates from nrr's 001 to core's 002, marked ingest's
+    published objects (comment lines in 001, 002, 003, 006) and added signals' alert_outcomes
+    view. A database migrated with every file of before (tests/data/migrations_before_issue12),
+    holding a contract and a rate, upgrades to the schema of a fresh one, keeps its rows, and the
+    rewritten migrations take their new checksums over the superseded ones without a warning."""
+    before = {p: BEFORE_ISSUE_12 / p / "migrations" for p in PACKAGES}
+    old_files = {(m.package, m.version): m for m in discover(PACKAGES, before)}
+    (revenue,) = [m for m in discover(PACKAGES) if (m.package, m.version) == ("nrr", 1)]
+    assert old_files[("nrr", 1)].checksum() in revenue.superseded()
+    assert "CREATE TABLE contracts" in old_files[("nrr", 1)].common_sql
+    assert "CREATE TABLE contracts" not in revenue.common_sql
+    rewritten = [
+        m
+        for m in discover(PACKAGES)
+        if (m.package, m.version) in old_files
+        and old_files[(m.package, m.version)].checksum() != m.checksum()
+    ]
+    assert {(m.package, m.version) for m in rewritten} == {
+        ("ingest", 1),
+        ("ingest", 2),
+        ("ingest", 3),
+        ("ingest", 6),
+        ("nrr", 1),
+    }
+    for migration in rewritten:
+        assert old_files[(migration.package, migration.version)].checksum() in (
+            migration.superseded()
+        )
+    with psycopg.connect(empty_url, autocommit=True) as conn:
+        migrate(conn, PACKAGES, "off")
+    expected = _full_schema(empty_url)
+    url = with_database(TEST_SERVER_URL, f"bw_mig_{uuid.uuid4().hex[:8]}")
+    ensure_database(url)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            old = migrate(conn, PACKAGES, "off", folders=before)
+            assert len(old.applied) == len(old_files)
+            conn.execute("INSERT INTO accounts (account_id, name) VALUES ('a-1', 'A')")
+            conn.execute(
+                "INSERT INTO contracts (contract_id, account_id, product_line, kind, currency,"
+                " start_date, billing_period, fee) VALUES ('c-1', 'a-1', 'maintenance',"
+                " 'fixed', 'USD', '2024-01-01', 'year', 1200)"
+            )
+            conn.execute(
+                "INSERT INTO fx_rates (month, currency, rate) VALUES ('2024-01-01', 'USD', 0.9)"
+            )
+            with caplog.at_level("WARNING", logger="core.migrate"):
+                report = migrate(conn, PACKAGES, "off")
+            assert report.applied == ["core/002_contracts", "signals/008_alert_outcomes"]
+            assert "changed after it was applied" not in caplog.text
+            assert conn.execute("SELECT contract_id FROM contracts").fetchall() == [("c-1",)]
+            assert conn.execute("SELECT rate FROM fx_rates").fetchone() == (Decimal("0.9"),)
+        assert _full_schema(url) == expected
+    finally:
+        drop_database(url)
