@@ -17,6 +17,7 @@ from typing import Any
 
 from basewatch.argtypes import positive
 from basewatch.commands import Commands
+from basewatch.currency import reporting_currency
 from basewatch.output import emit
 from core.settings import Settings
 
@@ -36,7 +37,7 @@ def _actor(args: argparse.Namespace) -> str:
         return "cli"
 
 
-def _line(alert: dict[str, Any]) -> str:
+def _line(alert: dict[str, Any], currency: str) -> str:
     from signals.catalogue import money
 
     where = alert["account_id"] + (f"/{alert['subject']}" if alert["subject"] else "")
@@ -46,22 +47,22 @@ def _line(alert: dict[str, Any]) -> str:
     )
     return (
         f"#{alert['alert_id']} P{alert['priority']} {state:<14} {alert['kind']:<20} {where}  "
-        f"EV {money(alert['expected_value'])}/month  due {alert['due_at'][:10]}"
+        f"EV {money(alert['expected_value'], currency)}/month  due {alert['due_at'][:10]}"
         f"{' (overdue)' if overdue else ''}  owner {alert['owner_csm_id'] or '-'}"
     )
 
 
-def _describe(alert: dict[str, Any]) -> str:
-    lines = [_line(alert)]
+def _describe(alert: dict[str, Any], currency: str) -> str:
+    lines = [_line(alert, currency)]
     lines += [f"    {r}" for r in alert["reasons"]]
     return "\n".join(lines)
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
-    from basewatch.wiring import open_database, signal_prices
+    from basewatch.wiring import open_database
     from signals.alerts import count_alerts, list_alerts
 
-    signal_prices(settings)  # the reporting currency the amounts are shown in
+    currency = reporting_currency(settings)  # the currency the amounts are shown in
     status = None if args.status == "all" else args.status
     filters = {"status": status, "owner": args.owner, "kind": args.kind, "account": args.account}
     with open_database(settings) as conn:
@@ -73,13 +74,13 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     document = {"alerts": rows, "total": total, "limit": args.limit}
-    emit(args, document, lambda: "\n".join(_describe(r) for r in rows) or "no alerts")
+    emit(args, document, lambda: "\n".join(_describe(r, currency) for r in rows) or "no alerts")
     return 0
 
 
-def _changed(args: argparse.Namespace, alert: dict[str, Any], what: str) -> int:
-
-    emit(args, alert, lambda: f"alert #{alert['alert_id']} {what}\n{_describe(alert)}")
+def _changed(settings: Settings, args: argparse.Namespace, alert: dict[str, Any], what: str) -> int:
+    currency = reporting_currency(settings)
+    emit(args, alert, lambda: f"alert #{alert['alert_id']} {what}\n{_describe(alert, currency)}")
     return 0
 
 
@@ -89,7 +90,7 @@ def cmd_ack(settings: Settings, args: argparse.Namespace) -> int:
 
     with open_database(settings) as conn:
         alert = acknowledge(conn, args.id, _actor(args))
-    return _changed(args, alert, f"acknowledged by {alert['acknowledged_by']}")
+    return _changed(settings, args, alert, f"acknowledged by {alert['acknowledged_by']}")
 
 
 def cmd_snooze(settings: Settings, args: argparse.Namespace) -> int:
@@ -100,7 +101,7 @@ def cmd_snooze(settings: Settings, args: argparse.Namespace) -> int:
     until: dt.datetime = args.until or now + dt.timedelta(hours=args.hours)
     with open_database(settings) as conn:
         alert = snooze(conn, args.id, until, args.reason, _actor(args), now=now)
-    return _changed(args, alert, f"snoozed until {alert['snoozed_until']}")
+    return _changed(settings, args, alert, f"snoozed until {alert['snoozed_until']}")
 
 
 def cmd_resolve(settings: Settings, args: argparse.Namespace) -> int:
@@ -109,7 +110,7 @@ def cmd_resolve(settings: Settings, args: argparse.Namespace) -> int:
 
     with open_database(settings) as conn:
         alert = resolve(conn, args.id, args.outcome, _actor(args), args.note or "")
-    return _changed(args, alert, f"resolved as {alert['status']} by {alert['closed_by']}")
+    return _changed(settings, args, alert, f"resolved as {alert['status']} by {alert['closed_by']}")
 
 
 def cmd_feedback(settings: Settings, args: argparse.Namespace) -> int:
@@ -118,7 +119,7 @@ def cmd_feedback(settings: Settings, args: argparse.Namespace) -> int:
 
     with open_database(settings) as conn:
         alert = feedback(conn, args.id, args.useful, _actor(args))
-    return _changed(args, alert, f"marked {alert['feedback'].replace('_', ' ')}")
+    return _changed(settings, args, alert, f"marked {alert['feedback'].replace('_', ' ')}")
 
 
 def cmd_deliver(settings: Settings, args: argparse.Namespace) -> int:

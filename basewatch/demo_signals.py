@@ -158,6 +158,7 @@ def signals_story(
                 kinds_scored=KINDS_SCORED,
                 clear_after=dt.timedelta(hours=settings.alert_clear_hours),
                 cooldown=dt.timedelta(days=settings.alert_cooldown_days),
+                currency=prices.currency,
             )
             to_acknowledge = result.opened
             estimate.passed(t, time.monotonic() - pass_started, retrained=retrained)
@@ -208,7 +209,7 @@ def signals_story(
         },
         "seconds": round(time.monotonic() - started, 1),
     }
-    document["text"] = _render(document, format_table(table))
+    document["text"] = _render(document, format_table(table), prices.currency)
     return document
 
 
@@ -248,7 +249,7 @@ def _top(alerts: list[Any], n: int) -> list[Any]:
     return sorted(alerts, key=lambda a: (-a.score * float(a.value), a.raised_at))[:n]
 
 
-def _render(document: dict[str, Any], table: str) -> str:
+def _render(document: dict[str, Any], table: str, currency: str) -> str:
     from signals.catalogue import money
 
     queued = ", ".join(f"{n:,} {c}" for c, n in document["messages_queued"].items()) or "none"
@@ -272,7 +273,7 @@ def _render(document: dict[str, Any], table: str) -> str:
             lines.append(
                 f"    {alert['raised_at'][:10]} {alert['kind']} {alert['account_id']}"
                 f"{' ' + alert['subject'] if alert['subject'] else ''}: score "
-                f"{alert['score']:.2f}, {money(alert['value'])}/month - {reason}"
+                f"{alert['score']:.2f}, {money(alert['value'], currency)}/month - {reason}"
             )
     lines += ["", table]
     return "\n".join(lines)

@@ -33,13 +33,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import ConfigError
 from core.settings import Settings
 
 if TYPE_CHECKING:
@@ -52,17 +50,6 @@ if TYPE_CHECKING:
     from signals.rollups import RefreshResult
 
 log = logging.getLogger(__name__)
-_CURRENCY = re.compile(r"[A-Z]{3}")
-
-
-def reporting_currency(settings: Settings) -> str:
-    """``BASEWATCH_REPORTING_CURRENCY`` (default EUR), checked."""
-    value = (settings.reporting_currency or "EUR").strip().upper()
-    if not _CURRENCY.fullmatch(value):
-        raise ConfigError(
-            "BASEWATCH_REPORTING_CURRENCY", f"expected an ISO 4217 code like EUR, got {value!r}"
-        )
-    return value
 
 
 def report_dir(settings: Settings, month: dt.date) -> Path:
@@ -146,6 +133,7 @@ def monthly_report(
     previous month's report under ``BASEWATCH_NRR_REPORT_DIR/YYYY-MM`` and, when
     ``BASEWATCH_NRR_REPORT_RECIPIENTS`` is set, enqueue it by email (once per month and
     recipient; the delivery job sends it)."""
+    from basewatch.currency import reporting_currency
     from core.months import format_month, previous_complete_month
     from nrr.ledger import rebuild
     from nrr.report import build_report, write_report
@@ -229,11 +217,12 @@ def deliver_alerts(
     )
 
 
-def digest(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> int:
+def digest(conn: psycopg.Connection[TupleRow], settings: Settings, now: dt.datetime) -> int:
     """Enqueue today's digest for every CSM with active alerts."""
+    from basewatch.currency import reporting_currency
     from signals.digest import enqueue_digests
 
-    return enqueue_digests(conn, now=now)
+    return enqueue_digests(conn, now=now, currency=reporting_currency(settings))
 
 
 # -- ingest's job ---------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from basewatch.commands import Commands
-from basewatch.jobs import enqueue_report, report_dir, reporting_currency
+from basewatch.currency import reporting_currency
+from basewatch.jobs import enqueue_report, report_dir
 from basewatch.output import emit
 from core.errors import ConfigError
 from core.settings import Settings

@@ -263,6 +263,9 @@ def default_jobs(settings: Settings, stopping: threading.Event | None = None) ->
     def score(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
         return jobs.score(conn, settings, now, prices)
 
+    def digest(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
+        return jobs.digest(conn, settings, now)
+
     def retention(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
         return jobs.delete_expired(conn, settings)
 
@@ -277,7 +280,7 @@ def default_jobs(settings: Settings, stopping: threading.Event | None = None) ->
     ]
     if settings.alert_digest:
         scheduled.append(
-            Job("digest", jobs.digest, CronTrigger(hour=settings.alert_digest_hour, minute=0))
+            Job("digest", digest, CronTrigger(hour=settings.alert_digest_hour, minute=0))
         )
     if settings.retention_days > 0:
         scheduled.append(Job("retention", retention, CronTrigger(hour=3, minute=15)))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.rows import TupleRow
 
+from basewatch.currency import reporting_currency
 from core.db import connect, ensure_database
 from core.migrate import MigrationReport, migrate
 from core.roles import RoleReport, ensure_app_role
@@ -136,12 +137,11 @@ def open_database(settings: Settings) -> psycopg.Connection[TupleRow]:
 
 
 def signal_prices(settings: Settings) -> PriceBook:
-    """Configure the reporting currency the signals' texts name and return the price book
-    (``BASEWATCH_PRICE_BOOK`` over the defaults, with ``BASEWATCH_RENEWAL_WINDOW_DAYS``);
+    """The signals' price book: ``BASEWATCH_PRICE_BOOK`` over the defaults, with
+    ``BASEWATCH_RENEWAL_WINDOW_DAYS`` and the reporting currency the values and texts are in;
     raises ConfigError for a bad price book or currency."""
-    from signals.catalogue import configure_currency
-
-    configure_currency(settings.reporting_currency or "EUR")
     return dataclasses.replace(
-        PriceBook.parse(settings.price_book), renewal_window_days=settings.renewal_window_days
+        PriceBook.parse(settings.price_book),
+        renewal_window_days=settings.renewal_window_days,
+        currency=reporting_currency(settings),
     )

@@ -266,12 +266,14 @@ def apply_findings(
     accounts_scored: Collection[str] | None = None,
     clear_after: dt.timedelta = CLEAR_AFTER,
     cooldown: dt.timedelta = COOLDOWN,
+    currency: str,
 ) -> ApplyResult:
     """Turn one scoring pass's findings into alert changes and messages, in one transaction.
 
     ``kinds_scored`` are the kinds this pass evaluated: only their alerts can expire.
     ``accounts_scored`` narrows expiry to those accounts (a pass over part of the fleet);
-    None means every account. Commits, unless the caller has a transaction open, in which
+    None means every account. ``currency`` is the reporting currency the messages write
+    amounts in. Commits, unless the caller has a transaction open, in which
     case the changes become part of it."""
     _check_aware(now)
     kept = strongest(findings)
@@ -313,9 +315,11 @@ def apply_findings(
         expired = int(row[0]) if row else 0
         ended = {int(r[0]): r[1] for r in updated_rows if r[1] is not None}
         reminded = _due_reminders(conn, ended)
-        messages = enqueue(conn, alert_messages(conn, dict.fromkeys(opened, "opened")), now=now)
+        messages = enqueue(
+            conn, alert_messages(conn, dict.fromkeys(opened, "opened"), currency), now=now
+        )
         reminders = {i: "reminder:" + _stamp(ended[i]) for i in reminded}
-        messages += enqueue(conn, alert_messages(conn, reminders), now=now)
+        messages += enqueue(conn, alert_messages(conn, reminders, currency), now=now)
     result = ApplyResult(
         opened=opened,
         updated=len(updated_rows),
@@ -667,7 +671,7 @@ def feedback(
 
 
 def alert_messages(
-    conn: psycopg.Connection[TupleRow], events: Mapping[int, str]
+    conn: psycopg.Connection[TupleRow], events: Mapping[int, str], currency: str
 ) -> list[OutboxMessage]:
     """The email and webhook messages of each alert id's event ("opened", or "reminder:<snooze
     end>"), addressed to its owner CSM; an alert whose owner has neither is logged, skipped."""
@@ -675,7 +679,7 @@ def alert_messages(
         return []
     messages = []
     for alert in _select(conn, sql.SQL(" WHERE a.alert_id = ANY(%s)"), [list(events)]):
-        found = render_messages(alert, events[alert["alert_id"]])
+        found = render_messages(alert, events[alert["alert_id"]], currency)
         if not found:
             log.warning(
                 "alert %d (%s, %s): owner %s has no email or webhook; not delivered",
@@ -688,7 +692,7 @@ def alert_messages(
     return messages
 
 
-def render_messages(alert: dict[str, Any], event: str) -> list[OutboxMessage]:
+def render_messages(alert: dict[str, Any], event: str, currency: str) -> list[OutboxMessage]:
     """Pure: the messages of one alert row (as :func:`_select` returns it) for ``event``;
     their ``dedup_key`` is ``alert:<id>:<event>:<channel>``."""
     alert_id = int(alert["alert_id"])
@@ -700,7 +704,7 @@ def render_messages(alert: dict[str, Any], event: str) -> list[OutboxMessage]:
         + (f" / {alert['subject']}" if alert["subject"] else "")
         + (" (reminder)" if reminder else "")
     )
-    body = render_text(alert, reminder=reminder)
+    body = render_text(alert, currency, reminder=reminder)
     out = []
     if alert.get("owner_email"):
         out.append(
@@ -716,7 +720,7 @@ def render_messages(alert: dict[str, Any], event: str) -> list[OutboxMessage]:
                 subject,
                 body,
                 f"{key}:webhook",
-                payload=webhook_payload(alert, subject, body),
+                payload=webhook_payload(alert, subject, body, currency),
                 alert_id=alert_id,
             )
         )
@@ -727,11 +731,11 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:200]
 
 
-def _money(amount: str) -> str:
-    return money(Decimal(amount))
+def _money(amount: str, currency: str) -> str:
+    return money(Decimal(amount), currency)
 
 
-def render_text(alert: dict[str, Any], *, reminder: bool = False) -> str:
+def render_text(alert: dict[str, Any], currency: str, *, reminder: bool = False) -> str:
     """The plain-text message: what, why (with numbers), worth, when, and how to answer."""
     n = alert["alert_id"]
     head = f"Reminder: alert #{n} still holds after its snooze" if reminder else f"New alert #{n}"
@@ -751,8 +755,8 @@ def render_text(alert: dict[str, Any], *, reminder: bool = False) -> str:
         )
     lines += [
         "",
-        f"Score {alert['score']:.2f} · value {_money(alert['value'])} per month"
-        f" · expected value {_money(alert['expected_value'])} per month",
+        f"Score {alert['score']:.2f} · value {_money(alert['value'], currency)} per month"
+        f" · expected value {_money(alert['expected_value'], currency)} per month",
         f"Horizon {alert['horizon_days']} days · due {alert['due_at'][:10]} (UTC)",
         "",
         f"Acknowledge: basewatch alerts ack {n}",
@@ -767,7 +771,9 @@ def _figure(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def webhook_payload(alert: dict[str, Any], subject: str, body: str) -> dict[str, Any]:
+def webhook_payload(
+    alert: dict[str, Any], subject: str, body: str, currency: str
+) -> dict[str, Any]:
     """Slack-compatible JSON (``text`` plus Block Kit blocks); Teams incoming webhooks read
     ``text`` (markdown) and ignore the blocks."""
     n = alert["alert_id"]
@@ -777,8 +783,8 @@ def webhook_payload(alert: dict[str, Any], subject: str, body: str) -> dict[str,
         ("Subject", alert["subject"] or "whole account"),
         ("Score", f"{alert['score']:.2f}"),
         ("Priority", f"{alert['priority']} of 5"),
-        ("Value / month", _money(alert["value"])),
-        ("Expected value / month", _money(alert["expected_value"])),
+        ("Value / month", _money(alert["value"], currency)),
+        ("Expected value / month", _money(alert["expected_value"], currency)),
         ("Due", alert["due_at"][:10]),
         ("Owner", alert["owner_name"] or alert["owner_csm_id"] or "-"),
     ]

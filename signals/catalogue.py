@@ -8,8 +8,10 @@ kind has no indicator here is judged on its rated life alone. The price book val
 recurring revenue in the reporting currency, overridable by settings.
 
 Money in text (reasons, alert messages, listings) always carries its currency: :func:`money`
-formats an amount with the reporting currency's code, which the composition root sets with
-:func:`configure_currency` (``BASEWATCH_REPORTING_CURRENCY``, default EUR).
+formats an amount with the currency code it is given. The reporting currency travels as an
+argument (``PriceBook.currency`` for the detectors, a ``currency`` parameter for the renderers),
+never as module state: the composition root reads ``BASEWATCH_REPORTING_CURRENCY`` once and
+passes it on.
 """
 
 from __future__ import annotations
@@ -39,26 +41,11 @@ INDICATORS: dict[str, Indicator] = {
 # Components that customers can replace themselves with parts bought elsewhere.
 CONSUMABLES = ("air_filter", "oil_filter", "separator", "oil")
 
-_CURRENCY = {"code": "EUR"}
 
-
-def configure_currency(code: str) -> None:
-    """Set the reporting currency's ISO 4217 code that :func:`money` writes after amounts."""
-    code = code.strip().upper()
-    if len(code) != 3 or not code.isalpha():
-        raise ConfigError("BASEWATCH_REPORTING_CURRENCY", f"expected a code like EUR, got {code!r}")
-    _CURRENCY["code"] = code
-
-
-def currency() -> str:
-    """The reporting currency's code (EUR unless configured)."""
-    return _CURRENCY["code"]
-
-
-def money(amount: Decimal | float | int | str, places: int = 2) -> str:
-    """``1,234.50 EUR``: an amount in the reporting currency, with its code."""
+def money(amount: Decimal | float | int | str, currency: str, places: int = 2) -> str:
+    """``1,234.50 EUR``: an amount with its currency's ISO 4217 code."""
     value = Decimal(amount) if isinstance(amount, str) else amount
-    return f"{value:,.{places}f} {currency()}"
+    return f"{value:,.{places}f} {currency}"
 
 
 @dataclass(frozen=True)
@@ -66,7 +53,9 @@ class PriceBook:
     """Monthly values (reporting currency) of what a finding is worth, and the commercial
     window a renewal counts in (``renewal_window_days``: a renewal or contract end within it
     can raise ``renewal_risk``; ``BASEWATCH_RENEWAL_WINDOW_DAYS``, which the composition root
-    sets; not one of ``BASEWATCH_PRICE_BOOK``'s names)."""
+    sets; not one of ``BASEWATCH_PRICE_BOOK``'s names), and the reporting currency all these
+    values are in (``currency``, ``BASEWATCH_REPORTING_CURRENCY``, also set by the composition
+    root and not one of the price book's names)."""
 
     price_per_m3: Decimal = Decimal("0.02")
     maintenance_per_machine: Decimal = Decimal(180)
@@ -77,17 +66,24 @@ class PriceBook:
     component_service: Decimal = Decimal(120)
     heat_price_per_kwh: Decimal = Decimal("0.05")
     renewal_window_days: int = 90
+    currency: str = "EUR"
 
     def __post_init__(self) -> None:
         if self.renewal_window_days < 1:
             raise ValueError("the renewal window must be at least one day")
+        if len(self.currency) != 3 or not self.currency.isalpha() or not self.currency.isupper():
+            raise ValueError(f"expected a currency code like EUR, got {self.currency!r}")
+
+    def money(self, amount: Decimal | float | int | str, places: int = 2) -> str:
+        """An amount in this price book's currency, with its code (:func:`money`)."""
+        return money(amount, self.currency, places)
 
     @classmethod
     def parse(cls, text: str) -> PriceBook:
         """The defaults with the overrides of ``BASEWATCH_PRICE_BOOK`` (``name=value,...``, e.g.
         ``heat_recovery_module=700,price_per_m3=0.025``)."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"renewal_window_days"}
-        values: dict[str, Any] = {}  # Decimal prices (renewal_window_days is not parsed)
+        names = {f.name for f in dataclasses.fields(cls)} - {"renewal_window_days", "currency"}
+        values: dict[str, Any] = {}  # Decimal prices (the window and currency are not parsed)
         for item in (i.strip() for i in text.split(",")):
             if not item:
                 continue

@@ -34,7 +34,7 @@ ORDER BY c.csm_id
 """
 
 
-def enqueue_digests(conn: psycopg.Connection[TupleRow], *, now: dt.datetime) -> int:
+def enqueue_digests(conn: psycopg.Connection[TupleRow], *, now: dt.datetime, currency: str) -> int:
     """Enqueue today's digest for every CSM with an email and active alerts; returns the
     number of digests added (0 for those already enqueued today). Commits."""
     day = now.astimezone(dt.UTC).date()
@@ -50,7 +50,7 @@ def enqueue_digests(conn: psycopg.Connection[TupleRow], *, now: dt.datetime) -> 
             ]
             if not alerts:
                 continue
-            subject, body = render_digest(name, alerts, day)
+            subject, body = render_digest(name, alerts, day, currency)
             messages.append(
                 OutboxMessage("email", email, subject, body, f"digest:{csm_id}:{day.isoformat()}")
             )
@@ -64,12 +64,14 @@ def _snoozed(alert: dict[str, Any], now: dt.datetime) -> bool:
     return until is not None and dt.datetime.fromisoformat(until) > now
 
 
-def render_digest(csm_name: str, alerts: list[dict[str, Any]], day: dt.date) -> tuple[str, str]:
+def render_digest(
+    csm_name: str, alerts: list[dict[str, Any]], day: dt.date, currency: str
+) -> tuple[str, str]:
     """Pure: the subject and plain-text body of one CSM's digest."""
     total = sum((Decimal(a["expected_value"]) for a in alerts), Decimal(0))
     subject = (
         f"[basewatch] {day.isoformat()}: {len(alerts)} active alerts, "
-        f"expected value {money(total)} per month"
+        f"expected value {money(total, currency)} per month"
     )
     lines = [f"Hello {csm_name},", "", f"Your active alerts on {day.isoformat()}:", ""]
     for a in alerts[:MAX_LISTED]:
@@ -78,7 +80,7 @@ def render_digest(csm_name: str, alerts: list[dict[str, Any]], day: dt.date) -> 
             where += f" / {a['subject']}"
         lines.append(
             f"#{a['alert_id']} P{a['priority']} {a['kind']} ({a['status']}) - {where}: "
-            f"expected value {money(Decimal(a['expected_value']))} per month, "
+            f"expected value {money(Decimal(a['expected_value']), currency)} per month, "
             f"due {a['due_at'][:10]}"
         )
         lines += [f"    - {reason}" for reason in a["reasons"][:3]]

@@ -105,9 +105,10 @@ from psycopg.types.json import Jsonb
 
 from core.contracts import Contract, in_force, monthly_fee, next_renewal, service_end
 from core.months import add_months
-from signals.catalogue import INDICATORS, PriceBook, currency, money
+from signals.catalogue import INDICATORS, PriceBook
 from signals.components import RESET_SHARE
 from signals.findings import Finding
+from signals.kinds import SignalKind
 
 NAME = "account_health"
 HORIZONS = (90, 180)
@@ -895,7 +896,7 @@ def _mrr(
     usage_billed = False
     unpriced: list[Contract] = []
     for contract in snap.facts["active"]:
-        rate = Decimal(1) if contract.currency == currency() else fx.get(contract.currency)
+        rate = Decimal(1) if contract.currency == prices.currency else fx.get(contract.currency)
         if rate is None:
             unpriced.append(contract)
             continue
@@ -914,11 +915,11 @@ def _mrr(
     return fixed.quantize(cent), metered.quantize(cent), unpriced
 
 
-def _left_out(unpriced: Sequence[Contract]) -> str:
+def _left_out(unpriced: Sequence[Contract], currency: str) -> str:
     if not unpriced:
         return ""
     named = ", ".join(f"{c.contract_id} ({c.currency})" for c in unpriced)
-    return f"; left out, no exchange rate to {currency()}: {named}"
+    return f"; left out, no exchange rate to {currency}: {named}"
 
 
 def renewal_findings(
@@ -971,13 +972,13 @@ def renewal_findings(
             what,
             risk,
             "risk factors: " + "; ".join(texts),
-            f"MRR at stake {money(fixed + metered)} a month (fixed {money(fixed)} + "
-            f"metered {money(metered)})" + _left_out(unpriced),
+            f"MRR at stake {prices.money(fixed + metered)} a month (fixed {prices.money(fixed)}"
+            f" + metered {prices.money(metered)})" + _left_out(unpriced, prices.currency),
         )
         findings.append(
             Finding(
                 snap.account_id,
-                "renewal_risk",
+                SignalKind.RENEWAL_RISK,
                 "",
                 round(_clip(health.probability), 6),
                 fixed + metered,

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import TupleRow, dict_row
 
-from signals.catalogue import PriceBook, money
+from signals.catalogue import PriceBook
 from signals.findings import Finding
 from signals.kinds import SignalKind
 
@@ -367,7 +367,7 @@ def energy_findings(
                     f"{totals['kwh']:,.0f} kWh used in 30 days at {hours_per_day:.1f} running "
                     f"hours a day per machine, no heat-recovery module: about {heat:,.0f} kWh "
                     "of heat "
-                    f"recoverable, worth {money(worth, 0)} a month",
+                    f"recoverable, worth {prices.money(worth, 0)} a month",
                 ),
                 {
                     "energy_kwh_30d": round(totals["kwh"]),

@@ -144,7 +144,8 @@ def score_now(
     from signals import health
     from signals.alerts import apply_findings
 
-    findings = score(conn, now, prices)
+    book = prices or PriceBook()
+    findings = score(conn, now, book)
     health.record_latest(conn, now)
     result = apply_findings(
         conn,
@@ -153,5 +154,6 @@ def score_now(
         kinds_scored=KINDS_SCORED,
         clear_after=clear_after,
         cooldown=cooldown,
+        currency=book.currency,
     )
     return len(result.opened)

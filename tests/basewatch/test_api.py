@@ -154,7 +154,9 @@ def decline(account: str = "acct-2") -> Finding:
 
 
 def raise_alerts(conn: psycopg.Connection, *findings: Finding) -> tuple[int, ...]:
-    result = apply_findings(conn, findings, now=NOW - dt.timedelta(hours=1), kinds_scored=KINDS)
+    result = apply_findings(
+        conn, findings, now=NOW - dt.timedelta(hours=1), kinds_scored=KINDS, currency="EUR"
+    )
     return result.opened
 
 

@@ -166,7 +166,7 @@ def test_a_failing_job_neither_stops_the_scheduler_nor_the_other_jobs(
         finding = Finding(
             "acct-s", "usage_decline", "", 0.7, Decimal("500"), 60, ("usage down 35%",)
         )
-        apply_findings(conn, [finding], now=now, kinds_scored={"usage_decline"})
+        apply_findings(conn, [finding], now=now, kinds_scored={"usage_decline"}, currency="EUR")
         calls.append("score")
 
     runner = SchedulerRunner(

@@ -21,7 +21,6 @@ from basewatch.alerts_commands import register
 from basewatch.commands import Commands
 from core.errors import InputError, NotFound
 from core.settings import Settings
-from signals import catalogue
 from signals.alerts import (
     AlertStateError,
     ApplyResult,
@@ -88,6 +87,7 @@ def apply(
     conn: psycopg.Connection, findings: list[Finding], now: dt.datetime, **kw: object
 ) -> ApplyResult:
     kw.setdefault("kinds_scored", ALL_KINDS)
+    kw.setdefault("currency", "EUR")
     return apply_findings(conn, findings, now=now, **kw)  # type: ignore[arg-type]
 
 
@@ -165,6 +165,19 @@ def test_same_finding_twice_is_one_alert_and_one_delivery(conn: psycopg.Connecti
     assert alert["last_seen_at"] == (T0 + HOUR).isoformat()
     # an unchanged finding confirms the alert without a history row
     assert actions(conn, alert_id) == [("opened", "system")]
+
+
+def test_messages_write_amounts_in_the_currency_they_are_given(conn: psycopg.Connection) -> None:
+    """The reporting currency is an argument, not module state: two passes in one process
+    with different currencies each write their own."""
+    apply(conn, [saturation("acct-1")], T0, currency="CHF")
+    apply(conn, [saturation("acct-2")], T0, currency="USD")
+    bodies = {row[3]: row[4] for row in outbox(conn)}
+    assert len(bodies) == 2
+    [chf] = [b for s, b in bodies.items() if "Acme Air" in s]
+    [usd] = [b for s, b in bodies.items() if "Acme Air" not in s]
+    assert "value 1,200.00 CHF per month · expected value 960.00 CHF per month" in chf
+    assert "value 1,200.00 USD per month · expected value 960.00 USD per month" in usd
 
 
 def test_new_figures_update_the_alert_without_a_delivery(conn: psycopg.Connection) -> None:
@@ -475,8 +488,8 @@ def test_list_alerts_filters_and_is_json_ready(conn: psycopg.Connection) -> None
 def test_daily_digest_once_per_csm_and_day(conn: psycopg.Connection) -> None:
     apply(conn, [saturation(), saturation("acct-2"), saturation("acct-3")], T0)
     before = count(conn, "outbox")
-    assert enqueue_digests(conn, now=T0 + HOUR) == 2  # csm-c has no email
-    assert enqueue_digests(conn, now=T0 + 2 * HOUR) == 0
+    assert enqueue_digests(conn, now=T0 + HOUR, currency="CHF") == 2  # csm-c has no email
+    assert enqueue_digests(conn, now=T0 + 2 * HOUR, currency="CHF") == 0
     rows = conn.execute(
         "SELECT dedup_key, recipient, subject, body FROM outbox WHERE dedup_key LIKE 'digest:%'"
         " ORDER BY dedup_key"
@@ -486,7 +499,7 @@ def test_daily_digest_once_per_csm_and_day(conn: psycopg.Connection) -> None:
         ("digest:csm-b:2025-06-02", "ben@example.test"),
     ]
     assert rows[0][2] == (
-        "[basewatch] 2025-06-02: 1 active alerts, expected value 960.00 EUR per month"
+        "[basewatch] 2025-06-02: 1 active alerts, expected value 960.00 CHF per month"
     )
     assert "capacity_saturation" in rows[0][3]
     assert count(conn, "outbox") == before + 2
@@ -578,7 +591,6 @@ def test_alerts_list_says_how_many_it_left_out_and_money_carries_its_currency(
 ) -> None:
     """Issue 14 item 11: ``alerts list`` stopped at 100 of 133 without a word, and its
     expected values had no currency."""
-    monkeypatch.setitem(catalogue._CURRENCY, "code", "EUR")  # restored after the test
     apply(conn, [saturation(a) for a in ("acct-1", "acct-2", "acct-3")], T0)
     settings = Settings(database_url=db_url, reporting_currency="CHF")
 
