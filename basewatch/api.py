@@ -158,17 +158,19 @@ class HttpError(Exception):
 
 @dataclass(frozen=True)
 class ApiConfig:
-    """What the API needs from the settings."""
+    """What the API needs from the settings. Built by :meth:`from_settings`, so each value's
+    default lives once, in ``core.settings.Settings``; only the two bounds that are not
+    settings (statement and request timeouts) have their defaults here."""
 
     database_url: str
-    token: str = ""
-    reporting_currency: str = "EUR"
-    attribution_window_days: int = 90
+    token: str
+    reporting_currency: str
+    attribution_window_days: int
+    db_pool_max: int
+    db_pool_timeout_s: float
+    threads: int
+    max_connections: int
     statement_timeout_s: int = STATEMENT_TIMEOUT_S
-    db_pool_max: int = 8
-    db_pool_timeout_s: float = 5.0
-    threads: int = 16
-    max_connections: int = 64
     request_timeout_s: float = REQUEST_TIMEOUT_S
 
     @classmethod
@@ -178,10 +180,10 @@ class ApiConfig:
         if any(c.isspace() for c in settings.api_token):
             raise ConfigError("BASEWATCH_API_TOKEN", "must not contain spaces")
         return cls(
-            settings.database_url,
-            settings.api_token,
-            reporting_currency(settings),
-            settings.attribution_window_days,
+            database_url=settings.database_url,
+            token=settings.api_token,
+            reporting_currency=reporting_currency(settings),
+            attribution_window_days=settings.attribution_window_days,
             db_pool_max=settings.api_db_pool_max,
             db_pool_timeout_s=settings.api_db_pool_timeout_s,
             threads=settings.api_threads,

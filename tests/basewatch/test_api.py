@@ -6,6 +6,7 @@ go through urllib over TCP."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -26,6 +27,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from basewatch.api import ApiConfig, make_server
+from core.settings import Settings
 from nrr.headline import headline
 from nrr.ledger import rebuild
 from signals.alerts import alert_history, apply_findings, list_alerts
@@ -58,6 +60,27 @@ def conn(db_url: str) -> Iterator[psycopg.Connection]:
         yield connection
 
 
+_SETTING_OF = {
+    "token": "api_token",
+    "db_pool_max": "api_db_pool_max",
+    "db_pool_timeout_s": "api_db_pool_timeout_s",
+    "threads": "api_threads",
+    "max_connections": "api_max_connections",
+}
+
+
+def api_config(db_url: str, **overrides: Any) -> ApiConfig:
+    """The API's configuration as the service builds it (from ``Settings``, whose defaults
+    are the only ones), with test overrides: settings by their ApiConfig names, plus the
+    two timeouts that are not settings."""
+    settings = Settings(
+        database_url=db_url,
+        **{_SETTING_OF[k]: v for k, v in overrides.items() if k in _SETTING_OF},
+    )
+    rest = {k: v for k, v in overrides.items() if k not in _SETTING_OF}
+    return dataclasses.replace(ApiConfig.from_settings(settings), **rest)
+
+
 @contextlib.contextmanager
 def running(config: ApiConfig) -> Iterator[str]:
     server = make_server(config, "127.0.0.1", 0)
@@ -73,13 +96,13 @@ def running(config: ApiConfig) -> Iterator[str]:
 
 @pytest.fixture
 def api(db_url: str) -> Iterator[str]:
-    with running(ApiConfig(db_url)) as url:
+    with running(api_config(db_url)) as url:
         yield url
 
 
 @pytest.fixture
 def api_with_token(db_url: str) -> Iterator[str]:
-    with running(ApiConfig(db_url, token=TOKEN)) as url:
+    with running(api_config(db_url, token=TOKEN)) as url:
         yield url
 
 
@@ -182,7 +205,7 @@ def test_healthz_answers_200_with_the_database_and_503_without(api: str) -> None
     answer = call(f"{api}/healthz")
     assert (answer.status, answer.json) == (200, {"status": "ok"})
     down_url = "postgresql://postgres@127.0.0.1:1/nothing"
-    with running(ApiConfig(down_url, db_pool_timeout_s=1)) as down:
+    with running(api_config(down_url, db_pool_timeout_s=1)) as down:
         answer = call(f"{down}/healthz")
         assert (answer.status, answer.json) == (503, {"status": "unavailable"})
         assert answer.headers["Retry-After"] == "5"
@@ -359,7 +382,7 @@ def test_bad_json_bad_queries_unknown_ids_and_wrong_methods(
 def test_a_statement_over_the_timeout_is_503(db_url: str, conn: psycopg.Connection) -> None:
     (alert_id,) = raise_alerts(conn, saturation())
     with (
-        running(ApiConfig(db_url, statement_timeout_s=1)) as url,
+        running(api_config(db_url, statement_timeout_s=1)) as url,
         psycopg.connect(db_url) as holder,
     ):
         holder.execute("SELECT 1 FROM alerts WHERE alert_id = %s FOR UPDATE", (alert_id,))

@@ -26,12 +26,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from basewatch.api import APPLICATION_NAME, ApiConfig, make_server
+from basewatch.api import APPLICATION_NAME, make_server
 from core.db import database_name
 from core.errors import ConfigError
 from tests.basewatch.test_api import (
     REGISTRY,
     TOKEN,
+    api_config,
     call,
     raise_alerts,
     running,
@@ -53,7 +54,7 @@ def conn(db_url: str) -> Iterator[psycopg.Connection]:
 
 @pytest.fixture
 def api(db_url: str) -> Iterator[str]:
-    with running(ApiConfig(db_url)) as url:
+    with running(api_config(db_url)) as url:
         yield url
 
 
@@ -140,7 +141,7 @@ def test_100_clients_get_answers_and_the_api_holds_at_most_its_pool(
     # held until the clients beyond the 64 held connections have had their 503 (at most 20 s:
     # a server without that bound fails below).
     raise_alerts(conn, saturation())
-    config = ApiConfig(db_url)  # the defaults: 8 connections, 16 threads, 64 held
+    config = api_config(db_url)  # the defaults: 8 connections, 16 threads, 64 held
     clients = 100
     answers: list[tuple[int, str | None] | BaseException] = [RuntimeError("no answer")] * clients
     with running(config) as url, sessions_sampled(db_url) as samples:
@@ -187,7 +188,7 @@ def test_100_clients_get_answers_and_the_api_holds_at_most_its_pool(
 def test_a_request_that_waits_too_long_for_a_connection_is_503(
     db_url: str, conn: psycopg.Connection
 ) -> None:
-    config = ApiConfig(db_url, db_pool_max=1, db_pool_timeout_s=1, threads=4)
+    config = api_config(db_url, db_pool_max=1, db_pool_timeout_s=1, threads=4)
     with running(config) as url, alerts_locked(db_url):
         first: list[Any] = []
         holder = threading.Thread(target=lambda: first.append(call(f"{url}/alerts")))
@@ -212,7 +213,7 @@ def test_beyond_max_connections_the_answer_is_an_immediate_503(
     db_url: str, conn: psycopg.Connection
 ) -> None:
     # one worker, one connection held at most: an idle client holds it, the next is refused
-    config = ApiConfig(db_url, threads=1, max_connections=1, request_timeout_s=3)
+    config = api_config(db_url, threads=1, max_connections=1, request_timeout_s=3)
     with running(config) as url:
         split = urllib.parse.urlsplit(url)
         with socket.create_connection((split.hostname, split.port)):  # sends nothing
@@ -236,7 +237,7 @@ def test_beyond_max_connections_the_answer_is_an_immediate_503(
 def test_a_client_that_trickles_its_request_holds_a_worker_only_until_the_deadline(
     db_url: str,
 ) -> None:
-    config = ApiConfig(db_url, threads=1, request_timeout_s=1)
+    config = api_config(db_url, threads=1, request_timeout_s=1)
     with running(config) as url:
         split = urllib.parse.urlsplit(url)
         with socket.create_connection((split.hostname, split.port)) as slow:
@@ -264,10 +265,10 @@ def test_a_client_that_trickles_its_request_holds_a_worker_only_until_the_deadli
 
 def test_a_non_loopback_address_needs_a_token(db_url: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        make_server(ApiConfig(db_url), "0.0.0.0", 0)
+        make_server(api_config(db_url), "0.0.0.0", 0)
     assert caught.value.name == "BASEWATCH_API_TOKEN"
     assert "not a loopback address" in str(caught.value)
-    server = make_server(ApiConfig(db_url, token=TOKEN), "0.0.0.0", 0)
+    server = make_server(api_config(db_url, token=TOKEN), "0.0.0.0", 0)
     server.server_close()
 
     environ = {k: v for k, v in os.environ.items() if not k.startswith("BASEWATCH_")}
@@ -503,7 +504,7 @@ def test_healthz_says_only_ok_or_unavailable(api: str, db_url: str) -> None:
     up = call(f"{api}/healthz")
     assert up.json == {"status": "ok"}
     secret_host = "postgresql://postgres@127.0.0.1:1/payroll_db"
-    with running(ApiConfig(secret_host, db_pool_timeout_s=1)) as down:
+    with running(api_config(secret_host, db_pool_timeout_s=1)) as down:
         answer = call(f"{down}/healthz")
     assert (answer.status, answer.json) == (503, {"status": "unavailable"})
     for text in ("127.0.0.1:1", "payroll_db", ":1/", "5432", database_name(db_url)):
