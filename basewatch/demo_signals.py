@@ -34,6 +34,7 @@ from psycopg.rows import TupleRow
 from basewatch.heartbeat import Heartbeat, duration
 from core.db import connect
 from core.settings import Settings
+from simulator.truth import load_truth
 
 DAY = dt.timedelta(days=1)
 RETRAIN = dt.timedelta(days=30)  # the scheduler retrains nightly; monthly keeps the demo short
@@ -183,6 +184,7 @@ def signals_story(
             trainings=trainings,
             kinds=sorted(KINDS_SCORED),
             seconds=time.monotonic() - started,
+            labelled=load_truth(conn),
         )
         queued = conn.execute(
             "SELECT channel, count(*) FROM outbox WHERE alert_id IS NOT NULL GROUP BY channel"

@@ -18,7 +18,7 @@ from ingest.store import DeadLetterPolicy
 from signals import rollups
 from signals.catalogue import PriceBook
 
-PACKAGES = ("core", "ingest", "signals", "nrr")
+PACKAGES = ("core", "ingest", "signals", "nrr", "simulator")
 
 
 def decode_limits(settings: Settings) -> Limits:

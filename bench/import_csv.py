@@ -37,7 +37,7 @@ import psycopg
 from basewatch.wiring import PACKAGES
 from core.db import drop_database, ensure_database, with_database
 from core.migrate import migrate
-from ingest.physics import METRICS
+from simulator.physics import METRICS
 
 TARGET_ROWS_PER_S = 150_000
 TARGET_RSS_MB = 200

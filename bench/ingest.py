@@ -82,8 +82,8 @@ from basewatch.wiring import PACKAGES
 from core.db import drop_database, table_bytes, with_database
 from core.migrate import migrate
 from core.settings import Settings
-from ingest.physics import METRICS
 from ingest.topics import device_topic
+from simulator.physics import METRICS
 
 REPO_ROOT = _BENCH_DIR.parent
 UTC = dt.UTC

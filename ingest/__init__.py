@@ -2,5 +2,6 @@
 
 Layers, bottom up: ``topics`` and ``decode`` (pure: bytes in, values or reasons out),
 ``store`` (routing against the registry and batched writes: COPY with an idempotent fallback),
-``consumer`` (the paho-mqtt loop that acks only what is committed), ``deadletters``, ``simulate``.
+``consumer`` (the paho-mqtt loop that acks only what is committed), ``deadletters``. The fleet
+simulator that feeds it lives in the ``simulator`` package, above this one.
 """

@@ -15,7 +15,7 @@ import pytest
 from basewatch.wiring import PACKAGES
 from core.db import drop_database, ensure_database, with_database
 from core.errors import ConfigError
-from core.migrate import discover, migrate, timescale_available
+from core.migrate import Migration, discover, migrate, timescale_available
 from tests.fix_db import TEST_SERVER_URL
 
 
@@ -234,3 +234,77 @@ def test_the_timescale_path_has_rollup_aggregates_with_policies(empty_url: str) 
     ]
     assert ("rollup_hourly_metric", "policy_refresh_continuous_aggregate") in jobs
     assert ("rollup_daily_metric", "policy_compression") in jobs
+
+
+# ingest/004_ground_truth.sql as it was applied until the simulator left ingest (verbatim: the
+# test checks its checksum against the one the rewritten migration declares it supersedes).
+_INGEST_004_BEFORE_THE_MOVE = """\
+-- What really happened in a simulated (or labelled) fleet, for scoring signals and models:
+-- component failures, parts replaced by third parties, each account's story, churn, expansions,
+-- machines falling silent. Written by the simulator (or imported with labelled data).
+CREATE TABLE ground_truth (
+    kind       text        NOT NULL,
+    account_id text        NOT NULL,
+    asset_id   text        NOT NULL DEFAULT '',
+    component  text        NOT NULL DEFAULT '',
+    time       timestamptz NOT NULL,
+    value      numeric,
+    detail     text        NOT NULL DEFAULT '',
+    PRIMARY KEY (kind, account_id, asset_id, component, time)
+);
+CREATE INDEX ground_truth_time_idx ON ground_truth (time);
+"""
+
+
+def _indexes(url: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+            " ORDER BY 1, 2"
+        ).fetchall()
+
+
+def test_a_database_migrated_before_the_simulator_moved_reaches_the_fresh_schema(
+    empty_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database deployed while ``ground_truth`` was ingest/004 (its schema_migrations holds
+    the old checksum, the table exists, there is no simulator migration): a migrate records
+    the simulator's migration without touching the table, takes over ingest/004's new
+    checksum without a warning, and ends with the schema (columns, indexes, recorded
+    migrations) of a fresh database."""
+    (ingest_004,) = [m for m in discover(PACKAGES) if (m.package, m.version) == ("ingest", 4)]
+    old = Migration("ingest", 4, "ground_truth", _INGEST_004_BEFORE_THE_MOVE, "", "")
+    assert ingest_004.superseded() == {old.checksum()}
+    statements = [x for x in ingest_004.common_sql.splitlines() if not x.startswith("--")]
+    assert statements == ["SELECT 1;"]  # the table is the simulator's now
+    with psycopg.connect(empty_url, autocommit=True) as conn:
+        migrate(conn, PACKAGES, "off")
+    fresh_schema, fresh_indexes = _schema(empty_url), _indexes(empty_url)
+    assert ("ground_truth", "ground_truth_time_idx") in [i[:2] for i in fresh_indexes]
+
+    url = with_database(TEST_SERVER_URL, f"bw_mig_{uuid.uuid4().hex[:8]}")
+    ensure_database(url)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            before = tuple(p for p in PACKAGES if p != "simulator")
+            migrate(conn, before, "off")
+            conn.execute(old.common_sql.encode())  # what the old ingest/004 did ...
+            conn.execute(  # ... and how it was recorded
+                "UPDATE schema_migrations SET checksum = %s"
+                " WHERE package = 'ingest' AND version = 4",
+                (old.checksum(),),
+            )
+            conn.execute(
+                "INSERT INTO ground_truth (kind, account_id, time, detail)"
+                " VALUES ('story', 'a-1', now(), 'leaky')"
+            )
+            with caplog.at_level("WARNING", logger="core.migrate"):
+                report = migrate(conn, PACKAGES, "off")
+            assert report.applied == ["simulator/001_ground_truth"]
+            assert "changed after it was applied" not in caplog.text
+            kept = conn.execute("SELECT kind, account_id, detail FROM ground_truth").fetchall()
+        assert kept == [("story", "a-1", "leaky")]
+        assert _schema(url) == fresh_schema
+        assert _indexes(url) == fresh_indexes
+    finally:
+        drop_database(url)
