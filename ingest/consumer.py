@@ -50,7 +50,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from core.errors import ConfigError, StorageUnavailable
 from ingest.decode import Decoded, Limits
-from ingest.store import BatchWriter, Message, WriteStats, decode_message
+from ingest.messages import Message, decode_message
+from ingest.store import BatchWriter, WriteStats
 from ingest.topics import subscriptions
 
 log = logging.getLogger(__name__)
