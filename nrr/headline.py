@@ -24,13 +24,12 @@ from nrr.attribution import (
     PeriodAttribution,
     attribution,
 )
-from nrr.bridge import bridge
+from nrr.bridge import Bridge, bridge
 from nrr.figures import MrrTotals, mrr_totals
 from nrr.ledger import LedgerState, ledger_state, read_settings
 from nrr.metrics import MonthOverMonth, Trailing
 from nrr.money import money_text, percent_text
 from nrr.months import add_months, format_month
-from nrr.movements import Bridge
 from nrr.retention import trailing_series
 
 MRR_LABEL = (

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nrr.bridge import Bridge
 from nrr.charts import bar_chart, heat_map, line_chart, nice_ticks, waterfall
 from nrr.contracts import (
     Contract,
@@ -24,8 +25,8 @@ from nrr.contracts import (
 from nrr.metrics import MonthOverMonth, net_and_gross, trailing_from_pairs
 from nrr.money import percent_text, ratio
 from nrr.months import add_months, month_range, months_between, parse_month
-from nrr.movements import (
-    Bridge,
+from nrr.report_html import display
+from tests.nrr.oracle import (
     LedgerLine,
     Rates,
     bridge_of,
@@ -33,7 +34,6 @@ from nrr.movements import (
     ledger_movements,
     series_kinds,
 )
-from nrr.report_html import display
 
 D = Decimal
 JAN = dt.date(2024, 1, 1)
