@@ -112,7 +112,7 @@ class _Pending:
 
 @dataclass(slots=True)
 class Counters:
-    """Running totals since start (read by tests and the benchmark through ``stats``)."""
+    """Running totals since start (``stats``; the progress log reads them)."""
 
     received: int = 0
     committed: int = 0
@@ -120,9 +120,7 @@ class Counters:
     values: int = 0
     events: int = 0
     dead_letters: int = 0
-    batches: int = 0
     write_failures: int = 0
-    conflict_batches: int = 0
 
 
 class Ingester:
@@ -504,8 +502,6 @@ class Ingester:
         s.values += written.values
         s.events += written.events
         s.dead_letters += written.dead_letters
-        s.batches += 1
-        s.conflict_batches += int(written.conflict_path)
         log.debug(
             "batch: %d messages, %d readings, %d events, %d dead letters%s",
             written.messages,

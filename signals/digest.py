@@ -59,11 +59,6 @@ def enqueue_digests(conn: psycopg.Connection[TupleRow], *, now: dt.datetime) -> 
     return added
 
 
-def _snoozed(alert: dict[str, Any], now: dt.datetime) -> bool:
-    until = alert["snoozed_until"]
-    return until is not None and dt.datetime.fromisoformat(until) > now
-
-
 def render_digest(csm_name: str, alerts: list[dict[str, Any]], day: dt.date) -> tuple[str, str]:
     """Pure: the subject and plain-text body of one CSM's digest."""
     total = sum((Decimal(a["expected_value"]) for a in alerts), Decimal(0))
