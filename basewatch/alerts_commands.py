@@ -1,94 +1,24 @@
-"""``basewatch alerts list|ack|snooze|resolve|feedback|deliver``, and the alert settings.
+"""``basewatch alerts list|ack|snooze|resolve|feedback|deliver``.
 
-:func:`add_commands` is called by ``basewatch.cli.build_parser`` with its ``add`` helper (passed
-in, so this module does not import the CLI module at import time). Handlers take
-``(settings, args)``; an unknown alert id or a change the alert's state does not allow raises
-a :class:`~core.errors.BasewatchError` (``NotFound``, ``AlertStateError``), which the CLI turns
-into one line on stderr and exit code 1.
+:func:`register` adds them (``basewatch.commands``). ``deliver`` runs the scheduler's
+delivery job once (``basewatch.jobs.deliver_alerts``, the settings read by
+``basewatch.wiring``). Handlers take ``(settings, args)``; an unknown alert id or a change the
+alert's state does not allow raises a :class:`~core.errors.BasewatchError` (``NotFound``,
+``AlertStateError``), which the CLI turns into one line on stderr and exit code 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import getpass
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from basewatch.argtypes import positive
+from basewatch.commands import Commands
+from basewatch.output import emit
 from core.settings import Settings
-from signals.delivery import SmtpTransport, Transports, WebhookTransport
-
-Handler = Callable[[Settings, argparse.Namespace], int]
-AddCommand = Callable[[Any, str, Handler, str], argparse.ArgumentParser]
-
-
-@dataclass(frozen=True)
-class AlertConfig:
-    """The alert and delivery settings (``BASEWATCH_<FIELD>``, see the README).
-
-    Fields take the value of the ``Settings`` field of the same name when it has one, else the
-    default here (units in the names; an empty ``smtp_host`` turns email delivery off: email
-    rows then wait in the outbox)."""
-
-    smtp_host: str = ""
-    smtp_port: int = 25
-    smtp_sender: str = "basewatch@localhost"
-    smtp_username: str = ""
-    smtp_password: str = ""
-    smtp_starttls: bool = False
-    smtp_timeout_s: int = 30
-    webhook_timeout_s: int = 10
-    delivery_concurrency: int = 4
-    alert_clear_hours: int = 48
-    alert_cooldown_days: int = 7
-    alert_max_attempts: int = 8
-    alert_email_max_age_hours: int = 72
-    alert_digest: bool = False
-    alert_digest_hour: int = 7
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> AlertConfig:
-        values = {
-            f.name: getattr(settings, f.name)
-            for f in dataclasses.fields(cls)
-            if hasattr(settings, f.name)
-        }
-        return cls(**values)
-
-    @property
-    def clear_after(self) -> dt.timedelta:
-        return dt.timedelta(hours=self.alert_clear_hours)
-
-    @property
-    def cooldown(self) -> dt.timedelta:
-        return dt.timedelta(days=self.alert_cooldown_days)
-
-    @property
-    def email_max_age(self) -> dt.timedelta | None:
-        """Age at which an unsent alert email expires (None: never)."""
-        hours = self.alert_email_max_age_hours
-        return dt.timedelta(hours=hours) if hours > 0 else None
-
-    def transports(self) -> Transports:
-        """The configured transports: webhooks always, email when an SMTP host is set."""
-        webhook = WebhookTransport(timeout=self.webhook_timeout_s)
-        if not self.smtp_host:
-            return Transports(webhook)
-        smtp = SmtpTransport(
-            self.smtp_host,
-            self.smtp_port,
-            sender=self.smtp_sender,
-            username=self.smtp_username,
-            password=self.smtp_password,
-            starttls=self.smtp_starttls,
-            timeout=self.smtp_timeout_s,
-        )
-        return Transports(smtp, webhook)
-
 
 # -- handlers ---------------------------------------------------------------------------------
 
@@ -128,7 +58,6 @@ def _describe(alert: dict[str, Any]) -> str:
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
-    from basewatch.cli import emit
     from basewatch.wiring import open_database, signal_prices
     from signals.alerts import count_alerts, list_alerts
 
@@ -149,7 +78,6 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _changed(args: argparse.Namespace, alert: dict[str, Any], what: str) -> int:
-    from basewatch.cli import emit
 
     emit(args, alert, lambda: f"alert #{alert['alert_id']} {what}\n{_describe(alert)}")
     return 0
@@ -194,26 +122,18 @@ def cmd_feedback(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_deliver(settings: Settings, args: argparse.Namespace) -> int:
-    from basewatch.cli import emit
-    from basewatch.wiring import open_database
-    from signals.delivery import deliver_due, requeue_given_up
+    from basewatch.jobs import deliver_alerts
+    from basewatch.wiring import delivery_transports, email_max_age, open_database
+    from signals.delivery import requeue_given_up
 
-    config = AlertConfig.from_settings(settings)
     now = _now()
     with open_database(settings) as conn:
         requeued = (
-            requeue_given_up(conn, now=now, email_max_age=config.email_max_age)
+            requeue_given_up(conn, now=now, email_max_age=email_max_age(settings))
             if args.retry_given_up
             else 0
         )
-        result = deliver_due(
-            conn,
-            config.transports(),
-            now=now,
-            max_attempts=config.alert_max_attempts,
-            concurrency=config.delivery_concurrency,
-            email_max_age=config.email_max_age,
-        )
+        result = deliver_alerts(conn, settings, now, delivery_transports(settings))
     document = {**result.document(), "requeued": requeued}
     emit(
         args,
@@ -224,7 +144,7 @@ def cmd_deliver(settings: Settings, args: argparse.Namespace) -> int:
             f" postponed {result.postponed} (destination not answering)"
             + (
                 f", expired {result.expired} (alert emails queued more than "
-                f"{config.alert_email_max_age_hours} h ago, given up unsent)"
+                f"{settings.alert_email_max_age_hours} h ago, given up unsent)"
                 if result.expired
                 else ""
             )
@@ -272,14 +192,14 @@ def _target(command: argparse.ArgumentParser) -> None:
     command.add_argument("--by", help="who makes the change (default: the login name)")
 
 
-def add_commands(commands: Any, add: AddCommand) -> None:
-    """Add ``alerts`` and its subcommands to the CLI's subparsers."""
+def register(commands: Commands) -> None:
+    """Add ``alerts`` and its subcommands."""
     from signals.alerts import OUTCOMES, STATUS_FILTERS
 
-    alerts = commands.add_parser(
-        "alerts", help="alerts for CSMs: list, acknowledge, snooze, resolve, deliver"
-    ).add_subparsers(dest="alerts_command", required=True, metavar="SUBCOMMAND")
-    lst = add(alerts, "list", cmd_list, "list alerts, active and most urgent first")
+    alerts = commands.group(
+        "alerts", "alerts for CSMs: list, acknowledge, snooze, resolve, deliver"
+    )
+    lst = alerts.add("list", cmd_list, "list alerts, active and most urgent first")
     lst.add_argument(
         "--status",
         choices=("all", *STATUS_FILTERS),
@@ -299,27 +219,27 @@ def add_commands(commands: Any, add: AddCommand) -> None:
         "'total')",
     )
 
-    _target(add(alerts, "ack", cmd_ack, "acknowledge an open alert"))
+    _target(alerts.add("ack", cmd_ack, "acknowledge an open alert"))
 
-    snz = add(alerts, "snooze", cmd_snooze, "hold an alert's messages until a later time")
+    snz = alerts.add("snooze", cmd_snooze, "hold an alert's messages until a later time")
     _target(snz)
     when = snz.add_mutually_exclusive_group(required=True)
     when.add_argument("--until", type=_until, help="YYYY-MM-DD (00:00 UTC) or an ISO time")
     when.add_argument("--hours", type=_hours, help="for this many hours from now")
     snz.add_argument("--reason", required=True, help="why (kept with the alert)")
 
-    res = add(alerts, "resolve", cmd_resolve, "close an alert as won, lost or dismissed")
+    res = alerts.add("resolve", cmd_resolve, "close an alert as won, lost or dismissed")
     _target(res)
     res.add_argument("--outcome", choices=OUTCOMES, required=True)
     res.add_argument("--note", help="what happened (kept with the alert)")
 
-    fb = add(alerts, "feedback", cmd_feedback, "say whether an alert was useful")
+    fb = alerts.add("feedback", cmd_feedback, "say whether an alert was useful")
     _target(fb)
     verdict = fb.add_mutually_exclusive_group(required=True)
     verdict.add_argument("--useful", dest="useful", action="store_true")
     verdict.add_argument("--not-useful", dest="useful", action="store_false")
 
-    dlv = add(alerts, "deliver", cmd_deliver, "send the alert messages that are due, once")
+    dlv = alerts.add("deliver", cmd_deliver, "send the alert messages that are due, once")
     dlv.add_argument(
         "--retry-given-up",
         action="store_true",

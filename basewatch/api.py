@@ -173,7 +173,7 @@ class ApiConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiConfig:
-        from basewatch.nrr_commands import reporting_currency
+        from basewatch.jobs import reporting_currency
 
         if any(c.isspace() for c in settings.api_token):
             raise ConfigError("BASEWATCH_API_TOKEN", "must not contain spaces")

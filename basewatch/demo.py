@@ -99,7 +99,7 @@ class _Throttled:
 
 def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
     """Write the simulated fleet to files, or publish it to the configured broker."""
-    from basewatch.cli import emit
+    from basewatch.output import emit
 
     fleet = fleet_from_args(args)
     if args.out:
@@ -157,7 +157,7 @@ def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from basewatch.cli import emit
+    from basewatch.output import emit
 
     url = with_database(settings.database_url, args.database)
     demo_settings = settings.replace(database_url=url)

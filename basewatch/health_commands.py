@@ -6,11 +6,11 @@ A ``model`` figure is a calibrated probability and is printed as "% within 90 da
 ``weighted`` one is the fallback's weighted risk score in [0, 1], printed as "risk score 0.42",
 never as a percentage within a horizon (it is not a probability of anything).
 
-:func:`add_commands` is called by ``basewatch.cli.build_parser`` with the ``signals`` group's
-subparsers and the CLI's ``add`` helper. ``--refresh`` first scores every account as of now
-(or as of the end of the data when the whole fleet has been silent for 48 hours, and says so:
-``signals.health.refresh_time``) with the latest stored model trained by then (or the weighted
-fallback) and records it, without touching alerts.
+:func:`register` adds ``health`` to the ``signals`` group (declared by
+``basewatch.signals_commands``, registered before). ``--refresh`` first scores every account
+as of now (or as of the end of the data when the whole fleet has been silent for 48 hours,
+and says so: ``signals.health.refresh_time``) with the latest stored model trained by then (or
+the weighted fallback) and records it, without touching alerts.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-from collections.abc import Callable
 from typing import Any
 
+from basewatch.commands import Commands
+from basewatch.output import emit
 from core.errors import InputError
 from core.settings import Settings
-
-AddCommand = Callable[..., argparse.ArgumentParser]
 
 
 def _text(rows: list[dict[str, Any]], note: str | None = None) -> str:
@@ -52,7 +51,6 @@ def _text(rows: list[dict[str, Any]], note: str | None = None) -> str:
 
 
 def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
-    from basewatch.cli import emit
     from basewatch.wiring import open_database, signal_prices
     from signals import health
     from signals.models import load_model
@@ -78,10 +76,9 @@ def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(signals: Any, add: AddCommand) -> argparse.ArgumentParser:
-    """Add ``health`` to the ``signals`` group (its subparsers)."""
-    command = add(
-        signals,
+def register(commands: Commands) -> None:
+    """Add ``health`` to the ``signals`` group."""
+    command = commands.group("signals").add(
         "health",
         cmd_health,
         "each account's latest churn probability, the method behind it and its top factors",
@@ -93,4 +90,3 @@ def add_commands(signals: Any, add: AddCommand) -> argparse.ArgumentParser:
         help="score every account as of now first (as of the end of the data when no machine "
         "has reported for 48 h; latest stored model, else the weighted score) and record it",
     )
-    return command

@@ -1,154 +1,25 @@
-"""The ``basewatch nrr …`` and ``basewatch import contracts|invoices|fx`` commands, and the
-monthly report job.
+"""The ``basewatch nrr rebuild|show|report`` and ``basewatch import contracts|invoices|fx``
+commands.
 
-:func:`add_commands` adds them to the parser built by ``basewatch.cli``; the handlers follow
-its conventions (``--json`` prints one document, errors are ``BasewatchError`` -> exit 1).
-
-:func:`monthly_report` is the scheduler's ``nrr_report`` job (1st of each month): incremental
-ledger rebuild, the previous month's report under ``BASEWATCH_NRR_REPORT_DIR``, and one email
-per ``BASEWATCH_NRR_REPORT_RECIPIENTS`` address through the alerts' outbox (signals.delivery),
-the HTML page and the CSVs attached. The composition root may use both nrr and signals; nrr
-itself never sees the outbox.
+:func:`register` adds them (``basewatch.commands``; the revenue files go into the ``import``
+group ``basewatch.ingest_commands`` declares); the handlers follow the CLI's conventions
+(``--json`` prints one document, errors are ``BasewatchError`` -> exit 1). The reporting
+currency, the report's folder and its emails are ``basewatch.jobs``', shared with the
+scheduler's monthly report and the API.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import logging
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from basewatch.commands import Commands
+from basewatch.jobs import enqueue_report, report_dir, reporting_currency
+from basewatch.output import emit
 from core.errors import ConfigError
 from core.settings import Settings
-
-if TYPE_CHECKING:
-    import psycopg
-    from psycopg.rows import TupleRow
-
-    from nrr.report import Report, WrittenReport
-    from signals.delivery import OutboxMessage
-
-log = logging.getLogger(__name__)
-_CURRENCY = re.compile(r"[A-Z]{3}")
-
-
-def reporting_currency(settings: Settings) -> str:
-    """``BASEWATCH_REPORTING_CURRENCY`` (default EUR), checked."""
-    value = (settings.reporting_currency or "EUR").strip().upper()
-    if not _CURRENCY.fullmatch(value):
-        raise ConfigError(
-            "BASEWATCH_REPORTING_CURRENCY", f"expected an ISO 4217 code like EUR, got {value!r}"
-        )
-    return value
-
-
-def report_dir(settings: Settings, month: dt.date) -> Path:
-    """Where a month's report goes by default: ``BASEWATCH_NRR_REPORT_DIR/YYYY-MM``."""
-    from nrr.months import format_month
-
-    return Path(settings.nrr_report_dir) / format_month(month)
-
-
-# -- the monthly report by email ----------------------------------------------------------------
-
-
-def report_emails(
-    report: Report, written: WrittenReport, recipients: list[str]
-) -> list[OutboxMessage]:
-    """One outbox email per recipient: the headline as text, the HTML page and every CSV
-    attached; ``dedup_key`` ``nrr-report:<YYYY-MM>:<recipient>``, so a month is sent once."""
-    from nrr.months import format_month
-    from signals.delivery import OutboxMessage, attachment
-
-    month = format_month(report.month)
-    files = [attachment(written.html.name, "text/html", written.html.read_bytes())]
-    files += [attachment(p.name, "text/csv", p.read_bytes()) for p in written.csv_files]
-    body = (
-        f"{report.headline.text()}\n\n"
-        f"Attached: the report {written.html.name} (a self-contained page: open it in a browser)"
-        f" and its figures as CSV ({', '.join(p.name for p in written.csv_files)}).\n"
-    )
-    return [
-        OutboxMessage(
-            "email",
-            recipient,
-            f"[basewatch] NRR report {month}",
-            body,
-            f"nrr-report:{month}:{recipient}",
-            payload={"attachments": files},
-        )
-        for recipient in recipients
-    ]
-
-
-def enqueue_report(
-    conn: psycopg.Connection[TupleRow],
-    report: Report,
-    written: WrittenReport,
-    recipients: list[str],
-    now: dt.datetime,
-) -> int:
-    """Put the report's emails in the alerts' outbox (one transaction); returns the rows added
-    (0 for a recipient who already has this month's report queued or sent)."""
-    from signals.delivery import enqueue
-
-    with conn.transaction():
-        return enqueue(conn, report_emails(report, written, recipients), now=now)
-
-
-@dataclass(frozen=True)
-class MonthlyRun:
-    """What one run of the scheduled monthly report did."""
-
-    month: dt.date
-    written: WrittenReport
-    recipients: list[str]
-    enqueued: int
-
-    def document(self) -> dict[str, Any]:
-        from nrr.months import format_month
-
-        return {
-            "month": format_month(self.month),
-            **self.written.document(),
-            "recipients": self.recipients,
-            "emails_enqueued": self.enqueued,
-        }
-
-
-def monthly_report(
-    conn: psycopg.Connection[TupleRow], settings: Settings, now: dt.datetime
-) -> MonthlyRun:
-    """The ``nrr_report`` job: bring the ledger up to date (incremental rebuild), write the
-    previous month's report under ``BASEWATCH_NRR_REPORT_DIR/YYYY-MM`` and, when
-    ``BASEWATCH_NRR_REPORT_RECIPIENTS`` is set, enqueue it by email (once per month and
-    recipient; the delivery job sends it)."""
-    from nrr.ledger import rebuild
-    from nrr.months import format_month, previous_complete_month
-    from nrr.report import build_report, write_report
-
-    currency = reporting_currency(settings)
-    month = previous_complete_month(now.astimezone(dt.UTC).date())
-    rebuild(conn, currency, through=month)
-    report = build_report(
-        conn, currency, month, attribution_window_days=settings.attribution_window_days
-    )
-    if not conn.autocommit:
-        conn.commit()  # end the read transaction before the outbox's own
-    written = write_report(report, report_dir(settings, month))
-    recipients = settings.report_recipients()
-    enqueued = enqueue_report(conn, report, written, recipients, now) if recipients else 0
-    log.info(
-        "nrr report %s written to %s; %d of %d emails enqueued",
-        format_month(month),
-        written.html,
-        enqueued,
-        len(recipients),
-    )
-    return MonthlyRun(month, written, recipients, enqueued)
 
 
 def _month(text: str) -> dt.date:
@@ -164,7 +35,6 @@ def _month(text: str) -> dt.date:
 
 
 def cmd_nrr_rebuild(settings: Settings, args: argparse.Namespace) -> int:
-    from basewatch.cli import emit
     from basewatch.wiring import open_database
     from nrr.ledger import rebuild
 
@@ -200,7 +70,6 @@ def cmd_nrr_rebuild(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_nrr_show(settings: Settings, args: argparse.Namespace) -> int:
-    from basewatch.cli import emit
     from basewatch.wiring import open_database
     from nrr.headline import headline
 
@@ -216,7 +85,6 @@ def cmd_nrr_show(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_nrr_report(settings: Settings, args: argparse.Namespace) -> int:
-    from basewatch.cli import emit
     from basewatch.wiring import open_database
     from nrr.months import format_month
     from nrr.report import build_report, write_report
@@ -264,7 +132,6 @@ def cmd_nrr_report(settings: Settings, args: argparse.Namespace) -> int:
 
 def _import(kind: str) -> Any:
     def handler(settings: Settings, args: argparse.Namespace) -> int:
-        from basewatch.cli import emit
         from basewatch.wiring import open_database
         from nrr.imports import import_file, reference_problems
         from nrr.layouts import RevenueImportError, read_file
@@ -308,17 +175,11 @@ def _import(kind: str) -> Any:
 # -- parser -----------------------------------------------------------------------------------
 
 
-def add_commands(subparsers: Any, imports: Any | None = None) -> None:
-    """Add ``nrr rebuild|show|report`` to the top-level ``subparsers`` and ``contracts``,
-    ``invoices``, ``fx`` to ``imports`` (the ``import`` command's subparsers; created when
-    None and the parser has no ``import`` command)."""
-    from basewatch.cli import add
-
-    nrr = subparsers.add_parser(
-        "nrr", help="recurring revenue: MRR ledger, movements, NRR/GRR, monthly report"
-    ).add_subparsers(dest="nrr_command", required=True, metavar="SUBCOMMAND")
-    rebuild = add(
-        nrr,
+def register(commands: Commands) -> None:
+    """Add ``nrr rebuild|show|report``, and ``contracts``, ``invoices``, ``fx`` to the
+    ``import`` group (registered after ``basewatch.ingest_commands``, which declares it)."""
+    nrr = commands.group("nrr", "recurring revenue: MRR ledger, movements, NRR/GRR, monthly report")
+    rebuild = nrr.add(
         "rebuild",
         cmd_nrr_rebuild,
         "recompute the MRR ledger and movements (from what imports changed, or --since)",
@@ -334,10 +195,9 @@ def add_commands(subparsers: Any, imports: Any | None = None) -> None:
     rebuild.add_argument(
         "--full", action="store_true", help="rebuild from scratch (from --since or the first data)"
     )
-    show = add(nrr, "show", cmd_nrr_show, "headline figures of a month (default: the latest)")
+    show = nrr.add("show", cmd_nrr_show, "headline figures of a month (default: the latest)")
     show.add_argument("--month", type=_month, help="YYYY-MM")
-    report = add(
-        nrr,
+    report = nrr.add(
         "report",
         cmd_nrr_report,
         "write the monthly report: a self-contained HTML page and the same figures as CSV",
@@ -354,17 +214,13 @@ def add_commands(subparsers: Any, imports: Any | None = None) -> None:
         help="also queue the report by email to BASEWATCH_NRR_REPORT_RECIPIENTS (the outbox)",
     )
 
-    if imports is None:
-        imports = subparsers.add_parser(
-            "import", help="load history from CSV files"
-        ).add_subparsers(dest="import_command", required=True, metavar="SUBCOMMAND")
+    imports = commands.group("import")
     for kind, what in (
         ("contracts", "contracts (fixed, metered, add-on)"),
         ("invoices", "invoice lines"),
         ("fx", "monthly exchange rates to the reporting currency"),
     ):
-        command = add(
-            imports,
+        command = imports.add(
             kind,
             _import(kind),
             f"import {what} from CSV: every row validated first, nothing written if any is bad, "

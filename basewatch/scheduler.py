@@ -1,24 +1,26 @@
 """``basewatch scheduler``: the periodic jobs, run by exactly one active replica.
 
-Jobs (UTC):
+Only the scheduling lives here: when each job runs, and the lock that lets one replica run
+them. What a job does is a function of ``basewatch.jobs`` (shared with the commands that run
+the same work by hand), called with the settings bound. Jobs (UTC):
 
 ==============  =====================  =========================================================
-job             when                   what
+job             when                   ``basewatch.jobs`` function
 ==============  =====================  =========================================================
-rollups         every 15 min, at start ``signals.rollups.refresh_rollups`` on plain PostgreSQL, in
-                                       committed steps; SIGTERM stops it between two, the next
-                                       run resumes (TimescaleDB: its policies refresh the
+rollups         every 15 min, at start ``refresh_rollups``: plain PostgreSQL, in committed
+                                       steps; SIGTERM stops it between two, the next run
+                                       resumes (TimescaleDB: its policies refresh the
                                        continuous aggregates, the job does nothing)
-score           hourly at :05          ``signals.scoring.score_now``, which scores and
-                                       applies the findings (``signals.alerts.apply_findings``)
-deliver         every minute, at start ``signals.delivery.deliver_due``
-digest          daily at the digest    ``signals.digest.enqueue_digests`` (when
-                hour                   ``BASEWATCH_ALERT_DIGEST`` is on)
-retrain         nightly at 02:30       ``signals.scoring.retrain_models`` (stored models)
-retention       daily at 03:15         ``ingest.retention.delete_expired`` on plain PostgreSQL when
+score           hourly at :05          ``score``: scores and applies the findings
+                                       (``signals.alerts.apply_findings``)
+deliver         every minute, at start ``deliver_alerts``
+digest          daily at the digest    ``digest`` (when ``BASEWATCH_ALERT_DIGEST`` is on)
+                hour
+retrain         nightly at 02:30       ``retrain`` (stored models)
+retention       daily at 03:15         ``delete_expired`` on plain PostgreSQL when
                                        ``BASEWATCH_RETENTION_DAYS`` > 0 (TimescaleDB has a policy)
-nrr_report      the 1st of each month  ``basewatch.nrr_commands.monthly_report``: incremental
-                at the report hour     ledger rebuild, last month's report (HTML + CSV) under
+nrr_report      the 1st of each month  ``monthly_report``: incremental ledger rebuild, last
+                at the report hour     month's report (HTML + CSV) under
                 (``BASEWATCH_NRR_      ``BASEWATCH_NRR_REPORT_DIR``, emails to
                 REPORT_HOUR``, 6:00)   ``BASEWATCH_NRR_REPORT_RECIPIENTS`` through the outbox
                                        (dedup key ``nrr-report:<YYYY-MM>:<recipient>``)
@@ -65,8 +67,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
-from basewatch.alerts_commands import AlertConfig
-from basewatch.wiring import signal_prices
+from basewatch import jobs
+from basewatch.wiring import delivery_transports, signal_prices
 from core.db import connect
 from core.errors import BasewatchError
 from core.settings import Settings
@@ -245,84 +247,44 @@ def _when(at: dt.datetime | None) -> str:
 
 
 def default_jobs(settings: Settings, stopping: threading.Event | None = None) -> list[Job]:
-    """The production job list (see the module docstring). ``stopping`` (set on SIGTERM) ends
-    a long rollup refresh between two of its committed steps; the next run resumes it."""
-    from ingest.retention import delete_expired
-    from signals.delivery import deliver_due
-    from signals.digest import enqueue_digests
-    from signals.rollups import refresh_rollups, uses_continuous_aggregates
-    from signals.scoring import retrain_models, score_now
-
-    config = AlertConfig.from_settings(settings)
+    """The production job list (see the module docstring): the functions of
+    ``basewatch.jobs`` with the settings bound. ``stopping`` (set on SIGTERM) ends a long
+    rollup refresh between two of its committed steps; the next run resumes it."""
     prices = signal_prices(settings)
-
-    def score(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
-        return score_now(
-            conn,
-            now,
-            clear_after=dt.timedelta(hours=settings.alert_clear_hours),
-            cooldown=dt.timedelta(days=settings.alert_cooldown_days),
-            prices=prices,
-        )
-
-    def retrain(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
-        return retrain_models(conn, now)
-
-    transports = config.transports()
-
+    transports = delivery_transports(settings)
     stop = stopping.is_set if stopping is not None else threading.Event().is_set
 
     def rollups(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
-        if uses_continuous_aggregates(conn):
-            return "continuous aggregates: refreshed by TimescaleDB's policies"
-        return refresh_rollups(conn, stop=stop)
+        return jobs.refresh_rollups(conn, stop)
 
     def deliver(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
-        return deliver_due(
-            conn,
-            transports,
-            now=now,
-            max_attempts=config.alert_max_attempts,
-            concurrency=config.delivery_concurrency,
-            email_max_age=config.email_max_age,
-        )
+        return jobs.deliver_alerts(conn, settings, now, transports)
 
-    def digest(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
-        return enqueue_digests(conn, now=now)
-
-    def nrr_report(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
-        from basewatch.nrr_commands import monthly_report
-
-        return monthly_report(conn, settings, now)
+    def score(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
+        return jobs.score(conn, settings, now, prices)
 
     def retention(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
-        from core.migrate import timescale_in_use
+        return jobs.delete_expired(conn, settings)
 
-        if timescale_in_use(conn):
-            return 0  # the hypertable's retention policy does it
-        days = settings.retention_days
-        deleted = delete_expired(conn, days)
-        log.info(
-            "retention: %d telemetry rows older than %d days deleted",
-            deleted,
-            settings.retention_days,
-        )
-        return deleted
+    def nrr_report(conn: psycopg.Connection[TupleRow], now: dt.datetime) -> object:
+        return jobs.monthly_report(conn, settings, now)
 
-    jobs = [
+    scheduled = [
         Job("rollups", rollups, IntervalTrigger(minutes=15), run_at_start=True),
         Job("deliver", deliver, IntervalTrigger(minutes=1), run_at_start=True),
+        Job("score", score, CronTrigger(minute=5)),
+        Job("retrain", jobs.retrain, CronTrigger(hour=2, minute=30)),
     ]
-    jobs.append(Job("score", score, CronTrigger(minute=5)))
-    jobs.append(Job("retrain", retrain, CronTrigger(hour=2, minute=30)))
-    if config.alert_digest:
-        jobs.append(Job("digest", digest, CronTrigger(hour=config.alert_digest_hour, minute=0)))
+    if settings.alert_digest:
+        scheduled.append(
+            Job("digest", jobs.digest, CronTrigger(hour=settings.alert_digest_hour, minute=0))
+        )
     if settings.retention_days > 0:
-        jobs.append(Job("retention", retention, CronTrigger(hour=3, minute=15)))
-    jobs.append(
+        scheduled.append(Job("retention", retention, CronTrigger(hour=3, minute=15)))
+    scheduled.append(
         Job("nrr_report", nrr_report, CronTrigger(day=1, hour=settings.nrr_report_hour, minute=0))
     )
-    return jobs
+    return scheduled
 
 
 def run_scheduler(settings: Settings, jobs: Sequence[Job] | None = None) -> int:

@@ -1,5 +1,9 @@
 """``basewatch signals …``: the backtest, and the scoring steps an operator runs by hand
-(the scheduler runs them on its own; see ``basewatch.scheduler``)."""
+(the scheduler runs them on its own; see ``basewatch.scheduler``).
+
+:func:`register` declares the ``signals`` group (``basewatch.health_commands`` adds
+``health`` to it) with ``backtest``.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,13 @@ import datetime as dt
 import re
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from basewatch.commands import Commands
+from basewatch.output import emit
 from core.db import connect
 from core.settings import Settings
-
-AddCommand = Callable[..., argparse.ArgumentParser]
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([mhdw])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -47,7 +50,6 @@ def moment(text: str) -> dt.datetime:
 
 
 def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
-    from basewatch.cli import emit
     from basewatch.wiring import signal_prices
     from signals.backtest import format_table, run_backtest
     from signals.rollups import refresh_rollups
@@ -130,13 +132,10 @@ def _check_backtest(args: argparse.Namespace) -> str | None:
     return None
 
 
-def add_commands(commands: Any, add: AddCommand) -> Any:
-    """Add ``signals`` and its subcommands; returns the group's subparsers."""
-    signals = commands.add_parser(
-        "signals", help="signals: backtest, account health"
-    ).add_subparsers(dest="signals_command", required=True, metavar="SUBCOMMAND")
-    bt = add(
-        signals,
+def register(commands: Commands) -> None:
+    """Add the ``signals`` group with ``backtest``."""
+    signals = commands.group("signals", "signals: backtest, account health")
+    bt = signals.add(
         "backtest",
         cmd_backtest,
         "replay history as of each step, list the alerts that would have been raised and "
@@ -172,4 +171,3 @@ def add_commands(commands: Any, add: AddCommand) -> Any:
         help="do not bring the rollups up to date with telemetry first",
     )
     bt.set_defaults(validate=_check_backtest)
-    return signals

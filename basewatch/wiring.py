@@ -1,7 +1,13 @@
-"""Builds each part's configuration from the one Settings object."""
+"""Builds each part's configuration from the one Settings object.
+
+Each function reads the ``Settings`` fields it needs and returns what a part takes as
+arguments; no part keeps a copy of the settings' defaults (the alert delivery settings were a
+second dataclass, ``AlertConfig``, re-declaring 13 of them: they are read here instead).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import psycopg
@@ -17,6 +23,7 @@ from ingest.retention import apply_timescale_policies
 from ingest.store import DeadLetterPolicy
 from signals import rollups
 from signals.catalogue import PriceBook
+from signals.delivery import SmtpTransport, Transports, WebhookTransport
 
 PACKAGES = ("core", "ingest", "signals", "nrr", "simulator")
 
@@ -59,6 +66,31 @@ def dead_letter_policy(settings: Settings) -> DeadLetterPolicy:
         payload_bytes=settings.ingest_dead_letter_payload_bytes,
         per_topic_per_minute=settings.ingest_dead_letters_per_minute,
     )
+
+
+def delivery_transports(settings: Settings) -> Transports:
+    """The alert delivery's transports: webhooks always, email when ``BASEWATCH_SMTP_HOST`` is
+    set (else email rows wait in the outbox)."""
+    webhook = WebhookTransport(timeout=settings.webhook_timeout_s)
+    if not settings.smtp_host:
+        return Transports(webhook)
+    smtp = SmtpTransport(
+        settings.smtp_host,
+        settings.smtp_port,
+        sender=settings.smtp_sender,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        starttls=settings.smtp_starttls,
+        timeout=settings.smtp_timeout_s,
+    )
+    return Transports(smtp, webhook)
+
+
+def email_max_age(settings: Settings) -> dt.timedelta | None:
+    """Age at which an unsent alert email expires (``BASEWATCH_ALERT_EMAIL_MAX_AGE_HOURS``;
+    None, never, for 0)."""
+    hours = settings.alert_email_max_age_hours
+    return dt.timedelta(hours=hours) if hours > 0 else None
 
 
 @dataclass(frozen=True)

@@ -319,3 +319,14 @@ def test_a_real_secret_passes_the_check() -> None:
     assert result.returncode == 1
     assert "cannot connect to PostgreSQL" in result.stderr
     assert "placeholder" not in result.stderr
+
+
+def test_every_command_module_is_registered_the_same_way() -> None:
+    """Issue 12: subcommands were added three different ways; now every ``*_commands`` module
+    exposes ``register(commands)`` and the CLI calls each once."""
+    from basewatch import cli
+
+    modules = {p.stem for p in Path(cli.__file__).parent.glob("*_commands.py")}
+    assert {f.__module__.removeprefix("basewatch.") for f in cli.REGISTER} == modules
+    assert {f.__name__ for f in cli.REGISTER} == {"register"}
+    assert len(cli.REGISTER) == len(modules)

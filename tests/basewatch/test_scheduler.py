@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
-from basewatch.nrr_commands import MonthlyRun
+from basewatch.jobs import MonthlyRun
 from basewatch.scheduler import Job, LeaderLock, SchedulerRunner, default_jobs
 from core.registry import import_registry, read_registry_csv
 from core.settings import Settings

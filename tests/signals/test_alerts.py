@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from basewatch.alerts_commands import add_commands
-from basewatch.cli import add
+from basewatch.alerts_commands import register
+from basewatch.commands import Commands
 from core.errors import InputError, NotFound
 from core.settings import Settings
 from signals import catalogue
@@ -497,7 +497,7 @@ def test_daily_digest_once_per_csm_and_day(conn: psycopg.Connection) -> None:
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="basewatch")
-    add_commands(parser.add_subparsers(dest="command", required=True), add)
+    register(Commands(parser.add_subparsers(dest="command", required=True)))
     return parser.parse_args(list(argv))
 
 
