@@ -634,8 +634,8 @@ def account_health(api: Api, request: Request) -> Response:
 
 
 def nrr_headline(api: Api, request: Request) -> Response:
+    from core.months import parse_month
     from nrr.headline import headline
-    from nrr.months import parse_month
 
     query = request.single(("month",))
     month = None
@@ -721,26 +721,13 @@ def render_error(status: int, message: str, token: str) -> str:
     )
 
 
-_CSMS = """
-SELECT c.csm_id, c.name,
-       count(a.alert_id) FILTER (WHERE a.status = 'open'),
-       count(a.alert_id) FILTER (WHERE a.status = 'acknowledged')
-FROM csms c
-LEFT JOIN alerts a ON a.owner_csm_id = c.csm_id AND a.status IN ('open', 'acknowledged')
-GROUP BY c.csm_id, c.name
-ORDER BY count(a.alert_id) FILTER (WHERE a.status = 'open') DESC, c.csm_id
-"""
-_UNOWNED = """
-SELECT count(*) FROM alerts WHERE status IN ('open', 'acknowledged') AND owner_csm_id IS NULL
-"""
-
-
 def page_index(api: Api, request: Request) -> Response:
     token = request.single(("token",)).get("token", "")
+    from signals.alerts import active_per_csm, unowned_active
+
     with api.database() as conn:
-        csms = conn.execute(_CSMS).fetchall()
-        unowned_row = conn.execute(_UNOWNED).fetchone()
-    unowned = int(unowned_row[0]) if unowned_row else 0
+        csms = active_per_csm(conn)
+        unowned = unowned_active(conn)
     rows = "".join(
         f'<tr><td><a href="{_e(_url(_csm_path(csm_id), token))}">{_e(name or csm_id)}</a></td>'
         f"<td>{_e(csm_id)}</td><td class=num>{opened}</td><td class=num>{acknowledged}</td></tr>"
@@ -788,10 +775,12 @@ def page_csm(api: Api, request: Request) -> Response:
 
 
 def _csm_name(conn: Conn, csm_id: str) -> str:
-    row = conn.execute("SELECT name FROM csms WHERE csm_id = %s", (csm_id,)).fetchone()
-    if row is None:
+    from core.registry import csm_name
+
+    name = csm_name(conn, csm_id)
+    if name is None:
         raise NotFound(f"no CSM {csm_id!r}")
-    return str(row[0] or csm_id)
+    return name or csm_id
 
 
 def _alert_card(alert: dict[str, Any], csm_id: str, token: str) -> str:

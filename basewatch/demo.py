@@ -251,10 +251,10 @@ def _import_commercial(url: str, out_dir: Path, currency: str) -> None:
 def _revenue_story(url: str, out_dir: Path, settings: Settings) -> dict[str, Any]:
     """Rebuild the MRR ledger from the imported contracts, invoices and rates and write the
     monthly NRR report of the last complete month."""
+    from core.months import format_month
     from nrr.attribution import summary_line
     from nrr.headline import headline
     from nrr.ledger import rebuild
-    from nrr.months import format_month
     from nrr.report import build_report, write_report
 
     currency = settings.reporting_currency
@@ -342,18 +342,15 @@ def _publish_bad(publisher: Publisher, fleet: Fleet, prefix: str) -> None:
 
 
 def _stored(url: str | None) -> tuple[int, int, int]:
+    from ingest.stats import stored_counts
+
     if url is None:
         return 0, 0, 0
     try:
         with connect(url) as conn:
-            row = conn.execute(
-                "SELECT (SELECT count(*) FROM telemetry),"
-                " (SELECT count(*) FROM asset_events),"
-                " (SELECT count(*) FROM dead_letters)"
-            ).fetchone()
+            return stored_counts(conn)
     except StorageUnavailable:
         return 0, 0, 0
-    return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
 
 
 def _wait_stored(url: str, output: SimulationOutput, ingester: subprocess.Popen[bytes]) -> None:
@@ -382,9 +379,11 @@ def _summary(
     total_s: float,
     out_dir: Path,
 ) -> dict[str, Any]:
+    from ingest.deadletters import dead_letter_reasons
+
     with connect(url) as conn:
         stats = storage_stats(conn)
-        dead = conn.execute("SELECT topic, reason FROM dead_letters ORDER BY id").fetchall()
+        dead = dead_letter_reasons(conn)
         monthly = conn.execute(
             "SELECT a.account_id, date_trunc('month', v.day)::date, sum(v.volume_m3)"
             " FROM usage_daily_between('-infinity', 'infinity') v JOIN assets a USING (asset_id)"

@@ -33,6 +33,7 @@ from psycopg.rows import TupleRow
 
 from basewatch.heartbeat import Heartbeat, duration
 from core.db import connect
+from core.registry import account_owners, csm_names
 from core.settings import Settings
 from simulator.truth import load_truth
 
@@ -126,9 +127,7 @@ def signals_story(
             hour=6, minute=0, second=0, microsecond=0
         )
         total = math.ceil((end - start) / DAY)
-        owners: dict[str, str | None] = dict(
-            conn.execute("SELECT account_id, csm_id FROM accounts").fetchall()
-        )
+        owners = account_owners(conn)
         to_acknowledge: tuple[int, ...] = ()
         trainings = acknowledged = 0
         saved: dict[str, int] = defaultdict(int)
@@ -186,10 +185,8 @@ def signals_story(
             seconds=time.monotonic() - started,
             labelled=load_truth(conn),
         )
-        queued = conn.execute(
-            "SELECT channel, count(*) FROM outbox WHERE alert_id IS NOT NULL GROUP BY channel"
-        ).fetchall()
-        names: dict[str, str] = dict(conn.execute("SELECT csm_id, name FROM csms").fetchall())
+        queued = _queued(conn)
+        names = csm_names(conn)
     per_csm: dict[str, list[Any]] = defaultdict(list)
     for alert in raised:
         per_csm[alert.owner or "(no CSM)"].append(alert)
@@ -200,7 +197,7 @@ def signals_story(
         "alerts_raised": len(raised),
         "acknowledged_by_csms": acknowledged,
         "models_saved": dict(sorted(saved.items())),
-        "messages_queued": {str(c): int(n) for c, n in queued},
+        "messages_queued": queued,
         "backtest": table.as_dict() | {"alerts": None},
         "per_csm": {
             csm: {
@@ -217,6 +214,12 @@ def signals_story(
     return document
 
 
+def _queued(conn: psycopg.Connection[TupleRow]) -> dict[str, int]:
+    from signals.delivery import queued_per_channel
+
+    return queued_per_channel(conn)
+
+
 def _acknowledge(
     conn: psycopg.Connection[TupleRow],
     alert_ids: tuple[int, ...],
@@ -224,15 +227,14 @@ def _acknowledge(
     t: dt.datetime,
 ) -> int:
     """The demo's CSMs acknowledge the alerts opened by the previous pass; returns how many."""
-    from signals.alerts import acknowledge
+    from signals.alerts import acknowledge, open_alert_account
 
     done = 0
     for alert_id in alert_ids:
-        row = conn.execute(
-            "SELECT account_id FROM alerts WHERE alert_id = %s AND status = 'open'", (alert_id,)
-        ).fetchone()
-        if row is not None and owners.get(row[0]):
-            acknowledge(conn, alert_id, str(owners[row[0]]), now=t)
+        account = open_alert_account(conn, alert_id)
+        owner = owners.get(account) if account is not None else None
+        if owner:
+            acknowledge(conn, alert_id, owner, now=t)
             done += 1
     return done
 

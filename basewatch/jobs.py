@@ -67,7 +67,7 @@ def reporting_currency(settings: Settings) -> str:
 
 def report_dir(settings: Settings, month: dt.date) -> Path:
     """Where a month's report goes by default: ``BASEWATCH_NRR_REPORT_DIR/YYYY-MM``."""
-    from nrr.months import format_month
+    from core.months import format_month
 
     return Path(settings.nrr_report_dir) / format_month(month)
 
@@ -80,7 +80,7 @@ def report_emails(
 ) -> list[OutboxMessage]:
     """One outbox email per recipient: the headline as text, the HTML page and every CSV
     attached; ``dedup_key`` ``nrr-report:<YYYY-MM>:<recipient>``, so a month is sent once."""
-    from nrr.months import format_month
+    from core.months import format_month
     from signals.delivery import OutboxMessage, attachment
 
     month = format_month(report.month)
@@ -129,7 +129,7 @@ class MonthlyRun:
     enqueued: int
 
     def document(self) -> dict[str, Any]:
-        from nrr.months import format_month
+        from core.months import format_month
 
         return {
             "month": format_month(self.month),
@@ -146,8 +146,8 @@ def monthly_report(
     previous month's report under ``BASEWATCH_NRR_REPORT_DIR/YYYY-MM`` and, when
     ``BASEWATCH_NRR_REPORT_RECIPIENTS`` is set, enqueue it by email (once per month and
     recipient; the delivery job sends it)."""
+    from core.months import format_month, previous_complete_month
     from nrr.ledger import rebuild
-    from nrr.months import format_month, previous_complete_month
     from nrr.report import build_report, write_report
 
     currency = reporting_currency(settings)

@@ -23,7 +23,7 @@ from core.settings import Settings
 
 
 def _month(text: str) -> dt.date:
-    from nrr.months import parse_month
+    from core.months import parse_month
 
     try:
         return parse_month(text)
@@ -86,7 +86,7 @@ def cmd_nrr_show(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_nrr_report(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.wiring import open_database
-    from nrr.months import format_month
+    from core.months import format_month
     from nrr.report import build_report, write_report
 
     recipients = settings.report_recipients()
@@ -133,8 +133,9 @@ def cmd_nrr_report(settings: Settings, args: argparse.Namespace) -> int:
 def _import(kind: str) -> Any:
     def handler(settings: Settings, args: argparse.Namespace) -> int:
         from basewatch.wiring import open_database
+        from core.errors import ImportRejected
         from nrr.imports import import_file, reference_problems
-        from nrr.layouts import RevenueImportError, read_file
+        from nrr.layouts import read_file
 
         path = Path(args.file)
         currency = reporting_currency(settings)
@@ -143,7 +144,7 @@ def _import(kind: str) -> Any:
                 parsed = read_file(kind, path, currency)
                 problems = reference_problems(conn, parsed)
                 if problems:
-                    raise RevenueImportError(problems)
+                    raise ImportRejected(problems)
                 document: dict[str, Any] = {
                     "kind": kind,
                     "file": str(path),

@@ -117,7 +117,7 @@ def write_alerts_csv(path: Path, alerts: list[dict[str, Any]]) -> None:
 
 def _check_backtest(args: argparse.Namespace) -> str | None:
     """Wrong usage of ``signals backtest`` (argparse's exit 2), or None."""
-    from signals.findings import FAMILIES
+    from signals.kinds import FAMILIES
 
     unknown = sorted(set(args.kind or ()) - set(FAMILIES))
     if unknown:

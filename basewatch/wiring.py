@@ -7,6 +7,7 @@ second dataclass, ``AlertConfig``, re-declaring 13 of them: they are read here i
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
@@ -135,12 +136,12 @@ def open_database(settings: Settings) -> psycopg.Connection[TupleRow]:
 
 
 def signal_prices(settings: Settings) -> PriceBook:
-    """Configure the signals from the settings (the renewal window, the reporting currency
-    their texts name) and return the price book (``BASEWATCH_PRICE_BOOK`` over the defaults);
+    """Configure the reporting currency the signals' texts name and return the price book
+    (``BASEWATCH_PRICE_BOOK`` over the defaults, with ``BASEWATCH_RENEWAL_WINDOW_DAYS``);
     raises ConfigError for a bad price book or currency."""
-    from signals import health
     from signals.catalogue import configure_currency
 
-    health.configure(settings.renewal_window_days)
     configure_currency(settings.reporting_currency or "EUR")
-    return PriceBook.parse(settings.price_book)
+    return dataclasses.replace(
+        PriceBook.parse(settings.price_book), renewal_window_days=settings.renewal_window_days
+    )

@@ -43,9 +43,10 @@ from typing import Any
 import psycopg
 
 from core.db import drop_database, ensure_database, with_database
+from signals.kinds import SignalKind
 
 _ROOT = Path(__file__).resolve().parent.parent
-KINDS = ("component_due", "asset_anomaly")
+KINDS = (SignalKind.COMPONENT_DUE, SignalKind.ASSET_ANOMALY)
 PUBLISHED = {
     "cmapss": "RUL RMSE 11-18 (LSTM 16.14, CNN ~12.6, RF 16-18); 'fails within 30 cycles': "
     "LSTM P/R 0.96/0.96, best classical 0.95/0.80",

@@ -1373,16 +1373,18 @@ def layout_run(args: argparse.Namespace) -> dict[str, Any]:
                 " metric text NOT NULL, value double precision NOT NULL,"
                 " PRIMARY KEY (asset_id, metric, time))"
             )
-            columns = ", ".join(
-                f"{sql.Identifier(n).as_string(conn)} double precision" for n in names
+            columns = sql.SQL(", ").join(
+                sql.SQL("{} double precision").format(sql.Identifier(n)) for n in names
             )
             conn.execute(
-                "CREATE TABLE bench_wide (asset_id text NOT NULL, time timestamptz NOT NULL,"
-                f" received_at timestamptz NOT NULL, seq bigint, {columns},"
-                " PRIMARY KEY (asset_id, time))"
+                sql.SQL(
+                    "CREATE TABLE bench_wide (asset_id text NOT NULL, time timestamptz NOT NULL,"
+                    " received_at timestamptz NOT NULL, seq bigint, {},"
+                    " PRIMARY KEY (asset_id, time))"
+                ).format(columns)
             )
         batch = args.layout_batch
-        wide_cols = ", ".join(sql.Identifier(n).as_string(None) for n in names)
+        wide_cols = sql.SQL(", ").join(map(sql.Identifier, names))
 
         def jsonb_rows(chunk: Sequence[Sample]) -> Iterator[tuple[object, ...]]:
             for s in chunk:
@@ -1404,26 +1406,26 @@ def layout_run(args: argparse.Namespace) -> dict[str, Any]:
                 yield (s.asset_id, s.time, s.received_at, s.seq, *s.values)
 
         layouts: list[
-            tuple[str, str, str, list[str], Callable[..., Iterator[tuple[object, ...]]]]
+            tuple[str, str, sql.Composable, list[str], Callable[..., Iterator[tuple[object, ...]]]]
         ] = [
             (
                 "telemetry: row per message, jsonb metrics (the project's table)",
                 "telemetry",
-                "COPY telemetry (asset_id, time, received_at, seq, metrics)",
+                sql.SQL("COPY telemetry (asset_id, time, received_at, seq, metrics)"),
                 ["text", "timestamptz", "timestamptz", "int8", "jsonb"],
                 jsonb_rows,
             ),
             (
                 "narrow: row per metric value, PK (asset_id, metric, time)",
                 "bench_narrow",
-                "COPY bench_narrow (time, asset_id, metric, value)",
+                sql.SQL("COPY bench_narrow (time, asset_id, metric, value)"),
                 ["timestamptz", "text", "text", "float8"],
                 narrow_rows,
             ),
             (
                 "wide (reference): row per message, a float column per metric",
                 "bench_wide",
-                f"COPY bench_wide (asset_id, time, received_at, seq, {wide_cols})",
+                sql.SQL("COPY bench_wide (asset_id, time, received_at, seq, {})").format(wide_cols),
                 ["text", "timestamptz", "timestamptz", "int8"] + ["float8"] * len(names),
                 wide_rows,
             ),
@@ -1438,7 +1440,7 @@ def layout_run(args: argparse.Namespace) -> dict[str, Any]:
                     with (
                         conn.transaction(),
                         conn.cursor() as cur,
-                        cur.copy(f"{copy_sql} FROM STDIN (FORMAT BINARY)") as copy,
+                        cur.copy(copy_sql + sql.SQL(" FROM STDIN (FORMAT BINARY)")) as copy,
                     ):
                         copy.set_types(types)
                         for row in rows(samples[i : i + batch]):

@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from signals import rules
 
@@ -55,7 +56,7 @@ _NARROW = rules._CAPACITY.replace(_VIEW_PART, _NARROW_PART)
 # The same, grouped once by (bucket, account) straight from the narrow rows, without the pivot
 # per asset: equal to the rule when every machine reports the three metrics in each hour it
 # reports flow (true of the generated fleet; the rows are compared below).
-_GROUPED = """
+_GROUPED = sql.SQL("""
 WITH hourly AS (
     SELECT a.account_id, m.bucket,
            sum(m.mean) FILTER (WHERE m.metric = 'flow_m3_min') AS flow,
@@ -71,8 +72,12 @@ WITH hourly AS (
       AND m.metric IN ('flow_m3_min', 'load_pct', 'pressure_bar')
     GROUP BY m.bucket, a.account_id
     HAVING count(*) FILTER (WHERE m.metric = 'flow_m3_min') > 0
-""" + rules._CAPACITY[rules._CAPACITY.index(")\nSELECT account_id") :]
-_STATEMENTS = {"jsonb": rules._CAPACITY, "narrow_pivot": _NARROW, "narrow_grouped": _GROUPED}
+""") + sql.SQL(rules._CAPACITY[rules._CAPACITY.index(")\nSELECT account_id") :])
+_STATEMENTS: dict[str, sql.SQL | sql.Composed] = {
+    "jsonb": sql.SQL(rules._CAPACITY),
+    "narrow_pivot": sql.SQL(_NARROW),
+    "narrow_grouped": _GROUPED,
+}
 _TEXT = {
     "jsonb": "rollup_hourly (jsonb stats, the rule as it is)",
     "narrow_pivot": "rollup_hourly_metric, pivoted per asset and hour",
@@ -115,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.rounds):
             for name, query in _STATEMENTS.items():
                 started = time.perf_counter()
-                results[name] = conn.execute(query.encode(), params).fetchall()
+                results[name] = conn.execute(query, params).fetchall()
                 seconds[name].append(round(time.perf_counter() - started, 2))
         load_after = os.getloadavg()[0]
     return {

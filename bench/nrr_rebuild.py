@@ -33,16 +33,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import sql
 
 from core.db import drop_database, ensure_database, with_database
 from core.migrate import migrate
+from core.months import add_months, format_month
 from nrr.attribution import attribution
 from nrr.bridge import bridges, rebuild_movements
 from nrr.cohorts import cohorts
 from nrr.figures import mrr_totals, reconciliation, top_movers
 from nrr.headline import headline
 from nrr.ledger import rebuild
-from nrr.months import add_months, format_month
 from nrr.report import build_report, write_report
 from nrr.retention import DIMENSIONS, breakdown, month_over_month, trailing_series
 
@@ -288,7 +289,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     lambda: generate(conn, args.accounts, args.months, args.telemetry_accounts)
                 )
             counts = {
-                table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
+                table: conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+                ).fetchone()[0]  # type: ignore[index]
                 for table in (
                     "accounts",
                     "contracts",

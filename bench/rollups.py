@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import TupleRow
 
 import signals.rollups as rollups_module
@@ -97,50 +98,56 @@ METRICS = {
     "ambient_temp_c": "round((15 + 8 * sin(h / 24.0 * 6.283))::numeric, 2)",
     "starts": "h / 10",
 }
-_READINGS = f"""
+_READINGS = sql.SQL("""
 SELECT 'c-' || lpad(a::text, 5, '0') AS asset_id, t AS time, t AS received_at,
-       jsonb_build_object({", ".join(f"'{m}', {e}" for m, e in METRICS.items())}) AS metrics
+       jsonb_build_object({metrics}) AS metrics
 FROM generate_series(1, %(assets)s) a,
      LATERAL (SELECT t, extract(epoch FROM t - %(start)s::timestamptz)::int / 3600 AS h,
                      greatest(0, least(1, 0.5 + 0.4 * sin(extract(hour FROM t) / 3.8)
                                           + random() * 0.2 - 0.1)) AS l
               FROM generate_series(%(from)s::timestamptz, %(to)s::timestamptz,
                                    INTERVAL '1 hour') t) s
-"""
+""").format(
+    metrics=sql.SQL(", ").join(
+        sql.SQL("{}, {}").format(sql.Literal(m), sql.SQL(e)) for m, e in METRICS.items()
+    )
+)
 # ingested a minute after the reading, as a connected fleet's history is
-_GENERATE = f"""
+_GENERATE = sql.SQL("""
 INSERT INTO telemetry (asset_id, time, received_at, metrics, ingested_at)
-SELECT r.*, r.time + INTERVAL '1 minute' FROM ({_READINGS}) r ORDER BY 1, 2
-"""
-_LOADS = {
+SELECT r.*, r.time + INTERVAL '1 minute' FROM ({readings}) r ORDER BY 1, 2
+""").format(readings=_READINGS)
+_LOADS: dict[str, sql.SQL | sql.Composed | None] = {
     # (a) an hour more for every asset, and a late second reading in 10 % of the last day's
     # buckets
-    "hour_and_late": f"""
+    "hour_and_late": sql.SQL("""
 INSERT INTO telemetry (asset_id, time, received_at, metrics)
-{_READINGS}
+{readings}
 UNION ALL
 SELECT asset_id, time + INTERVAL '30 minutes', time, metrics FROM telemetry
 WHERE time >= %(from)s::timestamptz - INTERVAL '1 day' AND time < %(from)s::timestamptz
   AND random() < 0.1
-""",
+""").format(readings=_READINGS),
     # (b) a bulk load: a day of every asset
-    "bulk_day": f"INSERT INTO telemetry (asset_id, time, received_at, metrics) {_READINGS}",
+    "bulk_day": sql.SQL("INSERT INTO telemetry (asset_id, time, received_at, metrics) {}").format(
+        _READINGS
+    ),
     # (c) nothing
-    "nothing": "",
+    "nothing": None,
     # (d) late second readings of 10 % of the assets over one day, 30 days before the end
-    "late_history": """
+    "late_history": sql.SQL("""
 INSERT INTO telemetry (asset_id, time, received_at, metrics)
 SELECT asset_id, time + INTERVAL '30 minutes', time, metrics FROM telemetry
 WHERE time >= %(from)s::timestamptz - INTERVAL '30 days'
   AND time < %(from)s::timestamptz - INTERVAL '29 days'
   AND abs(hashtext(asset_id)) %% 10 = 0
-""",
+"""),
     # (e) one late reading of one asset, 40 days before the end
-    "one_late": """
+    "one_late": sql.SQL("""
 INSERT INTO telemetry (asset_id, time, received_at, metrics)
 SELECT asset_id, time + INTERVAL '20 minutes', time, metrics FROM telemetry
 WHERE asset_id = 'c-00001' AND time = %(from)s::timestamptz - INTERVAL '40 days'
-""",
+"""),
 }
 _LOAD_HOURS = {"hour_and_late": 1, "bulk_day": 24, "nothing": 0, "late_history": 0, "one_late": 0}
 _LOAD_TEXT = {
@@ -157,65 +164,79 @@ _LOAD_TEXT = {
 _FIGURES = (("mean", 0), ("min", 1), ("max", 2), ("last", 3))
 
 
-def _figure(source: str, index: int, sparse: bool) -> str:
+def _figure(source: sql.Composable, index: int, sparse: bool) -> sql.Composable:
     """Figure ``index`` of a [mean, min, max, last, readings] jsonb array; ``sparse``: NULL for
     min, max and last when the bucket has one reading (they equal the mean)."""
-    value = f"({source} ->> {index})::double precision"
+    value = sql.SQL("({} ->> {})::double precision").format(source, sql.Literal(index))
     if sparse and index in (1, 2, 3):
-        return f"CASE WHEN ({source} ->> 4)::integer > 1 THEN {value} END"
+        return sql.SQL("CASE WHEN ({} ->> 4)::integer > 1 THEN {} END").format(source, value)
     return value
 
 
-def _wide(sparse: bool) -> str:
-    return ", ".join(
-        [_figure(f"stats -> '{m}'", i, sparse) for m in METRICS for _, i in _FIGURES]
-        + [f"(stats -> '{m}' ->> 4)::integer" for m in METRICS]
+def _wide(sparse: bool) -> sql.Composable:
+    return sql.SQL(", ").join(
+        [
+            _figure(sql.SQL("stats -> {}").format(sql.Literal(m)), i, sparse)
+            for m in METRICS
+            for _, i in _FIGURES
+        ]
+        + [sql.SQL("(stats -> {} ->> 4)::integer").format(sql.Literal(m)) for m in METRICS]
     )
 
 
-def _narrow(sparse: bool) -> str:
-    figures = ", ".join(_figure("value", i, sparse) for _, i in _FIGURES)
-    return (
-        f"SELECT asset_id, bucket, key, (value ->> 4)::integer, {figures}"
+def _narrow(sparse: bool) -> sql.Composable:
+    figures = sql.SQL(", ").join(_figure(sql.SQL("value"), i, sparse) for _, i in _FIGURES)
+    return sql.SQL(
+        "SELECT asset_id, bucket, key, (value ->> 4)::integer, {}"
         " FROM rollup_hourly CROSS JOIN LATERAL jsonb_each(stats)"
-    )
+    ).format(figures)
 
 
-_KEYS = "asset_id text NOT NULL, bucket timestamptz NOT NULL"
-_WIDE_TABLE = (
-    f"{_KEYS}, samples integer NOT NULL, "
-    + ", ".join(
-        [f"{m}_{f} double precision" for m in METRICS for f, _ in _FIGURES]
-        + [f"{m}_readings integer" for m in METRICS]
-    )
-    + ", PRIMARY KEY (asset_id, bucket)"
+_KEYS = sql.SQL("asset_id text NOT NULL, bucket timestamptz NOT NULL")
+_WIDE_TABLE = sql.SQL("{}, samples integer NOT NULL, {}, PRIMARY KEY (asset_id, bucket)").format(
+    _KEYS,
+    sql.SQL(", ").join(
+        [
+            sql.SQL("{} double precision").format(sql.Identifier(f"{m}_{f}"))
+            for m in METRICS
+            for f, _ in _FIGURES
+        ]
+        + [sql.SQL("{} integer").format(sql.Identifier(f"{m}_readings")) for m in METRICS]
+    ),
 )
-_NARROW_TABLE = (
-    f"{_KEYS}, metric text NOT NULL, readings integer NOT NULL, mean double precision,"
+_NARROW_TABLE = _KEYS + sql.SQL(
+    ", metric text NOT NULL, readings integer NOT NULL, mean double precision,"
     " minimum double precision, maximum double precision, last double precision,"
     " PRIMARY KEY (asset_id, bucket, metric)"
 )
+_FROM_HOURLY = sql.SQL("SELECT asset_id, bucket, samples, {} FROM rollup_hourly")
 # name -> (columns, rows from the hourly rollup, description)
-_LAYOUTS = {
+_LAYOUTS: dict[str, tuple[sql.Composable, sql.Composable, str]] = {
     "jsonb": (
-        f"{_KEYS}, samples integer NOT NULL, stats jsonb NOT NULL, PRIMARY KEY (asset_id, bucket)",
-        "SELECT asset_id, bucket, samples, stats FROM rollup_hourly",
+        _KEYS
+        + sql.SQL(
+            ", samples integer NOT NULL, stats jsonb NOT NULL, PRIMARY KEY (asset_id, bucket)"
+        ),
+        sql.SQL("SELECT asset_id, bucket, samples, stats FROM rollup_hourly"),
         "jsonb per bucket (the plain tables' layout)",
     ),
     "jsonb_lz4": (
-        f"{_KEYS}, samples integer NOT NULL, stats jsonb COMPRESSION lz4 NOT NULL,"
-        " PRIMARY KEY (asset_id, bucket)",
-        "SELECT asset_id, bucket, samples, stats FROM rollup_hourly",
+        _KEYS
+        + sql.SQL(
+            ", samples integer NOT NULL, stats jsonb COMPRESSION lz4 NOT NULL,"
+            " PRIMARY KEY (asset_id, bucket)"
+        ),
+        sql.SQL("SELECT asset_id, bucket, samples, stats FROM rollup_hourly"),
         "jsonb per bucket, lz4 TOAST compression, toast_tuple_target 128",
     ),
     "wide": (
         _WIDE_TABLE,
-        f"SELECT asset_id, bucket, samples, {_wide(False)} FROM rollup_hourly",
+        _FROM_HOURLY.format(_wide(False)),
         f"typed columns, one row per bucket ({len(METRICS) * 5} figures)",
     ),
     "wide_sparse": (
         _WIDE_TABLE,
-        f"SELECT asset_id, bucket, samples, {_wide(True)} FROM rollup_hourly",
+        _FROM_HOURLY.format(_wide(True)),
         "typed columns, min/max/last NULL in single-reading buckets",
     ),
     "narrow": (_NARROW_TABLE, _narrow(False), "narrow, one row per bucket and metric"),
@@ -258,7 +279,7 @@ def _timed(conn: Conn, work: Callable[[], Any]) -> tuple[Any, float, float | Non
     return result, seconds, (after - cpu) if cpu is not None and after is not None else None
 
 
-def _one(conn: Conn, query: str, params: Any = None) -> Any:
+def _one(conn: Conn, query: str | sql.Composed, params: Any = None) -> Any:
     row = conn.execute(query, params).fetchone()
     assert row is not None
     return row[0]
@@ -371,10 +392,11 @@ def _load_and_refresh(
     figures and the new end."""
     hours = _LOAD_HOURS[name]
     added = 0
-    if _LOADS[name]:
+    statement = _LOADS[name]
+    if statement is not None:
         conn.execute("SELECT setseed(0.18)")
         load = {**params, "from": end, "to": end + dt.timedelta(hours=max(hours, 1) - 1)}
-        added = conn.execute(_LOADS[name].encode(), load).rowcount
+        added = conn.execute(statement, load).rowcount
         conn.commit()
     _progress(f"incremental refresh after {name} ({added:,} readings) ...")
     result, seconds, cpu = _timed(conn, lambda: refresh_rollups(conn))
@@ -397,25 +419,29 @@ def _layouts(conn: Conn, timescale: bool) -> list[dict[str, Any]]:
             continue
         columns, fill, description = _LAYOUTS[name]
         table = f"bench_layout_{name}"
+        ident = sql.Identifier(table)
         _progress(f"layout {name} ...")
-        conn.execute(f"CREATE TABLE {table} ({columns})")
+        conn.execute(sql.SQL("CREATE TABLE {} ({})").format(ident, columns))
         if timescale:
             conn.execute(
-                f"SELECT create_hypertable('{table}', 'bucket',"
-                f" chunk_time_interval => INTERVAL '{LAYOUT_CHUNK}')"
+                sql.SQL(
+                    "SELECT create_hypertable({}, 'bucket', chunk_time_interval => INTERVAL {})"
+                ).format(sql.Literal(table), sql.Literal(LAYOUT_CHUNK))
             )
             order = "metric, bucket DESC" if name.startswith("narrow") else "bucket DESC"
             conn.execute(
-                f"ALTER TABLE {table} SET (timescaledb.compress,"
-                f" timescaledb.compress_segmentby = 'asset_id',"
-                f" timescaledb.compress_orderby = '{order}')"
+                sql.SQL(
+                    "ALTER TABLE {} SET (timescaledb.compress,"
+                    " timescaledb.compress_segmentby = 'asset_id',"
+                    " timescaledb.compress_orderby = {})"
+                ).format(ident, sql.Literal(order))
             )
         else:
-            conn.execute(f"CREATE INDEX ON {table} (bucket)")  # as rollup_hourly has
+            conn.execute(sql.SQL("CREATE INDEX ON {} (bucket)").format(ident))  # as rollup_hourly
             if name == "jsonb_lz4":
-                conn.execute(f"ALTER TABLE {table} SET (toast_tuple_target = 128)")
+                conn.execute(sql.SQL("ALTER TABLE {} SET (toast_tuple_target = 128)").format(ident))
         started = time.perf_counter()
-        rows = conn.execute(f"INSERT INTO {table} {fill}".encode()).rowcount
+        rows = conn.execute(sql.SQL("INSERT INTO {} {}").format(ident, fill)).rowcount
         conn.commit()
         fill_s = time.perf_counter() - started
         raw = table_bytes(conn, table)
@@ -424,7 +450,7 @@ def _layouts(conn: Conn, timescale: bool) -> list[dict[str, Any]]:
         if timescale:
             _compress(conn, (table,), None)
             compressed = table_bytes(conn, table)
-        conn.execute(f"DROP TABLE {table}")
+        conn.execute(sql.SQL("DROP TABLE {}").format(ident))
         conn.commit()
         results.append(
             {
@@ -458,7 +484,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             started = time.perf_counter()
             conn.execute("SELECT setseed(0.17)")
             end = _one(conn, "SELECT %s::timestamptz + make_interval(hours => %s)", (START, hours))
-            conn.execute(_GENERATE.encode(), {**params, "to": end - dt.timedelta(hours=1)})
+            conn.execute(_GENERATE, {**params, "to": end - dt.timedelta(hours=1)})
             conn.execute("VACUUM ANALYZE telemetry")
             conn.execute("CHECKPOINT")  # write the generated pages out now, not during a refresh
             generate_s = time.perf_counter() - started
@@ -469,7 +495,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             first = _first_refresh(conn, timescale)
             load_average["after_first_refresh"] = os.getloadavg()[0]
             relations = _rollups(conn, timescale)
-            rows = {name: _one(conn, f"SELECT count(*) FROM {name}") for name in relations}
+            rows = {
+                name: _one(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name)))
+                for name in relations
+            }
             conn.commit()
             disk = {"raw": _disk(conn, relations)}
             names = ("telemetry", *relations)

@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import TupleRow
 
 import signals.scoring as scoring
@@ -215,41 +216,62 @@ _METRICS = (
     "discharge_temp_c",
 )
 # One reading an hour: [v, v, v, v, 1] per metric, written as JSON text.
-_HOURLY = (
+_HOURLY = sql.SQL(
     "INSERT INTO rollup_hourly (asset_id, bucket, samples, stats)"
-    " SELECT asset_id, bucket, 1, ('{' || "
-    + " || ',' || ".join(f"""'"{m}":[' || repeat({m} || ',', 4) || '1]'""" for m in _METRICS)
-    + " || '}')::jsonb FROM bench_values"
+    " SELECT asset_id, bucket, 1, ('{{' || {} || '}}')::jsonb FROM bench_values"
+).format(
+    sql.SQL(" || ',' || ").join(
+        sql.SQL("{} || repeat({} || ',', 4) || '1]'").format(
+            sql.Literal(f'"{m}":['), sql.Identifier(m)
+        )
+        for m in _METRICS
+    )
 )
 # The days from the hours, as signals.rollups derives them: mean of the hourly means weighted
 # by readings (one each), minimum, maximum, the last hour's value, readings.
-_DAILY = (
+_DAILY = sql.SQL(
     "INSERT INTO rollup_daily (asset_id, bucket, samples, stats)"
-    " SELECT asset_id, day, n, ('{' || "
-    + " || ',' || ".join(
-        f"""'"{m}":[' || a_{m} || ',' || lo_{m} || ',' || hi_{m} || ',' || last_{m} || ','"""
-        " || n || ']'"
+    " SELECT asset_id, day, n, ('{{' || {json} || '}}')::jsonb"
+    " FROM (SELECT asset_id, date_bin('1 day', bucket, %(start)s) AS day, count(*) AS n,"
+    " {aggregates} FROM bench_values GROUP BY 1, 2) days"
+).format(
+    json=sql.SQL(" || ',' || ").join(
+        sql.SQL("{} || {} || ',' || {} || ',' || {} || ',' || {} || ',' || n || ']'").format(
+            sql.Literal(f'"{m}":['),
+            sql.Identifier(f"a_{m}"),
+            sql.Identifier(f"lo_{m}"),
+            sql.Identifier(f"hi_{m}"),
+            sql.Identifier(f"last_{m}"),
+        )
         for m in _METRICS
-    )
-    + " || '}')::jsonb FROM (SELECT asset_id, date_bin('1 day', bucket, %(start)s) AS day,"
-    " count(*) AS n, "
-    + ", ".join(
-        f"avg({m}::double precision) AS a_{m}, min({m}::double precision) AS lo_{m},"
-        f" max({m}::double precision) AS hi_{m},"
-        f" max({m}::double precision) FILTER (WHERE last_of_day) AS last_{m}"
+    ),
+    aggregates=sql.SQL(", ").join(
+        sql.SQL(
+            "avg({m}::double precision) AS {a}, min({m}::double precision) AS {lo},"
+            " max({m}::double precision) AS {hi},"
+            " max({m}::double precision) FILTER (WHERE last_of_day) AS {last}"
+        ).format(
+            m=sql.Identifier(m),
+            a=sql.Identifier(f"a_{m}"),
+            lo=sql.Identifier(f"lo_{m}"),
+            hi=sql.Identifier(f"hi_{m}"),
+            last=sql.Identifier(f"last_{m}"),
+        )
         for m in _METRICS
-    )
-    + " FROM bench_values GROUP BY 1, 2) days"
+    ),
 )
 # TimescaleDB: the values as telemetry, one reading at the top of each hour (bench_values is
 # written time-major, so this inserts in time order, as the ingester does).
-_TELEMETRY = (
+_TELEMETRY = sql.SQL(
     "INSERT INTO telemetry (asset_id, time, received_at, metrics, ingested_at)"
-    " SELECT asset_id, bucket, bucket, jsonb_build_object("
-    + ", ".join(f"'{m}', {m}" for m in _METRICS)
-    + "), bucket + INTERVAL '1 minute' FROM bench_values"
+    " SELECT asset_id, bucket, bucket, jsonb_build_object({}),"
+    " bucket + INTERVAL '1 minute' FROM bench_values"
+).format(
+    sql.SQL(", ").join(
+        sql.SQL("{}, {}").format(sql.Literal(m), sql.Identifier(m)) for m in _METRICS
+    )
 )
-_STEPS = {
+_STEPS: dict[bool, tuple[tuple[str, str | sql.Composed], ...]] = {
     False: (("values", _VALUES), ("hourly", _HOURLY), ("daily", _DAILY)),
     True: (("values", _VALUES), ("telemetry", _TELEMETRY)),
 }
@@ -281,12 +303,12 @@ def generate(
     steps: dict[str, float] = {}
     started = time.perf_counter()
     for statement in _PLAN:
-        conn.execute(statement.encode(), params)
+        conn.execute(statement, params)
     steps["registry"] = time.perf_counter() - started
-    for name, statement in _STEPS[timescale]:
+    for name, step in _STEPS[timescale]:
         _progress(f"  generating {name} ...")
         started = time.perf_counter()
-        conn.execute(statement.encode(), params)
+        conn.execute(step, params)
         steps[name] = time.perf_counter() - started
     started = time.perf_counter()
     conn.execute("DROP TABLE bench_values")
@@ -414,14 +436,16 @@ def _generated(url: str) -> bool:
             ).fetchone()
             if not (row and row[0]):
                 return False
-            found = conn.execute(f"SELECT EXISTS (SELECT FROM {row[0]})").fetchone()
+            found = conn.execute(
+                sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(str(row[0])))
+            ).fetchone()
             return bool(found and found[0])
     except psycopg.OperationalError:
         return False
 
 
 def _count(conn: psycopg.Connection[TupleRow], table: str) -> int:
-    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -443,7 +467,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 generation = generate(conn, args.assets, args.days, timescale)
             relations = _rollups(conn, timescale)
             row = conn.execute(
-                f"SELECT max(bucket) + INTERVAL '1 hour' FROM {relations[0]}"
+                sql.SQL("SELECT max(bucket) + INTERVAL '1 hour' FROM {}").format(
+                    sql.Identifier(relations[0])
+                )
             ).fetchone()
             assert row is not None
             assert row[0] is not None, "no rollups"

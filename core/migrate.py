@@ -14,7 +14,9 @@ Layout of a package's ``migrations/`` folder:
   migration with that earlier checksum has the same schema (the migration was rewritten to run
   on more engines, say): the runner records the new checksum instead of warning.
 
-Applied migrations are recorded in ``schema_migrations`` (package, version). A session-level
+Applied migrations are recorded in ``schema_migrations`` (package, version). ``folders`` reads
+a package's migrations from another folder under the package's name (tests migrate a database
+with an earlier version of the files, then upgrade it). A session-level
 advisory lock serialises concurrent runners: a second process waits, then finds nothing to do.
 """
 
@@ -23,9 +25,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -76,11 +79,14 @@ class MigrationReport:
     timescale: bool
 
 
-def discover(packages: Sequence[str]) -> list[Migration]:
-    """The migrations of ``packages``, in the order given, each package's by number."""
+def discover(
+    packages: Sequence[str], folders: Mapping[str, Traversable] | None = None
+) -> list[Migration]:
+    """The migrations of ``packages``, in the order given, each package's by number, from each
+    package's ``migrations/`` or the folder ``folders`` names for it."""
     found: list[Migration] = []
     for package in packages:
-        folder = resources.files(package) / "migrations"
+        folder = (folders or {}).get(package) or resources.files(package) / "migrations"
         parts: dict[int, dict[str, str]] = {}
         names: dict[int, str] = {}
         if not folder.is_dir():
@@ -141,17 +147,19 @@ def migrate(
     packages: Sequence[str],
     timescale_mode: str = "auto",
     limit: int | None = None,
+    folders: Mapping[str, Traversable] | None = None,
 ) -> MigrationReport:
     """Apply every pending migration of ``packages``; safe to run twice or concurrently.
 
     ``conn`` must be in autocommit mode. ``timescale_mode`` is ``auto`` (use the extension when
     the server has it), ``on`` (require it) or ``off`` (plain PostgreSQL even if present).
     ``limit`` applies only the first ``limit`` migrations in order (an earlier schema version,
-    for tests of upgrades).
+    for tests of upgrades); ``folders`` reads a package's migrations from another folder (see
+    :func:`discover`).
     """
     if not conn.autocommit:
         raise ValueError("migrate() needs an autocommit connection")
-    migrations = discover(packages)[:limit]
+    migrations = discover(packages, folders)[:limit]
     conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
     try:
         timescale = _choose_storage(conn, timescale_mode)
@@ -243,12 +251,12 @@ def _apply(conn: psycopg.Connection[TupleRow], migration: Migration, timescale: 
     if any(s.lstrip().startswith(NO_TRANSACTION) for s in scripts):
         for script in scripts:
             for statement in _statements(script):
-                conn.execute(statement.encode())
+                conn.execute(statement)
         conn.execute(record, values)
     else:
         with conn.transaction():
             for script in scripts:
-                conn.execute(script.encode())
+                conn.execute(script)
             conn.execute(record, values)
     log.info("applied migration %s (%s)", label, values[3])
 

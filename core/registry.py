@@ -29,7 +29,7 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import TupleRow
 
-from core.errors import InputError
+from core.errors import ImportRejected, InputError
 from core.ids import is_identifier
 from core.text import unsafe_character
 
@@ -72,7 +72,6 @@ _POSITIVE = {"rated_power_kw", "rated_flow_m3_min", "rated_life_hours"}
 _NON_NEGATIVE = {"installed_at_running_hours"}
 _DATES = {"installed_on"}
 _IDS = {"csm_id", "account_id", "asset_id", "kind"}
-MAX_ERRORS_LISTED = 50
 
 
 @dataclass
@@ -85,17 +84,6 @@ class RegistryBatch:
 
     def count(self) -> dict[str, int]:
         return {kind: len(rows) for kind, rows in self.records.items()}
-
-
-class RegistryImportError(InputError):
-    """A registry file has bad rows; ``errors`` lists ``file:line: message`` for each."""
-
-    def __init__(self, errors: list[str]) -> None:
-        shown = errors[:MAX_ERRORS_LISTED]
-        more = len(errors) - len(shown)
-        text = "\n".join(shown) + (f"\n... and {more} more" if more else "")
-        super().__init__(f"{len(errors)} bad row(s), nothing imported:\n{text}")
-        self.errors = errors
 
 
 def detect_kind(header: Sequence[str]) -> str | None:
@@ -120,7 +108,7 @@ def detect_kind(header: Sequence[str]) -> str | None:
 
 
 def read_registry_csv(paths: Iterable[Path], kind: str | None = None) -> RegistryBatch:
-    """Parse and validate registry CSV files; raise :class:`RegistryImportError` listing
+    """Parse and validate registry CSV files; raise :class:`core.errors.ImportRejected` listing
     every bad row (with file and line) when any row is wrong."""
     batch = RegistryBatch()
     errors: list[str] = []
@@ -159,7 +147,7 @@ def read_registry_csv(paths: Iterable[Path], kind: str | None = None) -> Registr
             seen[key] = where
             batch.records[record_kind].append(record)
     if errors:
-        raise RegistryImportError(errors)
+        raise ImportRejected(errors, "bad row(s)")
     return batch
 
 
@@ -251,7 +239,7 @@ def import_registry(conn: psycopg.Connection[TupleRow], batch: RegistryBatch) ->
     is neither in the batch nor in the database fails the whole batch."""
     missing = _missing_references(conn, batch)
     if missing:
-        raise RegistryImportError(missing)
+        raise ImportRejected(missing, "bad row(s)")
     with conn.transaction(), conn.cursor() as cur:
         for kind in KINDS:
             rows = batch.records[kind]
@@ -282,6 +270,25 @@ def _missing_references(conn: psycopg.Connection[TupleRow], batch: RegistryBatch
             for value in sorted(wanted - known)
         )
     return errors
+
+
+def csm_names(conn: psycopg.Connection[TupleRow]) -> dict[str, str]:
+    """Every CSM's name by csm_id."""
+    return {str(c): str(n) for c, n in conn.execute("SELECT csm_id, name FROM csms")}
+
+
+def csm_name(conn: psycopg.Connection[TupleRow], csm_id: str) -> str | None:
+    """The name of CSM ``csm_id``; None when there is no such CSM."""
+    row = conn.execute("SELECT name FROM csms WHERE csm_id = %s", (csm_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def account_owners(conn: psycopg.Connection[TupleRow]) -> dict[str, str | None]:
+    """Every account's CSM (None when it has none) by account_id."""
+    return {
+        str(a): None if c is None else str(c)
+        for a, c in conn.execute("SELECT account_id, csm_id FROM accounts")
+    }
 
 
 def asset_owners(conn: psycopg.Connection[TupleRow], asset_ids: Sequence[str]) -> dict[str, str]:

@@ -103,18 +103,22 @@ def ensure_app_role(
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
         "REVOKE CREATE ON SCHEMA public FROM {role}",
         "GRANT USAGE ON SCHEMA public TO {role}",
-        f"GRANT {TABLE_PRIVILEGES} ON ALL TABLES IN SCHEMA public TO {{role}}",
-        f"GRANT {SEQUENCE_PRIVILEGES} ON ALL SEQUENCES IN SCHEMA public TO {{role}}",
+        "GRANT {tables} ON ALL TABLES IN SCHEMA public TO {role}",
+        "GRANT {sequences} ON ALL SEQUENCES IN SCHEMA public TO {role}",
         "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public"
-        f" GRANT {TABLE_PRIVILEGES} ON TABLES TO {{role}}",
+        " GRANT {tables} ON TABLES TO {role}",
         "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public"
-        f" GRANT {SEQUENCE_PRIVILEGES} ON SEQUENCES TO {{role}}",
+        " GRANT {sequences} ON SEQUENCES TO {role}",
     ]
     with conn.transaction():
         for statement in statements:
             conn.execute(
                 sql.SQL(statement).format(
-                    db=sql.Identifier(database), role=ident, owner=sql.Identifier(owner)
+                    db=sql.Identifier(database),
+                    role=ident,
+                    owner=sql.Identifier(owner),
+                    tables=sql.SQL(TABLE_PRIVILEGES),
+                    sequences=sql.SQL(SEQUENCE_PRIVILEGES),
                 )
             )
     log.info(
@@ -138,7 +142,9 @@ def _create_or_check(
     ).fetchone()
     if found is None:
         try:
-            conn.execute(sql.SQL("CREATE ROLE {} " + _ATTRIBUTES).format(sql.Identifier(role)))
+            conn.execute(
+                sql.SQL("CREATE ROLE {} {}").format(sql.Identifier(role), sql.SQL(_ATTRIBUTES))
+            )
             return True
         except psycopg.errors.DuplicateObject:  # a concurrent migrate was first
             return _create_or_check(conn, role, owner, database)

@@ -84,6 +84,14 @@ def list_dead_letters(
     ]
 
 
+def dead_letter_reasons(conn: psycopg.Connection[TupleRow]) -> list[tuple[str, str]]:
+    """(topic, reason) of every dead letter, oldest first."""
+    return [
+        (str(topic), str(reason))
+        for topic, reason in conn.execute("SELECT topic, reason FROM dead_letters ORDER BY id")
+    ]
+
+
 def replay(
     conn: psycopg.Connection[TupleRow],
     writer: BatchWriter,

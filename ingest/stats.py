@@ -9,6 +9,16 @@ import psycopg
 from psycopg.rows import TupleRow
 
 
+def stored_counts(conn: psycopg.Connection[TupleRow]) -> tuple[int, int, int]:
+    """(telemetry rows, asset events, dead letters) stored so far."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM telemetry),"
+        " (SELECT count(*) FROM asset_events),"
+        " (SELECT count(*) FROM dead_letters)"
+    ).fetchone()
+    return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
+
+
 def storage_stats(conn: psycopg.Connection[TupleRow]) -> dict[str, Any]:
     """Row counts of telemetry, events and dead letters, and telemetry's time span.
 

@@ -2,9 +2,9 @@
 
 nrr imports only ``core``. It reads telemetry through ``usage_daily_between`` (ingest's
 documented interface) and the registry through ``accounts`` and ``assets``; every figure is
-computed set-based in SQL, and the pure modules (``months``, ``money``, ``contracts``,
-``metrics``, ``charts``) restate the rules on plain data; the movements' line-by-line oracle,
-which only the tests use, is tests/nrr/oracle.py.
+computed set-based in SQL, and the pure modules (``mrr_rules``, ``metrics``, ``charts``; the
+contract, month and money rules are core's) restate the rules on plain data; the movements'
+line-by-line oracle, which only the tests use, is tests/nrr/oracle.py.
 
 Definitions (DESIGN.md, "NRR definitions", plus the decisions recorded here)
 ----------------------------------------------------------------------------
@@ -86,13 +86,14 @@ Attribution (``nrr.attribution``): expansion that followed an expansion alert ac
 ``BASEWATCH_ATTRIBUTION_WINDOW_DAYS`` is signal-influenced, churn with a risk alert open at the
 start of the churn month is flagged, and "NRR without signal-influenced expansion" takes the
 influenced expansion out of the NRR: association and bookkeeping, never a causal claim. Read
-from signals' ``alerts`` table through SQL; absent (None), not zero, when there are no alerts.
+from the ``alert_outcomes`` view signals publishes; absent (None), not zero, when there are no
+alerts.
 
 CSV layouts (``basewatch import contracts|invoices|fx FILE``)
 --------------------------------------------------------------
 Header row required; columns in any order; an unknown column is an error; empty cell = none.
 Every row is validated before anything is written; errors read ``file:line: column: message``.
-Importing the same file twice changes nothing (upsert on the key). Ranges (``nrr.layouts``),
+Importing the same file twice changes nothing (upsert on the key). Ranges (``core.layouts``),
 so that whatever imports also rebuilds: fee, monthly_minimum and invoice amount below 10^12 in
 absolute value, unit_price below 10^6, quantity below 10^15, 0 < rate < 10^4, at most 12
 decimal places, dates and months in the years 1900 to 2999, notice_days 0 to 3650, term_months

@@ -1,8 +1,9 @@
 """Attribution of expansion and churn to the signals' alerts: association, never causation.
 
-nrr reads the ``alerts`` table of the signals package through SQL only (columns ``account_id``,
-``family``, ``status``, ``opened_at``, ``acknowledged_at``, ``closed_at``; see
-signals/migrations/002_alerts.sql) and never imports signals.
+nrr reads the alerts of the signals package through the view signals publishes for it,
+``alert_outcomes`` (columns ``account_id``, ``family``, ``status``, ``opened_at``,
+``acknowledged_at``, ``closed_at``; see signals/migrations/008_alert_outcomes.sql), never the
+``alerts`` table, and never imports signals.
 
 Definitions (times in UTC; a month's MRR is its run rate on its last day, so an expansion or a
 churn of month M is dated at the end of M, the first instant of M + 1):
@@ -30,7 +31,7 @@ churn of month M is dated at the end of M, the first instant of M + 1):
   It is a bookkeeping figure ("the NRR had that expansion not been booked"), not a claim that
   the expansion would not have happened without the alert.
 
-Absent, not zero: when there is no ``alerts`` table (signals not installed) or it holds no
+Absent, not zero: when there is no ``alert_outcomes`` view (signals not installed) or it holds no
 alert, every attributed figure is None (null, an empty CSV cell) and the status says why; a
 month that ended before the first alert was opened is "not measured" too. A trailing window
 that starts before the first alert is "partly measured": its expansion, churn and attributed
@@ -51,11 +52,11 @@ from typing import Any
 import psycopg
 from psycopg.rows import TupleRow
 
+from core.money import ZERO, money_text, percent_text, ratio
+from core.months import add_months, format_month
 from nrr.bridge import bridges
 from nrr.ledger import ledger_state, read_settings
 from nrr.metrics import MonthOverMonth, Trailing
-from nrr.money import ZERO, money_text, percent_text, ratio
-from nrr.months import add_months, format_month
 from nrr.retention import trailing, trailing_series
 
 DEFAULT_WINDOW_DAYS = 90
@@ -86,7 +87,7 @@ def month_end(month: dt.date) -> dt.datetime:
 
 @dataclass(frozen=True)
 class AlertFacts:
-    """The columns of an ``alerts`` row that attribution reads."""
+    """The columns of an ``alert_outcomes`` row that attribution reads."""
 
     family: str
     status: str
@@ -171,10 +172,10 @@ class AlertCoverage:
 
 
 def alert_coverage(conn: psycopg.Connection[TupleRow]) -> AlertCoverage:
-    row = conn.execute("SELECT to_regclass('alerts') IS NOT NULL").fetchone()
+    row = conn.execute("SELECT to_regclass('alert_outcomes') IS NOT NULL").fetchone()
     if not (row and row[0]):
         return AlertCoverage(False)
-    found = conn.execute("SELECT count(*), min(opened_at) FROM alerts").fetchone()
+    found = conn.execute("SELECT count(*), min(opened_at) FROM alert_outcomes").fetchone()
     assert found is not None
     return AlertCoverage(True, int(found[0]), found[1])
 
@@ -312,8 +313,8 @@ def summary_line(found: Attribution, currency: str) -> str:
 # The expansion and churn movements of the window, each marked attributed or not (see the
 # module docstring), summed per month, over the window, and per account with influenced
 # expansion (for the trailing cap). Alerts are matched by joins on the account (hash joins:
-# `alerts` has no index on account_id alone, and a correlated EXISTS per movement would scan
-# it once per row).
+# `alerts`, under the alert_outcomes view, has no index on account_id alone, and a correlated
+# EXISTS per movement would scan it once per row).
 _ATTRIBUTION = """
 WITH moves AS MATERIALIZED (
     SELECT m.month, m.account_id, m.kind, m.amount,
@@ -327,7 +328,7 @@ WITH moves AS MATERIALIZED (
 ), acted AS (
     SELECT account_id,
            coalesce(acknowledged_at, CASE WHEN status = 'won' THEN closed_at END) AS acted_at
-    FROM alerts
+    FROM alert_outcomes
     WHERE family = 'expansion' AND status <> 'dismissed'
       AND (acknowledged_at IS NOT NULL OR status = 'won')
 ), influenced AS (
@@ -338,7 +339,7 @@ WITH moves AS MATERIALIZED (
       AND a.acted_at < v.month_end
 ), flagged AS (
     SELECT DISTINCT v.month, v.account_id
-    FROM moves v JOIN alerts r ON r.account_id = v.account_id
+    FROM moves v JOIN alert_outcomes r ON r.account_id = v.account_id
     WHERE v.kind = 'churn' AND r.family = 'risk'
       AND r.opened_at < v.month_start
       AND (r.closed_at IS NULL OR r.closed_at >= v.month_start)

@@ -33,8 +33,8 @@ from decimal import Decimal
 import psycopg
 from psycopg.rows import TupleRow
 
-from nrr.money import ZERO
-from nrr.months import month_range
+from core.money import ZERO
+from core.months import month_range
 
 # One pass over the ledger: account-month totals (MRR_t, and MRR_t at t-1's rates), then per
 # account in month order the previous month's MRR (0 after a gap) and a churn row after the last

@@ -15,8 +15,8 @@ from decimal import Decimal
 import psycopg
 from psycopg.rows import TupleRow
 
-from nrr.money import ZERO, ratio
-from nrr.months import months_between
+from core.money import ZERO, ratio
+from core.months import months_between
 
 _COHORTS = """
 WITH cohorts AS (

@@ -12,8 +12,8 @@ from decimal import Decimal
 import psycopg
 from psycopg.rows import TupleRow
 
-from nrr.money import ZERO
-from nrr.months import month_range
+from core.money import ZERO
+from core.months import month_range
 
 
 @dataclass(frozen=True)

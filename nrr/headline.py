@@ -17,6 +17,8 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from core.errors import ConfigError, NotFound
+from core.money import money_text, percent_text
+from core.months import add_months, format_month
 from nrr.attribution import (
     DEFAULT_WINDOW_DAYS,
     MEASURED,
@@ -28,8 +30,6 @@ from nrr.bridge import Bridge, bridge
 from nrr.figures import MrrTotals, mrr_totals
 from nrr.ledger import LedgerState, ledger_state, read_settings
 from nrr.metrics import MonthOverMonth, Trailing
-from nrr.money import money_text, percent_text
-from nrr.months import add_months, format_month
 from nrr.retention import trailing_series
 
 MRR_LABEL = (

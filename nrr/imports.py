@@ -22,8 +22,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-from nrr.layouts import LAYOUTS, ParsedFile, RevenueImportError, read_file
-from nrr.months import format_month
+from core.errors import ImportRejected
+from core.layouts import ParsedFile
+from core.months import format_month
+from nrr.layouts import LAYOUTS, read_file
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ def import_file(
     parsed = read_file(kind, path, reporting_currency)
     problems = reference_problems(conn, parsed)
     if problems:
-        raise RevenueImportError(problems)
+        raise ImportRejected(problems)
     with conn.transaction():
         result = _upsert(conn, parsed)
     log.info(

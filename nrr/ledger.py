@@ -1,6 +1,6 @@
 """The MRR ledger: MRR per account × month × product line (× currency), built in SQL.
 
-Rules (stated in ``nrr``'s docstring, restated on plain data in ``nrr.contracts``): fixed and
+Rules (stated in ``nrr``'s docstring, restated on plain data in ``nrr.mrr_rules``): fixed and
 addon fees normalised to a month; metered contracts as a run rate of an average month (the
 month's billed usage ÷ its days × 30.4375, at least the monthly minimum), the usage billed by
 recurring metered invoice lines when they exist for the contract and month, else by
@@ -30,15 +30,15 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
 from core.errors import InputError, NotFound
-from nrr.bridge import rebuild_movements
-from nrr.contracts import AVERAGE_MONTH_DAYS
-from nrr.months import (
+from core.months import (
     add_months,
     format_month,
     last_day,
     months_between,
     previous_complete_month,
 )
+from nrr.bridge import rebuild_movements
+from nrr.mrr_rules import AVERAGE_MONTH_DAYS
 
 log = logging.getLogger(__name__)
 MAX_MISSING_RATES_LISTED = 20

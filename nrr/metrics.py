@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from core.money import ZERO, ratio
 from nrr.bridge import Bridge
-from nrr.money import ZERO, ratio
 
 
 def net_and_gross(

@@ -26,6 +26,8 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import TupleRow
 
+from core.money import ZERO, money_text, percent_text
+from core.months import add_months, format_month, months_between
 from nrr import charts
 from nrr.attribution import DEFAULT_WINDOW_DAYS, DEFINITION, Attribution, PeriodAttribution
 from nrr.cohorts import Cohort, cohorts
@@ -33,8 +35,6 @@ from nrr.figures import Mover, MrrTotals, mrr_totals, reconciliation, top_movers
 from nrr.headline import BRIDGE_LINES, MRR_LABEL, Headline, headline
 from nrr.ledger import read_settings
 from nrr.metrics import MonthOverMonth, Trailing
-from nrr.money import ZERO, money_text, percent_text
-from nrr.months import add_months, format_month, months_between
 from nrr.report_html import PageTable, display, render_html
 from nrr.retention import DIMENSIONS, breakdown, month_over_month, trailing_series
 

@@ -24,9 +24,9 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
+from core.months import add_months
 from nrr.bridge import bridges
 from nrr.metrics import MonthOverMonth, Trailing
-from nrr.months import add_months
 
 DIMENSIONS = ("industry", "region", "csm", "size", "product_line")
 ACCOUNT = "account"  # per account (not a breakdown of the report: attribution's caps)

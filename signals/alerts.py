@@ -54,6 +54,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import TupleRow, dict_row
 from psycopg.types.json import Jsonb
 
@@ -280,7 +281,9 @@ def apply_findings(
         conn.execute(_FINDINGS_TABLE)
         with (
             conn.cursor() as cur,
-            cur.copy(f"COPY alert_pass ({_FINDINGS_COLUMNS}) FROM STDIN") as copy,
+            cur.copy(
+                sql.SQL("COPY alert_pass ({}) FROM STDIN").format(sql.SQL(_FINDINGS_COLUMNS))
+            ) as copy,
         ):
             for f in kept:
                 copy.write_row(_pass_row(f, now))
@@ -398,10 +401,13 @@ def _json_ready(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _select(
-    conn: psycopg.Connection[TupleRow], where: str, params: Sequence[Any], tail: str = ""
+    conn: psycopg.Connection[TupleRow],
+    where: sql.Composable,
+    params: Sequence[Any],
+    tail: str = "",
 ) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute((_SELECT + where + tail).encode(), params)
+        cur.execute(sql.SQL(_SELECT) + where + sql.SQL(tail), params)
         return [_json_ready(r) for r in cur.fetchall()]
 
 
@@ -438,33 +444,34 @@ def count_alerts(
 ) -> int:
     """How many alerts :func:`list_alerts` with the same filters would list without a limit."""
     where, params = _filters(status, owner, kind, account)
-    row = conn.execute((_COUNT + where).encode(), params).fetchone()
+    row = conn.execute(sql.SQL(_COUNT) + where, params).fetchone()
     return int(row[0]) if row else 0
 
 
 def _filters(
     status: str | None, owner: str | None, kind: str | None, account: str | None
-) -> tuple[str, list[Any]]:
-    clauses, params = ["TRUE"], []
+) -> tuple[sql.Composed, list[Any]]:
+    clauses: list[sql.Composable] = [sql.SQL("TRUE")]
+    params: list[Any] = []
     if status == "active":
-        clauses.append("a.status IN ('open', 'acknowledged')")
+        clauses.append(sql.SQL("a.status IN ('open', 'acknowledged')"))
     elif status == "closed":
-        clauses.append("a.status NOT IN ('open', 'acknowledged')")
+        clauses.append(sql.SQL("a.status NOT IN ('open', 'acknowledged')"))
     elif status is not None:
         if status not in STATUSES:
             raise InputError(f"unknown alert status {status!r}: use {', '.join(STATUS_FILTERS)}")
-        clauses.append("a.status = %s")
+        clauses.append(sql.SQL("a.status = %s"))
         params.append(status)
-    for column, wanted in (("a.owner_csm_id", owner), ("a.kind", kind), ("a.account_id", account)):
+    for column, wanted in (("owner_csm_id", owner), ("kind", kind), ("account_id", account)):
         if wanted is not None:
-            clauses.append(f"{column} = %s")
+            clauses.append(sql.SQL("{} = %s").format(sql.Identifier("a", column)))
             params.append(wanted)
-    return " WHERE " + " AND ".join(clauses), params
+    return sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(clauses)), params
 
 
 def get_alert(conn: psycopg.Connection[TupleRow], alert_id: int) -> dict[str, Any]:
     """One alert as a JSON-ready dict; :class:`NotFound` if there is none."""
-    rows = _select(conn, " WHERE a.alert_id = %s", [alert_id])
+    rows = _select(conn, sql.SQL(" WHERE a.alert_id = %s"), [alert_id])
     if not rows:
         raise NotFound(f"no alert #{alert_id}")
     return {k: v for k, v in rows[0].items() if k not in _PRIVATE}
@@ -484,6 +491,39 @@ def alert_history(conn: psycopg.Connection[TupleRow], alert_id: int) -> list[dic
 
 
 # -- what the CSM does ------------------------------------------------------------------------
+
+
+_PER_CSM = """
+SELECT c.csm_id, c.name,
+       count(a.alert_id) FILTER (WHERE a.status = 'open'),
+       count(a.alert_id) FILTER (WHERE a.status = 'acknowledged')
+FROM csms c
+LEFT JOIN alerts a ON a.owner_csm_id = c.csm_id AND a.status IN ('open', 'acknowledged')
+GROUP BY c.csm_id, c.name
+ORDER BY count(a.alert_id) FILTER (WHERE a.status = 'open') DESC, c.csm_id
+"""
+
+
+def active_per_csm(conn: psycopg.Connection[TupleRow]) -> list[tuple[str, str, int, int]]:
+    """Every CSM as (csm_id, name, open alerts, acknowledged alerts), most open first."""
+    return [(str(c), str(n), int(o), int(a)) for c, n, o, a in conn.execute(_PER_CSM)]
+
+
+def unowned_active(conn: psycopg.Connection[TupleRow]) -> int:
+    """How many active (open or acknowledged) alerts have no owner: their account has no CSM."""
+    row = conn.execute(
+        "SELECT count(*) FROM alerts"
+        " WHERE status IN ('open', 'acknowledged') AND owner_csm_id IS NULL"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def open_alert_account(conn: psycopg.Connection[TupleRow], alert_id: int) -> str | None:
+    """The account of alert ``alert_id`` while it is open (None when it is not, or not there)."""
+    row = conn.execute(
+        "SELECT account_id FROM alerts WHERE alert_id = %s AND status = 'open'", (alert_id,)
+    ).fetchone()
+    return str(row[0]) if row else None
 
 
 def _utcnow() -> dt.datetime:
@@ -634,7 +674,7 @@ def alert_messages(
     if not events:
         return []
     messages = []
-    for alert in _select(conn, " WHERE a.alert_id = ANY(%s)", [list(events)]):
+    for alert in _select(conn, sql.SQL(" WHERE a.alert_id = ANY(%s)"), [list(events)]):
         found = render_messages(alert, events[alert["alert_id"]])
         if not found:
             log.warning(

@@ -43,10 +43,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import psycopg
+from psycopg import sql
 from psycopg.rows import TupleRow
 
 from signals.catalogue import INDICATORS, PriceBook
 from signals.findings import Finding
+from signals.kinds import SignalKind
 
 NAME = "asset_anomaly"
 HOUR = dt.timedelta(hours=1)
@@ -202,16 +204,18 @@ avg((s.value->>0)::double precision) FILTER (WHERE {cond}), count(s.value->>0) F
 """
 
 
-def _windows_sql(windows: int, width_h: int) -> bytes:
+def _windows_sql(windows: int, width_h: int) -> sql.Composed:
     """Per (asset, metric): the mean and count of hourly means in each window, newest first."""
     columns = []
     for k in range(windows):
-        cond = (
-            f"r.bucket >= %(end)s - make_interval(hours => {(k + 1) * width_h})"
-            f" AND r.bucket < %(end)s - make_interval(hours => {k * width_h})"
-        )
-        columns.append(_WINDOW_COLUMNS.format(cond=cond).strip())
-    return _WINDOWS.format(columns=", ".join(columns), span=windows * width_h).encode()
+        cond = sql.SQL(
+            "r.bucket >= %(end)s - make_interval(hours => {start})"
+            " AND r.bucket < %(end)s - make_interval(hours => {stop})"
+        ).format(start=sql.Literal((k + 1) * width_h), stop=sql.Literal(k * width_h))
+        columns.append(sql.SQL(_WINDOW_COLUMNS.strip()).format(cond=cond))
+    return sql.SQL(_WINDOWS).format(
+        columns=sql.SQL(", ").join(columns), span=sql.Literal(windows * width_h)
+    )
 
 
 @dataclass(frozen=True)
@@ -306,7 +310,7 @@ def _finding(
         figures[f"{o.metric}_z"] = round(o.z, 2)
     return Finding(
         account_id,
-        "asset_anomaly",
+        SignalKind.ASSET_ANOMALY,
         asset_id,
         round(score, 4),
         prices.component_service,

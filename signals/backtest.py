@@ -61,7 +61,8 @@ from psycopg.rows import TupleRow
 
 from signals.alerts import strongest
 from signals.catalogue import PriceBook
-from signals.findings import FAMILIES, Finding
+from signals.findings import Finding
+from signals.kinds import Family, SignalKind, family_of
 from signals.scoring import score, train_models
 from signals.truth import LabelledTruth, TruthEvent
 
@@ -72,10 +73,14 @@ EXPANSION_WINDOW = dt.timedelta(days=180)
 DETECTION_WINDOW = dt.timedelta(days=60)
 MIN_FAILURE_WINDOW = dt.timedelta(days=1)
 
-_ASSET_KINDS = {"component_due", "asset_anomaly"}
-_CHURN_KINDS = {"usage_decline", "silent_assets", "renewal_risk"}
-_EXPANSION_KINDS = {"capacity_saturation", "usage_growth", "heat_recovery"}
-_STORY_KINDS = {"efficiency_upgrade": "leaky"}
+_ASSET_KINDS = {SignalKind.COMPONENT_DUE, SignalKind.ASSET_ANOMALY}
+_CHURN_KINDS = {SignalKind.USAGE_DECLINE, SignalKind.SILENT_ASSETS, SignalKind.RENEWAL_RISK}
+_EXPANSION_KINDS = {
+    SignalKind.CAPACITY_SATURATION,
+    SignalKind.USAGE_GROWTH,
+    SignalKind.HEAT_RECOVERY,
+}
+_STORY_KINDS: dict[str, str] = {SignalKind.EFFICIENCY_UPGRADE: "leaky"}
 
 
 @dataclass(frozen=True)
@@ -93,8 +98,8 @@ class RaisedAlert:
     owner: str | None = None
 
     @property
-    def family(self) -> str:
-        return FAMILIES[self.kind]
+    def family(self) -> Family:
+        return family_of(self.kind)
 
     @property
     def asset_id(self) -> str:
@@ -187,7 +192,7 @@ class KindResult:
     def as_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
-            "family": FAMILIES[self.kind],
+            "family": family_of(self.kind),
             "alerts": self.alerts,
             "true_alerts": self.true_alerts,
             "precision": _round(self.precision),
@@ -363,7 +368,7 @@ def evaluate(
     hours = _operating_hours(conn, start, end)
     csms = len({o for o in owners.values() if o}) or 1
     weeks = (end - start) / dt.timedelta(weeks=1)
-    scored = sorted(kinds) if kinds is not None else sorted(FAMILIES)
+    scored = sorted(kinds) if kinds is not None else sorted(SignalKind)
     results = [
         evaluate_kind(kind, raised, truth, stories, start, end, hours, csms, weeks)
         for kind in scored
@@ -449,7 +454,7 @@ def _matches(alert: RaisedAlert, event: TruthEvent) -> bool:
         if event.asset_id != alert.asset_id:
             return False
         return not (alert.component and event.component and alert.component != event.component)
-    if alert.kind == "third_party_parts":
+    if alert.kind == SignalKind.THIRD_PARTY_PARTS:
         if event.asset_id and event.asset_id != alert.asset_id:
             return False
         return event.account_id == alert.account_id
@@ -460,7 +465,7 @@ def _window(alert: RaisedAlert) -> tuple[dt.timedelta, dt.timedelta]:
     """The span, relative to the alert, in which a truth event confirms it."""
     if alert.kind in _ASSET_KINDS:
         return dt.timedelta(0), max(dt.timedelta(days=alert.horizon_days), MIN_FAILURE_WINDOW)
-    if alert.kind == "third_party_parts":
+    if alert.kind == SignalKind.THIRD_PARTY_PARTS:
         return -DETECTION_WINDOW, dt.timedelta(0)
     if alert.kind in _CHURN_KINDS:
         return dt.timedelta(0), CHURN_WINDOW
@@ -477,11 +482,11 @@ def _confirms(alert: RaisedAlert, event: TruthEvent) -> bool:
 
 def _truth_kinds(kind: str) -> tuple[set[str], set[str]]:
     """(events that confirm an alert, events an alert should have caught) for ``kind``."""
-    if kind == "component_due":
+    if kind == SignalKind.COMPONENT_DUE:
         return {"failure", "replacement", "third_party_replacement"}, {"failure"}
-    if kind == "asset_anomaly":
+    if kind == SignalKind.ASSET_ANOMALY:
         return {"failure"}, {"failure"}
-    if kind == "third_party_parts":
+    if kind == SignalKind.THIRD_PARTY_PARTS:
         return {"third_party_replacement"}, {"third_party_replacement"}
     if kind in _CHURN_KINDS:
         return {"churn"}, {"churn"}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from core.errors import ConfigError
 
@@ -60,7 +61,10 @@ def money(amount: Decimal | float | int | str, places: int = 2) -> str:
 
 @dataclass(frozen=True)
 class PriceBook:
-    """Monthly values (reporting currency) of what a finding is worth."""
+    """Monthly values (reporting currency) of what a finding is worth, and the commercial
+    window a renewal counts in (``renewal_window_days``: a renewal or contract end within it
+    can raise ``renewal_risk``; ``BASEWATCH_RENEWAL_WINDOW_DAYS``, which the composition root
+    sets; not one of ``BASEWATCH_PRICE_BOOK``'s names)."""
 
     price_per_m3: Decimal = Decimal("0.02")
     maintenance_per_machine: Decimal = Decimal(180)
@@ -70,13 +74,18 @@ class PriceBook:
     extra_machine: Decimal = Decimal(900)
     component_service: Decimal = Decimal(120)
     heat_price_per_kwh: Decimal = Decimal("0.05")
+    renewal_window_days: int = 90
+
+    def __post_init__(self) -> None:
+        if self.renewal_window_days < 1:
+            raise ValueError("the renewal window must be at least one day")
 
     @classmethod
     def parse(cls, text: str) -> PriceBook:
         """The defaults with the overrides of ``BASEWATCH_PRICE_BOOK`` (``name=value,...``, e.g.
         ``heat_recovery_module=700,price_per_m3=0.025``)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Decimal] = {}
+        names = {f.name for f in dataclasses.fields(cls)} - {"renewal_window_days"}
+        values: dict[str, Any] = {}  # Decimal prices (renewal_window_days is not parsed)
         for item in (i.strip() for i in text.split(",")):
             if not item:
                 continue

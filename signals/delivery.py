@@ -90,6 +90,7 @@ from email.utils import format_datetime
 from typing import Any, Protocol
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
@@ -214,6 +215,16 @@ def enqueue(
         return max(cur.rowcount, 0)
 
 
+def queued_per_channel(conn: psycopg.Connection[TupleRow]) -> dict[str, int]:
+    """How many alert messages the outbox holds per channel (sent or not; reports left out)."""
+    return {
+        str(channel): int(count)
+        for channel, count in conn.execute(
+            "SELECT channel, count(*) FROM outbox WHERE alert_id IS NOT NULL GROUP BY channel"
+        )
+    }
+
+
 def backoff(failures: int) -> dt.timedelta:
     """Wait before the next attempt after ``failures`` failed attempts (≥ 1)."""
     wait: dt.timedelta = BACKOFF_BASE * 2 ** max(failures - 1, 0)
@@ -225,20 +236,15 @@ _STALE_EMAIL = """
 channel = 'email' AND sent_at IS NULL AND created_at < %(expire_before)s
 AND (alert_id IS NOT NULL OR dedup_key LIKE 'alert:%%' OR dedup_key LIKE 'digest:%%')
 """
-_EXPIRE_EMAILS = (
-    """
+_EXPIRE_EMAILS = sql.SQL("""
 UPDATE outbox SET gave_up_at = %(now)s,
        last_error = left('expired: not sent within ' || %(hours)s || ' h of being queued'
                          || coalesce(' (last error: ' || last_error || ')', ''), 500)
-WHERE gave_up_at IS NULL AND """
-    + _STALE_EMAIL
-)
-_REQUEUE = (
-    """
+WHERE gave_up_at IS NULL AND {stale}""").format(stale=sql.SQL(_STALE_EMAIL))
+_REQUEUE = sql.SQL("""
 UPDATE outbox SET gave_up_at = NULL, attempts = 0, next_attempt_at = %(now)s
-WHERE gave_up_at IS NOT NULL AND sent_at IS NULL AND (%(every)s OR NOT ("""
-    + _STALE_EMAIL
-    + "))"
+WHERE gave_up_at IS NOT NULL AND sent_at IS NULL AND (%(every)s OR NOT ({stale}))""").format(
+    stale=sql.SQL(_STALE_EMAIL)
 )
 _DEFER_SNOOZED = """
 UPDATE outbox o SET next_attempt_at = a.snoozed_until

@@ -61,6 +61,7 @@ from signals.failure_data import (
 )
 from signals.failure_features import DAY_H, FeatureSpec
 from signals.findings import Finding
+from signals.kinds import SignalKind
 
 NAME = "component_failure"
 HORIZON_RH = 72.0
@@ -269,7 +270,7 @@ def _finding(
         figures["rated_life_hours_left"] = round(rated_left, 1)
     return Finding(
         scored.account_id,
-        "component_due",
+        SignalKind.COMPONENT_DUE,
         scored.asset_id,
         round(min(1.0, max(0.0, p)), 4),
         prices.component_service,

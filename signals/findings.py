@@ -2,22 +2,9 @@
 holds now. The alert lifecycle (``signals.alerts``) turns findings into alerts: it opens one when
 a condition is entered, updates it while it holds, and expires it once it has cleared for a while.
 
-Kinds and families (DESIGN.md):
-
-=====================  ==========  ===========================================================
-kind                   family      condition
-=====================  ==========  ===========================================================
-component_due          service     a component reaches its limit within the horizon
-asset_anomaly          service     an asset behaves unlike its own healthy period
-capacity_saturation    expansion   load near 100 % for a large share of production hours
-heat_recovery          expansion   high energy use and running hours, no heat-recovery module
-efficiency_upgrade     expansion   fixed-speed machine at part load, or leaks in idle hours
-usage_growth           expansion   metered volume trending up
-usage_decline          risk        usage falling against the account's own baseline
-silent_assets          risk        machines that stopped reporting
-third_party_parts      risk        a component replaced without a service order
-renewal_risk           risk        renewal within N days with risk factors present
-=====================  ==========  ===========================================================
+The kinds, their families and conditions: ``signals.kinds`` (DESIGN.md). A finding's kind is
+a :class:`~signals.kinds.SignalKind`; text given for it (from the database, a caller) becomes
+the member, and text that names no kind is refused.
 """
 
 from __future__ import annotations
@@ -25,18 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-FAMILIES = {
-    "component_due": "service",
-    "asset_anomaly": "service",
-    "capacity_saturation": "expansion",
-    "heat_recovery": "expansion",
-    "efficiency_upgrade": "expansion",
-    "usage_growth": "expansion",
-    "usage_decline": "risk",
-    "silent_assets": "risk",
-    "third_party_parts": "risk",
-    "renewal_risk": "risk",
-}
+from signals.kinds import Family, SignalKind, family_of
 
 
 @dataclass(frozen=True)
@@ -63,14 +39,16 @@ class Finding:
     overdue: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in FAMILIES:
-            raise ValueError(f"unknown signal kind {self.kind!r}")
+        try:
+            object.__setattr__(self, "kind", SignalKind(self.kind))
+        except ValueError:
+            raise ValueError(f"unknown signal kind {self.kind!r}") from None
         if not 0.0 <= self.score <= 1.0:
             raise ValueError(f"score must be in [0, 1], got {self.score}")
 
     @property
-    def family(self) -> str:
-        return FAMILIES[self.kind]
+    def family(self) -> Family:
+        return family_of(self.kind)
 
     @property
     def expected_value(self) -> Decimal:

@@ -27,13 +27,11 @@ contracts_ended        contracts that ended in the last 180 days while the accou
 usage_change, silent_share and third_party_parts are the figures behind the rule signals
 ``usage_decline``, ``silent_assets`` and ``third_party_parts`` (the rule signals as features).
 
-Contracts as they stood at t: a contract counts from its start date. Its next renewal is its
-end of service (``end_date`` + 1 day) when that end is known at t, else the next anniversary of
-its start (every ``term_months``, 12 by default). An end is known at t when the contract does not
-renew (``renewal = 'none'``, a fixed term) or when t is within its notice period of the end
-(``end_date`` + 1 - ``notice_days``): the latest a notice could have been given. The database
-does not record when an end date was entered, so an earlier knowledge would be a guess, and a
-later one would hide a notice from the past.
+Contracts as they stood at t: a contract counts from its start date. Its next renewal as known
+on t's day (UTC) is ``core.contracts.next_renewal``'s: the end of service (``end_date`` + 1 day)
+when that end is known (no renewal, or within the notice period of the end), else the next
+anniversary of its start (every ``term_months``, 12 by default). The contract, its terms and its
+fee per month are core's (``core.contracts``); this module keeps none of its own.
 
 Label: an account churns on day E when a contract's service ends on E (``end_date`` + 1 day) and
 no contract of the account is active on E (started on or before E and not ended before E): its
@@ -68,13 +66,15 @@ volatility         0.05    usage_volatility / 0.5, at most 1
 and says so in the reasons. The weighted score is not a calibrated probability.
 
 ``renewal_risk``: an account whose next renewal or end falls within the renewal window
-(``BASEWATCH_RENEWAL_WINDOW_DAYS``, default 90; see :func:`configure`) with risk present: a churn
-probability of at least ``RISK_PROBABILITY`` (0.3), or usage down by 25 % or more, or a silent
-machine, or a third-party replacement. Score = the churn probability; value = the MRR at stake
-(active contracts: fixed fees normalised to a month, metered contracts at the larger of their
-monthly minimum and the last 28 days' usage × unit price, converted with ``fx_rates`` of the
-month when the currency has rates; the price book's maintenance fee per machine when that comes
-to zero); horizon = days to the renewal.
+(``PriceBook.renewal_window_days``, from ``BASEWATCH_RENEWAL_WINDOW_DAYS``, default 90) with
+risk present: a churn probability of at least ``RISK_PROBABILITY`` (0.3), or usage down by 25 %
+or more, or a silent machine, or a third-party replacement. Score = the churn probability;
+value = the MRR at stake (active contracts: fixed fees normalised to a month, metered contracts
+at the larger of their monthly minimum and the last 28 days' usage × unit price, converted with
+the latest ``fx_rates`` row of the currency up to the month; a contract in a currency without a
+rate is left out of the figure and named in the reason, never counted at 1 - the reporting
+currency alone converts at 1 without a row; the price book's maintenance fee per machine when
+that comes to zero); horizon = days to the renewal.
 
 Scoring time of an on-demand refresh (:func:`refresh_time`, ``basewatch signals health
 --refresh``): now, unless the fleet is silent as a whole - no machine has a reading in the last
@@ -103,7 +103,9 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
-from signals.catalogue import INDICATORS, PriceBook, money
+from core.contracts import Contract, in_force, monthly_fee, next_renewal, service_end
+from core.months import add_months
+from signals.catalogue import INDICATORS, PriceBook, currency, money
 from signals.components import RESET_SHARE
 from signals.findings import Finding
 
@@ -119,7 +121,6 @@ THIRD_PARTY_DAYS = 180
 SERVICE_MATCH = dt.timedelta(days=3)
 ENDED_DAYS = 180
 RENEWAL_CAP_DAYS = 365
-DEFAULT_TERM_MONTHS = 12
 MIN_CHURN_EXAMPLES = 8
 MIN_SNAPSHOTS = 40
 RISK_PROBABILITY = 0.3
@@ -128,7 +129,6 @@ RANDOM_STATE = 0
 TOP_FACTORS = 3
 MIN_LOG_ODDS = 0.1  # a model factor adds at least this much log-odds to be named
 MIN_WEIGHTED = 0.01  # a weighted factor adds at least this much to the score to be named
-RENEWAL_WINDOW_DAYS = 90
 
 FEATURES = (
     "usage_change",
@@ -150,79 +150,12 @@ WEIGHTS = {
     "renewal_proximity": 0.10,
     "volatility": 0.05,
 }
-_PERIOD_MONTHS = {"month": 1, "quarter": 3, "year": 12}
 
 Array = npt.NDArray[np.float64]
-_config = {"renewal_window_days": RENEWAL_WINDOW_DAYS}
 _last_pass: dict[dt.datetime, list[Health]] = {}  # the last findings() pass: as_of → healths
 
 
-def configure(renewal_window_days: int) -> None:
-    """Set the renewal window (the composition root passes ``BASEWATCH_RENEWAL_WINDOW_DAYS``)."""
-    if renewal_window_days < 1:
-        raise ValueError("the renewal window must be at least one day")
-    _config["renewal_window_days"] = renewal_window_days
-
-
-def renewal_window_days() -> int:
-    return _config["renewal_window_days"]
-
-
 # -- data -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Contract:
-    contract_id: str
-    account_id: str
-    product_line: str
-    kind: str
-    currency: str
-    start: dt.date
-    end: dt.date | None  # last day of service
-    billing_period: str
-    term_months: int | None
-    fee: Decimal | None
-    unit_price: Decimal | None
-    monthly_minimum: Decimal | None
-    renewal: str
-    notice_days: int
-
-    @property
-    def service_end(self) -> dt.date | None:
-        """The first day without service."""
-        return self.end + dt.timedelta(days=1) if self.end is not None else None
-
-    def active(self, day: dt.date) -> bool:
-        return self.start <= day and (self.end is None or day <= self.end)
-
-    def end_known(self, t: dt.datetime) -> bool:
-        if self.service_end is None:
-            return False
-        if self.renewal == "none":
-            return True
-        return t >= _midnight(self.service_end - dt.timedelta(days=self.notice_days))
-
-    def next_renewal(self, t: dt.datetime) -> tuple[dt.date, str] | None:
-        """The next renewal or end after ``t`` as known at ``t``: (date, 'end' | 'renewal')."""
-        if self.end_known(t):
-            assert self.service_end is not None
-            return self.service_end, "end"
-        if self.end is None and self.renewal == "none":
-            return None  # open-ended, no renewal to come
-        term = self.term_months or DEFAULT_TERM_MONTHS
-        k = 1
-        while True:
-            day = _add_months(self.start, k * term)
-            if _midnight(day) > t:
-                return day, "renewal"
-            k += 1
-
-    def monthly_fixed(self) -> Decimal:
-        if self.kind == "metered" or self.fee is None:
-            return Decimal(0)
-        months = _PERIOD_MONTHS.get(self.billing_period, self.term_months or 12)
-        return self.fee / months
 
 
 @dataclass
@@ -250,13 +183,6 @@ class Reset:
 
 def _midnight(day: dt.date) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-
-
-def _add_months(day: dt.date, months: int) -> dt.date:
-    year, index = divmod(day.month - 1 + months, 12)
-    first = dt.date(day.year + year, index + 1, 1)
-    following = dt.date(first.year + first.month // 12, first.month % 12 + 1, 1)
-    return first.replace(day=min(day.day, (following - first).days))
 
 
 # The rollup figures are taken out of the stats JSON into narrow rows first (MATERIALIZED) so
@@ -331,8 +257,8 @@ def _contracts(conn: psycopg.Connection[TupleRow], until: dt.datetime) -> dict[s
     found: dict[str, list[Contract]] = defaultdict(list)
     for row in conn.execute(
         "SELECT contract_id, account_id, product_line, kind, currency, start_date, end_date,"
-        " billing_period, term_months, fee, unit_price, monthly_minimum, renewal,"
-        " coalesce(notice_days, 0) FROM contracts WHERE start_date <= %s"
+        " billing_period, fee, unit_price, unit, monthly_minimum, renewal,"
+        " coalesce(notice_days, 0), term_months FROM contracts WHERE start_date <= %s"
         " ORDER BY account_id, start_date, contract_id",
         (until.astimezone(dt.UTC).date(),),
     ):
@@ -344,10 +270,10 @@ def churn_days(contracts: Sequence[Contract], until: dt.datetime) -> list[dt.dat
     """Days on which the account churned (see the module docstring), before ``until``."""
     days = set()
     for contract in contracts:
-        end = contract.service_end
+        end = service_end(contract)
         if end is None or _midnight(end) > until:
             continue
-        if not any(c.active(end) for c in contracts):
+        if not any(in_force(c, end) for c in contracts):
             days.add(end)
     return sorted(days)
 
@@ -362,18 +288,18 @@ def _snapshot_times(conn: psycopg.Connection[TupleRow], until: dt.datetime) -> l
     first = row[0] + dt.timedelta(days=HISTORY_DAYS)
     t = _midnight(dt.date(first.year, first.month, 1))
     if t < first:
-        t = _midnight(_add_months(t.date(), 1))
+        t = _midnight(add_months(t.date(), 1))
     times = []
     while t <= until:
         times.append(t)
-        t = _midnight(_add_months(t.date(), 1))
+        t = _midnight(add_months(t.date(), 1))
     return times
 
 
 def _fx(conn: psycopg.Connection[TupleRow], as_of: dt.datetime) -> dict[str, Decimal]:
     return {
-        str(currency): Decimal(rate)
-        for currency, rate in conn.execute(
+        str(code): Decimal(rate)
+        for code, rate in conn.execute(
             "SELECT DISTINCT ON (currency) currency, rate FROM fx_rates WHERE month <= %s"
             " ORDER BY currency, month DESC",
             (as_of.astimezone(dt.UTC).date(),),
@@ -411,12 +337,12 @@ def snapshots(
         dict
     )
     for t, account_id, week, m3, m3_days, hours, hours_days in conn.execute(
-        _USAGE.encode(), {**params, "days": HISTORY_DAYS}
+        _USAGE, {**params, "days": HISTORY_DAYS}
     ):
         usage[(t, account_id)][week] = (m3 or 0.0, m3_days, hours or 0.0, hours_days)
     silence: dict[tuple[dt.datetime, str], tuple[int, list[str]]] = {}
     for t, account_id, machines, silent in conn.execute(
-        _SILENCE.encode(), {**params, "days": SILENT_LOOKBACK_DAYS, "silent": SILENT_DAYS}
+        _SILENCE, {**params, "days": SILENT_LOOKBACK_DAYS, "silent": SILENT_DAYS}
     ):
         silence[(t, account_id)] = (machines, list(silent))
     resets = _third_party(conn, first, last)
@@ -426,7 +352,7 @@ def snapshots(
             snap = _snapshot(
                 account_id,
                 t,
-                [c for c in owned if _midnight(c.start) <= t],
+                [c for c in owned if _midnight(c.start_date) <= t],
                 usage.get((t, account_id), {}),
                 silence.get((t, account_id)),
                 resets.get(account_id, []),
@@ -444,7 +370,7 @@ def _third_party(
     components = sorted(INDICATORS)
     thresholds = [RESET_SHARE * (INDICATORS[c].limit - INDICATORS[c].new) for c in components]
     rows = conn.execute(
-        _RESETS.encode(),
+        _RESETS,
         {
             "components": components,
             "metrics": [INDICATORS[c].metric for c in components],
@@ -501,7 +427,7 @@ def _snapshot(
     resets: list[Reset],
 ) -> Snapshot | None:
     day = t.astimezone(dt.UTC).date()
-    active = [c for c in contracts if c.active(day)]
+    active = [c for c in contracts if in_force(c, day)]
     if not active:
         return None  # not a customer at t: nothing to churn
     usage = _usage(weeks)
@@ -514,7 +440,7 @@ def _snapshot(
     ]
     upcoming = []
     for contract in active:
-        next_one = contract.next_renewal(t)
+        next_one = next_renewal(contract, day)
         if next_one is not None:
             upcoming.append((next_one[0], next_one[1], contract))
     upcoming.sort(key=lambda u: (u[0], u[2].contract_id))
@@ -523,10 +449,10 @@ def _snapshot(
     ended = [
         c
         for c in contracts
-        if c.service_end is not None
-        and t - dt.timedelta(days=ENDED_DAYS) < _midnight(c.service_end) <= t
+        if (end := service_end(c)) is not None
+        and t - dt.timedelta(days=ENDED_DAYS) < _midnight(end) <= t
     ]
-    tenure = (day - min(c.start for c in contracts)).days / 365.25
+    tenure = (day - min(c.start_date for c in contracts)).days / 365.25
     values = {
         "usage_change": usage["change"],
         "usage_volatility": usage["volatility"],
@@ -537,7 +463,7 @@ def _snapshot(
         ),
         "manual_renewal": 1.0 if terms is not None and terms.renewal == "manual" else 0.0,
         "no_renewal": 1.0 if terms is not None and terms.renewal == "none" else 0.0,
-        "notice_days": float(terms.notice_days) if terms is not None else 0.0,
+        "notice_days": float(terms.notice_days or 0) if terms is not None else 0.0,
         "tenure_years": tenure,
         "contracts_ended": float(len(ended)),
     }
@@ -594,7 +520,7 @@ def labelled_history(
     snapshots = examples = 0
     for t in times:
         for account_id, owned in contracts.items():
-            if any(_midnight(c.start) <= t and c.active(t.date()) for c in owned):
+            if any(_midnight(c.start_date) <= t and in_force(c, t.date()) for c in owned):
                 snapshots += 1
                 examples += _churned(churns[account_id], t, PRIMARY_HORIZON)
     history = History(sum(len(d) for d in churns.values()), snapshots, examples)
@@ -762,7 +688,7 @@ def factor_text(feature: str, snap: Snapshot) -> str:
         if kind == "end":
             return (
                 f"contract {contract.contract_id} ends in {int(v['days_to_renewal'])} days "
-                f"(last day of service {contract.end:%Y-%m-%d})"
+                f"(last day of service {contract.end_date:%Y-%m-%d})"
             )
         return (
             f"{contract.renewal} renewal in {int(v['days_to_renewal'])} days "
@@ -957,14 +883,22 @@ def latest_health(
     return sorted(result, key=lambda h: (-h["probability"], h["account_id"]))
 
 
-def _mrr(snap: Snapshot, fx: dict[str, Decimal], prices: PriceBook) -> tuple[Decimal, Decimal]:
-    """(fixed, metered) MRR of the active contracts, in the reporting currency."""
+def _mrr(
+    snap: Snapshot, fx: dict[str, Decimal], prices: PriceBook
+) -> tuple[Decimal, Decimal, list[Contract]]:
+    """(fixed, metered) MRR of the active contracts in the reporting currency, and the active
+    contracts left out of it: those in a currency without an exchange rate (the reporting
+    currency converts at 1 without one)."""
     usage = snap.facts["usage"]
     m3_per_day = usage["recent"] if usage["unit"] == "m³" and usage["recent"] else 0.0
     fixed = metered = Decimal(0)
     usage_billed = False
+    unpriced: list[Contract] = []
     for contract in snap.facts["active"]:
-        rate = fx.get(contract.currency, Decimal(1))
+        rate = Decimal(1) if contract.currency == currency() else fx.get(contract.currency)
+        if rate is None:
+            unpriced.append(contract)
+            continue
         if contract.kind == "metered":
             minimum = contract.monthly_minimum or Decimal(0)
             used = Decimal(0)
@@ -973,11 +907,18 @@ def _mrr(snap: Snapshot, fx: dict[str, Decimal], prices: PriceBook) -> tuple[Dec
                 usage_billed = True
             metered += max(minimum, used) * rate
         else:
-            fixed += contract.monthly_fixed() * rate
+            fixed += monthly_fee(contract) * rate
     cent = Decimal("0.01")
     if fixed + metered == 0:
         fixed = prices.maintenance_per_machine * max(snap.facts["machines"], 1)
-    return fixed.quantize(cent), metered.quantize(cent)
+    return fixed.quantize(cent), metered.quantize(cent), unpriced
+
+
+def _left_out(unpriced: Sequence[Contract]) -> str:
+    if not unpriced:
+        return ""
+    named = ", ".join(f"{c.contract_id} ({c.currency})" for c in unpriced)
+    return f"; left out, no exchange rate to {currency()}: {named}"
 
 
 def renewal_findings(
@@ -1007,10 +948,10 @@ def renewal_findings(
         if health.probability < RISK_PROBABILITY and not present:
             continue
         day, kind, contract = renewal
-        fixed, metered = _mrr(snap, fx, prices)
+        fixed, metered, unpriced = _mrr(snap, fx, prices)
         what = (
             f"contract {contract.contract_id} ({contract.product_line}) ends on "
-            f"{contract.end:%Y-%m-%d} (its last day of service, in {days} days), with no "
+            f"{contract.end_date:%Y-%m-%d} (its last day of service, in {days} days), with no "
             "renewal on record"
             if kind == "end"
             else f"contract {contract.contract_id} ({contract.product_line}) comes up for "
@@ -1031,7 +972,7 @@ def renewal_findings(
             risk,
             "risk factors: " + "; ".join(texts),
             f"MRR at stake {money(fixed + metered)} a month (fixed {money(fixed)} + "
-            f"metered {money(metered)})",
+            f"metered {money(metered)})" + _left_out(unpriced),
         )
         findings.append(
             Finding(
@@ -1071,4 +1012,5 @@ def findings(
     if not healths:
         return []
     note = method_note(conn, as_of, model)
-    return renewal_findings(healths, as_of, prices, _fx(conn, as_of), note, renewal_window_days())
+    fx = _fx(conn, as_of)
+    return renewal_findings(healths, as_of, prices, fx, note, prices.renewal_window_days)

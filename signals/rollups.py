@@ -52,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
@@ -216,12 +217,11 @@ JOIN LATERAL (SELECT * FROM rollup_hourly h1 WHERE h1.asset_id = d.asset_id
               AND h1.bucket >= d.day AND h1.bucket < d.day + INTERVAL '1 day') h ON true"""
 
 
-def _upsert(table: str, values: str, source: str) -> str:
-    return _UPSERT.format(table=table, values=values.format(source=source))
-
-
-def _statement(table: str, values: str, source: str) -> bytes:
-    return _upsert(table, values, source).encode()
+def _statement(table: str, values: str, source: str) -> sql.Composed:
+    """``_UPSERT`` into ``table`` of ``values`` aggregated from ``source`` (constants above)."""
+    return sql.SQL(_UPSERT).format(
+        table=sql.Identifier(table), values=sql.SQL(values).format(source=sql.SQL(source))
+    )
 
 
 @dataclass(frozen=True)
@@ -462,7 +462,7 @@ def _first_refresh(
         "SELECT NOT EXISTS (SELECT FROM rollup_hourly) AND NOT EXISTS (SELECT FROM rollup_daily)"
     ).fetchone()
     conn.commit()
-    statements = _FirstStatements(conflict="" if empty and empty[0] else _CONFLICT)
+    statements = _FirstStatements(conflict=sql.SQL("" if empty and empty[0] else _CONFLICT))
     pending = iter(enumerate(batches))
     progress = _Progress([high for _, high in batches])
     failed = threading.Event()
@@ -481,7 +481,9 @@ def _first_refresh(
             index, batch = item
             try:
                 with connection.transaction():
-                    connection.execute(f"SET LOCAL work_mem = '{FIRST_WORK_MEM}'")
+                    connection.execute(
+                        sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(FIRST_WORK_MEM))
+                    )
                     connection.execute(_FIRST_SETUP)
                     hourly, daily = statements.run(connection, *batch)
                 progress.done(connection, index, hourly, daily)
@@ -545,12 +547,12 @@ def _connect_like(conn: psycopg.Connection[TupleRow]) -> psycopg.Connection[Tupl
 class _FirstStatements:
     """The first refresh's statements for one batch (see the module docstring)."""
 
-    def __init__(self, conflict: str) -> None:
-        self.single = (_FIRST_SINGLE + conflict).encode()
-        self.general = _FIRST_GENERAL.format(
-            upsert=_upsert("rollup_hourly", _HOURLY_VALUES, _FIRST_GENERAL_SOURCE)
-        ).encode()
-        self.days = (_FIRST_DAYS + conflict).encode()
+    def __init__(self, conflict: sql.SQL) -> None:
+        self.single = sql.SQL(_FIRST_SINGLE) + conflict
+        self.general = sql.SQL(_FIRST_GENERAL).format(
+            upsert=_statement("rollup_hourly", _HOURLY_VALUES, _FIRST_GENERAL_SOURCE)
+        )
+        self.days = sql.SQL(_FIRST_DAYS) + conflict
         self.general_days = _statement("rollup_daily", _DAILY_VALUES, _FIRST_GENERAL_DAYS)
 
     def run(self, conn: psycopg.Connection[TupleRow], low: str, high: str) -> tuple[int, int]:

@@ -21,6 +21,7 @@ from psycopg.rows import TupleRow, dict_row
 
 from signals.catalogue import PriceBook, money
 from signals.findings import Finding
+from signals.kinds import SignalKind
 
 RECENT_DAYS = 28
 BASELINE_DAYS = 84
@@ -134,7 +135,7 @@ def _rows(
     conn: psycopg.Connection[TupleRow], query: str, params: dict[str, Any]
 ) -> Iterator[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query.encode(), params)
+        cur.execute(query, params)
         yield from cur
 
 
@@ -172,7 +173,7 @@ def usage_findings(
             findings.append(
                 Finding(
                     row["account_id"],
-                    "usage_decline",
+                    SignalKind.USAGE_DECLINE,
                     "",
                     min(1.0, -change / 0.5),
                     _monthly_value(baseline - recent, prices),
@@ -190,7 +191,7 @@ def usage_findings(
             findings.append(
                 Finding(
                     row["account_id"],
-                    "usage_growth",
+                    SignalKind.USAGE_GROWTH,
                     "",
                     min(1.0, change / 0.4),
                     _monthly_value(recent - baseline, prices),
@@ -223,7 +224,7 @@ def silence_findings(
         findings.append(
             Finding(
                 account_id,
-                "silent_assets",
+                SignalKind.SILENT_ASSETS,
                 "",
                 min(1.0, 0.4 + 0.6 * share),
                 prices.maintenance_per_machine * len(silent),
@@ -259,7 +260,7 @@ def capacity_findings(
                 findings.append(
                     Finding(
                         row["account_id"],
-                        "capacity_saturation",
+                        SignalKind.CAPACITY_SATURATION,
                         "",
                         min(1.0, share / 0.6),
                         prices.extra_machine,
@@ -285,7 +286,7 @@ def capacity_findings(
             findings.append(
                 Finding(
                     row["account_id"],
-                    "efficiency_upgrade",
+                    SignalKind.EFFICIENCY_UPGRADE,
                     "leaks",
                     min(1.0, idle_share / 0.2),
                     prices.leak_service,
@@ -331,7 +332,7 @@ def energy_findings(
             findings.append(
                 Finding(
                     row["account_id"],
-                    "efficiency_upgrade",
+                    SignalKind.EFFICIENCY_UPGRADE,
                     row["asset_id"],
                     min(1.0, 0.5 + (idle - FIXED_SPEED_IDLE_SHARE)),
                     prices.vsd_upgrade,
@@ -357,7 +358,7 @@ def energy_findings(
         findings.append(
             Finding(
                 account_id,
-                "heat_recovery",
+                SignalKind.HEAT_RECOVERY,
                 "",
                 min(1.0, totals["kwh"] / (4 * HEAT_RECOVERY_KWH_30D)),
                 prices.heat_recovery_module,

@@ -18,26 +18,14 @@ from psycopg.rows import TupleRow
 
 from signals.catalogue import PriceBook
 from signals.findings import Finding
+from signals.kinds import SignalKind
 from signals.models import load_model, save_model
 from signals.rules import capacity_findings, energy_findings, silence_findings, usage_findings
 from signals.wear_findings import wear_findings
 
 log = logging.getLogger(__name__)
 
-KINDS_SCORED = frozenset(
-    {
-        "usage_decline",
-        "usage_growth",
-        "silent_assets",
-        "capacity_saturation",
-        "efficiency_upgrade",
-        "heat_recovery",
-        "component_due",
-        "third_party_parts",
-        "asset_anomaly",
-        "renewal_risk",
-    }
-)
+KINDS_SCORED = frozenset(SignalKind)  # a pass scores every kind
 
 
 class Detector(Protocol):

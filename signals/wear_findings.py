@@ -20,11 +20,13 @@ from collections import defaultdict
 
 import numpy as np
 import psycopg
+from psycopg import sql
 from psycopg.rows import TupleRow
 
 from signals.catalogue import INDICATORS, PriceBook
 from signals.components import replacements, wear
 from signals.findings import Finding
+from signals.kinds import SignalKind
 
 HISTORY_DAYS = 60
 DUE_HORIZON_DAYS = 30
@@ -68,11 +70,12 @@ def wear_findings(
     conn: psycopg.Connection[TupleRow], as_of: dt.datetime, prices: PriceBook
 ) -> list[Finding]:
     kinds = tuple(INDICATORS)
-    columns = ", ".join(
-        f"(r.stats -> '{INDICATORS[c].metric}' ->> 0)::double precision" for c in kinds
+    columns = sql.SQL(", ").join(
+        sql.SQL("(r.stats -> {} ->> 0)::double precision").format(sql.Literal(INDICATORS[c].metric))
+        for c in kinds
     )
     series: dict[str, list[tuple[dt.datetime, float, dict[str, float | None]]]] = defaultdict(list)
-    query = _SERIES.format(columns=columns).encode()
+    query = sql.SQL(_SERIES).format(columns=columns)
     for asset_id, bucket, hours, *values in conn.execute(
         query, {"as_of": as_of, "days": HISTORY_DAYS}
     ):
@@ -178,7 +181,7 @@ def _asset_findings(
         findings.append(
             Finding(
                 account_id,
-                "component_due",
+                SignalKind.COMPONENT_DUE,
                 f"{asset_id}/{kind}",
                 min(1.0, max(0.3, 1.0 - days_left / DUE_HORIZON_DAYS)),
                 prices.component_service,
@@ -214,7 +217,7 @@ def _third_party(
             findings.append(
                 Finding(
                     account_id,
-                    "third_party_parts",
+                    SignalKind.THIRD_PARTY_PARTS,
                     f"{asset_id}/{kind}",
                     0.7,
                     prices.maintenance_per_machine,

@@ -1,3 +1,8 @@
+-- basewatch: published telemetry
+-- basewatch: supersedes-checksum f1be0928d9ecdb8b
+-- (the lines above were added by issue 12; the schema is the one of before)
+-- Published: signals' rollups read this table's (asset_id, time, metrics, ingested_at) - a
+-- TimescaleDB continuous aggregate can only be defined on the hypertable itself, not on a view.
 -- Telemetry: one row per device message (asset, device time), its metrics as a JSON object of
 -- name -> number. bench/ingest.py measured why: a row per message costs the database a fraction
 -- of a row per metric, and a JSON object takes any data set's metric names without a schema

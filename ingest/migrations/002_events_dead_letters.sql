@@ -1,3 +1,8 @@
+-- basewatch: published asset_events
+-- basewatch: supersedes-checksum c12cf35701619f67
+-- (the lines above were added by issue 12; the schema is the one of before)
+-- Published: signals read the asset events (asset_id, time, kind, code, component, detail);
+-- dead_letters are ingest's own (read through ingest.deadletters).
 -- Asset events (alarms, service performed, component replaced, failures). The key makes a
 -- redelivered event a no-op.
 CREATE TABLE asset_events (

@@ -1,3 +1,6 @@
+-- basewatch: published usage_daily
+-- basewatch: supersedes-checksum f3f9cee2af5628c8
+-- (the lines above were added by issue 12; the schema is the one of before)
 -- Delivered air per asset and UTC day, the documented interface through which nrr bills metered
 -- usage from telemetry (nrr reads this view, never the telemetry table's layout).
 -- Volume is the time integral of flow_m3_min: each reading's flow holds until the next reading

@@ -1,3 +1,6 @@
+-- basewatch: published usage_daily_between
+-- basewatch: supersedes-checksum 27d2229833362de8
+-- (the lines above were added by issue 12; the schema is the one of before)
 -- Delivered air per asset and UTC day over a range of days: the interface nrr bills metered
 -- usage through. The usage_daily view of 003 computes each reading's duration with a window
 -- function over an asset's whole history, so no time condition reaches telemetry through it

@@ -1,30 +1,12 @@
--- nrr's revenue model: contracts, invoice lines, exchange rates, the MRR ledger and its movements.
--- Money is numeric, never float. A month is a date on the month's first day. Definitions and the
--- CSV layouts are in nrr/__init__.py (and the README).
-
-CREATE TABLE contracts (
-    contract_id     text PRIMARY KEY CHECK (contract_id ~ '^[A-Za-z0-9_.-]{1,64}$'),
-    account_id      text NOT NULL REFERENCES accounts (account_id),
-    product_line    text NOT NULL CHECK (product_line ~ '^[A-Za-z0-9_.-]{1,64}$'),
-    kind            text NOT NULL CHECK (kind IN ('fixed', 'metered', 'addon')),
-    currency        text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
-    start_date      date NOT NULL,
-    end_date        date CHECK (end_date >= start_date),       -- last day of service; NULL = open
-    billing_period  text NOT NULL
-                    CHECK (billing_period IN ('month', 'quarter', 'year', 'multi_year')),
-    term_months     integer CHECK (term_months > 0),
-    fee             numeric CHECK (fee >= 0),                   -- per billing period
-    unit_price      numeric CHECK (unit_price >= 0),            -- per unit (metered)
-    unit            text,
-    monthly_minimum numeric CHECK (monthly_minimum >= 0),       -- metered, in the currency
-    renewal         text NOT NULL DEFAULT 'none' CHECK (renewal IN ('auto', 'manual', 'none')),
-    notice_days     integer CHECK (notice_days >= 0),
-    imported_at     timestamptz NOT NULL DEFAULT now(),
-    CHECK (kind = 'metered' OR (fee IS NOT NULL AND unit_price IS NULL AND monthly_minimum IS NULL)),
-    CHECK (kind <> 'metered' OR (unit_price IS NOT NULL AND fee IS NULL AND billing_period = 'month')),
-    CHECK (billing_period <> 'multi_year' OR term_months IS NOT NULL)
-);
-CREATE INDEX contracts_account_idx ON contracts (account_id);
+-- basewatch: supersedes-checksum 53a8c44a6e339347
+-- nrr's revenue model: invoice lines, the MRR ledger and its movements. Money is numeric, never
+-- float. A month is a date on the month's first day. Definitions and the CSV layouts are in
+-- nrr/__init__.py (and the README). Contracts and exchange rates are core's (core/migrations/
+-- 002_contracts.sql, which runs before this file).
+--
+-- The supersedes line: until issue 12 this file also created `contracts` and `fx_rates`
+-- (tests/data/migrations_before_issue12 keeps that version); a database that applied it has
+-- them, and core's 002 adopts them there, so it has the same schema as a fresh one.
 
 CREATE TABLE invoice_lines (
     invoice_id  text NOT NULL CHECK (invoice_id <> '' AND length(invoice_id) <= 100),
@@ -48,16 +30,6 @@ CREATE TABLE invoice_lines (
 CREATE INDEX invoice_lines_metered_idx ON invoice_lines (contract_id, period)
     WHERE recurring AND kind = 'metered';
 CREATE INDEX invoice_lines_period_idx ON invoice_lines (period);
-
--- Units of the reporting currency per one unit of `currency`, for the month. The reporting
--- currency itself always converts at 1 (a row for it, if any, must say 1).
-CREATE TABLE fx_rates (
-    month    date NOT NULL CHECK (month = date_trunc('month', month)),
-    currency text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
-    rate     numeric NOT NULL CHECK (rate > 0),
-    imported_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (month, currency)
-);
 
 -- MRR per account × month × product line (× currency, as one product line may be billed in two
 -- currencies in the month a contract changes currency). *_local: in `currency`; the others in

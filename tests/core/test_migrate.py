@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -15,7 +16,7 @@ import pytest
 from basewatch.wiring import PACKAGES
 from core.db import drop_database, ensure_database, with_database
 from core.errors import ConfigError
-from core.migrate import Migration, discover, migrate, timescale_available
+from core.migrate import discover, migrate, timescale_available
 from tests.fix_db import TEST_SERVER_URL
 
 
@@ -236,75 +237,114 @@ def test_the_timescale_path_has_rollup_aggregates_with_policies(empty_url: str) 
     assert ("rollup_daily_metric", "policy_compression") in jobs
 
 
-# ingest/004_ground_truth.sql as it was applied until the simulator left ingest (verbatim: the
-# test checks its checksum against the one the rewritten migration declares it supersedes).
-_INGEST_004_BEFORE_THE_MOVE = """\
--- What really happened in a simulated (or labelled) fleet, for scoring signals and models:
--- component failures, parts replaced by third parties, each account's story, churn, expansions,
--- machines falling silent. Written by the simulator (or imported with labelled data).
-CREATE TABLE ground_truth (
-    kind       text        NOT NULL,
-    account_id text        NOT NULL,
-    asset_id   text        NOT NULL DEFAULT '',
-    component  text        NOT NULL DEFAULT '',
-    time       timestamptz NOT NULL,
-    value      numeric,
-    detail     text        NOT NULL DEFAULT '',
-    PRIMARY KEY (kind, account_id, asset_id, component, time)
-);
-CREATE INDEX ground_truth_time_idx ON ground_truth (time);
-"""
+BEFORE_ISSUE_12 = Path(__file__).parent.parent / "data" / "migrations_before_issue12"
 
 
-def _indexes(url: str) -> list[tuple[object, ...]]:
+def _full_schema(url: str) -> list[tuple[object, ...]]:
+    """Columns, constraints, indexes, views and functions of the public schema, by name and
+    definition (catalogue order left out), and the recorded migrations."""
     with psycopg.connect(url) as conn:
-        return conn.execute(
-            "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
-            " ORDER BY 1, 2"
-        ).fetchall()
+        rows = [
+            *conn.execute(
+                "SELECT 'column', table_name, column_name, data_type, is_nullable,"
+                " column_default FROM information_schema.columns WHERE table_schema = 'public'"
+                " ORDER BY 2, 3"
+            ).fetchall(),
+            *conn.execute(
+                "SELECT 'constraint', conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
+                " FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 2, 3"
+            ).fetchall(),
+            *conn.execute(
+                "SELECT 'index', tablename, indexname, indexdef FROM pg_indexes"
+                " WHERE schemaname = 'public' ORDER BY 2, 3"
+            ).fetchall(),
+            *conn.execute(
+                "SELECT 'view', viewname, definition FROM pg_views WHERE schemaname = 'public'"
+                " ORDER BY 2"
+            ).fetchall(),
+            *conn.execute(
+                "SELECT 'function', proname, pg_get_functiondef(oid) FROM pg_proc"
+                " WHERE pronamespace = 'public'::regnamespace ORDER BY 2"
+            ).fetchall(),
+            *conn.execute(
+                "SELECT package, version, checksum FROM schema_migrations ORDER BY 1, 2"
+            ).fetchall(),
+        ]
+    return rows
 
 
-def test_a_database_migrated_before_the_simulator_moved_reaches_the_fresh_schema(
+def test_a_database_of_before_issue_12_upgrades_to_a_fresh_ones_schema_without_a_warning(
     empty_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A database deployed while ``ground_truth`` was ingest/004 (its schema_migrations holds
-    the old checksum, the table exists, there is no simulator migration): a migrate records
-    the simulator's migration without touching the table, takes over ingest/004's new
-    checksum without a warning, and ends with the schema (columns, indexes, recorded
-    migrations) of a fresh database."""
-    (ingest_004,) = [m for m in discover(PACKAGES) if (m.package, m.version) == ("ingest", 4)]
-    old = Migration("ingest", 4, "ground_truth", _INGEST_004_BEFORE_THE_MOVE, "", "")
-    assert ingest_004.superseded() == {old.checksum()}
-    statements = [x for x in ingest_004.common_sql.splitlines() if not x.startswith("--")]
+    """Issue 12 moved contracts and exchange rates from nrr's 001 to core's 002, marked ingest's
+    published objects (comment lines in 001, 002, 003, 006), added signals' alert_outcomes
+    view and moved ``ground_truth`` from ingest's 004 (now ``SELECT 1``) to the simulator's 001
+    (``CREATE TABLE IF NOT EXISTS``, the same definition). A database migrated with every file
+    of before (tests/data/migrations_before_issue12), holding a contract, a rate and a
+    ground-truth row, upgrades to the schema of a fresh one, keeps its rows, and the rewritten
+    migrations take their new checksums over the superseded ones without a warning."""
+    before = {p: BEFORE_ISSUE_12 / p / "migrations" for p in PACKAGES}
+    old_files = {(m.package, m.version): m for m in discover(PACKAGES, before)}
+    (revenue,) = [m for m in discover(PACKAGES) if (m.package, m.version) == ("nrr", 1)]
+    assert old_files[("nrr", 1)].checksum() in revenue.superseded()
+    assert "CREATE TABLE contracts" in old_files[("nrr", 1)].common_sql
+    assert "CREATE TABLE contracts" not in revenue.common_sql
+    rewritten = [
+        m
+        for m in discover(PACKAGES)
+        if (m.package, m.version) in old_files
+        and old_files[(m.package, m.version)].checksum() != m.checksum()
+    ]
+    assert {(m.package, m.version) for m in rewritten} == {
+        ("ingest", 1),
+        ("ingest", 2),
+        ("ingest", 3),
+        ("ingest", 4),
+        ("ingest", 6),
+        ("nrr", 1),
+    }
+    (ground_truth,) = [m for m in rewritten if (m.package, m.version) == ("ingest", 4)]
+    statements = [x for x in ground_truth.common_sql.splitlines() if not x.startswith("--")]
     assert statements == ["SELECT 1;"]  # the table is the simulator's now
+    for migration in rewritten:
+        assert old_files[(migration.package, migration.version)].checksum() in (
+            migration.superseded()
+        )
     with psycopg.connect(empty_url, autocommit=True) as conn:
         migrate(conn, PACKAGES, "off")
-    fresh_schema, fresh_indexes = _schema(empty_url), _indexes(empty_url)
-    assert ("ground_truth", "ground_truth_time_idx") in [i[:2] for i in fresh_indexes]
-
+    expected = _full_schema(empty_url)
     url = with_database(TEST_SERVER_URL, f"bw_mig_{uuid.uuid4().hex[:8]}")
     ensure_database(url)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
-            before = tuple(p for p in PACKAGES if p != "simulator")
-            migrate(conn, before, "off")
-            conn.execute(old.common_sql.encode())  # what the old ingest/004 did ...
-            conn.execute(  # ... and how it was recorded
-                "UPDATE schema_migrations SET checksum = %s"
-                " WHERE package = 'ingest' AND version = 4",
-                (old.checksum(),),
+            old = migrate(conn, PACKAGES, "off", folders=before)
+            assert len(old.applied) == len(old_files)
+            conn.execute("INSERT INTO accounts (account_id, name) VALUES ('a-1', 'A')")
+            conn.execute(
+                "INSERT INTO contracts (contract_id, account_id, product_line, kind, currency,"
+                " start_date, billing_period, fee) VALUES ('c-1', 'a-1', 'maintenance',"
+                " 'fixed', 'USD', '2024-01-01', 'year', 1200)"
+            )
+            conn.execute(
+                "INSERT INTO fx_rates (month, currency, rate) VALUES ('2024-01-01', 'USD', 0.9)"
             )
             conn.execute(
                 "INSERT INTO ground_truth (kind, account_id, time, detail)"
-                " VALUES ('story', 'a-1', now(), 'leaky')"
+                " VALUES ('story', 'a-1', '2024-01-01', 'leaky')"
             )
             with caplog.at_level("WARNING", logger="core.migrate"):
                 report = migrate(conn, PACKAGES, "off")
-            assert report.applied == ["simulator/001_ground_truth"]
+            assert report.applied == [
+                "core/002_contracts",
+                "signals/008_alert_outcomes",
+                "simulator/001_ground_truth",
+            ]
             assert "changed after it was applied" not in caplog.text
-            kept = conn.execute("SELECT kind, account_id, detail FROM ground_truth").fetchall()
-        assert kept == [("story", "a-1", "leaky")]
-        assert _schema(url) == fresh_schema
-        assert _indexes(url) == fresh_indexes
+            assert conn.execute("SELECT contract_id FROM contracts").fetchall() == [("c-1",)]
+            assert conn.execute("SELECT rate FROM fx_rates").fetchone() == (Decimal("0.9"),)
+            assert conn.execute("SELECT account_id, detail FROM ground_truth").fetchall() == [
+                ("a-1", "leaky")
+            ]
+        assert _full_schema(url) == expected
     finally:
         drop_database(url)

@@ -9,8 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from core.errors import InputError
-from core.registry import RegistryImportError, import_registry, read_registry_csv
+from core.errors import ImportRejected, InputError
+from core.registry import import_registry, read_registry_csv
 
 DATA = Path(__file__).parent.parent / "data"
 
@@ -61,7 +61,7 @@ def test_bad_rows_are_all_reported_with_line_numbers(tmp_path: Path) -> None:
         "ok-3,acme,30,01/02/2024\n"
         "ok-1,acme,55,2024-01-01\n",
     )
-    with pytest.raises(RegistryImportError) as caught:
+    with pytest.raises(ImportRejected) as caught:
         read_registry_csv([path])
     errors = caught.value.errors
     assert [e.split(": ", 1)[0] for e in errors] == [
@@ -88,7 +88,7 @@ def test_unknown_reference_writes_nothing(tmp_path: Path, db_url: str) -> None:
             "INSERT INTO accounts (account_id, name) VALUES ('acme', 'Acme') ON CONFLICT DO NOTHING"
         )
         conn.commit()
-        with pytest.raises(RegistryImportError, match="nobody"):
+        with pytest.raises(ImportRejected, match="nobody"):
             import_registry(conn, batch)
         conn.rollback()
         row = conn.execute("SELECT count(*) FROM assets WHERE asset_id = 'first-ok'").fetchone()

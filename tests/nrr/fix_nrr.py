@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import TupleRow
 
-from nrr.months import add_months
+from core.months import add_months
 
 Conn = psycopg.Connection[TupleRow]
 

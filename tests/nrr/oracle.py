@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from core.money import ZERO, convert
+from core.months import add_months, months_between
 from nrr.bridge import Bridge
-from nrr.money import ZERO, convert
-from nrr.months import add_months, months_between
 
 KINDS = ("new", "reactivation", "expansion", "contraction", "churn", "none")
 ADDING = ("new", "reactivation", "expansion")

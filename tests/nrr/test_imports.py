@@ -10,10 +10,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from core.errors import InputError
+from core.errors import ImportRejected, InputError
 from core.registry import import_registry, read_registry_csv
 from nrr.imports import import_file
-from nrr.layouts import RevenueImportError, layout_text, read_file
+from nrr.layouts import layout_text, read_file
 from nrr.ledger import ledger_state, rebuild
 from tests.nrr import fix_nrr as fx
 
@@ -130,7 +130,7 @@ def test_bad_contract_rows_are_all_reported_with_line_numbers(
         )
         + "\n",
     )
-    with pytest.raises(RevenueImportError) as caught:
+    with pytest.raises(ImportRejected) as caught:
         import_file(conn, "contracts", path)
     assert caught.value.errors == [
         f"{path}:3: contract_id: 'bad kind' is not an identifier ([A-Za-z0-9_.-], 1-64 characters)",
@@ -167,7 +167,7 @@ def test_figures_out_of_range_are_refused_with_their_line(tmp_path: Path) -> Non
         )
         + "\n",
     )
-    with pytest.raises(RevenueImportError) as caught:
+    with pytest.raises(ImportRejected) as caught:
         read_file("contracts", contracts)
     amounts = "(below 1,000,000,000,000 in absolute value)"
     assert caught.value.errors == [
@@ -187,7 +187,7 @@ def test_figures_out_of_range_are_refused_with_their_line(tmp_path: Path) -> Non
         f"{header}\nI1,1,brew,,2024-01,,1e30,EUR,false,one_off,,,"
         "\nI1,99999999999,brew,,2024-01,,-1e999999,EUR,false,one_off,1e999999,,\n",
     )
-    with pytest.raises(RevenueImportError) as caught:
+    with pytest.raises(ImportRejected) as caught:
         read_file("invoices", invoices)
     assert caught.value.errors == [
         f"{invoices}:2: amount: '1e30' is out of range {amounts}",
@@ -197,7 +197,7 @@ def test_figures_out_of_range_are_refused_with_their_line(tmp_path: Path) -> Non
         "(below 1,000,000,000,000,000 in absolute value)",
     ]
     rates = _write(tmp_path, "fx.csv", "month,currency,rate\n2024-01,GBP,1e30\n2024-02,GBP,1e-30\n")
-    with pytest.raises(RevenueImportError) as caught:
+    with pytest.raises(ImportRejected) as caught:
         read_file("fx", rates)
     assert caught.value.errors == [
         f"{rates}:2: rate: '1e30' is out of range (below 10,000 in absolute value)",
@@ -224,7 +224,7 @@ def test_a_contract_cannot_move_to_another_account(conn: fx.Conn, tmp_path: Path
     text = (DATA / "nrr_contracts.csv").read_text()
     moved = text.replace("K-brew-mon,brew,", "K-brew-mon,cast,")
     path = _write(tmp_path, "contracts.csv", moved)
-    with pytest.raises(RevenueImportError) as caught:
+    with pytest.raises(ImportRejected) as caught:
         import_file(conn, "contracts", path)
     assert caught.value.errors == [
         f"{path}:4: account_id: contract 'K-brew-mon' is imported under account 'brew'; a "
@@ -246,7 +246,7 @@ def test_row_rules_after_the_columns(tmp_path: Path) -> None:
         + "\nk1,brew,aas,fixed,EUR,2024-05-01,2024-04-30,multi_year,10,,,,,,"
         + "\nk2,brew,aas,addon,EUR,2024-05-01,,month,10,0.1,,,,,\n",
     )
-    with pytest.raises(RevenueImportError) as caught:
+    with pytest.raises(ImportRejected) as caught:
         read_file("contracts", path)
     assert caught.value.errors == [
         f"{path}:2: term_months: required for a multi_year contract",
@@ -257,7 +257,7 @@ def test_row_rules_after_the_columns(tmp_path: Path) -> None:
 
 def test_header_problems_are_reported_on_line_1(tmp_path: Path) -> None:
     path = _write(tmp_path, "fx.csv", "month,currency,rte\n2024-01,GBP,1.1\n")
-    with pytest.raises(RevenueImportError) as caught:
+    with pytest.raises(ImportRejected) as caught:
         read_file("fx", path)
     assert caught.value.errors == [
         f"{path}:1: unknown column 'rte' (columns of fx: month, currency, rate)",
@@ -286,7 +286,7 @@ def test_bad_invoice_lines_and_references(conn: fx.Conn, tmp_path: Path) -> None
         )
         + "\n",
     )
-    with pytest.raises(RevenueImportError) as caught:
+    with pytest.raises(ImportRejected) as caught:
         import_file(conn, "invoices", path)
     assert caught.value.errors == [
         f"{path}:3: recurring: a tax line cannot be recurring",
@@ -300,7 +300,7 @@ def test_bad_invoice_lines_and_references(conn: fx.Conn, tmp_path: Path) -> None
     del fixed[2:4]
     del fixed[3]
     path.write_text("\n".join(fixed) + "\n")
-    with pytest.raises(RevenueImportError) as caught:
+    with pytest.raises(ImportRejected) as caught:
         import_file(conn, "invoices", path)
     assert caught.value.errors == [
         f"{path}:3: contract_id: 'K-cast-maint' belongs to account 'cast'",
@@ -313,10 +313,10 @@ def test_bad_invoice_lines_and_references(conn: fx.Conn, tmp_path: Path) -> None
 
 def test_reporting_currency_rate_must_be_one(tmp_path: Path) -> None:
     path = _write(tmp_path, "fx.csv", "month,currency,rate\n2024-01,EUR,1.0\n2024-01,EUR,1\n")
-    with pytest.raises(RevenueImportError, match="duplicate month, currency"):
+    with pytest.raises(ImportRejected, match="duplicate month, currency"):
         read_file("fx", path)
     path = _write(tmp_path, "fx.csv", "month,currency,rate\n2024-01,GBP,1.1\n2024-01,EUR,1.1\n")
-    with pytest.raises(RevenueImportError) as caught:
+    with pytest.raises(ImportRejected) as caught:
         read_file("fx", path, reporting_currency="EUR")
     assert caught.value.errors == [f"{path}:3: rate: EUR is the reporting currency: rate 1"]
     assert len(read_file("fx", path, reporting_currency="USD").records) == 2

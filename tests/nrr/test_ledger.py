@@ -11,11 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.contracts import Contract
 from core.errors import InputError, NotFound
-from nrr.contracts import Contract, InvoiceLine, ledger_lines
+from core.months import add_months
 from nrr.figures import reconciliation
 from nrr.ledger import ledger_state, rebuild
-from nrr.months import add_months
+from nrr.mrr_rules import InvoiceLine, ledger_lines
 from tests.nrr import fix_nrr as fx
 
 D = Decimal
@@ -264,7 +265,7 @@ def test_mid_month_ends_and_large_credits_follow_the_definitions(conn: fx.Conn) 
     assert "of which metered, contract not in force at month end" not in march
 
 
-# -- the SQL ledger against the pure one (nrr.contracts.ledger_lines) on random contracts ------
+# -- the SQL ledger against the pure one (nrr.mrr_rules.ledger_lines) on random contracts ------
 
 FIRST = dt.date(2024, 11, 1)  # through 2025-04: a 28-day February, months of 30 and 31 days
 MONTHS = 6

@@ -9,10 +9,10 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from core.months import add_months, month_range
 from nrr.bridge import bridges, rebuild_movements
 from nrr.ledger import rebuild
 from nrr.metrics import trailing_from_pairs
-from nrr.months import add_months, month_range
 from nrr.retention import trailing_series
 from tests.nrr import fix_nrr as fx
 from tests.nrr.oracle import LedgerLine, Rates, ledger_movements

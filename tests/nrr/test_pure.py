@@ -11,20 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.contracts import Contract, in_force_in_month, last_month, monthly_fee
+from core.money import percent_text, ratio
+from core.months import add_months, month_range, months_between, parse_month
 from nrr.bridge import Bridge
 from nrr.charts import bar_chart, heat_map, line_chart, nice_ticks, waterfall
-from nrr.contracts import (
-    Contract,
-    in_force,
-    last_month,
-    metered_mrr,
-    monthly_fee,
-    run_rate,
-    usage_charge,
-)
 from nrr.metrics import MonthOverMonth, net_and_gross, trailing_from_pairs
-from nrr.money import percent_text, ratio
-from nrr.months import add_months, month_range, months_between, parse_month
+from nrr.mrr_rules import metered_mrr, run_rate, usage_charge
 from nrr.report_html import display
 from tests.nrr.oracle import (
     LedgerLine,
@@ -195,12 +188,12 @@ def test_metered_mrr_is_a_run_rate_with_the_minimum_as_its_floor() -> None:
 
 def test_in_force_on_the_last_day_of_the_month() -> None:
     june = dt.date(2024, 6, 1)
-    assert in_force(_contract(start_date=dt.date(2024, 6, 20)), june)
-    assert not in_force(_contract(end_date=dt.date(2024, 6, 20)), june)
-    assert in_force(_contract(end_date=dt.date(2024, 6, 30)), june)
+    assert in_force_in_month(_contract(start_date=dt.date(2024, 6, 20)), june)
+    assert not in_force_in_month(_contract(end_date=dt.date(2024, 6, 20)), june)
+    assert in_force_in_month(_contract(end_date=dt.date(2024, 6, 30)), june)
     ends_july_first = _contract(end_date=dt.date(2024, 7, 1))
-    assert in_force(ends_july_first, june)
-    assert not in_force(ends_july_first, dt.date(2024, 7, 1))
+    assert in_force_in_month(ends_july_first, june)
+    assert not in_force_in_month(ends_july_first, dt.date(2024, 7, 1))
     assert last_month(ends_july_first) == june
     assert last_month(_contract(end_date=dt.date(2024, 6, 30))) == june
     assert last_month(_contract(end_date=dt.date(2024, 6, 29))) == dt.date(2024, 5, 1)

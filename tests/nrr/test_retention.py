@@ -10,13 +10,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from core.months import add_months, month_range
 from nrr.bridge import bridges
 from nrr.figures import mrr_totals
 from nrr.headline import headline
 from nrr.imports import import_file
 from nrr.ledger import rebuild
 from nrr.metrics import trailing_from_pairs
-from nrr.months import add_months, month_range
 from nrr.retention import breakdown, month_over_month, trailing_series
 from tests.nrr import fix_nrr as fx
 

@@ -23,6 +23,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from core.contracts import Contract
+from core.errors import ConfigError
 from core.registry import KINDS, RegistryBatch, import_registry
 from signals import health
 from signals.catalogue import PriceBook
@@ -412,3 +414,77 @@ def test_the_heartbeat_fills_a_long_step_and_the_estimate_counts_the_trainings_t
         estimate.passed(start + day * dt.timedelta(days=1), 1.0, retrained=False)
     assert estimate.seconds_left() == pytest.approx(49 * 1.0 + 20.0)
     assert Estimate(start, 60).seconds_left() is None
+
+
+# -- the MRR at stake and the renewal window, on plain data -----------------------------------
+
+
+def _at_risk(contracts: list[Contract], days_to_renewal: int) -> health.Health:
+    as_of = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
+    renewal_day = as_of.date() + dt.timedelta(days=days_to_renewal)
+    values = {
+        "usage_change": 0.0,
+        "silent_share": 0.0,
+        "third_party_parts": 0.0,
+        "days_to_renewal": float(days_to_renewal),
+    }
+    facts = {
+        "renewal": (renewal_day, "renewal", contracts[0]),
+        "usage": {"recent": None, "unit": "m³"},
+        "active": contracts,
+        "machines": 2,
+        "silent": [],
+        "third_party": [],
+    }
+    snap = health.Snapshot("acc-1", as_of, values, facts)
+    return health.Health(snap, 0.6, None, "weighted", [{"text": "usage down"}])
+
+
+def _fixed(contract_id: str, currency: str, fee: str) -> Contract:
+    return Contract(
+        contract_id,
+        "acc-1",
+        "maintenance",
+        "fixed",
+        currency,
+        dt.date(2023, 7, 1),
+        billing_period="year",
+        fee=Decimal(fee),
+        renewal="auto",
+        notice_days=30,
+    )
+
+
+def test_a_contract_without_an_exchange_rate_is_left_out_of_the_mrr_and_named() -> None:
+    """Before issue 12 a missing rate counted as 1.0 (1,200 USD/year = 100 EUR a month); now
+    the contract is left out of the figure and the reason names it."""
+    contracts = [_fixed("c-eur", "EUR", "2400"), _fixed("c-usd", "USD", "1200")]
+    at_risk = [_at_risk(contracts, 40)]
+    as_of = at_risk[0].snapshot.as_of
+    (without,) = health.renewal_findings(at_risk, as_of, PriceBook(), {}, "note", 90)
+    assert without.value == Decimal("200.00")  # 2,400 EUR / 12; the USD contract left out
+    assert without.reasons[-1] == (
+        "MRR at stake 200.00 EUR a month (fixed 200.00 EUR + metered 0.00 EUR); "
+        "left out, no exchange rate to EUR: c-usd (USD)"
+    )
+    (priced,) = health.renewal_findings(
+        at_risk, as_of, PriceBook(), {"USD": Decimal("0.9")}, "note", 90
+    )
+    assert priced.value == Decimal("290.00")  # + 100 USD × 0.9
+    assert priced.reasons[-1].endswith("(fixed 290.00 EUR + metered 0.00 EUR)")
+
+
+def test_the_renewal_window_comes_with_the_price_book() -> None:
+    """``findings`` reads the window from its price book (no module setting): the composition
+    root builds it from BASEWATCH_RENEWAL_WINDOW_DAYS."""
+    from basewatch.wiring import signal_prices
+    from core.settings import Settings
+
+    book = signal_prices(Settings(renewal_window_days=30))
+    assert book.renewal_window_days == 30
+    assert signal_prices(Settings()).renewal_window_days == 90
+    assert not hasattr(health, "configure")
+    with pytest.raises(ValueError, match="at least one day"):
+        PriceBook(renewal_window_days=0)
+    with pytest.raises(ConfigError, match="BASEWATCH_PRICE_BOOK"):
+        PriceBook.parse("renewal_window_days=30")  # a setting of its own, not a price

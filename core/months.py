@@ -1,7 +1,12 @@
-"""Months as dates on their first day, and the ``YYYY-MM`` text form used in files and options."""
+"""Months as dates on their first day, and the ``YYYY-MM`` text form used in files and options.
+
+Month arithmetic has one home here: nrr's ledger moves first days, signals' renewal dates move
+contract start dates (a day of any month, clamped to the last day of a shorter month).
+"""
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import re
 
@@ -28,10 +33,13 @@ def month_of(day: dt.date) -> dt.date:
     return day.replace(day=1)
 
 
-def add_months(month: dt.date, count: int) -> dt.date:
-    """``month`` (a first day) moved by ``count`` months."""
-    index = month.year * 12 + month.month - 1 + count
-    return dt.date(index // 12, index % 12 + 1, 1)
+def add_months(day: dt.date, count: int) -> dt.date:
+    """``day`` moved by ``count`` months, kept on its day of the month or, in a shorter month,
+    on the month's last day (2024-01-31 + 1 month = 2024-02-29); a first day stays a first day."""
+    year, index = divmod(day.year * 12 + day.month - 1 + count, 12)
+    if day.day <= 28:
+        return dt.date(year, index + 1, day.day)
+    return dt.date(year, index + 1, min(day.day, calendar.monthrange(year, index + 1)[1]))
 
 
 def months_between(first: dt.date, last: dt.date) -> int:

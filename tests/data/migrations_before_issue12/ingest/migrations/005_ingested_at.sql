@@ -1,0 +1,10 @@
+-- basewatch: supersedes-checksum be06847624e51f91
+-- When a row was written (the writing transaction's start, from the default): consumers that
+-- process telemetry incrementally (the signals rollups) scan by it. received_at cannot serve:
+-- a reading received during a database outage is committed minutes after its received_at.
+-- A merged redelivery sets it again (ingest/store.py), so the merged metrics are seen too.
+--
+-- The column is added by path: TimescaleDB refuses a column with a non-constant default on a
+-- hypertable with compression (columnstore) enabled, so there it is added in steps. The
+-- supersedes line above: databases that applied the earlier single-file version of this
+-- migration (plain PostgreSQL only; it never ran on TimescaleDB) are the same schema.

@@ -1,0 +1,3 @@
+-- The rollups' storage by path: plain PostgreSQL keeps the tables of 001, refreshed by
+-- signals.rollups.refresh_rollups; TimescaleDB replaces them with continuous aggregates
+-- (007_rollup_aggregates.timescale.sql says why and how).
