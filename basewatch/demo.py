@@ -33,11 +33,12 @@ from core.db import connect, drop_database, with_database
 from core.errors import ConfigError, StorageUnavailable
 from core.registry import COLUMNS, KINDS, RegistryBatch, import_registry
 from core.settings import Settings
-from ingest.fleet import Fleet, make_fleet, month_start, parse_mix
-from ingest.publish import Publisher
-from ingest.simulate import SimulationOutput, mqtt_sink, run, store_ground_truth, write_csv
-from ingest.simulate import write_files as write_simulation_files
 from ingest.stats import storage_stats
+from simulator.fleet import Fleet, make_fleet, month_start, parse_mix
+from simulator.publish import Publisher
+from simulator.simulate import SimulationOutput, mqtt_sink, run, write_csv
+from simulator.simulate import write_files as write_simulation_files
+from simulator.truth import store_ground_truth
 
 PROGRESS_INTERVAL_S = 3.0
 INGESTER_START_TIMEOUT_S = 120.0
@@ -272,7 +273,7 @@ def _revenue_story(url: str, out_dir: Path, settings: Settings) -> dict[str, Any
 
 
 def _write_commercial(out_dir: Path, output: SimulationOutput) -> None:
-    from ingest.commercial import CONTRACT_COLUMNS, FX_COLUMNS, INVOICE_COLUMNS
+    from simulator.commercial import CONTRACT_COLUMNS, FX_COLUMNS, INVOICE_COLUMNS
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "contracts.csv", CONTRACT_COLUMNS, output.contracts)

@@ -114,7 +114,7 @@ def _fleet_options(command: argparse.ArgumentParser) -> None:
 def _check_fleet_options(args: argparse.Namespace) -> str | None:
     """Relations between the fleet options that one option's type cannot check: wrong usage,
     so argparse's error (exit 2, naming the option)."""
-    from ingest.fleet import parse_mix
+    from simulator.fleet import parse_mix
 
     if args.assets < args.accounts:
         return (

@@ -35,6 +35,7 @@ from basewatch.heartbeat import Heartbeat, duration
 from core.db import connect
 from core.registry import account_owners, csm_names
 from core.settings import Settings
+from simulator.truth import load_truth
 
 DAY = dt.timedelta(days=1)
 RETRAIN = dt.timedelta(days=30)  # the scheduler retrains nightly; monthly keeps the demo short
@@ -183,6 +184,7 @@ def signals_story(
             trainings=trainings,
             kinds=sorted(KINDS_SCORED),
             seconds=time.monotonic() - started,
+            labelled=load_truth(conn),
         )
         queued = _queued(conn)
         names = csm_names(conn)

@@ -94,7 +94,8 @@ def cmd_deadletters_replay(settings: Settings, args: argparse.Namespace) -> int:
 
     from basewatch.wiring import dead_letter_policy, decode_limits, open_database
     from ingest.deadletters import replay
-    from ingest.store import BatchWriter, decode_message
+    from ingest.messages import decode_message
+    from ingest.store import BatchWriter
 
     writer = BatchWriter(
         settings.database_url,

@@ -141,7 +141,8 @@ def broker_config(
 
 
 class LocalBroker:
-    """Context manager: start Mosquitto, yield, stop it. ``restart()`` keeps its persistence."""
+    """Context manager: start Mosquitto, yield, stop it. ``stop()`` then ``start()`` keeps its
+    persistence."""
 
     def __init__(
         self,
@@ -229,10 +230,6 @@ class LocalBroker:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
     def __enter__(self) -> LocalBroker:
         return self.start()

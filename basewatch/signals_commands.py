@@ -53,6 +53,7 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.wiring import signal_prices
     from signals.backtest import format_table, run_backtest
     from signals.rollups import refresh_rollups
+    from simulator.truth import load_truth
 
     prices = signal_prices(settings)
     last = [0.0]
@@ -84,6 +85,7 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
             prices=prices,
             kinds=set(args.kind) if args.kind else None,
             progress=progress,
+            labelled=load_truth(conn),
         )
     if args.alerts_csv is not None:
         write_alerts_csv(args.alerts_csv, [a.as_dict() for a in result.alerts])

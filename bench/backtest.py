@@ -27,25 +27,17 @@ Data sets (``--data`` folder, default ../shared/data):
 The detectors' configuration is the same for every data set; only the replay step differs.
 """
 
-# ruff: noqa: E402
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-_BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
-_ROOT = _BENCH_DIR.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
 
 import argparse
 import datetime as dt
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -53,6 +45,7 @@ import psycopg
 from core.db import drop_database, ensure_database, with_database
 from signals.kinds import SignalKind
 
+_ROOT = Path(__file__).resolve().parent.parent
 KINDS = (SignalKind.COMPONENT_DUE, SignalKind.ASSET_ANOMALY)
 PUBLISHED = {
     "cmapss": "RUL RMSE 11-18 (LSTM 16.14, CNN ~12.6, RF 16-18); 'fails within 30 cycles': "

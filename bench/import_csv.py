@@ -9,17 +9,7 @@ target.
     .venv/bin/python bench/import_csv.py --rows 2000000 --format both
 """
 
-# Run as a script, this folder comes first on sys.path and bench/ingest.py would hide the
-# ``ingest`` package, so the folder is dropped before the project is imported.
-# ruff: noqa: E402
-
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-_BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
 
 import argparse
 import datetime as dt
@@ -27,9 +17,11 @@ import json
 import os
 import random
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -37,7 +29,7 @@ import psycopg
 from basewatch.wiring import PACKAGES
 from core.db import drop_database, ensure_database, with_database
 from core.migrate import migrate
-from ingest.physics import METRICS
+from simulator.physics import METRICS
 
 TARGET_ROWS_PER_S = 150_000
 TARGET_RSS_MB = 200

@@ -16,20 +16,7 @@ alternations. It needs a database that ``bench/score.py --engine timescale
         --database-url postgresql://postgres@127.0.0.1:5433/bw_bench_score_timescale_1000_180
 """
 
-# Run as a script, this folder comes first on sys.path, so it is dropped before the project
-# is imported (see bench/README.md).
-# ruff: noqa: E402
-
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-_BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
-_ROOT = _BENCH_DIR.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
 
 import argparse
 import json

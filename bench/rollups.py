@@ -43,28 +43,17 @@ Prints figures (``--json``: one JSON document); never fails on a target.
     .venv/bin/python bench/rollups.py --engine plain --assets 500 --days 180 --json
 """
 
-# Run as a script, this folder comes first on sys.path, so it is dropped before the project
-# is imported (see bench/README.md).
-# ruff: noqa: E402
-
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-_BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
-_ROOT = _BENCH_DIR.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
 
 import argparse
 import datetime as dt
 import json
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg

@@ -49,20 +49,7 @@ per kind. Prints figures (``--json``: one JSON document); never fails on a targe
     .venv/bin/python bench/score.py --reuse    # ... and score it again without generating
 """
 
-# Run as a script, this folder comes first on sys.path, so it is dropped before the project
-# is imported (see bench/README.md).
-# ruff: noqa: E402
-
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-_BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
-_ROOT = _BENCH_DIR.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
 
 import argparse
 import datetime as dt
@@ -70,9 +57,11 @@ import functools
 import json
 import os
 import resource
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg

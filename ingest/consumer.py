@@ -50,7 +50,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from core.errors import ConfigError, StorageUnavailable
 from ingest.decode import Decoded, Limits
-from ingest.store import BatchWriter, Message, WriteStats, decode_message
+from ingest.messages import Message, decode_message
+from ingest.store import BatchWriter, WriteStats
 from ingest.topics import subscriptions
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class _Pending:
 
 @dataclass(slots=True)
 class Counters:
-    """Running totals since start (read by tests and the benchmark through ``stats``)."""
+    """Running totals since start (``stats``; the progress log reads them)."""
 
     received: int = 0
     committed: int = 0
@@ -119,9 +120,7 @@ class Counters:
     values: int = 0
     events: int = 0
     dead_letters: int = 0
-    batches: int = 0
     write_failures: int = 0
-    conflict_batches: int = 0
 
 
 class Ingester:
@@ -503,8 +502,6 @@ class Ingester:
         s.values += written.values
         s.events += written.events
         s.dead_letters += written.dead_letters
-        s.batches += 1
-        s.conflict_batches += int(written.conflict_path)
         log.debug(
             "batch: %d messages, %d readings, %d events, %d dead letters%s",
             written.messages,

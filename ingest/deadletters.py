@@ -27,7 +27,8 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from core.errors import InvalidPayload
-from ingest.store import BatchWriter, Message
+from ingest.messages import Message
+from ingest.store import BatchWriter
 
 UTC = dt.UTC
 

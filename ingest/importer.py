@@ -40,7 +40,8 @@ from core.db import connect
 from core.errors import ConfigError, InputError, InvalidPayload
 from core.ids import is_identifier
 from ingest.decode import Decoded, Event, Limits, Reading, parse_time
-from ingest.store import BatchWriter, Message
+from ingest.messages import Message
+from ingest.store import BatchWriter
 from ingest.topics import Topic
 
 UTC = dt.UTC

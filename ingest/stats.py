@@ -68,24 +68,5 @@ def storage_stats(conn: psycopg.Connection[TupleRow]) -> dict[str, Any]:
     }
 
 
-def rows_per_asset(conn: psycopg.Connection[TupleRow]) -> list[dict[str, Any]]:
-    """Per asset: its account, readings stored and their time span (for the demo summary)."""
-    rows = conn.execute(
-        "SELECT a.account_id, a.asset_id, count(t.time), min(t.time), max(t.time)"
-        " FROM assets a LEFT JOIN telemetry t USING (asset_id)"
-        " GROUP BY a.account_id, a.asset_id ORDER BY a.account_id, a.asset_id"
-    ).fetchall()
-    return [
-        {
-            "account_id": r[0],
-            "asset_id": r[1],
-            "rows": int(str(r[2])),
-            "first_time": _iso(r[3]),
-            "last_time": _iso(r[4]),
-        }
-        for r in rows
-    ]
-
-
 def _iso(value: object) -> str | None:
     return value.isoformat() if isinstance(value, dt.datetime) else None

@@ -2,8 +2,9 @@
 
 nrr imports only ``core``. It reads telemetry through ``usage_daily_between`` (ingest's
 documented interface) and the registry through ``accounts`` and ``assets``; every figure is
-computed set-based in SQL, and the pure modules (``months``, ``money``, ``contracts``,
-``movements``, ``metrics``, ``charts``) restate the rules on plain data for the tests.
+computed set-based in SQL, and the pure modules (``mrr_rules``, ``metrics``, ``charts``; the
+contract, month and money rules are core's) restate the rules on plain data; the movements'
+line-by-line oracle, which only the tests use, is tests/nrr/oracle.py.
 
 Definitions (DESIGN.md, "NRR definitions", plus the decisions recorded here)
 ----------------------------------------------------------------------------

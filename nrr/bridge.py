@@ -1,22 +1,40 @@
-"""Movements in SQL (the set-based twin of ``nrr.movements``) and the monthly bridge read back.
+"""Movements in SQL and the monthly bridge read back.
+
+Per account, month t against month t-1 (DESIGN.md):
+
+========================  ==========================================  =====================
+kind                      when                                        amount (>= 0)
+========================  ==========================================  =====================
+new                       MRR_{t-1} = 0, MRR_t > 0, never > 0 before  MRR_t (constant cur.)
+reactivation              MRR_{t-1} = 0, MRR_t > 0, > 0 before        MRR_t (constant cur.)
+expansion                 both > 0, MRR_t (constant cur.) higher      the increase
+contraction               both > 0, MRR_t (constant cur.) lower       the decrease
+churn                     MRR_{t-1} > 0, MRR_t = 0                    MRR_{t-1}
+none                      otherwise                                   0
+========================  ==========================================  =====================
+
+"Constant currency" is MRR_t converted at the rates of t-1; ``fx`` = MRR_t - that, so
+previous + new + reactivation + expansion - contraction - churn + fx = MRR_t exactly.
 
 ``mrr_movements`` holds one row per account and month where MRR_{t-1} > 0 or MRR_t > 0 (this
 month's MRR split fixed / metered beside it, so monthly totals need not re-read the ledger), with
 the kind, its amount in constant currency (MRR_t at t-1's rates, line by line to the cent) and the
-``fx`` effect; the definitions are in ``nrr.movements``. The bridge of a month is the sum of its
-rows, so start + new + reactivation + expansion - contraction - churn + fx = end holds exactly.
+``fx`` effect. The bridge of a month (:class:`Bridge`) is the sum of its rows, so start + new +
+reactivation + expansion - contraction - churn + fx = end holds exactly. The tests hold the query
+to a line-by-line oracle of the same definitions (tests/nrr/oracle.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from decimal import Decimal
 
 import psycopg
 from psycopg.rows import TupleRow
 
+from core.money import ZERO
 from core.months import month_range
-from nrr.movements import Bridge
 
 # One pass over the ledger: account-month totals (MRR_t, and MRR_t at t-1's rates), then per
 # account in month order the previous month's MRR (0 after a gap) and a churn row after the last
@@ -108,6 +126,58 @@ FROM mrr_movements
 WHERE month BETWEEN %s AND %s
 GROUP BY month
 """
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """The month's MRR bridge over all accounts, in the reporting currency.
+
+    ``start`` is last month's MRR, ``end`` this month's; ``cohort_size`` counts accounts with
+    MRR > 0 last month and ``retained_logos`` those of them still > 0.
+    """
+
+    month: dt.date
+    start: Decimal = ZERO
+    new: Decimal = ZERO
+    reactivation: Decimal = ZERO
+    expansion: Decimal = ZERO
+    contraction: Decimal = ZERO
+    churn: Decimal = ZERO
+    fx: Decimal = ZERO
+    end: Decimal = ZERO
+    cohort_size: int = 0
+    retained_logos: int = 0
+    new_logos: int = 0
+    reactivated_logos: int = 0
+    churned_logos: int = 0
+
+    def computed_end(self) -> Decimal:
+        return (
+            self.start
+            + self.new
+            + self.reactivation
+            + self.expansion
+            - self.contraction
+            - self.churn
+            + self.fx
+        )
+
+    def reconciles(self) -> bool:
+        """start + new + reactivation + expansion - contraction - churn + fx == end, exactly."""
+        return self.computed_end() == self.end
+
+    def lines(self) -> list[tuple[str, Decimal]]:
+        """The bridge as signed lines, start to end."""
+        return [
+            ("start", self.start),
+            ("new", self.new),
+            ("reactivation", self.reactivation),
+            ("expansion", self.expansion),
+            ("contraction", -self.contraction),
+            ("churn", -self.churn),
+            ("fx", self.fx),
+            ("end", self.end),
+        ]
 
 
 def rebuild_movements(

@@ -26,11 +26,10 @@ from nrr.attribution import (
     PeriodAttribution,
     attribution,
 )
-from nrr.bridge import bridge
+from nrr.bridge import Bridge, bridge
 from nrr.figures import MrrTotals, mrr_totals
 from nrr.ledger import LedgerState, ledger_state, read_settings
 from nrr.metrics import MonthOverMonth, Trailing
-from nrr.movements import Bridge
 from nrr.retention import trailing_series
 
 MRR_LABEL = (

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from core.money import ZERO, ratio
-from nrr.movements import Bridge
+from nrr.bridge import Bridge
 
 
 def net_and_gross(

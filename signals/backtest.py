@@ -10,10 +10,13 @@ alert can depend on the future. The findings go through the alert lifecycle of
 entered, not while it holds, expires once the condition has been clear for ``clear_after`` and
 is not raised again for the same key within ``cooldown``. Nothing is written to the database.
 
-**Truth.** What really happened: ``failure`` events (``asset_events`` and ``ground_truth``),
-replacements (``component_replaced`` events, ground-truth ``third_party_replacement``), and,
-when the fleet came from the simulator or labelled data was imported, ``ground_truth`` rows of
-kind ``churn``, ``expansion`` and ``story``. Each alert kind is checked against one truth:
+**Truth.** What really happened: ``failure`` events (``asset_events`` and the labelled truth),
+replacements (``component_replaced`` events, labelled ``third_party_replacement``), and, when
+the fleet came from the simulator or labelled data was imported, the labelled ``churn`` and
+``expansion`` events and account stories. The labelled truth (``signals.truth``) is an argument
+(``labelled=``): the composition root loads it (``simulator.truth.load_truth`` reads the
+simulator's ``ground_truth`` table); this module reads no table of the simulator's. Each alert
+kind is checked against one truth:
 
 =====================  ===================================================  ================
 alert kind             true when, for the alert's asset / account ...        window after it
@@ -37,8 +40,8 @@ kind in the window before them / truth events in the replayed period (for compon
 asset_anomaly the events are failures only: a replacement confirms an alert but missing one is
 no miss); **median lead time** = hours from the first such alert to the event (negative for
 detections after the fact); **alerts per CSM per week**; **false alerts per 1,000 operating
-hours** (asset-hours with data in the period). A kind with no truth of its kind in the
-database reports its alerts only.
+hours** (asset-hours with data in the period). A kind with no truth of its kind (in the
+database or the labelled truth) reports its alerts only.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from signals.catalogue import PriceBook
 from signals.findings import Finding
 from signals.kinds import Family, SignalKind, family_of
 from signals.scoring import score, train_models
+from signals.truth import LabelledTruth, TruthEvent
 
 log = logging.getLogger(__name__)
 
@@ -157,15 +161,6 @@ class Lifecycle:
                 del self.open[key]
                 self.closed_at[key] = now
         return raised
-
-
-@dataclass(frozen=True)
-class TruthEvent:
-    kind: str  # failure, replacement, third_party_replacement, churn, expansion
-    account_id: str
-    asset_id: str
-    component: str
-    time: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -306,8 +301,10 @@ def run_backtest(
     prices: PriceBook | None = None,
     kinds: Collection[str] | None = None,
     progress: Progress | None = None,
+    labelled: LabelledTruth | None = None,
 ) -> BacktestResult:
-    """Replay ``[start, end)`` and evaluate the raised alerts against the truth."""
+    """Replay ``[start, end)`` and evaluate the raised alerts against the truth (``asset_events``
+    and ``labelled``: none when omitted)."""
     started = time.monotonic()
     lifecycle = Lifecycle(clear_after, cooldown)
     owners = _owners(conn)
@@ -345,6 +342,7 @@ def run_backtest(
         trainings=trainings,
         kinds=kinds,
         seconds=time.monotonic() - started,
+        labelled=labelled,
     )
 
 
@@ -359,11 +357,14 @@ def evaluate(
     trainings: int,
     kinds: Collection[str] | None = None,
     seconds: float = 0.0,
+    labelled: LabelledTruth | None = None,
 ) -> BacktestResult:
-    """Score alerts raised in ``[start, end)`` against the truth in the database."""
+    """Score alerts raised in ``[start, end)`` against the truth: the database's
+    ``asset_events`` and ``labelled`` (none when omitted)."""
+    labelled = labelled if labelled is not None else LabelledTruth()
     owners = _owners(conn)
-    truth = load_truth(conn, start, end + max(CHURN_WINDOW, EXPANSION_WINDOW))
-    stories = _stories(conn)
+    truth = load_truth(conn, start, end + max(CHURN_WINDOW, EXPANSION_WINDOW), labelled)
+    stories = dict(labelled.stories)
     hours = _operating_hours(conn, start, end)
     csms = len({o for o in owners.values() if o}) or 1
     weeks = (end - start) / dt.timedelta(weeks=1)
@@ -413,10 +414,13 @@ def _owners(conn: psycopg.Connection[TupleRow]) -> dict[str, str | None]:
 
 
 def load_truth(
-    conn: psycopg.Connection[TupleRow], start: dt.datetime, until: dt.datetime
+    conn: psycopg.Connection[TupleRow],
+    start: dt.datetime,
+    until: dt.datetime,
+    labelled: LabelledTruth,
 ) -> list[TruthEvent]:
     """Failures, replacements, churn and expansions with times in ``[start - 60 days, until)``,
-    from ``asset_events`` and ``ground_truth``, each once."""
+    from ``asset_events`` and ``labelled``, each once."""
     since = start - DETECTION_WINDOW
     rows = conn.execute(
         """
@@ -425,21 +429,14 @@ def load_truth(
         FROM asset_events e JOIN assets a USING (asset_id)
         WHERE e.kind IN ('failure', 'component_replaced') AND e.time >= %(since)s
           AND e.time < %(until)s
-        UNION
-        SELECT kind, account_id, asset_id, component, time FROM ground_truth
-        WHERE kind IN ('failure', 'third_party_replacement', 'churn', 'expansion')
-          AND time >= %(since)s AND time < %(until)s
         """,
         {"since": since, "until": until},
     ).fetchall()
-    return [TruthEvent(str(k), str(a), str(s), str(c), t) for k, a, s, c, t in rows]
-
-
-def _stories(conn: psycopg.Connection[TupleRow]) -> dict[str, str]:
-    return {
-        str(a): str(d)
-        for a, d in conn.execute("SELECT account_id, detail FROM ground_truth WHERE kind = 'story'")
-    }
+    events = {TruthEvent(str(k), str(a), str(s), str(c), t) for k, a, s, c, t in rows}
+    return sorted(
+        events | labelled.between(since, until),
+        key=lambda e: (e.time, e.kind, e.account_id, e.asset_id, e.component),
+    )
 
 
 def _operating_hours(

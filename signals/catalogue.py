@@ -38,8 +38,6 @@ INDICATORS: dict[str, Indicator] = {
     "oil_filter": Indicator("oil_filter_dp_bar", 0.25, 1.25),
     "separator": Indicator("separator_dp_bar", 0.15, 0.9),
 }
-# Components that customers can replace themselves with parts bought elsewhere.
-CONSUMABLES = ("air_filter", "oil_filter", "separator", "oil")
 
 
 def money(amount: Decimal | float | int | str, currency: str, places: int = 2) -> str:

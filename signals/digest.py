@@ -59,11 +59,6 @@ def enqueue_digests(conn: psycopg.Connection[TupleRow], *, now: dt.datetime, cur
     return added
 
 
-def _snoozed(alert: dict[str, Any], now: dt.datetime) -> bool:
-    until = alert["snoozed_until"]
-    return until is not None and dt.datetime.fromisoformat(until) > now
-
-
 def render_digest(
     csm_name: str, alerts: list[dict[str, Any]], day: dt.date, currency: str
 ) -> tuple[str, str]:

@@ -140,7 +140,7 @@ def wait_subscribed(
     reached the broker is dropped by the broker ("no matching subscribers"), which on a busy
     machine loses the first messages of a test. After a broker restart the same holds until
     the ingester subscribes again (Mosquitto 2.0 does not persist shared subscriptions)."""
-    from ingest.publish import Publisher
+    from simulator.publish import Publisher
 
     account_id, asset_id = probe
     topic = f"{prefix}/{account_id}/{asset_id}/telemetry"

@@ -1,14 +1,6 @@
--- What really happened in a simulated (or labelled) fleet, for scoring signals and models:
--- component failures, parts replaced by third parties, each account's story, churn, expansions,
--- machines falling silent. Written by the simulator (or imported with labelled data).
-CREATE TABLE ground_truth (
-    kind       text        NOT NULL,
-    account_id text        NOT NULL,
-    asset_id   text        NOT NULL DEFAULT '',
-    component  text        NOT NULL DEFAULT '',
-    time       timestamptz NOT NULL,
-    value      numeric,
-    detail     text        NOT NULL DEFAULT '',
-    PRIMARY KEY (kind, account_id, asset_id, component, time)
-);
-CREATE INDEX ground_truth_time_idx ON ground_truth (time);
+-- Created the ground_truth table until the simulator left ingest: the table is now the
+-- simulator's (simulator/migrations/001_ground_truth.sql creates it IF NOT EXISTS, the same
+-- definition). This number stays so that the runner finds every applied migration; a database
+-- that applied the earlier text has the same schema and takes over this checksum silently.
+-- basewatch: supersedes-checksum 6bdc48dc1841afeb
+SELECT 1;

@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg
 
 from basewatch.localbroker import LocalBroker, broker_config
-from ingest.physics import METRICS
 from signals.catalogue import INDICATORS
+from simulator.physics import METRICS
 from tests.fix_ingest import IngesterProcess, register, wait_for, wait_subscribed
 
 README = (Path(__file__).parent.parent.parent / "README.md").read_text()

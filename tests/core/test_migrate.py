@@ -277,10 +277,12 @@ def test_a_database_of_before_issue_12_upgrades_to_a_fresh_ones_schema_without_a
     empty_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Issue 12 moved contracts and exchange rates from nrr's 001 to core's 002, marked ingest's
-    published objects (comment lines in 001, 002, 003, 006) and added signals' alert_outcomes
-    view. A database migrated with every file of before (tests/data/migrations_before_issue12),
-    holding a contract and a rate, upgrades to the schema of a fresh one, keeps its rows, and the
-    rewritten migrations take their new checksums over the superseded ones without a warning."""
+    published objects (comment lines in 001, 002, 003, 006), added signals' alert_outcomes
+    view and moved ``ground_truth`` from ingest's 004 (now ``SELECT 1``) to the simulator's 001
+    (``CREATE TABLE IF NOT EXISTS``, the same definition). A database migrated with every file
+    of before (tests/data/migrations_before_issue12), holding a contract, a rate and a
+    ground-truth row, upgrades to the schema of a fresh one, keeps its rows, and the rewritten
+    migrations take their new checksums over the superseded ones without a warning."""
     before = {p: BEFORE_ISSUE_12 / p / "migrations" for p in PACKAGES}
     old_files = {(m.package, m.version): m for m in discover(PACKAGES, before)}
     (revenue,) = [m for m in discover(PACKAGES) if (m.package, m.version) == ("nrr", 1)]
@@ -297,9 +299,13 @@ def test_a_database_of_before_issue_12_upgrades_to_a_fresh_ones_schema_without_a
         ("ingest", 1),
         ("ingest", 2),
         ("ingest", 3),
+        ("ingest", 4),
         ("ingest", 6),
         ("nrr", 1),
     }
+    (ground_truth,) = [m for m in rewritten if (m.package, m.version) == ("ingest", 4)]
+    statements = [x for x in ground_truth.common_sql.splitlines() if not x.startswith("--")]
+    assert statements == ["SELECT 1;"]  # the table is the simulator's now
     for migration in rewritten:
         assert old_files[(migration.package, migration.version)].checksum() in (
             migration.superseded()
@@ -322,12 +328,23 @@ def test_a_database_of_before_issue_12_upgrades_to_a_fresh_ones_schema_without_a
             conn.execute(
                 "INSERT INTO fx_rates (month, currency, rate) VALUES ('2024-01-01', 'USD', 0.9)"
             )
+            conn.execute(
+                "INSERT INTO ground_truth (kind, account_id, time, detail)"
+                " VALUES ('story', 'a-1', '2024-01-01', 'leaky')"
+            )
             with caplog.at_level("WARNING", logger="core.migrate"):
                 report = migrate(conn, PACKAGES, "off")
-            assert report.applied == ["core/002_contracts", "signals/008_alert_outcomes"]
+            assert report.applied == [
+                "core/002_contracts",
+                "signals/008_alert_outcomes",
+                "simulator/001_ground_truth",
+            ]
             assert "changed after it was applied" not in caplog.text
             assert conn.execute("SELECT contract_id FROM contracts").fetchall() == [("c-1",)]
             assert conn.execute("SELECT rate FROM fx_rates").fetchone() == (Decimal("0.9"),)
+            assert conn.execute("SELECT account_id, detail FROM ground_truth").fetchall() == [
+                ("a-1", "leaky")
+            ]
         assert _full_schema(url) == expected
     finally:
         drop_database(url)

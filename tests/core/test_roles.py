@@ -25,7 +25,8 @@ from core.db import drop_database, with_database
 from core.errors import ConfigError
 from core.roles import ensure_app_role
 from ingest.decode import Limits
-from ingest.store import BatchWriter, decode_message
+from ingest.messages import decode_message
+from ingest.store import BatchWriter
 from tests.fix_db import TEST_SERVER_URL, TEST_TIMESCALE
 
 UTC = dt.UTC

@@ -33,8 +33,9 @@ from hypothesis import strategies as st
 from basewatch.localbroker import LocalBroker
 from core.ids import is_identifier
 from ingest.decode import Limits, decode_events, decode_telemetry
-from ingest.publish import Publisher
-from ingest.store import BatchWriter, decode_message
+from ingest.messages import decode_message
+from ingest.store import BatchWriter
+from simulator.publish import Publisher
 from tests.fix_ingest import IngesterProcess, count, register, wait_for
 
 UTC = dt.UTC

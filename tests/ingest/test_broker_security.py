@@ -35,7 +35,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from basewatch.localbroker import LocalBroker
-from ingest.publish import Publisher
+from simulator.publish import Publisher
 from tests.fix_ingest import count, reading, register, wait_for
 
 MQTT_USERS = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "mqtt-users"

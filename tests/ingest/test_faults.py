@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from basewatch.localbroker import LocalBroker
-from ingest.publish import Publisher
+from simulator.publish import Publisher
 from tests.fix_ingest import IngesterProcess, count, register, wait_for, wait_subscribed
 from tests.fix_proxy import TcpProxy
 

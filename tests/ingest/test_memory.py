@@ -33,8 +33,8 @@ import psycopg
 import pytest
 
 from basewatch.localbroker import LocalBroker
-from ingest.publish import Publisher
 from ingest.store import DeadLetterLimiter
+from simulator.publish import Publisher
 from tests.fix_ingest import (
     IngesterProcess,
     count,

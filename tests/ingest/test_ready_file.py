@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 from basewatch.localbroker import LocalBroker
-from ingest.publish import Publisher
+from simulator.publish import Publisher
 from tests.fix_ingest import reading, register, wait_for
 
 T0_MS = 1_767_600_000_000

@@ -8,7 +8,7 @@ import json
 import psycopg
 
 from basewatch.localbroker import LocalBroker
-from ingest.publish import Publisher
+from simulator.publish import Publisher
 from tests.fix_ingest import IngesterProcess, register, wait_for
 
 T0_MS = int(dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC).timestamp() * 1000)

@@ -13,9 +13,9 @@ from core.months import add_months, month_range
 from nrr.bridge import bridges, rebuild_movements
 from nrr.ledger import rebuild
 from nrr.metrics import trailing_from_pairs
-from nrr.movements import LedgerLine, Rates, ledger_movements
 from nrr.retention import trailing_series
 from tests.nrr import fix_nrr as fx
+from tests.nrr.oracle import LedgerLine, Rates, ledger_movements
 from tests.nrr.test_pure import JAN, ledgers
 
 D = Decimal

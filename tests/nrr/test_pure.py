@@ -14,10 +14,12 @@ from hypothesis import strategies as st
 from core.contracts import Contract, in_force_in_month, last_month, monthly_fee
 from core.money import percent_text, ratio
 from core.months import add_months, month_range, months_between, parse_month
+from nrr.bridge import Bridge
 from nrr.charts import bar_chart, heat_map, line_chart, nice_ticks, waterfall
 from nrr.metrics import MonthOverMonth, net_and_gross, trailing_from_pairs
-from nrr.movements import (
-    Bridge,
+from nrr.mrr_rules import metered_mrr, run_rate, usage_charge
+from nrr.report_html import display
+from tests.nrr.oracle import (
     LedgerLine,
     Rates,
     bridge_of,
@@ -25,8 +27,6 @@ from nrr.movements import (
     ledger_movements,
     series_kinds,
 )
-from nrr.mrr_rules import metered_mrr, run_rate, usage_charge
-from nrr.report_html import display
 
 D = Decimal
 JAN = dt.date(2024, 1, 1)

@@ -8,9 +8,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from core.registry import KINDS, RegistryBatch, import_registry
-from ingest.fleet import Fleet
-from ingest.physics import METRICS, simulate_account
 from signals.rollups import refresh_rollups
+from simulator.fleet import Fleet
+from simulator.physics import METRICS, simulate_account
 
 
 def load_fleet(db_url: str, fleet: Fleet) -> None:

@@ -10,22 +10,24 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from ingest.fleet import make_fleet, month_start
 from signals.backtest import (
     Lifecycle,
     RaisedAlert,
-    TruthEvent,
     evaluate_kind,
     format_table,
+    load_truth,
     replay,
     run_backtest,
 )
 from signals.findings import Finding
 from signals.rollups import refresh_rollups, uses_continuous_aggregates
+from signals.truth import LabelledTruth, TruthEvent
+from simulator.fleet import make_fleet, month_start
 from tests.signals.fix_fleet import load_fleet
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
+DAY = dt.timedelta(days=1)
 
 
 def _finding(kind: str = "usage_decline", subject: str = "", account: str = "a1") -> Finding:
@@ -145,3 +147,46 @@ def test_backtest_uses_no_future_data(db_url: str) -> None:
     assert truncated.alerts == before
     assert again == passes  # every finding of every pass, with its figures and reasons
     assert "usage_decline" in format_table(full)
+
+
+def test_truth_is_asset_events_and_the_labelled_truth_each_once(db_url: str) -> None:
+    """The machines' failures and service-order replacements from ``asset_events`` and the
+    labelled events of the scored kinds inside the window, an event in both counted once."""
+    at = dt.datetime(2031, 6, 1, tzinfo=dt.UTC)
+    failure = TruthEvent("failure", "bt-a1", "bt-m1", "oil_filter", at)
+    labelled = LabelledTruth(
+        (
+            failure,  # also in asset_events: once
+            TruthEvent("churn", "bt-a1", "", "", at + 30 * DAY),
+            TruthEvent("third_party_replacement", "bt-a1", "bt-m1", "air_filter", at - 59 * DAY),
+            TruthEvent("expansion", "bt-a1", "", "", at - 61 * DAY),  # before the window
+            TruthEvent("churn", "bt-a1", "", "", at + 90 * DAY),  # at its end: outside
+            TruthEvent("silent", "bt-a1", "bt-m1", "", at),  # not a scored kind
+        ),
+        {"bt-a1": "declining"},
+    )
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO accounts (account_id, name) VALUES ('bt-a1', 'Truth test')")
+        conn.execute("INSERT INTO assets (asset_id, account_id) VALUES ('bt-m1', 'bt-a1')")
+        try:
+            conn.execute(
+                "INSERT INTO asset_events (asset_id, time, kind, component, received_at)"
+                " VALUES ('bt-m1', %(t)s, 'failure', 'oil_filter', %(t)s),"
+                " ('bt-m1', %(r)s, 'component_replaced', 'separator', %(r)s),"
+                " ('bt-m1', %(t)s, 'alarm', 'oil_filter', %(t)s)",
+                {"t": at, "r": at + DAY},
+            )
+            truth = load_truth(conn, at, at + 90 * DAY, labelled)
+            without = load_truth(conn, at, at + 90 * DAY, LabelledTruth())
+        finally:
+            conn.execute("DELETE FROM asset_events WHERE asset_id = 'bt-m1'")
+            conn.execute("DELETE FROM assets WHERE asset_id = 'bt-m1'")
+            conn.execute("DELETE FROM accounts WHERE account_id = 'bt-a1'")
+    replacement = TruthEvent("replacement", "bt-a1", "bt-m1", "separator", at + DAY)
+    assert sorted(truth, key=lambda e: e.time) == [
+        TruthEvent("third_party_replacement", "bt-a1", "bt-m1", "air_filter", at - 59 * DAY),
+        failure,
+        replacement,
+        TruthEvent("churn", "bt-a1", "", "", at + 30 * DAY),
+    ]
+    assert sorted(without, key=lambda e: e.time) == [failure, replacement]

@@ -12,10 +12,10 @@ import numpy as np
 import psycopg
 import pytest
 
-from ingest.fleet import make_fleet
 from signals import failure_model
 from signals.failure_data import build_spec, scoring_snapshots, training_snapshots
 from signals.failure_features import AssetHistory, FeatureSpec, snapshot_features
+from simulator.fleet import make_fleet
 from tests.signals.fix_fleet import load_fleet
 from tests.signals.test_anomaly import register, write_rollups
 

@@ -26,13 +26,13 @@ from psycopg.types.json import Jsonb
 from core.contracts import Contract
 from core.errors import ConfigError
 from core.registry import KINDS, RegistryBatch, import_registry
-from ingest.commercial import contracts_for
-from ingest.fleet import Fleet, make_fleet, month_start
-from ingest.physics import METRICS, simulate_account
 from signals import health
 from signals.catalogue import PriceBook
 from signals.findings import Finding
 from signals.rollups import refresh_rollups
+from simulator.commercial import contracts_for
+from simulator.fleet import Fleet, make_fleet, month_start
+from simulator.physics import METRICS, simulate_account
 
 END = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 COUNTERS = ("energy_kwh", "running_hours", "loaded_hours", "starts")

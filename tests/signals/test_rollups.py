@@ -15,7 +15,8 @@ from basewatch.wiring import PACKAGES
 from core.db import database_name, drop_database, ensure_database, with_database
 from core.migrate import migrate, timescale_available
 from ingest.decode import Limits
-from ingest.store import BatchWriter, decode_message
+from ingest.messages import decode_message
+from ingest.store import BatchWriter
 from signals.rollups import refresh_rollups
 from tests.fix_db import TEST_SERVER_URL, clone, needs_rollup_tables
 

@@ -12,10 +12,10 @@ from collections import defaultdict
 import psycopg
 import pytest
 
-from ingest.fleet import STORIES, Fleet, make_fleet, month_start
 from signals.findings import Finding
 from signals.rollups import refresh_rollups
 from signals.scoring import score
+from simulator.fleet import STORIES, Fleet, make_fleet, month_start
 from tests.signals.fix_fleet import load_fleet as _load
 
 END = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -9,10 +9,10 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from ingest.fleet import COMPONENT_LIVES_H, initial_wear_share, installed_at_hours, make_fleet
-from ingest.physics import simulate_account
 from signals.catalogue import PriceBook
 from signals.wear_findings import wear_findings
+from simulator.fleet import COMPONENT_LIVES_H, initial_wear_share, installed_at_hours, make_fleet
+from simulator.physics import simulate_account
 from tests.fix_db import needs_rollup_tables
 
 AS_OF = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)

@@ -12,35 +12,24 @@ movements), the movements alone, an incremental rebuild of the last month, ``nrr
 figures, the attribution alone and the monthly report (HTML + CSV), and the report's parts.
 Prints figures (``--json``: one JSON document); never fails on a target.
 
-    .venv/bin/python bench/nrr.py                      # 20,000 accounts × 36 months
-    .venv/bin/python bench/nrr.py --accounts 2000 --json
-    .venv/bin/python bench/nrr.py --keep              # keep the generated database
-    .venv/bin/python bench/nrr.py --reuse URL         # time a kept database again
+    .venv/bin/python bench/nrr_rebuild.py                      # 20,000 accounts × 36 months
+    .venv/bin/python bench/nrr_rebuild.py --accounts 2000 --json
+    .venv/bin/python bench/nrr_rebuild.py --keep              # keep the generated database
+    .venv/bin/python bench/nrr_rebuild.py --reuse URL         # time a kept database again
 """
 
-# Run as a script, this folder comes first on sys.path and bench/nrr.py would hide the ``nrr``
-# package, so the folder is dropped before the project is imported.
-# ruff: noqa: E402
-
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-_BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
-_ROOT = _BENCH_DIR.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
 
 import argparse
 import datetime as dt
 import json
 import os
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg

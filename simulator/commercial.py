@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-from ingest.fleet import AccountSpec, Fleet, month_start
+from simulator.fleet import AccountSpec, Fleet, month_start
 
 CENT = Decimal("0.01")
 VAT = Decimal("0.20")

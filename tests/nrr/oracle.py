@@ -1,21 +1,11 @@
-"""MRR movements and the monthly bridge, on plain data (pure, no I/O).
+"""The test oracle of MRR movements and the monthly bridge: the definitions on plain data (pure,
+no I/O), computed account by account the obvious way.
 
-Per account, month t against month t-1 (DESIGN.md):
-
-========================  ==========================================  =====================
-kind                      when                                        amount (>= 0)
-========================  ==========================================  =====================
-new                       MRR_{t-1} = 0, MRR_t > 0, never > 0 before  MRR_t (constant cur.)
-reactivation              MRR_{t-1} = 0, MRR_t > 0, > 0 before        MRR_t (constant cur.)
-expansion                 both > 0, MRR_t (constant cur.) higher      the increase
-contraction               both > 0, MRR_t (constant cur.) lower       the decrease
-churn                     MRR_{t-1} > 0, MRR_t = 0                    MRR_{t-1}
-none                      otherwise                                   0
-========================  ==========================================  =====================
-
-"Constant currency" is MRR_t converted at the rates of t-1; ``fx`` = MRR_t - that, so
-previous + new + reactivation + expansion - contraction - churn + fx = MRR_t exactly.
-``nrr/bridge.py`` computes the same in SQL; the tests hold the two to each other.
+Production computes movements in SQL only (``nrr.bridge``, whose docstring has the
+definitions); the tests hold that set-based query to this line-by-line reading of the same
+definitions, hand-worked and over random histories (tests/nrr/test_movements_sql.py). It lived
+in ``nrr`` as ``nrr.movements`` until the only thing production used from it, the
+:class:`~nrr.bridge.Bridge` type, moved to ``nrr.bridge``.
 """
 
 from __future__ import annotations
@@ -28,6 +18,7 @@ from decimal import Decimal
 
 from core.money import ZERO, convert
 from core.months import add_months, months_between
+from nrr.bridge import Bridge
 
 KINDS = ("new", "reactivation", "expansion", "contraction", "churn", "none")
 ADDING = ("new", "reactivation", "expansion")
@@ -148,58 +139,6 @@ def ledger_movements(
             if movement.previous_mrr > 0 or movement.mrr > 0:
                 result[(account_id, month)] = movement
     return result
-
-
-@dataclass(frozen=True)
-class Bridge:
-    """The month's MRR bridge over all accounts, in the reporting currency.
-
-    ``start`` is last month's MRR, ``end`` this month's; ``cohort_size`` counts accounts with
-    MRR > 0 last month and ``retained_logos`` those of them still > 0.
-    """
-
-    month: dt.date
-    start: Decimal = ZERO
-    new: Decimal = ZERO
-    reactivation: Decimal = ZERO
-    expansion: Decimal = ZERO
-    contraction: Decimal = ZERO
-    churn: Decimal = ZERO
-    fx: Decimal = ZERO
-    end: Decimal = ZERO
-    cohort_size: int = 0
-    retained_logos: int = 0
-    new_logos: int = 0
-    reactivated_logos: int = 0
-    churned_logos: int = 0
-
-    def computed_end(self) -> Decimal:
-        return (
-            self.start
-            + self.new
-            + self.reactivation
-            + self.expansion
-            - self.contraction
-            - self.churn
-            + self.fx
-        )
-
-    def reconciles(self) -> bool:
-        """start + new + reactivation + expansion - contraction - churn + fx == end, exactly."""
-        return self.computed_end() == self.end
-
-    def lines(self) -> list[tuple[str, Decimal]]:
-        """The bridge as signed lines, start to end."""
-        return [
-            ("start", self.start),
-            ("new", self.new),
-            ("reactivation", self.reactivation),
-            ("expansion", self.expansion),
-            ("contraction", -self.contraction),
-            ("churn", -self.churn),
-            ("fx", self.fx),
-            ("end", self.end),
-        ]
 
 
 def bridge_of(month: dt.date, movements: Iterable[Movement]) -> Bridge:

@@ -1,9 +1,10 @@
 """Running the fleet simulator and writing what it produces.
 
-``simulate`` yields each account's hourly history (``ingest.physics``); ``publish`` sends it over
-MQTT as a device gateway uploading its buffered history would (one message per asset and day,
-a list of hourly readings, events on the event topic); ``write_files`` writes the same as CSV
-for ``basewatch import``; ``ground_truth`` lists what really happened, for scoring signals.
+``simulate`` yields each account's hourly history (``simulator.physics``); ``publish`` sends it
+over MQTT as a device gateway uploading its buffered history would (one message per asset and
+day, a list of hourly readings, events on the event topic); ``write_files`` writes the same as
+CSV for ``basewatch import``; ``ground_truth`` lists what really happened, for scoring signals
+(``simulator.truth`` stores it in the database).
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
-import psycopg
-from psycopg.rows import TupleRow
-
-from ingest.commercial import (
+from ingest.topics import device_topic
+from simulator.commercial import (
     CONTRACT_COLUMNS,
     FX_COLUMNS,
     INVOICE_COLUMNS,
@@ -29,9 +28,8 @@ from ingest.commercial import (
     fx_rates,
     invoices_for,
 )
-from ingest.fleet import Fleet, month_start
-from ingest.physics import METRICS, AccountHistory, AssetHistory, SimEvent, simulate_account
-from ingest.topics import device_topic
+from simulator.fleet import Fleet, month_start
+from simulator.physics import METRICS, AccountHistory, AssetHistory, SimEvent, simulate_account
 
 GROUND_TRUTH_COLUMNS = ("kind", "account_id", "asset_id", "component", "time", "value", "detail")
 EVENT_COLUMNS = ("time", "asset_id", "kind", "component", "code", "service_order")
@@ -224,19 +222,6 @@ def _row(
         "value": value,
         "detail": detail,
     }
-
-
-def store_ground_truth(conn: psycopg.Connection[TupleRow], rows: list[dict[str, object]]) -> None:
-    """Replace the ground truth with ``rows`` (one simulation's)."""
-    with conn.transaction():
-        conn.execute("DELETE FROM ground_truth")
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO ground_truth (kind, account_id, asset_id, component, time, value,"
-                " detail) VALUES (%(kind)s, %(account_id)s, %(asset_id)s, %(component)s,"
-                " %(time)s, %(value)s, %(detail)s) ON CONFLICT DO NOTHING",
-                rows,
-            )
 
 
 def _open(path: Path) -> IO[str]:

@@ -8,10 +8,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from ingest.commercial import contracts_for, invoices_for
-from ingest.fleet import STORIES, Fleet, make_fleet, parse_mix
-from ingest.physics import INDICATORS, AccountHistory, simulate_account
-from ingest.simulate import run
+from simulator.commercial import contracts_for, invoices_for
+from simulator.fleet import STORIES, Fleet, make_fleet, parse_mix
+from simulator.physics import INDICATORS, AccountHistory, simulate_account
+from simulator.simulate import run
 
 END = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -132,7 +132,7 @@ def test_stories_are_visible_in_the_data(
 
 
 def run_truth(fleet: Fleet, history: AccountHistory) -> Counter[str]:
-    from ingest.simulate import _truth
+    from simulator.simulate import _truth
 
     contracts = contracts_for(fleet, history.account, history.monthly_volume_m3)
     invoices = invoices_for(fleet, history.account, contracts, history.monthly_volume_m3)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from ingest.fleet import (
+from simulator.fleet import (
     COMPONENT_LIVES_H,
     AccountSpec,
     AssetSpec,

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from basewatch.localbroker import PRODUCTION_CONFIG, LocalBroker
-from ingest.publish import MessageTooLarge, Publisher, PublishRejected, publish_packet_size
+from simulator.publish import MessageTooLarge, Publisher, PublishRejected, publish_packet_size
 
 
 def _config_value(option: str) -> int:

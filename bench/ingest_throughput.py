@@ -26,22 +26,13 @@ this file sits between the ingester and PostgreSQL and is closed), and ``--layou
 COPY of the same messages into the project's ``telemetry`` (one row per message, jsonb metrics),
 a narrow table (one row per metric) and, for reference, a wide table (one float column per metric).
 
-    .venv/bin/python bench/ingest.py                               # everything, defaults
-    .venv/bin/python bench/ingest.py --messages 20000 --no-layout --outage-seconds 0
-    .venv/bin/python bench/ingest.py --ingesters 1 --ingest-env BASEWATCH_INGEST_BATCH_SIZE=5000
+    .venv/bin/python bench/ingest_throughput.py             # everything, defaults
+    .venv/bin/python bench/ingest_throughput.py --messages 20000 --no-layout --outage-seconds 0
+    .venv/bin/python bench/ingest_throughput.py --ingesters 1 \
+        --ingest-env BASEWATCH_INGEST_BATCH_SIZE=5000
 """
 
-# This file is bench/ingest.py. Run as a script, its folder comes first on sys.path and its name
-# hides the ``ingest`` package, so the folder is dropped before the project is imported.
-# ruff: noqa: E402
-
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-_BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
 
 import argparse
 import array
@@ -60,12 +51,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt
@@ -82,10 +75,10 @@ from basewatch.wiring import PACKAGES
 from core.db import drop_database, table_bytes, with_database
 from core.migrate import migrate
 from core.settings import Settings
-from ingest.physics import METRICS
 from ingest.topics import device_topic
+from simulator.physics import METRICS
 
-REPO_ROOT = _BENCH_DIR.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent
 UTC = dt.UTC
 PREFIX = "basewatch/v1"
 ACCOUNTS = 20
