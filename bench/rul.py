@@ -32,17 +32,7 @@ span whose 125-hour target window closes before the cut, tested on every machine
 One configuration for both: the module's constants, no per-data-set option.
 """
 
-# ruff: noqa: E402
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-_BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
-_ROOT = _BENCH_DIR.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
 
 import argparse
 import datetime as dt
@@ -50,7 +40,9 @@ import json
 import math
 import os
 import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,6 +53,7 @@ from signals import conformal, remaining_life
 from signals.failure_data import Snapshots, training_snapshots
 from signals.rollups import refresh_rollups
 
+_ROOT = Path(__file__).resolve().parent.parent
 FOLDS = 5
 SEED = 0
 STEP_H = 1
