@@ -110,7 +110,7 @@ def signals_story(
     from signals import health
     from signals.alerts import apply_findings
     from signals.backtest import evaluate, format_table, replay, stored_alerts
-    from signals.models import save_model
+    from signals.model_store import save_model
     from signals.rollups import refresh_rollups
     from signals.scoring import KINDS_SCORED
 

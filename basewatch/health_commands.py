@@ -53,7 +53,7 @@ def _text(rows: list[dict[str, Any]], note: str | None = None) -> str:
 def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.wiring import open_database, signal_prices
     from signals import health
-    from signals.models import load_model
+    from signals.model_store import load_model
 
     note = None
     with open_database(settings) as conn:

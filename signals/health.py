@@ -1,5 +1,5 @@
 """Account health: one churn-risk probability per account, explained by its top factors, and the
-``renewal_risk`` signal (a detector module, see ``signals.models``: ``NAME``, ``train``,
+``renewal_risk`` signal (a detector module, see ``signals.model_store``: ``NAME``, ``train``,
 ``findings``).
 
 Features of an account as of a moment t (only rollup buckets complete before t, events before

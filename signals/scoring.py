@@ -19,7 +19,7 @@ from psycopg.rows import TupleRow
 from signals.catalogue import PriceBook
 from signals.findings import Finding
 from signals.kinds import SignalKind
-from signals.models import load_model, save_model
+from signals.model_store import load_model, save_model
 from signals.rules import capacity_findings, energy_findings, silence_findings, usage_findings
 from signals.wear_findings import wear_findings
 
@@ -29,7 +29,7 @@ KINDS_SCORED = frozenset(SignalKind)  # a pass scores every kind
 
 
 class Detector(Protocol):
-    """A model-backed detector module (see ``signals.models``)."""
+    """A model-backed detector module (see ``signals.model_store``)."""
 
     NAME: str
 

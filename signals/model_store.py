@@ -1,4 +1,5 @@
-"""The store of trained models, and the protocol every model-backed detector follows.
+"""The model store (trained models kept in the database), and the protocol every model-backed
+detector follows. Named ``model_store``, not ``models``: the models are the detector modules.
 
 A detector module (``signals.failure_model``, ``signals.anomaly``, ``signals.health``) provides
 
