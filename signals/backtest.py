@@ -46,10 +46,11 @@ database or the labelled truth) reports its alerts only.
 **Chance level** (``chance_precision``, the ``chance`` column beside precision): the precision
 the kind's alerts would have had if each had been raised at a random moment for a random
 subject - the share of windows of the same length, starting at a uniformly random operating
-hour of a uniformly random subject-hour (each asset, or account for the account kinds,
-weighted by its operating hours), that hold a truth event confirming it. A subject's operating
-hours are the whole hours from its first to its last hourly rollup bucket in the period (an
-account's: from its assets' first to their last). A window is put at a subject with the rule
+subject-hour (asset-hour, or account-hour for the account kinds: each subject weighted by its
+operating hours, as the false-alert rate's denominator is), that hold a truth event confirming
+it. A subject's operating hours are the whole hours from its first to its last hourly rollup
+bucket in the period (an account's: from its assets' first to their last; an account silent
+for the whole period is no subject). A window is put at a subject with the rule
 that scores alerts (``_matches`` and ``_window``, one home: a component alert keeps its
 component, each alert keeps its own horizon), and the kind's chance is the mean over its
 alerts of the chance of each alert's window. It is computed exactly, not sampled: the start
