@@ -3,9 +3,9 @@
 Each data set goes into its own fresh database exactly as a user would load it - the
 ``basewatch`` commands of the README ("History import"), run as subprocesses - and then
 ``basewatch signals backtest --json`` replays it hour by hour with the one configuration every
-data set gets (no per-data-set options). Prints, per data set and kind, recall, precision,
-median lead time and false alerts per 1,000 operating hours, beside the published figures
-named in ../shared/data/README.md.
+data set gets (no per-data-set options). Prints, per data set and kind, recall, precision
+with its chance level (see signals/backtest.py), median lead time and false alerts per 1,000
+operating hours, beside the published figures named in ../shared/data/README.md.
 
     .venv/bin/python bench/backtest.py                          # all four
     .venv/bin/python bench/backtest.py --datasets azure,cmapss --json
@@ -43,6 +43,7 @@ from typing import Any
 import psycopg
 
 from core.db import drop_database, ensure_database, with_database
+from signals.backtest import CHANCE_NOTE
 from signals.kinds import SignalKind
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -186,11 +187,18 @@ def _text(results: list[dict[str, Any]]) -> str:
             recall = "-" if k["events"] is None else f"{k['caught']}/{k['events']}"
             lines.append(
                 f"  {k['kind']:<15} alerts {k['alerts']:>5}  precision {_pct(k['precision'])}"
+                f"  chance {_chance(k.get('chance_precision'))}"
                 f"  recall {recall:>7} {_pct(k['recall'])}  median lead "
                 f"{_num(k['median_lead_hours'])} h  false/1000 h "
                 f"{_num(k['false_per_1000_operating_hours'], '.2f')}"
             )
+    if results:
+        lines.append(f"  ({CHANCE_NOTE})")
     return "\n".join(lines)
+
+
+def _chance(value: float | None) -> str:
+    return "    -" if value is None else f"{value:5.1%}"
 
 
 def _pct(value: float | None) -> str:

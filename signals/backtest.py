@@ -42,6 +42,25 @@ no miss); **median lead time** = hours from the first such alert to the event (n
 detections after the fact); **alerts per CSM per week**; **false alerts per 1,000 operating
 hours** (asset-hours with data in the period). A kind with no truth of its kind (in the
 database or the labelled truth) reports its alerts only.
+
+**Chance level** (``chance_precision``, the ``chance`` column beside precision): the precision
+the kind's alerts would have had if each had been raised at a random moment for a random
+subject - the share of windows of the same length, starting at a uniformly random operating
+subject-hour (asset-hour, or account-hour for the account kinds: each subject weighted by its
+operating hours, as the false-alert rate's denominator is), that hold a truth event confirming
+it. A subject's operating hours are the whole hours from its first to its last hourly rollup
+bucket in the period (an account's: from its assets' first to their last; an account silent
+for the whole period is no subject). A window is put at a subject with the rule
+that scores alerts (``_matches`` and ``_window``, one home: a component alert keeps its
+component, each alert keeps its own horizon), and the kind's chance is the mean over its
+alerts of the chance of each alert's window. It is computed exactly, not sampled: the start
+hours whose window holds a confirming event are the union over the subject's matching events
+of the closed intervals ``[event - window end, event - window start]``, counted on the hour
+grid of the subject's span (windows near the period's ends count with the events truth holds
+beyond it, exactly as alerts there do). For the story kinds it is the share of account-hours
+whose account has the story. A kind with no alerts, no truth or no operating hours has none.
+Precision well above chance is skill; precision near chance is what long windows give for
+free.
 """
 
 from __future__ import annotations
@@ -52,7 +71,7 @@ import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -72,6 +91,7 @@ CHURN_WINDOW = dt.timedelta(days=180)
 EXPANSION_WINDOW = dt.timedelta(days=180)
 DETECTION_WINDOW = dt.timedelta(days=60)
 MIN_FAILURE_WINDOW = dt.timedelta(days=1)
+_HOUR = dt.timedelta(hours=1)
 
 _ASSET_KINDS = {SignalKind.COMPONENT_DUE, SignalKind.ASSET_ANOMALY}
 _CHURN_KINDS = {SignalKind.USAGE_DECLINE, SignalKind.SILENT_ASSETS, SignalKind.RENEWAL_RISK}
@@ -81,6 +101,10 @@ _EXPANSION_KINDS = {
     SignalKind.HEAT_RECOVERY,
 }
 _STORY_KINDS: dict[str, str] = {SignalKind.EFFICIENCY_UPGRADE: "leaky"}
+CHANCE_NOTE = (
+    "chance: the precision of the same alerts raised at random operating hours of random "
+    "assets (accounts), each with its own window"
+)
 
 
 @dataclass(frozen=True)
@@ -176,6 +200,7 @@ class KindResult:
     alerts_per_csm_week: float
     false_per_1000_hours: float | None
     truth: str
+    chance_precision: float | None = None
 
     @property
     def precision(self) -> float | None:
@@ -196,6 +221,7 @@ class KindResult:
             "alerts": self.alerts,
             "true_alerts": self.true_alerts,
             "precision": _round(self.precision),
+            "chance_precision": _round(self.chance_precision, 6),
             "events": self.events,
             "caught": self.caught,
             "recall": _round(self.recall),
@@ -366,11 +392,12 @@ def evaluate(
     truth = load_truth(conn, start, end + max(CHURN_WINDOW, EXPANSION_WINDOW), labelled)
     stories = dict(labelled.stories)
     hours = _operating_hours(conn, start, end)
+    spans = operating_spans(conn, start, end)
     csms = len({o for o in owners.values() if o}) or 1
     weeks = (end - start) / dt.timedelta(weeks=1)
     scored = sorted(kinds) if kinds is not None else sorted(SignalKind)
     results = [
-        evaluate_kind(kind, raised, truth, stories, start, end, hours, csms, weeks)
+        evaluate_kind(kind, raised, truth, stories, start, end, hours, csms, weeks, spans=spans)
         for kind in scored
     ]
     counts: dict[str, int] = defaultdict(int)
@@ -448,6 +475,34 @@ def _operating_hours(
     return int(row[0]) if row else 0
 
 
+@dataclass(frozen=True)
+class OperatingSpans:
+    """Each asset's account and its first and last hourly bucket with data in the period."""
+
+    assets: dict[str, tuple[str, dt.datetime, dt.datetime]]
+
+    def accounts(self) -> dict[str, tuple[dt.datetime, dt.datetime]]:
+        """Each account's span: from its assets' first bucket to their last."""
+        spans: dict[str, tuple[dt.datetime, dt.datetime]] = {}
+        for account, first, last in self.assets.values():
+            lo, hi = spans.get(account, (first, last))
+            spans[account] = (min(first, lo), max(last, hi))
+        return spans
+
+
+def operating_spans(
+    conn: psycopg.Connection[TupleRow], start: dt.datetime, end: dt.datetime
+) -> OperatingSpans:
+    """The assets' operating spans in ``[start, end)`` (hourly rollup buckets with data)."""
+    rows = conn.execute(
+        "SELECT r.asset_id, a.account_id, min(r.bucket), max(r.bucket)"
+        " FROM rollup_hourly r JOIN assets a USING (asset_id)"
+        " WHERE r.bucket >= %s AND r.bucket < %s GROUP BY r.asset_id, a.account_id",
+        (start, end),
+    ).fetchall()
+    return OperatingSpans({str(s): (str(a), lo, hi) for s, a, lo, hi in rows})
+
+
 def _matches(alert: RaisedAlert, event: TruthEvent) -> bool:
     """Whether ``event`` is about what ``alert`` is about."""
     if alert.kind in _ASSET_KINDS:
@@ -472,12 +527,98 @@ def _window(alert: RaisedAlert) -> tuple[dt.timedelta, dt.timedelta]:
     return dt.timedelta(0), EXPANSION_WINDOW
 
 
+def _confirming_starts(alert: RaisedAlert, event: TruthEvent) -> tuple[dt.datetime, dt.datetime]:
+    """The raise times (a closed interval) at which an alert like ``alert`` has ``event``
+    inside its window."""
+    before, after = _window(alert)
+    return event.time - after, event.time - before
+
+
 def _confirms(alert: RaisedAlert, event: TruthEvent) -> bool:
     """Whether ``event`` is about ``alert``'s subject and inside its window."""
-    before, after = _window(alert)
-    return _matches(alert, event) and alert.raised_at + before <= event.time <= (
-        alert.raised_at + after
-    )
+    lo, hi = _confirming_starts(alert, event)
+    return _matches(alert, event) and lo <= alert.raised_at <= hi
+
+
+def hours_covered(
+    first: dt.datetime, last: dt.datetime, intervals: Iterable[tuple[dt.datetime, dt.datetime]]
+) -> int:
+    """How many of the whole hours ``first``, ``first + 1 h``, ... ``last`` lie in the union of
+    the closed ``intervals`` (exact: integer hour indices, overlaps counted once)."""
+    n = (last - first) // _HOUR + 1
+    ranges = []
+    for lo, hi in intervals:
+        k_lo = max(0, -((first - lo) // _HOUR))  # ceil((lo - first) / 1 h)
+        k_hi = min(n - 1, (hi - first) // _HOUR)  # floor((hi - first) / 1 h)
+        if k_lo <= k_hi:
+            ranges.append((k_lo, k_hi))
+    covered, reach = 0, -1
+    for k_lo, k_hi in sorted(ranges):
+        if k_hi > reach:
+            covered += k_hi - max(k_lo, reach + 1) + 1
+            reach = k_hi
+    return covered
+
+
+def chance_level(
+    alert: RaisedAlert,
+    truth: Iterable[TruthEvent],
+    subjects: Iterable[tuple[str, str, dt.datetime, dt.datetime]],
+) -> tuple[int, int]:
+    """(hours whose window holds a confirming event, hours) for ``alert``'s window put at each
+    operating hour of each subject ``(account, asset or "", first, last)``: the alert's subject
+    is replaced (its component kept) and matched by the scoring rule (``_matches``,
+    ``_confirming_starts``)."""
+    events = list(truth)
+    hits = hours = 0
+    for account, asset, first, last in subjects:
+        subject = alert.subject
+        if asset:
+            subject = f"{asset}/{alert.component}" if alert.component else asset
+        there = replace(alert, account_id=account, subject=subject)
+        starts = [_confirming_starts(there, e) for e in events if _matches(there, e)]
+        hits += hours_covered(first, last, starts)
+        hours += (last - first) // _HOUR + 1
+    return hits, hours
+
+
+def _chance_precision(
+    kind: str,
+    mine: list[RaisedAlert],
+    relevant: list[TruthEvent],
+    spans: OperatingSpans | None,
+) -> float | None:
+    """The mean over ``mine`` of each alert's chance level (see the module docstring)."""
+    if not mine or not relevant or spans is None:
+        return None
+    if kind in _ASSET_KINDS or kind == SignalKind.THIRD_PARTY_PARTS:
+        subjects = [(a, s, lo, hi) for s, (a, lo, hi) in sorted(spans.assets.items())]
+    else:
+        subjects = [(a, "", lo, hi) for a, (lo, hi) in sorted(spans.accounts().items())]
+    if not subjects:
+        return None
+    alike: dict[tuple[str, int], list[RaisedAlert]] = defaultdict(list)
+    for a in mine:  # alerts with one component and horizon have one chance
+        alike[(a.component, a.horizon_days)].append(a)
+    total = 0.0
+    for group in alike.values():
+        hits, hours = chance_level(group[0], relevant, subjects)
+        total += len(group) * hits / hours
+    return total / len(mine)
+
+
+def _story_chance(
+    story: str, mine: list[RaisedAlert], stories: dict[str, str], spans: OperatingSpans | None
+) -> float | None:
+    """The share of account-hours whose account has ``story``."""
+    if not mine or spans is None:
+        return None
+    accounts = spans.accounts()
+    hours = {a: (hi - lo) // _HOUR + 1 for a, (lo, hi) in accounts.items()}
+    total = sum(hours.values())
+    if not total:
+        return None
+    return sum(h for a, h in hours.items() if stories.get(a) == story) / total
 
 
 def _truth_kinds(kind: str) -> tuple[set[str], set[str]]:
@@ -505,8 +646,11 @@ def evaluate_kind(
     operating_hours: int,
     csms: int,
     weeks: float,
+    *,
+    spans: OperatingSpans | None = None,
 ) -> KindResult:
-    """Precision, recall, lead time and alert load of one kind (see the module docstring)."""
+    """Precision, recall, lead time and alert load of one kind, and its chance level when the
+    subjects' operating ``spans`` are given (see the module docstring)."""
     mine = [a for a in alerts if a.kind == kind]
     per_csm_week = len(mine) / csms / weeks if weeks > 0 else 0.0
     confirming, expected = _truth_kinds(kind)
@@ -527,6 +671,7 @@ def evaluate_kind(
             per_csm_week,
             _false_rate(len(mine) - true, operating_hours),
             f"accounts with the {story} story",
+            _story_chance(story, mine, stories, spans),
         )
     relevant = [e for e in truth if e.kind in confirming]
     if not relevant:
@@ -548,6 +693,7 @@ def evaluate_kind(
         per_csm_week,
         _false_rate(len(mine) - true, operating_hours),
         " or ".join(sorted(confirming)),
+        _chance_precision(kind, mine, relevant, spans),
     )
 
 
@@ -564,21 +710,26 @@ def format_table(result: BacktestResult) -> str:
     def num(value: float | None, spec: str = ".1f") -> str:
         return "-" if value is None else format(value, spec)
 
+    def chance(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
     lines = [
         f"backtest {result.start:%Y-%m-%d %H:%M} → {result.end:%Y-%m-%d %H:%M} UTC, "
         f"{result.passes:,} scoring passes (step {result.step}), {result.trainings} trainings, "
         f"{result.operating_hours:,} operating hours, {result.csms} CSM(s), "
         f"{result.seconds:.0f} s",
-        f"{'kind':<20} {'alerts':>6} {'precision':>9} {'recall':>11} {'lead h':>7} "
+        f"{'kind':<20} {'alerts':>6} {'precision':>9} {'chance':>7} {'recall':>11} {'lead h':>7} "
         f"{'/CSM/wk':>7} {'false/1kh':>9}",
     ]
     for k in result.kinds:
         recall = "-" if k.events is None else f"{k.caught}/{k.events} {pct(k.recall)}"
         lines.append(
-            f"{k.kind:<20} {k.alerts:>6} {pct(k.precision):>9} {recall:>11} "
+            f"{k.kind:<20} {k.alerts:>6} {pct(k.precision):>9} {chance(k.chance_precision):>7} "
+            f"{recall:>11} "
             f"{num(k.median_lead_hours, '.0f'):>7} {k.alerts_per_csm_week:>7.2f} "
             f"{num(k.false_per_1000_hours, '.2f'):>9}"
         )
+    lines.append(CHANCE_NOTE)
     events = ", ".join(f"{n} {kind}" for kind, n in result.truth_events.items()) or "none"
     lines.append(f"truth in the period: {events}")
     return "\n".join(lines)

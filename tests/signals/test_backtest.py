@@ -12,10 +12,14 @@ import pytest
 
 from signals.backtest import (
     Lifecycle,
+    OperatingSpans,
     RaisedAlert,
+    chance_level,
     evaluate_kind,
     format_table,
+    hours_covered,
     load_truth,
+    operating_spans,
     replay,
     run_backtest,
 )
@@ -103,6 +107,110 @@ def test_churn_and_story_kinds_by_hand() -> None:
     assert nothing.recall is None
 
 
+def test_hours_covered_by_hand_with_edge_windows() -> None:
+    """Two assets of 100 operating hours (0..99), a 10-hour window after each start: a failure
+    at hour 50 is in the windows starting at hours 40..50 (11 of the 200 asset-hours)."""
+    first, last = T0, T0 + 99 * HOUR
+
+    def starts(*hours: int) -> list[tuple[dt.datetime, dt.datetime]]:
+        return [(T0 + (h - 10) * HOUR, T0 + h * HOUR) for h in hours]
+
+    m1, m2 = hours_covered(first, last, starts(50)), hours_covered(first, last, [])
+    assert (m1, m2) == (11, 0)
+    assert (m1 + m2) / 200 == pytest.approx(0.055)
+    assert hours_covered(first, last, starts(3)) == 4  # windows from hours 0..3 only
+    assert hours_covered(first, last, starts(95)) == 11  # 85..95
+    assert hours_covered(first, last, starts(105)) == 5  # after the span: 95..99
+    assert hours_covered(first, last, starts(-1)) == 0  # before the span: no window holds it
+    assert hours_covered(first, last, starts(50, 55)) == 16  # 40..55, the overlap once
+    assert hours_covered(first, last, starts(50, 50, 70)) == 22  # 40..50 and 60..70
+    half = [(T0 + 40 * HOUR + HOUR / 2, T0 + 50 * HOUR + HOUR / 2)]
+    assert hours_covered(first, last, half) == 10  # hours 41..50 on the grid
+
+
+def _spans(hours: int = 100, assets: tuple[str, ...] = ("m1", "m2")) -> OperatingSpans:
+    return OperatingSpans(dict.fromkeys(assets, ("a1", T0, T0 + (hours - 1) * HOUR)))
+
+
+def test_chance_level_by_hand_at_the_scoring_rule() -> None:
+    """An asset_anomaly alert's window is its horizon (at least one day): a failure of m1 at
+    hour 50 is in the windows starting at hours 26..50 of m1 - 25 of 200 asset-hours. A
+    component_due alert about another component is not confirmed by it, so its chance is 0,
+    and the kind's chance is the mean over its alerts."""
+    spans = _spans()
+    start, end = T0, T0 + 100 * HOUR
+    failure = TruthEvent("failure", "a1", "m1", "oil_filter", T0 + 50 * HOUR)
+    anomaly = _alert("asset_anomaly", T0 + 30 * HOUR, "m1", horizon=0)
+    subjects = [(a, s, lo, hi) for s, (a, lo, hi) in spans.assets.items()]
+    assert chance_level(anomaly, [failure], subjects) == (25, 200)
+    assert chance_level(anomaly, [], subjects) == (0, 200)  # zero truth: no window holds one
+    result = evaluate_kind("asset_anomaly", [anomaly], [failure], {}, start, end, 200, 1, 1.0)
+    with_chance = evaluate_kind(
+        "asset_anomaly", [anomaly], [failure], {}, start, end, 200, 1, 1.0, spans=spans
+    )
+    assert result.chance_precision is None  # no spans: no chance level
+    assert with_chance.chance_precision == pytest.approx(25 / 200)
+    assert with_chance.as_dict() == result.as_dict() | {"chance_precision": 0.125}
+    assert with_chance.precision == 1.0  # the failure is 20 h after the alert
+    due = [
+        _alert("component_due", T0, "m2/oil_filter", horizon=1),  # 25 of 200
+        _alert("component_due", T0, "m2/separator", horizon=1),  # another component: 0
+    ]
+    mixed = evaluate_kind("component_due", due, [failure], {}, start, end, 200, 1, 1.0, spans=spans)
+    assert mixed.chance_precision == pytest.approx((25 / 200 + 0) / 2)
+    assert mixed.precision == 0.0
+    elsewhere = TruthEvent("failure", "a1", "m9", "oil_filter", T0 + 50 * HOUR)
+    none_here = evaluate_kind(
+        "asset_anomaly", [anomaly], [elsewhere], {}, start, end, 200, 1, 1.0, spans=spans
+    )
+    assert none_here.chance_precision == 0.0  # truth, but none on an operating subject
+    no_truth = evaluate_kind(
+        "asset_anomaly", [anomaly], [], {}, start, end, 200, 1, 1.0, spans=spans
+    )
+    no_alerts = evaluate_kind(
+        "asset_anomaly", [], [failure], {}, start, end, 200, 1, 1.0, spans=spans
+    )
+    assert no_truth.chance_precision is None
+    assert no_alerts.chance_precision is None
+    assert "chance_precision" in no_truth.as_dict()
+
+
+def test_chance_is_one_when_every_window_holds_an_event() -> None:
+    """A failure every day on every asset, a one-day window: every window holds one. Churn
+    of one of two accounts with equal spans: half the account-hours."""
+    spans = _spans(hours=120)
+    start, end = T0, T0 + 120 * HOUR
+    truth = [
+        TruthEvent("failure", "a1", m, "", T0 + d * DAY) for m in ("m1", "m2") for d in range(6)
+    ]
+    alerts = [_alert("asset_anomaly", T0, "m1", horizon=1)]
+    result = evaluate_kind("asset_anomaly", alerts, truth, {}, start, end, 240, 1, 1.0, spans=spans)
+    assert result.chance_precision == 1.0
+    sparse = evaluate_kind(
+        "asset_anomaly", alerts, truth[::2], {}, start, end, 240, 1, 1.0, spans=spans
+    )
+    assert sparse.chance_precision is not None
+    assert 0 < sparse.chance_precision < 1
+    accounts = OperatingSpans({"m1": ("a1", T0, T0 + 99 * HOUR), "m2": ("a2", T0, T0 + 99 * HOUR)})
+    churn = [TruthEvent("churn", "a1", "", "", T0 + 400 * DAY)]
+    decline = [_alert("usage_decline", T0, "")]
+    far = evaluate_kind(
+        "usage_decline", decline, churn, {}, start, end, 200, 1, 1.0, spans=accounts
+    )
+    assert far.chance_precision == 0.0  # 400 days on: beyond every window
+    churn = [TruthEvent("churn", "a1", "", "", T0 + 100 * DAY)]
+    near = evaluate_kind(
+        "usage_decline", decline, churn, {}, start, end, 200, 1, 1.0, spans=accounts
+    )
+    assert near.chance_precision == pytest.approx(0.5)
+    stories = {"a1": "leaky", "a2": "steady"}
+    upgrade = [_alert("efficiency_upgrade", T0, "")]
+    leaky = evaluate_kind(
+        "efficiency_upgrade", upgrade, [], stories, start, end, 200, 1, 1.0, spans=accounts
+    )
+    assert leaky.chance_precision == pytest.approx(0.5)
+
+
 def _cut(db_url: str, at: dt.datetime) -> None:
     """Delete everything the database learnt at or after ``at``."""
     with psycopg.connect(db_url) as conn:
@@ -132,6 +240,7 @@ def test_backtest_uses_no_future_data(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         full = run_backtest(conn, start, stop, step=step, retrain_every=week)
         every = {t: findings for t, findings, _ in replay(conn, start, stop, step=step)}
+        spans = operating_spans(conn, start, stop)
     assert full.passes == int((stop - start) / step)
     passes = {t: findings for t, findings in every.items() if t < cut}
     last_before = passes[max(passes)]
@@ -147,6 +256,16 @@ def test_backtest_uses_no_future_data(db_url: str) -> None:
     assert truncated.alerts == before
     assert again == passes  # every finding of every pass, with its figures and reasons
     assert "usage_decline" in format_table(full)
+    assert " chance " in format_table(full).splitlines()[1]
+    assert spans.assets, "the fleet has operating hours"
+    span_hours = sum((hi - lo) // HOUR + 1 for _, lo, hi in spans.assets.values())
+    assert span_hours >= full.operating_hours > 0  # a span includes hours without data
+    for k in full.kinds:
+        if k.alerts and k.true_alerts is not None:
+            assert k.chance_precision is not None, k
+            assert 0 <= k.chance_precision <= 1, k
+        else:
+            assert k.chance_precision is None, k
 
 
 def test_truth_is_asset_events_and_the_labelled_truth_each_once(db_url: str) -> None:
