@@ -44,23 +44,24 @@ hours** (asset-hours with data in the period). A kind with no truth of its kind 
 database or the labelled truth) reports its alerts only.
 
 **Chance level** (``chance_precision``, the ``chance`` column beside precision): the precision
-the kind's alerts would have had if each had been raised at a random moment for a random
-subject - the share of windows of the same length, starting at a uniformly random operating
-subject-hour (asset-hour, or account-hour for the account kinds: each subject weighted by its
-operating hours, as the false-alert rate's denominator is), that hold a truth event confirming
-it. A subject's operating hours are the whole hours from its first to its last hourly rollup
-bucket in the period (an account's: from its assets' first to their last; an account silent
-for the whole period is no subject). A window is put at a subject with the rule
-that scores alerts (``_matches`` and ``_window``, one home: a component alert keeps its
-component, each alert keeps its own horizon), and the kind's chance is the mean over its
-alerts of the chance of each alert's window. It is computed exactly, not sampled: the start
-hours whose window holds a confirming event are the union over the subject's matching events
-of the closed intervals ``[event - window end, event - window start]``, counted on the hour
-grid of the subject's span (windows near the period's ends count with the events truth holds
-beyond it, exactly as alerts there do). For the story kinds it is the share of account-hours
-whose account has the story. A kind with no alerts, no truth or no operating hours has none.
-Precision well above chance is skill; precision near chance is what long windows give for
-free.
+the kind's alerts would have had if each had been raised at a random moment for a random subject
+- the share of windows of the same length, starting at a uniformly random operating subject-hour
+(asset-hour, or account-hour for the account kinds: each subject weighted by its operating
+hours, as the false-alert rate's denominator is), that hold a truth event confirming it. A
+subject's operating hours are the whole hours from its first to its last hourly rollup bucket in
+the period (an account's: from its assets' first to their last, widened to the hours of the
+fleet's span that its contracts in force cover, so that an account under contract whose machines
+were silent for the whole period, as before a churn, is still a subject). A window is put at a
+subject with the rule that scores alerts (``_matches`` and ``_window``, one home: a component
+alert keeps its component, each alert keeps its own horizon), and the kind's chance is the mean
+over its alerts of the chance of each alert's window. It is computed exactly, not sampled: the
+start hours whose window holds a confirming event are the union over the subject's matching
+events of the closed intervals ``[event - window end, event - window start]``, counted on the
+hour grid of the subject's span (windows near the period's ends count with the events truth
+holds beyond it, exactly as alerts there do). For the story kinds it is the share of
+account-hours whose account has the story. A kind with no alerts, no truth or no operating
+hours has none.
+Precision well above chance is skill; precision near chance is what long windows give for free.
 """
 
 from __future__ import annotations
@@ -477,30 +478,61 @@ def _operating_hours(
 
 @dataclass(frozen=True)
 class OperatingSpans:
-    """Each asset's account and its first and last hourly bucket with data in the period."""
+    """Each asset's account and its first and last hourly bucket with data in the period, and
+    the accounts under contract in the period with the days their contracts cover."""
 
     assets: dict[str, tuple[str, dt.datetime, dt.datetime]]
+    # account -> (first day, last day) of its contracts in force in the period
+    contracts: dict[str, tuple[dt.date, dt.date]] = field(default_factory=dict)
 
     def accounts(self) -> dict[str, tuple[dt.datetime, dt.datetime]]:
-        """Each account's span: from its assets' first bucket to their last."""
+        """Each account's span: from its assets' first bucket to their last, widened to the
+        hours of the fleet's span its contracts cover (an account under contract is a subject
+        even when its machines were silent for the whole period, as they often are before a
+        churn)."""
         spans: dict[str, tuple[dt.datetime, dt.datetime]] = {}
         for account, first, last in self.assets.values():
             lo, hi = spans.get(account, (first, last))
             spans[account] = (min(first, lo), max(last, hi))
+        if not spans:
+            return spans
+        fleet_lo = min(lo for lo, _ in spans.values())
+        fleet_hi = max(hi for _, hi in spans.values())
+        for account, (first_day, last_day) in self.contracts.items():
+            lo = max(fleet_lo, dt.datetime.combine(first_day, dt.time(), dt.UTC))
+            hi = min(fleet_hi, dt.datetime.combine(last_day, dt.time(23), dt.UTC))
+            if lo > hi:
+                continue
+            if account in spans:
+                lo, hi = min(lo, spans[account][0]), max(hi, spans[account][1])
+            spans[account] = (lo, hi)
         return spans
 
 
 def operating_spans(
     conn: psycopg.Connection[TupleRow], start: dt.datetime, end: dt.datetime
 ) -> OperatingSpans:
-    """The assets' operating spans in ``[start, end)`` (hourly rollup buckets with data)."""
+    """The assets' operating spans in ``[start, end)`` (hourly rollup buckets with data) and
+    the accounts' contract days in force in it (core's ``contracts``; none for data sets
+    without contracts)."""
     rows = conn.execute(
         "SELECT r.asset_id, a.account_id, min(r.bucket), max(r.bucket)"
         " FROM rollup_hourly r JOIN assets a USING (asset_id)"
         " WHERE r.bucket >= %s AND r.bucket < %s GROUP BY r.asset_id, a.account_id",
         (start, end),
     ).fetchall()
-    return OperatingSpans({str(s): (str(a), lo, hi) for s, a, lo, hi in rows})
+    first_day = start.astimezone(dt.UTC).date()
+    last_day = (end - dt.timedelta(microseconds=1)).astimezone(dt.UTC).date()
+    contracts = conn.execute(
+        "SELECT account_id, min(start_date), max(coalesce(end_date, %(last)s))"
+        " FROM contracts WHERE start_date <= %(last)s"
+        " AND (end_date IS NULL OR end_date >= %(first)s) GROUP BY account_id",
+        {"first": first_day, "last": last_day},
+    ).fetchall()
+    return OperatingSpans(
+        {str(s): (str(a), lo, hi) for s, a, lo, hi in rows},
+        {str(a): (first, last) for a, first, last in contracts},
+    )
 
 
 def _matches(alert: RaisedAlert, event: TruthEvent) -> bool:

@@ -309,3 +309,66 @@ def test_truth_is_asset_events_and_the_labelled_truth_each_once(db_url: str) -> 
         TruthEvent("churn", "bt-a1", "", "", at + 30 * DAY),
     ]
     assert sorted(without, key=lambda e: e.time) == [failure, replacement]
+
+
+def test_an_account_under_contract_but_silent_is_a_subject_of_the_account_kinds() -> None:
+    """Before a churn the machines often go silent for the whole period: the account must
+    still be in the chance's population (for the hours its contract covers), else the
+    account kinds' chance reads 0."""
+    day = T0.date()
+    spans = OperatingSpans(
+        {"m1": ("a1", T0, T0 + 99 * HOUR)},
+        {"a2": (day - dt.timedelta(days=30), day + dt.timedelta(days=2)), "a3": (day, day)},
+    )
+    accounts = spans.accounts()
+    assert accounts["a1"] == (T0, T0 + 99 * HOUR)
+    # a2's contract covers the fleet's whole span up to its last day (23:00 UTC)
+    assert accounts["a2"] == (
+        T0,
+        dt.datetime.combine(day + dt.timedelta(days=2), dt.time(23), dt.UTC),
+    )
+    assert accounts["a3"] == (T0, dt.datetime.combine(day, dt.time(23), dt.UTC))
+    churn = [TruthEvent("churn", "a2", "", "", T0 + 10 * HOUR)]
+    decline = [_alert("usage_decline", T0, "")]
+    start, end = T0, T0 + 100 * HOUR
+    result = evaluate_kind(
+        "usage_decline", decline, churn, {}, start, end, 100, 1, 1.0, spans=spans
+    )
+    assert result.chance_precision is not None
+    assert result.chance_precision > 0
+    without = OperatingSpans(spans.assets)
+    assert (
+        evaluate_kind(
+            "usage_decline", decline, churn, {}, start, end, 100, 1, 1.0, spans=without
+        ).chance_precision
+        == 0.0
+    )
+
+
+def test_operating_spans_reads_the_contracts_in_force(db_url: str) -> None:
+    start = dt.datetime(2031, 3, 1, 6, tzinfo=dt.UTC)
+    end = dt.datetime(2031, 4, 1, tzinfo=dt.UTC)
+    contracts = [  # (contract, start, end): in force in March 2031, or not
+        ("c-span-1", dt.date(2030, 1, 1), None),
+        ("c-span-2", dt.date(2031, 3, 31), dt.date(2031, 6, 30)),
+        ("c-span-3", dt.date(2029, 1, 1), dt.date(2031, 2, 28)),  # ended before
+        ("c-span-4", dt.date(2031, 4, 1), None),  # starts after
+    ]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for i, (contract, first, last) in enumerate(contracts, 1):
+            conn.execute(
+                "INSERT INTO accounts (account_id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (f"span-acct-{i}", f"Span {i}"),
+            )
+            conn.execute(
+                "INSERT INTO contracts (contract_id, account_id, product_line, kind, currency,"
+                " start_date, end_date, billing_period, fee)"
+                " VALUES (%s, %s, 'service', 'fixed', 'EUR', %s, %s, 'month', 100)",
+                (contract, f"span-acct-{i}", first, last),
+            )
+        spans = operating_spans(conn, start, end)
+    found = {a: v for a, v in spans.contracts.items() if a.startswith("span-acct-")}
+    assert found == {
+        "span-acct-1": (dt.date(2030, 1, 1), dt.date(2031, 3, 31)),
+        "span-acct-2": (dt.date(2031, 3, 31), dt.date(2031, 6, 30)),
+    }
