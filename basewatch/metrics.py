@@ -59,10 +59,16 @@ from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
 import psycopg
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client import start_http_server as _start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
@@ -75,8 +81,11 @@ if TYPE_CHECKING:
     from ingest.store import WriteStats
 
 log = logging.getLogger(__name__)
+# no ``_created`` series beside every counter and histogram: Prometheus' text format has no use
+# for them and they would double the series (prometheus_client's switch is process-wide)
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST  # Prometheus text format 0.0.4
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # every Prometheus reads it; our names need no more
 OUTBOX_TIMEOUT_S = 3  # connect, then query: a scrape waits at most about twice this
 # seconds; a batch commit takes milliseconds to a second, a job seconds to an hour
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
