@@ -4,6 +4,11 @@ Endpoints (JSON documents carry the field names of the CLI's ``--json`` output, 
 same functions: ``signals.alerts``, ``signals.health``, ``nrr.headline``)::
 
     GET  /healthz                          200 {"status": "ok"} or 503 {"status": "unavailable"}
+    GET  /livez                            200 {"status": "ok"} while the process serves (no
+                                           database involved)
+    GET  /readyz                           200 {"status": "ready"}, or 503 {"status": "unavailable",
+                                           "reason": ...}: database unreachable, migrations pending
+    GET  /metrics                          Prometheus text format (``basewatch.metrics``)
     GET  /alerts?status=&owner=&kind=&account=&limit=     like `alerts list --json`
     GET  /alerts/<id>                      the alert with its "history"
     POST /alerts/<id>/ack                  {"by": NAME}
@@ -72,7 +77,13 @@ Decisions:
   default port, so a TLS proxy that keeps ``Host`` works). A request without either header
   (curl, scripts) passes: it cannot come from a browser on another site. The forms take
   ``application/x-www-form-urlencoded`` only.
-- ``BASEWATCH_API_TOKEN``: when set, every request except ``/healthz`` needs
+- Operations: ``/livez``, ``/readyz`` and ``/healthz`` are public (an orchestrator's probes
+  carry no token; they say only ready or not, and why in a few words without a host or a
+  name). ``/metrics`` is like every other route: it needs the token when one is set, which
+  Prometheus sends (``authorization: {credentials: ...}`` in its scrape config); without a
+  token the API listens on loopback only, so there it is open to local scrapers. Request
+  counts and durations are labelled by route pattern (``/alerts/{id}``), never by path.
+- ``BASEWATCH_API_TOKEN``: when set, every request except the probes needs
   ``Authorization: Bearer <token>`` (compared in constant time). A browser cannot send that
   header, so the pages also accept ``?token=<token>`` and carry it in their links and form
   actions; such URLs end up in browser history, so pages are sent with
@@ -118,6 +129,13 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
 
+from basewatch.metrics import (
+    CONTENT_TYPE,
+    ApiMetrics,
+    expected_migrations,
+    pending_migrations,
+    route_label,
+)
 from core.db import Pool, make_pool
 from core.errors import ConfigError, InputError, NotFound, StorageUnavailable
 from core.settings import Settings
@@ -276,6 +294,7 @@ class Route:
     page: bool = False  # HTML: ?token= accepted, errors as a page
     public: bool = False  # no token needed
     body: str = ""  # the content type a POST must have: "json", "form" or "" (no body)
+    label: str = ""  # the pattern as a metric label (``/alerts/{id}``)
 
 
 class Api:
@@ -301,6 +320,8 @@ class Api:
             reconnect_timeout_s=RECONNECT_TIMEOUT_S,
             wait=False,
         )
+        self.metrics = ApiMetrics()
+        self.migrations = expected_migrations(_packages())
 
     def close(self) -> None:
         self.pool.close()
@@ -313,11 +334,21 @@ class Api:
             yield conn
 
     def handle(self, method: str, target: str, headers: Message, body: bytes) -> Response:
+        """Answer one request; counted and timed by its route's pattern (``none``: no route)."""
+        started = time.perf_counter()
+        response, label = self._dispatch(method, target, headers, body)  # errors are answers
+        self.metrics.observe(label, method, response.status, time.perf_counter() - started)
+        return response
+
+    def _dispatch(
+        self, method: str, target: str, headers: Message, body: bytes
+    ) -> tuple[Response, str]:
         split = urllib.parse.urlsplit(target)
         matches = [(r, m) for r in ROUTES if (m := r.pattern.fullmatch(split.path))]
         if not matches:
-            return self._error(HttpError(404, f"no such route: {split.path}"), False, "")
+            return self._error(HttpError(404, f"no such route: {split.path}"), False, ""), "none"
         page = matches[0][0].page
+        label = matches[0][0].label
         wanted = "GET" if method == "HEAD" else method
         chosen = next(((r, m) for r, m in matches if r.method == wanted), None)
         try:
@@ -328,6 +359,7 @@ class Api:
                     405, f"{method} is not allowed here (allowed: {allowed})", (("Allow", allowed),)
                 )
             route, match = chosen
+            label = route.label
             if method in UNSAFE_METHODS:
                 check_same_origin(headers)
             query = urllib.parse.parse_qs(split.query, keep_blank_values=True)
@@ -337,9 +369,9 @@ class Api:
                 _check_content_type(route, headers, body)
             params = tuple(urllib.parse.unquote(g) for g in match.groups())
             request = Request(method, split.path, query, headers, body, params)
-            return route.endpoint(self, request)
+            return route.endpoint(self, request), label
         except Exception as exc:  # every error becomes an answer; bugs are logged
-            return self._error(exc, page, split.query)
+            return self._error(exc, page, split.query), label
 
     def _authorise(self, headers: Message, query: dict[str, list[str]] | None) -> None:
         token = self.config.token
@@ -537,6 +569,43 @@ def healthz(api: Api, request: Request) -> Response:
             503, answer.content_type, answer.body, (("Retry-After", str(RETRY_AFTER_S)),)
         )
     return json_response({"status": "ok"})
+
+
+def livez(api: Api, request: Request) -> Response:
+    # the process answers: nothing else is checked (a database outage must not restart it)
+    return json_response({"status": "ok"})
+
+
+def readyz(api: Api, request: Request) -> Response:
+    # public: a short reason, never the database's host, name or error text (those are logged)
+    try:
+        with api.database(min(HEALTHZ_WAIT_S, api.config.db_pool_timeout_s)) as conn:
+            pending = pending_migrations(conn, api.migrations)
+    except (StorageUnavailable, psycopg.Error, PoolTimeout, TooManyRequests) as exc:
+        log.warning("readyz: database unavailable: %s", _first_line(exc))
+        return _unready("the database does not answer")
+    if pending:
+        return _unready(
+            f"{pending} database migration{'s' if pending > 1 else ''} pending: "
+            "run basewatch db migrate"
+        )
+    return json_response({"status": "ready"})
+
+
+def _unready(reason: str) -> Response:
+    answer = json_response({"status": "unavailable", "reason": reason}, 503)
+    return Response(503, answer.content_type, answer.body, (("Retry-After", str(RETRY_AFTER_S)),))
+
+
+def prometheus_metrics(api: Api, request: Request) -> Response:
+    request.single(())
+    return Response(200, CONTENT_TYPE, api.metrics.render())
+
+
+def _packages() -> tuple[str, ...]:
+    from basewatch.wiring import PACKAGES
+
+    return PACKAGES
 
 
 def alerts_list(api: Api, request: Request) -> Response:
@@ -889,11 +958,14 @@ def _route(
     public: bool = False,
     body: str = "",
 ) -> Route:
-    return Route(method, re.compile(pattern), endpoint, page, public, body)
+    return Route(method, re.compile(pattern), endpoint, page, public, body, route_label(pattern))
 
 
 ROUTES = (
     _route("GET", r"/healthz", healthz, public=True),
+    _route("GET", r"/livez", livez, public=True),
+    _route("GET", r"/readyz", readyz, public=True),
+    _route("GET", r"/metrics", prometheus_metrics),
     _route("GET", r"/alerts", alerts_list),
     _route("GET", r"/alerts/(\d+)", alert_detail),
     _route("POST", r"/alerts/(\d+)/ack", post_ack, body="json"),
@@ -1105,6 +1177,7 @@ class ApiServer(HTTPServer):
             self.api.close()
             raise
         self.refused = 0  # connections answered 503 because too many were held
+        self.api.metrics.refused = lambda: self.refused
         self._held = 0  # connections being served or waiting for a worker
         self._lock = threading.Lock()
         self._closed = False

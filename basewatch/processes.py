@@ -8,6 +8,9 @@ drops them: "no matching subscribers"). The file is written whole (a rename) and
 JSON object (client id, pid, time); it is removed when the ingester starts and when it stops.
 With several processes, process n writes ``PATH.n`` and the supervisor writes PATH once every
 process has written its own.
+
+Metrics (``BASEWATCH_METRICS_PORT``, 0: off): ingester process n serves Prometheus metrics on
+that port + n (``basewatch.metrics``); the supervisor of several processes serves none.
 """
 
 from __future__ import annotations
@@ -81,6 +84,17 @@ def run_ingester(settings: Settings, index: int = 0, ready_file: Path | None = N
     )
     ingester = Ingester(config, writer)
     ingester.install_signal_handlers()
+    metrics = None
+    if settings.metrics_port:
+        from basewatch.metrics import serve_ingest_metrics
+
+        try:
+            metrics = serve_ingest_metrics(
+                ingester, settings.metrics_host, settings.metrics_port + index
+            )
+        except BaseException:
+            writer.close()
+            raise
     if ready_file is not None:
         marker = ready_file
         document: dict[str, object] = {"client_id": config.client_id, "pid": os.getpid()}
@@ -98,6 +112,8 @@ def run_ingester(settings: Settings, index: int = 0, ready_file: Path | None = N
     finally:
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)
+        if metrics is not None:
+            metrics.close()
     return 0
 
 
@@ -111,6 +127,12 @@ def run_ingesters(
         return run_ingester(settings, 0, ready_file)
     if ready_file is not None:
         ready_file.unlink(missing_ok=True)
+    if settings.metrics_port and settings.metrics_port + processes - 1 > 65535:
+        raise ConfigError(
+            "BASEWATCH_METRICS_PORT",
+            f"process n serves on the port + n: {settings.metrics_port} + {processes - 1} "
+            "is past 65535",
+        )
     check_schema(settings)
     child_ready = [
         ready_file.with_name(f"{ready_file.name}.{i}") if ready_file else None

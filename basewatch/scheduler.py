@@ -46,6 +46,10 @@ holds the lock and watches it (a ``BlockingScheduler`` would leave no thread to 
 from). Every job has ``max_instances=1`` and ``coalesce=True`` (never overlaps itself, runs
 once after missed times), opens its own connection, logs its duration at INFO and catches and
 logs its own exceptions. SIGTERM and SIGINT stop the scheduler after the running jobs finish.
+
+Metrics (``BASEWATCH_METRICS_PORT``, 0: off): the scheduler serves Prometheus metrics on that
+port (``basewatch.metrics``): each job run is reported to ``on_job`` (name, seconds, whether
+it succeeded), and the outbox backlog is read at scrape time.
 """
 
 from __future__ import annotations
@@ -167,8 +171,10 @@ class SchedulerRunner:
         retry_s: float = RETRY_S,
         check_s: float = CHECK_S,
         lock_key: int = LOCK_KEY,
+        on_job: Callable[[str, float, bool], None] | None = None,
     ) -> None:
         self.url = url
+        self.on_job = on_job  # after each run: job name, seconds, True when it succeeded
         self.jobs = list(jobs)
         self.retry_s = retry_s
         self.check_s = check_s
@@ -228,6 +234,7 @@ class SchedulerRunner:
 
     def _run_job(self, job: Job) -> None:
         started = time.monotonic()
+        ok = False
         try:
             with connect(self.url, application_name=f"basewatch-scheduler-{job.name}") as conn:
                 job.function(conn, dt.datetime.now(dt.UTC))
@@ -236,7 +243,10 @@ class SchedulerRunner:
         except Exception:
             log.exception("job %s failed after %.1f s", job.name, time.monotonic() - started)
         else:
+            ok = True
             log.info("job %s finished in %.1f s", job.name, time.monotonic() - started)
+        if self.on_job is not None:
+            self.on_job(job.name, time.monotonic() - started, ok)
 
 
 def _when(at: dt.datetime | None) -> str:
@@ -299,6 +309,15 @@ def run_scheduler(settings: Settings, jobs: Sequence[Job] | None = None) -> int:
     runner = SchedulerRunner(
         settings.database_url, default_jobs(settings, stopping) if jobs is None else jobs
     )
+    metrics = None
+    if settings.metrics_port:
+        from basewatch.metrics import MetricsServer, scheduler_registry
+
+        registry, job_metrics = scheduler_registry(
+            settings.database_url, [j.name for j in runner.jobs], runner.active
+        )
+        runner.on_job = job_metrics.observe
+        metrics = MetricsServer(registry, settings.metrics_host, settings.metrics_port, "scheduler")
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("%s received: stopping after the running jobs", signal.Signals(signum).name)
@@ -311,4 +330,6 @@ def run_scheduler(settings: Settings, jobs: Sequence[Job] | None = None) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if metrics is not None:
+            metrics.close()
     return 0

@@ -162,6 +162,10 @@ class Settings:
     api_threads: int = _setting(16, minimum=1, maximum=1000)  # requests handled at once
     # connections held at once (handled or waiting for a thread); more are answered 503
     api_max_connections: int = _setting(64, minimum=1, maximum=100_000)
+    # Prometheus /metrics of `basewatch ingest` (process n on port + n) and `basewatch
+    # scheduler`, each on its own port (0: off); the API serves /metrics on its own port
+    metrics_port: int = _setting(0, minimum=0, maximum=65535)
+    metrics_host: str = "127.0.0.1"  # where those listen (0.0.0.0: every interface)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

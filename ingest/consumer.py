@@ -27,6 +27,13 @@ connection that delivered it (a packet id means nothing on another connection). 
 resumes the session after a reconnect it redelivers every unacked message, so copies still
 pending from the previous connection are dropped; a copy already committed is merged again by the
 writer and acked on the new connection.
+
+Monitoring: :class:`Counters` (``stats``) are running totals since start, and
+:attr:`Ingester.pending_messages` / :attr:`Ingester.pending_bytes` / :attr:`Ingester.paused` the
+buffer's state; another thread may read them at any time (a scrape of the composition root's
+Prometheus collector). ``on_batch`` is called after each committed batch with what it wrote
+and how long the write took (the batch commit time). ingest itself knows nothing of Prometheus.
+Redelivered messages are counted again, as they are processed again.
 """
 
 from __future__ import annotations
@@ -112,14 +119,18 @@ class _Pending:
 
 @dataclass(slots=True)
 class Counters:
-    """Running totals since start (``stats``; the progress log reads them)."""
+    """Running totals since start (``stats``; the progress log and the metrics read them)."""
 
     received: int = 0
-    committed: int = 0
+    committed: int = 0  # written and acked: stored, dead-lettered, or both
+    stored: int = 0  # messages with at least one reading or event stored
     readings: int = 0
     values: int = 0
     events: int = 0
     dead_letters: int = 0
+    suppressed: int = 0  # of the dead letters, counted over the rate limit, not stored
+    dead_letter_kinds: dict[str, int] = field(default_factory=dict)  # ingest.store's kinds
+    batches: int = 0
     write_failures: int = 0
 
 
@@ -149,6 +160,23 @@ class Ingester:
         self._client = self._make_client()
         # called after each SUBACK that grants every filter (a readiness marker for scripts)
         self.on_subscribed: Callable[[], None] | None = None
+        # called after each committed batch: what it wrote, and its write time in seconds
+        self.on_batch: Callable[[WriteStats, float], None] | None = None
+
+    @property
+    def pending_messages(self) -> int:
+        """Messages received and not yet committed (nor acked)."""
+        return len(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        """What those count against ``max_pending_bytes``."""
+        return self._pending_bytes
+
+    @property
+    def paused(self) -> bool:
+        """True while reading is paused because the pending buffer is at a bound."""
+        return self._paused
 
     # -- public -------------------------------------------------------------------------------
 
@@ -465,8 +493,10 @@ class Ingester:
         """Write everything pending in batches; False when the database is unavailable."""
         while self._pending:
             batch = self._next_batch()
+            messages = [self._decoded(p) for p in batch]
+            started = time.perf_counter()
             try:
-                written = self._writer.write([self._decoded(p) for p in batch])
+                written = self._writer.write(messages)
             except StorageUnavailable as exc:
                 self.stats.write_failures += 1
                 log.warning(
@@ -485,6 +515,8 @@ class Ingester:
             self._pending_bytes -= sum(p.size for p in batch)
             self._ack(batch)
             self._count(written)
+            if self.on_batch is not None:
+                self.on_batch(written, time.perf_counter() - started)
         self._oldest_pending = time.monotonic()
         return True
 
@@ -498,10 +530,17 @@ class Ingester:
     def _count(self, written: WriteStats) -> None:
         s = self.stats
         s.committed += written.messages
+        s.stored += written.stored
         s.readings += written.readings
         s.values += written.values
         s.events += written.events
         s.dead_letters += written.dead_letters
+        s.suppressed += written.suppressed
+        s.batches += 1
+        kinds = dict(s.dead_letter_kinds)  # replaced whole: a reader never sees it change
+        for kind, n in written.dead_kinds.items():
+            kinds[kind] = kinds.get(kind, 0) + n
+        s.dead_letter_kinds = kinds
         log.debug(
             "batch: %d messages, %d readings, %d events, %d dead letters%s",
             written.messages,

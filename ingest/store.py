@@ -27,6 +27,11 @@ Each batch write runs under a deadline (``BASEWATCH_INGEST_WRITE_TIMEOUT_S``, se
 ``core.db.deadline``): a database link or server that hangs without closing is cut off, the
 write raises :class:`StorageUnavailable` and the batch is retried on a new connection, which is
 safe because a write that committed after all is merged on the retry.
+
+For monitoring, :class:`WriteStats` also says how many of a batch's messages were stored (at
+least one reading or event of theirs) and its dead letters by kind
+(:data:`DEAD_LETTER_KINDS`, :func:`dead_letter_kind`): a short fixed set, unlike the reasons'
+texts, which name assets and values and so cannot be a metric label.
 """
 
 from __future__ import annotations
@@ -89,6 +94,17 @@ _COUNT_SUPPRESSED = (
 )
 _BUCKETS_KEPT = 4096  # topics whose bucket is refilled are forgotten beyond this many
 
+# why a message was dead-lettered, coarsely (the reason's text says exactly)
+DEAD_LETTER_KINDS = (
+    "invalid_topic",  # the topic breaks the contract
+    "unknown_asset",  # the topic's asset is not registered (and auto-registration is off)
+    "wrong_account",  # the asset belongs to another account than the topic's
+    "invalid_payload",  # the decoder rejected the payload or some of its items
+    "database_refused",  # the database refused a value (found by writing one at a time)
+    "decoder_error",  # a bug in the decoder (logged with its traceback)
+)
+_INTERNAL = "internal decoding error"
+
 
 @dataclass(frozen=True)
 class DeadLetterPolicy:
@@ -148,6 +164,45 @@ class WriteStats:
     suppressed: int = 0  # of those, over the rate limit: counted in a summary, not stored
     conflict_path: bool = False
     reasons: list[str] = field(default_factory=list)
+    stored: int = 0  # messages with at least one reading or event stored
+    dead_kinds: dict[str, int] = field(default_factory=dict)  # dead letters by kind
+
+    def add(self, other: WriteStats) -> None:
+        """Add ``other``'s counts to these."""
+        self.messages += other.messages
+        self.readings += other.readings
+        self.values += other.values
+        self.events += other.events
+        self.dead_letters += other.dead_letters
+        self.suppressed += other.suppressed
+        self.conflict_path |= other.conflict_path
+        self.reasons += other.reasons
+        self.stored += other.stored
+        for kind, n in other.dead_kinds.items():
+            self.dead_kinds[kind] = self.dead_kinds.get(kind, 0) + n
+
+
+def dead_letter_kind(message: Message, owners: dict[str, str]) -> str:
+    """Which of :data:`DEAD_LETTER_KINDS` a dead-lettered message is (``ingest.messages.route``
+    checks in this order: the topic, the owner, then the decoder's rejections)."""
+    target = message.target
+    if target is None:
+        return "decoder_error" if message.topic_error.startswith(_INTERNAL) else "invalid_topic"
+    owner = owners.get(target.asset_id)
+    if owner is None:
+        return "unknown_asset"
+    if owner != target.account_id:
+        return "wrong_account"
+    return "invalid_payload"
+
+
+def _stored(message: Message, owners: dict[str, str]) -> bool:
+    target = message.target
+    return (
+        target is not None
+        and owners.get(target.asset_id) == target.account_id
+        and bool(message.decoded.readings or message.decoded.events)
+    )
 
 
 class BatchWriter:
@@ -231,15 +286,13 @@ class BatchWriter:
                 reason = f"database refused the message: {str(exc).strip()[:300]}"
                 with conn.transaction():
                     conn.execute(_INSERT_DEAD, _dead(message, reason, self._dead_policy))
-                stats = WriteStats(messages=1, dead_letters=1, reasons=[reason])
-            total.messages += stats.messages
-            total.readings += stats.readings
-            total.values += stats.values
-            total.events += stats.events
-            total.dead_letters += stats.dead_letters
-            total.suppressed += stats.suppressed
-            total.conflict_path |= stats.conflict_path
-            total.reasons += stats.reasons
+                stats = WriteStats(
+                    messages=1,
+                    dead_letters=1,
+                    reasons=[reason],
+                    dead_kinds={"database_refused": 1},
+                )
+            total.add(stats)
         return total
 
     def _connection(self) -> psycopg.Connection[TupleRow]:
@@ -273,6 +326,10 @@ class BatchWriter:
         self._limiter.commit()
         self._owners.update(owners)
         self._known_names |= routed.names
+        kinds: dict[str, int] = {}
+        for message, _ in routed.dead:
+            kind = dead_letter_kind(message, owners)
+            kinds[kind] = kinds.get(kind, 0) + 1
         return WriteStats(
             messages=len(messages),
             readings=len(routed.rows),
@@ -282,6 +339,8 @@ class BatchWriter:
             suppressed=suppressed,
             conflict_path=merge,
             reasons=[reason for _, reason in routed.dead],
+            stored=sum(_stored(m, owners) for m in messages),
+            dead_kinds=kinds,
         )
 
     def _write_dead(self, cur: psycopg.Cursor[TupleRow], dead: list[tuple[Message, str]]) -> int:

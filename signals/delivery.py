@@ -225,6 +225,23 @@ def queued_per_channel(conn: psycopg.Connection[TupleRow]) -> dict[str, int]:
     }
 
 
+def backlog_per_channel(
+    conn: psycopg.Connection[TupleRow], now: dt.datetime
+) -> dict[str, tuple[int, float]]:
+    """The messages waiting to be sent (neither sent nor given up, reports included) per
+    channel: how many, and the age in seconds of the oldest at ``now``. Every channel the
+    outbox takes is listed, with (0, 0.0) when none wait."""
+    found = {
+        str(channel): (int(count), max(0.0, float(age)))
+        for channel, count, age in conn.execute(
+            "SELECT channel, count(*), extract(epoch FROM %s - min(created_at)) FROM outbox"
+            " WHERE sent_at IS NULL AND gave_up_at IS NULL GROUP BY channel",
+            (now,),
+        )
+    }
+    return {channel: found.get(channel, (0, 0.0)) for channel in sorted({*CHANNELS, *found})}
+
+
 def backoff(failures: int) -> dt.timedelta:
     """Wait before the next attempt after ``failures`` failed attempts (≥ 1)."""
     wait: dt.timedelta = BACKOFF_BASE * 2 ** max(failures - 1, 0)
