@@ -14,8 +14,11 @@ rollups         every 15 min, at start ``refresh_rollups``: plain PostgreSQL, in
 score           hourly at :05          ``score``: scores and applies the findings
                                        (``signals.alerts.apply_findings``)
 deliver         every minute, at start ``deliver_alerts``
-digest          daily at the digest    ``digest`` (when ``BASEWATCH_ALERT_DIGEST`` is on)
-                hour
+digest          weekly on              ``digest``: always scheduled, so that alerts held for
+                ``BASEWATCH_ALERT_     the digest reach their CSM; to every CSM with active
+                DIGEST_DAY`` (monday;  alerts when ``BASEWATCH_ALERT_DIGEST`` is on
+                ``daily``: every day)
+                at the digest hour
 retrain         nightly at 02:30       ``retrain`` (stored models)
 retention       daily at 03:15         ``delete_expired`` on plain PostgreSQL when
                                        ``BASEWATCH_RETENTION_DAYS`` > 0 (TimescaleDB has a policy)
@@ -246,6 +249,17 @@ def _when(at: dt.datetime | None) -> str:
 # -- the production jobs ----------------------------------------------------------------------
 
 
+def digest_trigger(settings: Settings) -> CronTrigger:
+    """The digest's time: ``BASEWATCH_ALERT_DIGEST_HOUR`` UTC on ``BASEWATCH_ALERT_DIGEST_DAY``
+    (a weekday, or every day for ``daily``)."""
+    day = settings.alert_digest_day
+    if day == "daily":
+        return CronTrigger(hour=settings.alert_digest_hour, minute=0, timezone=dt.UTC)
+    return CronTrigger(
+        day_of_week=day[:3], hour=settings.alert_digest_hour, minute=0, timezone=dt.UTC
+    )
+
+
 def default_jobs(settings: Settings, stopping: threading.Event | None = None) -> list[Job]:
     """The production job list (see the module docstring): the functions of
     ``basewatch.jobs`` with the settings bound. ``stopping`` (set on SIGTERM) ends a long
@@ -278,10 +292,7 @@ def default_jobs(settings: Settings, stopping: threading.Event | None = None) ->
         Job("score", score, CronTrigger(minute=5)),
         Job("retrain", jobs.retrain, CronTrigger(hour=2, minute=30)),
     ]
-    if settings.alert_digest:
-        scheduled.append(
-            Job("digest", digest, CronTrigger(hour=settings.alert_digest_hour, minute=0))
-        )
+    scheduled.append(Job("digest", digest, digest_trigger(settings)))
     if settings.retention_days > 0:
         scheduled.append(Job("retention", retention, CronTrigger(hour=3, minute=15)))
     scheduled.append(

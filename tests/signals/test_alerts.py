@@ -117,14 +117,15 @@ def actions(conn: psycopg.Connection, alert_id: int) -> list[tuple[str, str]]:
 # -- pure rules -------------------------------------------------------------------------------
 
 
-def test_priority_and_due_date_rules() -> None:
-    assert priority_for(Decimal("1500"), 3) == 1
-    assert priority_for(Decimal("1500"), 30) == 2
-    assert priority_for(Decimal("300"), 30) == 3
-    assert priority_for(Decimal("10"), 20) == 4
-    assert priority_for(Decimal("10"), 90) == 5
-    assert priority_for(Decimal("10"), 90, overdue=True) == 4
-    assert priority_for(Decimal("1500"), 3, overdue=True) == 1
+def test_priority_from_expected_value_and_due_date_rules() -> None:
+    # the expected value alone sets the priority: 1 from 1,000, 2 from 400, 3 from 150, 4
+    # from 50, 5 below; overdue escalates one level, never past 1
+    assert [priority_for(Decimal(v)) for v in ("1500", "1000", "999.99", "400", "150")] == [
+        1, 1, 2, 2, 3,
+    ]  # fmt: skip
+    assert [priority_for(Decimal(v)) for v in ("149.99", "50", "49.99", "0")] == [4, 4, 5, 5]
+    assert priority_for(Decimal("10"), overdue=True) == 4
+    assert priority_for(Decimal("1500"), overdue=True) == 1
     assert due_for(T0, 0) == T0 + DAY
     assert due_for(T0, 5) == T0 + 5 * DAY
     assert due_for(T0, 90) == T0 + 14 * DAY
@@ -147,9 +148,9 @@ def test_same_finding_twice_is_one_alert_and_one_delivery(conn: psycopg.Connecti
         "email",
         "ada@example.test",
     )
-    assert subject == "[basewatch] P3 capacity_saturation: Acme Air / asset-7"
+    assert subject == "[basewatch] P2 capacity_saturation: Acme Air / asset-7"
     for text in (
-        "capacity_saturation (expansion), priority 3 of 5",
+        "capacity_saturation (expansion), priority 2 of 5",
         "Account: Acme Air (acct-1)",
         "load above 95% in 61% of production hours over 28 days",
         "load_high_share=0.61",
@@ -187,13 +188,13 @@ def test_new_figures_update_the_alert_without_a_delivery(conn: psycopg.Connectio
     assert (result.opened, result.updated, result.messages) == ((), 1, 0)
     alert = get_alert(conn, alert_id)
     assert (alert["score"], alert["value"], alert["expected_value"]) == (0.9, "2000.00", "1800.00")
-    assert alert["priority"] == 2
+    assert alert["priority"] == 1  # expected value 1,800
     assert alert["due_at"] == (T0 + 14 * DAY).isoformat()  # never moves later
     assert count(conn, "outbox") == 1
     [_, updated] = alert_history(conn, alert_id)
     assert updated["action"] == "updated"
     assert updated["detail"]["score"] == [0.5, 0.9]
-    assert updated["detail"]["priority"] == [3, 2]
+    assert updated["detail"]["priority"] == [2, 1]  # from an expected value of 600 to 1,800
 
 
 def component_overdue(hours_left: float, score: float = 1.0, value: str = "120") -> Finding:
@@ -217,13 +218,13 @@ def test_an_overdue_alert_escalates_once_and_records_only_what_a_person_cares_ab
     """Issue 14 item 10: an overdue component sat at the same due date for two months
     without escalation and collected 60 "updated" history entries (its hours and reasons
     change every day)."""
-    # a component still ahead of its limit: 60 h left, horizon 3 days -> P3
+    # a component still ahead of its limit: 60 h left, expected value 108 -> P4
     ahead = Finding(
         "acct-1", "component_due", "asset-7/oil_filter", 0.9, Decimal(120), 3,
         ("oil_filter of asset-7: about 60 running hours left",), {"hours_left": 60.0},
     )  # fmt: skip
     [alert_id] = apply(conn, [ahead], T0).opened
-    assert get_alert(conn, alert_id)["priority"] == 3
+    assert get_alert(conn, alert_id)["priority"] == 4
     # then overdue, deeper every day for 60 days: hours, score and reasons change each pass
     for day in range(1, 61):
         overdue = component_overdue(-20.0 * day, score=min(1.0, 0.9 + day / 1000))
@@ -233,28 +234,28 @@ def test_an_overdue_alert_escalates_once_and_records_only_what_a_person_cares_ab
     # the first overdue pass (horizon 1 day) moved the due date a day earlier; since then it
     # stays the date the CSM was asked to act by
     assert alert["due_at"] == (T0 + 2 * DAY).isoformat()
-    assert alert["priority"] == 2  # escalated one level, not one per pass
+    assert alert["priority"] == 3  # escalated one level, not one per pass
     history = alert_history(conn, alert_id)
     assert [h["action"] for h in history] == ["opened", "updated"]
     assert history[1]["at"] == (T0 + DAY).isoformat()  # the finding turned overdue
     assert history[1]["detail"]["changed"] == ["priority"]
-    assert history[1]["detail"]["priority"] == [3, 2]
+    assert history[1]["detail"]["priority"] == [4, 3]
 
     # a material change of the money at stake is recorded; a small one is not
     apply(conn, [component_overdue(-1200.0, value="125")], T0 + 61 * DAY)
-    apply(conn, [component_overdue(-1220.0, value="200")], T0 + 62 * DAY)
+    apply(conn, [component_overdue(-1220.0, value="140")], T0 + 62 * DAY)  # same priority
     last = alert_history(conn, alert_id)[-1]
     assert (len(alert_history(conn, alert_id)), last["detail"]["changed"]) == (3, ["value"])
-    assert last["detail"]["value"] == [125, 200]
+    assert last["detail"]["value"] == [125, 140]
 
 
 def test_an_alert_past_its_due_date_escalates_one_level(conn: psycopg.Connection) -> None:
-    [alert_id] = apply(conn, [saturation()], T0).opened  # P3, due in 14 days
+    [alert_id] = apply(conn, [saturation()], T0).opened  # P2 (expected value 960), due in 14 d
     apply(conn, [saturation()], T0 + 13 * DAY)
-    assert get_alert(conn, alert_id)["priority"] == 3
+    assert get_alert(conn, alert_id)["priority"] == 2
     for day in (15, 16, 40):
         apply(conn, [saturation()], T0 + day * DAY)
-    assert get_alert(conn, alert_id)["priority"] == 2
+    assert get_alert(conn, alert_id)["priority"] == 1
     assert [h["action"] for h in alert_history(conn, alert_id)] == ["opened", "updated"]
 
 
@@ -345,9 +346,9 @@ def test_snooze_holds_messages_then_reminds(conn: psycopg.Connection, smtp: Smtp
     deliver_due(conn, transport, now=until + HOUR)
     subjects = [m["Subject"] for m in smtp.messages]
     assert subjects == [
-        "[basewatch] P3 capacity_saturation: Acme Air / asset-7",
-        "[basewatch] P3 capacity_saturation: Brio Foods / asset-7",
-        "[basewatch] P3 capacity_saturation: Acme Air / asset-7 (reminder)",
+        "[basewatch] P2 capacity_saturation: Acme Air / asset-7",
+        "[basewatch] P2 capacity_saturation: Brio Foods / asset-7",
+        "[basewatch] P2 capacity_saturation: Acme Air / asset-7 (reminder)",
     ]
     history = alert_history(conn, held_back)
     snoozed = next(h for h in history if h["action"] == "snoozed")
@@ -488,8 +489,9 @@ def test_list_alerts_filters_and_is_json_ready(conn: psycopg.Connection) -> None
 def test_daily_digest_once_per_csm_and_day(conn: psycopg.Connection) -> None:
     apply(conn, [saturation(), saturation("acct-2"), saturation("acct-3")], T0)
     before = count(conn, "outbox")
-    assert enqueue_digests(conn, now=T0 + HOUR, currency="CHF") == 2  # csm-c has no email
-    assert enqueue_digests(conn, now=T0 + 2 * HOUR, currency="CHF") == 0
+    daily = {"currency": "CHF", "period": "day"}
+    assert enqueue_digests(conn, now=T0 + HOUR, **daily) == 2  # csm-c has no email
+    assert enqueue_digests(conn, now=T0 + 2 * HOUR, **daily) == 0
     rows = conn.execute(
         "SELECT dedup_key, recipient, subject, body FROM outbox WHERE dedup_key LIKE 'digest:%'"
         " ORDER BY dedup_key"
