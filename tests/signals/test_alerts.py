@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from basewatch.alerts_commands import register
 from basewatch.commands import Commands
@@ -35,9 +36,13 @@ from signals.alerts import (
     resolve,
     snooze,
 )
+from signals.catalogue import PriceBook
 from signals.delivery import SmtpTransport, deliver_due
 from signals.digest import enqueue_digests
-from signals.findings import Finding
+from signals.findings import Finding, merge_components
+from signals.scoring import score
+from signals.wear_findings import wear_findings
+from tests.fix_db import needs_rollup_tables
 from tests.fix_smtp import SmtpServer, running_smtp_server
 
 T0 = dt.datetime(2025, 6, 2, 10, 0, tzinfo=dt.UTC)
@@ -489,9 +494,10 @@ def test_list_alerts_filters_and_is_json_ready(conn: psycopg.Connection) -> None
 def test_daily_digest_once_per_csm_and_day(conn: psycopg.Connection) -> None:
     apply(conn, [saturation(), saturation("acct-2"), saturation("acct-3")], T0)
     before = count(conn, "outbox")
-    daily = {"currency": "CHF", "period": "day"}
-    assert enqueue_digests(conn, now=T0 + HOUR, **daily) == 2  # csm-c has no email
-    assert enqueue_digests(conn, now=T0 + 2 * HOUR, **daily) == 0
+    assert (
+        enqueue_digests(conn, now=T0 + HOUR, currency="CHF", period="day") == 2
+    )  # csm-c: no email
+    assert enqueue_digests(conn, now=T0 + 2 * HOUR, currency="CHF", period="day") == 0
     rows = conn.execute(
         "SELECT dedup_key, recipient, subject, body FROM outbox WHERE dedup_key LIKE 'digest:%'"
         " ORDER BY dedup_key"
@@ -614,3 +620,141 @@ def test_alerts_list_says_how_many_it_left_out_and_money_carries_its_currency(
     assert args.handler(settings, args) == 0
     out, err = capsys.readouterr()
     assert (out.count("#"), err) == (3, "")
+
+
+# -- one alert per asset and promise ----------------------------------------------------------
+
+
+def component(
+    name: str, hours_left: float, score: float, horizon: int, kind: str = "component_due"
+) -> Finding:
+    return Finding(
+        "acct-1", kind, f"asset-7/{name}", score, Decimal(120), horizon,
+        (f"{name} of asset-7: about {hours_left:,.0f} running hours left",),
+        {"hours_left": hours_left}, overdue=hours_left < 0,
+    )  # fmt: skip
+
+
+def test_component_findings_of_one_asset_merge_into_one_finding() -> None:
+    other_asset = Finding(
+        "acct-1", "component_due", "asset-8/bearing", 0.4, Decimal(120), 20, ("b",)
+    )
+    account = saturation()
+    found = merge_components(
+        [
+            account,
+            component("oil_filter", 200, 0.5, 10),
+            other_asset,
+            component("separator", -30, 0.9, 1),
+            component("separator", -10, 0.3, 1),  # the same subject twice: the stronger kept
+            component("bearing", 400, 0.3, 25, kind="third_party_parts"),  # another promise
+        ]
+    )
+    assert [(f.kind, f.subject) for f in found] == [
+        ("capacity_saturation", "asset-7"),  # not a component subject: untouched
+        ("component_due", "asset-7"),  # in the place of its group's first finding
+        ("component_due", "asset-8"),
+        ("third_party_parts", "asset-7"),
+    ]
+    assert found[0] is account
+    merged = found[1]
+    assert (merged.score, merged.value, merged.horizon_days, merged.overdue) == (
+        0.9,  # the largest score
+        Decimal(240),  # the sum of the values
+        1,  # the shortest horizon: the earliest due date
+        True,
+    )
+    assert merged.expected_value == Decimal("216.00")
+    assert merged.reasons == (
+        "2 components of asset-7: separator, oil_filter (soonest first)",
+        "separator of asset-7: about -30 running hours left",
+        "oil_filter of asset-7: about 200 running hours left",
+    )
+    assert merged.figures == {
+        "components": 2.0,
+        "separator.hours_left": -30,
+        "oil_filter.hours_left": 200,
+    }
+    assert found[2].reasons == ("1 component of asset-8: bearing", "b")
+    assert merge_components([account]) == [account]
+
+
+def test_an_asset_level_finding_joins_the_components_of_its_asset() -> None:
+    """A finding about the asset as a whole of the same kind is one more entry of its alert
+    (the classifier's asset-level component_due, before it has a kind of its own)."""
+    whole = Finding(
+        "acct-1", "component_due", "asset-7", 0.6, Decimal(120), 3, ("fails in 72 h",),
+        {"probability": 0.6},
+    )  # fmt: skip
+    [merged] = merge_components([whole, component("oil_filter", 200, 0.5, 10)])
+    assert merged.subject == "asset-7"
+    assert merged.reasons[0] == (
+        "1 component of asset-7: the asset as a whole, oil_filter (soonest first)"
+    )
+    assert merged.figures == {"components": 1.0, "probability": 0.6, "oil_filter.hours_left": 200}
+    assert merge_components([whole]) == [whole]  # no component: nothing to merge
+
+
+def test_merged_component_findings_are_one_alert_and_one_message(
+    conn: psycopg.Connection,
+) -> None:
+    findings = [component("oil_filter", 200, 0.5, 10), component("separator", 50, 0.8, 3)]
+    result = apply(conn, merge_components(findings), T0)
+    [alert_id] = result.opened
+    alert = get_alert(conn, alert_id)
+    assert (alert["subject"], alert["value"], alert["horizon_days"]) == ("asset-7", "240.00", 3)
+    assert alert["reasons"][0] == "2 components of asset-7: separator, oil_filter (soonest first)"
+    assert result.messages == 1  # one email to csm-a, not one per component
+    # a third component joins the same alert: an update, no new alert or message
+    more = [*findings, component("bearing", 300, 0.4, 12)]
+    again = apply(conn, merge_components(more), T0 + HOUR)
+    assert (again.opened, again.updated, again.messages) == ((), 1, 0)
+    assert get_alert(conn, alert_id)["figures"]["components"] == 3
+
+
+def test_stored_per_component_alerts_expire_once_their_condition_clears(
+    conn: psycopg.Connection,
+) -> None:
+    """Alerts opened before the merge keep their asset/component subject; no finding carries
+    it any more, so they expire after clear_after while the asset's alert carries on."""
+    findings = [component("oil_filter", 200, 0.5, 10), component("separator", 50, 0.8, 3)]
+    old = apply(conn, findings, T0).opened  # as stored before the merge
+    assert len(old) == 2
+    [merged] = apply(conn, merge_components(findings), T0 + HOUR).opened
+    apply(conn, merge_components(findings), T0 + 47 * HOUR)
+    assert {get_alert(conn, i)["status"] for i in old} == {"open"}  # not yet 48 h clear
+    result = apply(conn, merge_components(findings), T0 + 50 * HOUR)
+    assert result.expired == 2
+    assert {get_alert(conn, i)["status"] for i in old} == {"expired"}
+    assert get_alert(conn, merged)["status"] == "open"
+
+
+def test_the_scoring_pass_merges_the_components_of_an_asset(db_url: str) -> None:
+    """Two catalogued components of one machine both due: one component_due finding, subject
+    the asset, from ``signals.scoring.score`` (which the backtest's replay calls too)."""
+    as_of = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    with psycopg.connect(db_url) as conn:
+        needs_rollup_tables(conn)
+        conn.execute("INSERT INTO accounts (account_id, name) VALUES ('acc-m', 'Merge')")
+        conn.execute("INSERT INTO assets (asset_id, account_id) VALUES ('m-1', 'acc-m')")
+        # 20 running hours a day, 9,980 h on the counter at the end: 220 h and 480 h left
+        conn.execute(
+            "INSERT INTO components (asset_id, kind, rated_life_hours,"
+            " installed_at_running_hours) VALUES ('m-1', 'inlet_valve', 1500, 8700),"
+            " ('m-1', 'motor_bearing', 1000, 9460)"
+        )
+        for day in range(70, 0, -1):
+            hours = 10_000.0 - day * 20.0
+            conn.execute(
+                "INSERT INTO rollup_daily (asset_id, bucket, samples, stats)"
+                " VALUES ('m-1', %s, 24, %s)",
+                (as_of - day * DAY, Jsonb({"running_hours": [hours, hours, hours, hours, 1]})),
+            )
+        wear = [f for f in wear_findings(conn, as_of, PriceBook()) if f.kind == "component_due"]
+        assert sorted(f.subject for f in wear) == ["m-1/inlet_valve", "m-1/motor_bearing"]
+        scored = [f for f in score(conn, as_of, PriceBook(), models={}) if f.account_id == "acc-m"]
+        conn.rollback()
+    [merged] = [f for f in scored if f.kind == "component_due"]
+    assert merged.subject == "m-1"
+    assert merged.value == 2 * PriceBook().component_service
+    assert merged.reasons[0] == "2 components of m-1: inlet_valve, motor_bearing (soonest first)"
