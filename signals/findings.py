@@ -32,7 +32,7 @@ rule with an ``asset/component`` subject get no finding any more: they expire on
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from signals.kinds import Family, SignalKind, family_of
@@ -111,7 +111,7 @@ def merge_components(findings: Iterable[Finding]) -> list[Finding]:
 
 
 def _merged(key: tuple[str, str, str], entries: list[Finding]) -> Finding:
-    account_id, kind, asset = key
+    asset = key[2]
     entries.sort(key=lambda f: (f.horizon_days, -f.score, f.subject))
     names = [
         f.subject.split("/", 1)[1] if "/" in f.subject else "the asset as a whole" for f in entries
@@ -126,14 +126,14 @@ def _merged(key: tuple[str, str, str], entries: list[Finding]) -> Finding:
     for name, f in zip(names, entries, strict=True):
         prefix = "" if "/" not in f.subject else name + "."
         figures.update({prefix + k: v for k, v in f.figures.items()})
-    return Finding(
-        account_id,
-        kind,
-        asset,
-        max(f.score for f in entries),
-        sum((f.value for f in entries), Decimal(0)),
-        min(f.horizon_days for f in entries),
-        (head, *(r for f in entries for r in f.reasons)),
-        figures,
+    # a copy of an entry (its account and kind), so every kind stays one its detector names
+    return replace(
+        entries[0],
+        subject=asset,
+        score=max(f.score for f in entries),
+        value=sum((f.value for f in entries), Decimal(0)),
+        horizon_days=min(f.horizon_days for f in entries),
+        reasons=(head, *(r for f in entries for r in f.reasons)),
+        figures=figures,
         overdue=any(f.overdue for f in entries),
     )
