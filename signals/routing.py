@@ -30,9 +30,10 @@ its JSON.
 
 The measured precision is the backtest's (``signals.backtest``): :func:`record_precision`
 stores one row per kind of a :class:`~signals.backtest.BacktestResult` in ``kind_precision``
-and :func:`latest_precision` reads the latest row per kind. :class:`Budget` and :func:`route`
-are pure, so the backtest's in-memory replay can count the immediate and digest alerts per
-CSM and week with the same rules.
+and :func:`latest_precision` reads the latest row per kind. :class:`Budget`, :func:`route`,
+:func:`route_in_order` and :func:`delivery_load` are pure, so the backtest's in-memory replay
+can route its raised alerts with the same rules (``route_in_order``: pass by pass, one rolling
+budget) and count the immediate and digest alerts per CSM (``delivery_load``).
 """
 
 from __future__ import annotations
@@ -145,6 +146,41 @@ def route(
                 f"{budget.used(c.owner, now)} of {budget.weekly} in 7 days",
             )
     return routes
+
+
+def route_in_order(
+    raised: Iterable[tuple[dt.datetime, Candidate]], routing: Routing
+) -> dict[int, Route]:
+    """Pure: route alerts raised over time (a replay's, each with its raise time) pass by pass
+    in time order, as the lifecycle would, with one rolling budget per CSM; by key."""
+    passes: dict[dt.datetime, list[Candidate]] = defaultdict(list)
+    for at, candidate in raised:
+        passes[at].append(candidate)
+    budget = Budget(routing.weekly_budget)
+    routes: dict[int, Route] = {}
+    for at in sorted(passes):
+        routes.update(route(passes[at], routing, budget, at))
+    return routes
+
+
+def delivery_load(
+    raised: Iterable[tuple[dt.datetime, Candidate]], routes: Mapping[int, Route]
+) -> dict[str, dict[str, int]]:
+    """Pure: per CSM (``(no CSM)`` for none), how many of the alerts were immediate and how
+    many held for the digest, and the most immediate ones in any 7 days (``max_7_days``)."""
+    load: dict[str, dict[str, int]] = defaultdict(
+        lambda: {IMMEDIATE: 0, DIGEST: 0, "max_7_days": 0}
+    )
+    times: dict[str, list[dt.datetime]] = defaultdict(list)
+    for at, c in raised:
+        owner = c.owner or "(no CSM)"
+        load[owner][routes[c.key].delivery] += 1
+        if routes[c.key].delivery == IMMEDIATE:
+            times[owner].append(at)
+    for owner, sent in times.items():
+        sent.sort()
+        load[owner]["max_7_days"] = max(sum(t <= u < t + BUDGET_WINDOW for u in sent) for t in sent)
+    return {owner: load[owner] for owner in sorted(load)}
 
 
 # -- measured precision -----------------------------------------------------------------------

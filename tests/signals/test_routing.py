@@ -27,10 +27,12 @@ from signals.routing import (
     Budget,
     Candidate,
     Routing,
+    delivery_load,
     latest_precision,
     load_routing,
     record_precision,
     route,
+    route_in_order,
 )
 from tests.signals.test_alerts import REGISTRY
 
@@ -121,6 +123,30 @@ def test_route_gate_budget_and_order_by_hand() -> None:
     assert budget.used("csm-x", T0) == 2
     assert budget.used("csm-x", T0 + 6 * DAY) == 1  # the one 6 days before T0 has left
     assert budget.used("csm-x", T0 + 7 * DAY) == 0
+
+
+def test_a_replay_is_routed_pass_by_pass_with_a_rolling_budget() -> None:
+    """What the backtest's replay calls to count immediate and digest alerts per CSM."""
+    routing = Routing({"a": 0.9, "b": 0.1}, weekly_budget=2)
+    raised = [
+        (T0 + 3 * DAY, Candidate(1, "a", "x", Decimal(10))),
+        (T0, Candidate(2, "a", "x", Decimal(10))),
+        (T0, Candidate(3, "a", "x", Decimal(50))),  # same pass as #2, larger: first
+        (T0 + 3 * DAY, Candidate(4, "b", "x", Decimal(10))),
+        (T0 + 7 * DAY, Candidate(5, "a", "x", Decimal(10))),  # the budget is free again
+        (T0 + 8 * DAY, Candidate(6, "a", "x", Decimal(10))),
+        (T0 + 8 * DAY, Candidate(7, "a", None, Decimal(10))),
+    ]
+    routes = route_in_order(raised, routing)
+    immediate = sorted(k for k, r in routes.items() if r.delivery == IMMEDIATE)
+    assert immediate == [2, 3, 5, 6, 7]
+    assert delivery_load(raised, routes) == {
+        "(no CSM)": {IMMEDIATE: 1, DIGEST: 0, "max_7_days": 1},
+        "x": {IMMEDIATE: 4, DIGEST: 2, "max_7_days": 2},
+    }
+    # without the budget, the three of x's first 7 days would have been immediate
+    loose = route_in_order(raised, Routing({"a": 0.9, "b": 0.1}, weekly_budget=10))
+    assert delivery_load(raised, loose)["x"]["max_7_days"] == 3
 
 
 # -- the gate in the lifecycle ----------------------------------------------------------------
