@@ -416,15 +416,26 @@ def _route(
     return route(candidates, routing, Budget(routing.weekly_budget, sent), now)
 
 
+# the decision is kept on the alert and in its "opened" history entry
+_STORE_ROUTES = """
+WITH r AS (
+    SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS r(alert_id, delivery, reason)
+), stored AS (
+    UPDATE alerts a SET delivery = r.delivery, delivery_reason = r.reason
+    FROM r WHERE a.alert_id = r.alert_id
+)
+UPDATE alert_history h
+SET detail = h.detail || jsonb_build_object('delivery', r.delivery, 'delivery_reason', r.reason)
+FROM r WHERE h.alert_id = r.alert_id AND h.action = 'opened'
+"""
+
+
 def _store_routes(conn: psycopg.Connection[TupleRow], routes: Mapping[int, Route]) -> None:
     if not routes:
         return
     ids = sorted(routes)
     conn.execute(
-        "UPDATE alerts a SET delivery = r.delivery, delivery_reason = r.reason"
-        " FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS r(alert_id, delivery, reason)"
-        " WHERE a.alert_id = r.alert_id",
-        (ids, [routes[i].delivery for i in ids], [routes[i].reason for i in ids]),
+        _STORE_ROUTES, (ids, [routes[i].delivery for i in ids], [routes[i].reason for i in ids])
     )
 
 

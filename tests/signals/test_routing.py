@@ -17,7 +17,14 @@ from basewatch.alerts_commands import register as register_alerts
 from basewatch.commands import Commands
 from basewatch.signals_commands import register as register_signals
 from core.settings import Settings
-from signals.alerts import ApplyResult, apply_findings, get_alert, list_alerts, snooze
+from signals.alerts import (
+    ApplyResult,
+    alert_history,
+    apply_findings,
+    get_alert,
+    list_alerts,
+    snooze,
+)
 from signals.backtest import BacktestResult, KindResult
 from signals.digest import enqueue_digests, period_key
 from signals.findings import Finding
@@ -206,6 +213,9 @@ def test_the_budget_cuts_the_third_immediate_alert_of_a_csm_in_a_week(
     assert delivery["600.00"]["delivery"] == IMMEDIATE
     assert delivery["300.00"]["delivery"] == DIGEST
     assert "weekly budget used" in delivery["300.00"]["delivery_reason"]
+    [opened] = alert_history(conn, delivery["300.00"]["alert_id"])
+    assert opened["detail"]["delivery"] == DIGEST
+    assert opened["detail"]["delivery_reason"] == delivery["300.00"]["delivery_reason"]
     assert sorted(opened_messages(conn)) == sorted(
         [delivery["900.00"]["alert_id"], delivery["600.00"]["alert_id"]]
     )
