@@ -30,7 +30,8 @@ nrr_report      the 1st of each month  ``monthly_report``: incremental ledger re
 ==============  =====================  =========================================================
 
 Scoring uses ``BASEWATCH_ALERT_CLEAR_HOURS``, ``BASEWATCH_ALERT_COOLDOWN_DAYS``,
-``BASEWATCH_PRICE_BOOK`` and ``BASEWATCH_RENEWAL_WINDOW_DAYS``. Tests pass their own
+``BASEWATCH_ALERT_MIN_PRECISION``, ``BASEWATCH_ALERT_WEEKLY_BUDGET``, ``BASEWATCH_PRICE_BOOK``
+and ``BASEWATCH_RENEWAL_WINDOW_DAYS``. Tests pass their own
 :class:`Job` list.
 
 **One active scheduler.** A replica takes a PostgreSQL session advisory lock
