@@ -24,7 +24,7 @@ CREATE TABLE kind_precision (
     alerts           integer     NOT NULL CHECK (alerts >= 0),
     true_alerts      integer     CHECK (true_alerts >= 0),
     precision        double precision CHECK (precision >= 0 AND precision <= 1),
-    chance_precision double precision CHECK (chance_precision >= 0 AND chance_precision <= 1),
+    chance_precision double precision CHECK (chance_precision >= 0),
     truth            text        NOT NULL DEFAULT '',
     PRIMARY KEY (kind, measured_at),
     CHECK (period_to > period_from)
