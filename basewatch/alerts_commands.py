@@ -49,12 +49,15 @@ def _line(alert: dict[str, Any], currency: str) -> str:
         f"#{alert['alert_id']} P{alert['priority']} {state:<14} {alert['kind']:<20} {where}  "
         f"EV {money(alert['expected_value'], currency)}/month  due {alert['due_at'][:10]}"
         f"{' (overdue)' if overdue else ''}  owner {alert['owner_csm_id'] or '-'}"
+        f"  delivery {alert['delivery']}"
     )
 
 
 def _describe(alert: dict[str, Any], currency: str) -> str:
     lines = [_line(alert, currency)]
     lines += [f"    {r}" for r in alert["reasons"]]
+    if alert["delivery_reason"]:
+        lines.append(f"    delivery: {alert['delivery_reason']}")
     return "\n".join(lines)
 
 

@@ -11,12 +11,16 @@ function            what
 refresh_rollups     ``signals.rollups.refresh_rollups`` on plain PostgreSQL, in committed
                     steps that ``stop`` can end (TimescaleDB: its policies refresh the
                     continuous aggregates, nothing to do)
-score               ``signals.scoring.score_now`` with ``BASEWATCH_ALERT_CLEAR_HOURS`` and
-                    ``BASEWATCH_ALERT_COOLDOWN_DAYS``
+score               ``signals.scoring.score_now`` with ``BASEWATCH_ALERT_CLEAR_HOURS``,
+                    ``BASEWATCH_ALERT_COOLDOWN_DAYS`` and the delivery gate
+                    (``BASEWATCH_ALERT_MIN_PRECISION``, ``BASEWATCH_ALERT_WEEKLY_BUDGET``,
+                    the stored measured precision: ``signals.routing``)
 retrain             ``signals.scoring.retrain_models`` (stored models)
 deliver_alerts      ``signals.delivery.deliver_due`` with the delivery settings (also
                     ``basewatch alerts deliver``)
-digest              ``signals.digest.enqueue_digests``
+digest              ``signals.digest.enqueue_digests``: weekly (``daily`` with
+                    ``BASEWATCH_ALERT_DIGEST_DAY=daily``), to CSMs with held alerts, and to
+                    every CSM with active alerts when ``BASEWATCH_ALERT_DIGEST`` is on
 delete_expired      ``ingest.retention.delete_expired`` on plain PostgreSQL (TimescaleDB has a
                     retention policy)
 monthly_report      incremental ledger rebuild, the previous month's report under
@@ -186,6 +190,8 @@ def score(
         clear_after=dt.timedelta(hours=settings.alert_clear_hours),
         cooldown=dt.timedelta(days=settings.alert_cooldown_days),
         prices=prices,
+        min_precision=settings.alert_min_precision,
+        weekly_budget=settings.alert_weekly_budget,
     )
 
 
@@ -218,11 +224,19 @@ def deliver_alerts(
 
 
 def digest(conn: psycopg.Connection[TupleRow], settings: Settings, now: dt.datetime) -> int:
-    """Enqueue today's digest for every CSM with active alerts."""
+    """Enqueue this period's digest (``BASEWATCH_ALERT_DIGEST_DAY``: a weekday for the weekly
+    digest, ``daily``) for every CSM with held alerts, and with ``BASEWATCH_ALERT_DIGEST`` for
+    every CSM with active alerts."""
     from basewatch.currency import reporting_currency
     from signals.digest import enqueue_digests
 
-    return enqueue_digests(conn, now=now, currency=reporting_currency(settings))
+    return enqueue_digests(
+        conn,
+        now=now,
+        currency=reporting_currency(settings),
+        period="day" if settings.alert_digest_day == "daily" else "week",
+        everyone=settings.alert_digest,
+    )
 
 
 # -- ingest's job ---------------------------------------------------------------------------------

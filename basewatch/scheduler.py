@@ -14,8 +14,11 @@ rollups         every 15 min, at start ``refresh_rollups``: plain PostgreSQL, in
 score           hourly at :05          ``score``: scores and applies the findings
                                        (``signals.alerts.apply_findings``)
 deliver         every minute, at start ``deliver_alerts``
-digest          daily at the digest    ``digest`` (when ``BASEWATCH_ALERT_DIGEST`` is on)
-                hour
+digest          weekly on              ``digest``: always scheduled, so that alerts held for
+                ``BASEWATCH_ALERT_     the digest reach their CSM; to every CSM with active
+                DIGEST_DAY`` (monday;  alerts when ``BASEWATCH_ALERT_DIGEST`` is on
+                ``daily``: every day)
+                at the digest hour
 retrain         nightly at 02:30       ``retrain`` (stored models)
 retention       daily at 03:15         ``delete_expired`` on plain PostgreSQL when
                                        ``BASEWATCH_RETENTION_DAYS`` > 0 (TimescaleDB has a policy)
@@ -27,7 +30,8 @@ nrr_report      the 1st of each month  ``monthly_report``: incremental ledger re
 ==============  =====================  =========================================================
 
 Scoring uses ``BASEWATCH_ALERT_CLEAR_HOURS``, ``BASEWATCH_ALERT_COOLDOWN_DAYS``,
-``BASEWATCH_PRICE_BOOK`` and ``BASEWATCH_RENEWAL_WINDOW_DAYS``. Tests pass their own
+``BASEWATCH_ALERT_MIN_PRECISION``, ``BASEWATCH_ALERT_WEEKLY_BUDGET``, ``BASEWATCH_PRICE_BOOK``
+and ``BASEWATCH_RENEWAL_WINDOW_DAYS``. Tests pass their own
 :class:`Job` list.
 
 **One active scheduler.** A replica takes a PostgreSQL session advisory lock
@@ -256,6 +260,17 @@ def _when(at: dt.datetime | None) -> str:
 # -- the production jobs ----------------------------------------------------------------------
 
 
+def digest_trigger(settings: Settings) -> CronTrigger:
+    """The digest's time: ``BASEWATCH_ALERT_DIGEST_HOUR`` UTC on ``BASEWATCH_ALERT_DIGEST_DAY``
+    (a weekday, or every day for ``daily``)."""
+    day = settings.alert_digest_day
+    if day == "daily":
+        return CronTrigger(hour=settings.alert_digest_hour, minute=0, timezone=dt.UTC)
+    return CronTrigger(
+        day_of_week=day[:3], hour=settings.alert_digest_hour, minute=0, timezone=dt.UTC
+    )
+
+
 def default_jobs(settings: Settings, stopping: threading.Event | None = None) -> list[Job]:
     """The production job list (see the module docstring): the functions of
     ``basewatch.jobs`` with the settings bound. ``stopping`` (set on SIGTERM) ends a long
@@ -288,10 +303,7 @@ def default_jobs(settings: Settings, stopping: threading.Event | None = None) ->
         Job("score", score, CronTrigger(minute=5)),
         Job("retrain", jobs.retrain, CronTrigger(hour=2, minute=30)),
     ]
-    if settings.alert_digest:
-        scheduled.append(
-            Job("digest", digest, CronTrigger(hour=settings.alert_digest_hour, minute=0))
-        )
+    scheduled.append(Job("digest", digest, digest_trigger(settings)))
     if settings.retention_days > 0:
         scheduled.append(Job("retention", retention, CronTrigger(hour=3, minute=15)))
     scheduled.append(

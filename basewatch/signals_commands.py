@@ -53,6 +53,7 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.wiring import signal_prices
     from signals.backtest import format_table, run_backtest
     from signals.rollups import refresh_rollups
+    from signals.routing import record_precision
     from simulator.truth import load_truth
 
     prices = signal_prices(settings)
@@ -87,6 +88,8 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
             progress=progress,
             labelled=load_truth(conn),
         )
+        if not args.no_record:  # the precision gate of the alerts reads it (signals.routing)
+            record_precision(conn, result, dt.datetime.now(dt.UTC))
     if args.alerts_csv is not None:
         write_alerts_csv(args.alerts_csv, [a.as_dict() for a in result.alerts])
     emit(args, result.as_dict(), lambda: format_table(result))
@@ -169,5 +172,11 @@ def register(commands: Commands) -> None:
         "--no-refresh",
         action="store_true",
         help="do not bring the rollups up to date with telemetry first",
+    )
+    bt.add_argument(
+        "--no-record",
+        action="store_true",
+        help="do not store the measured precision per kind (which decides whose alerts are "
+        "sent at once, BASEWATCH_ALERT_MIN_PRECISION)",
     )
     bt.set_defaults(validate=_check_backtest)

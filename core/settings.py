@@ -31,6 +31,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _EMAIL = re.compile(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+")
 _ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # core.roles.ROLE_NAME
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
 def _parse_bool(name: str, raw: str) -> bool:
@@ -149,8 +150,13 @@ class Settings:
     alert_max_attempts: int = _setting(8, minimum=1, maximum=100)
     # unsent alert emails older than this are given up (0: never); see signals.delivery
     alert_email_max_age_hours: int = _setting(72, minimum=0, maximum=24 * 3650)
+    # off: the digest goes only to CSMs with alerts held for it; on: to every CSM with alerts
     alert_digest: bool = False
     alert_digest_hour: int = _setting(7, minimum=0, maximum=23)
+    alert_digest_day: str = _setting("monday", choices=(*WEEKDAYS, "daily"))
+    # an alert of a kind whose measured precision is below this goes to the digest
+    alert_min_precision: float = _setting(0.5, minimum=0, maximum=1)
+    alert_weekly_budget: int = _setting(2, minimum=0, maximum=1000)  # immediate alerts per CSM
     renewal_window_days: int = _setting(90, minimum=1, maximum=3650)
     price_book: str = ""  # overrides of signals' price book: "name=value,..." (see the README)
     api_host: str = "127.0.0.1"  # `basewatch api` listens here (0.0.0.0: every interface)
@@ -299,6 +305,8 @@ def _convert(spec: dataclasses.Field[Any], name: str, raw: str) -> Any:
     default = spec.default
     if isinstance(default, bool):
         return _parse_bool(name, raw)
+    if isinstance(default, float):
+        return _parse_float(name, raw, meta.get("minimum", 0), meta.get("maximum", 2**31 - 1))
     if isinstance(default, int):
         return _parse_int(name, raw, meta.get("minimum", 0), meta.get("maximum", 2**31 - 1))
     value = raw.strip()
@@ -309,6 +317,16 @@ def _convert(spec: dataclasses.Field[Any], name: str, raw: str) -> Any:
             raise ConfigError(name, f"must be one of {', '.join(choices)}, got {raw!r}")
         return normalised
     return _parse_str(name, value)
+
+
+def _parse_float(name: str, raw: str, minimum: float, maximum: float) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(name, f"must be a number, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(name, f"must be between {minimum} and {maximum}, got {raw!r}")
+    return value
 
 
 def _parse_str(name: str, value: str) -> str:

@@ -23,14 +23,23 @@ messages were held back by the snooze and are still to be sent (they go out then
 
 Rules (units: money per month in the reporting currency, horizon in days):
 
-- ``priority`` 1 (most urgent) .. 5 = 5 − points, with 2 points for an expected value of at
-  least 1,000, 1 point from 250; 2 points for a horizon of at most 7 days, 1 point up to 30;
+- ``priority`` 1 (most urgent) .. 5 **from the expected value** (score × value, the money the
+  alert is worth per month): 1 from 1,000, 2 from 400, 3 from 150, 4 from 50, 5 below
+  (:data:`PRIORITY_BANDS`). The horizon does not set the priority: how soon to act is the due
+  date's job, and a near but small matter should not outrank a large one;
 - **escalation once overdue**: one level more urgent (at least 1) when the finding itself is
   overdue (``Finding.overdue``: a component already past its limit) or the alert's due date
   has passed while its condition still holds. One level, not one per pass: an overdue alert
   stays at its escalated priority;
 - ``due_at`` = now + the horizon, clamped to [1, 14] days: at least a day to react, and never
   more than two weeks so that a far horizon still gets looked at.
+
+Delivery: an alert opens whatever happens to its messages; ``routing`` (``signals.routing``:
+the precision gate and the CSM's weekly budget) decides whether its email and webhook are
+enqueued at once (``delivery`` = ``immediate``) or it is held for the weekly digest
+(``digest``, ``signals.digest``), and the alert keeps the reason (``delivery_reason``). Without
+``routing`` (a caller that applies no gate) every alert is immediate. A held alert gets no
+reminder when a snooze ends: it comes back in the next digest instead.
 
 History: the CSM's actions, the opening and the expiry always write an ``alert_history`` row
 (who, when, what). A scoring pass that updates an alert writes one (action ``updated``, with
@@ -62,6 +71,7 @@ from core.errors import InputError, NotFound
 from signals.catalogue import money
 from signals.delivery import OutboxMessage, enqueue
 from signals.findings import Finding
+from signals.routing import BUDGET_WINDOW, IMMEDIATE, Budget, Candidate, Route, Routing, route
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +86,8 @@ CLEAR_AFTER = dt.timedelta(hours=48)
 COOLDOWN = dt.timedelta(days=7)
 MATERIAL_VALUE_CHANGE = 0.10  # share of the former value that makes a change worth recording
 DUE_MOVE = dt.timedelta(days=1)  # a due date that moves by more than this is recorded
+# (least expected value per month, priority): the first band the expected value reaches
+PRIORITY_BANDS = ((Decimal(1000), 1), (Decimal(400), 2), (Decimal(150), 3), (Decimal(50), 4))
 
 
 class AlertStateError(InputError):
@@ -101,18 +113,17 @@ class ApplyResult:
     cooldown: int  # findings not opened because their key closed within the cooldown
     reminded: int  # snoozed alerts whose snooze ended and that were re-sent
     messages: int  # outbox rows enqueued
+    held: tuple[int, ...] = ()  # opened alerts held for the digest (ids)
 
 
 # -- pure rules -------------------------------------------------------------------------------
 
 
-def priority_for(expected_value: Decimal, horizon_days: int, overdue: bool = False) -> int:
-    """1 (most urgent) .. 5 from the expected value per month and the horizon in days; one
+def priority_for(expected_value: Decimal, overdue: bool = False) -> int:
+    """1 (most urgent) .. 5 from the expected value per month (:data:`PRIORITY_BANDS`); one
     level more urgent (at least 1) when ``overdue``."""
-    points = 0
-    points += 2 if expected_value >= 1000 else 1 if expected_value >= 250 else 0
-    points += 2 if horizon_days <= 7 else 1 if horizon_days <= 30 else 0
-    return max(1, 5 - points - (1 if overdue else 0))
+    level = next((p for least, p in PRIORITY_BANDS if expected_value >= least), 5)
+    return max(1, level - (1 if overdue else 0))
 
 
 def due_for(now: dt.datetime, horizon_days: int) -> dt.datetime:
@@ -250,6 +261,7 @@ SELECT count(*) FROM expired
 # a reminder only when no message of the alert is pending or went out after the snooze ended
 _REMIND = """
 SELECT e.alert_id FROM unnest(%s::bigint[], %s::timestamptz[]) AS e(alert_id, until)
+JOIN alerts a ON a.alert_id = e.alert_id AND a.delivery = 'immediate'
 WHERE NOT EXISTS (
     SELECT 1 FROM outbox o
     WHERE o.alert_id = e.alert_id
@@ -267,14 +279,16 @@ def apply_findings(
     clear_after: dt.timedelta = CLEAR_AFTER,
     cooldown: dt.timedelta = COOLDOWN,
     currency: str,
+    routing: Routing | None = None,
 ) -> ApplyResult:
     """Turn one scoring pass's findings into alert changes and messages, in one transaction.
 
     ``kinds_scored`` are the kinds this pass evaluated: only their alerts can expire.
     ``accounts_scored`` narrows expiry to those accounts (a pass over part of the fleet);
     None means every account. ``currency`` is the reporting currency the messages write
-    amounts in. Commits, unless the caller has a transaction open, in which
-    case the changes become part of it."""
+    amounts in. ``routing`` decides which opened alerts are sent at once and which are held
+    for the digest (``signals.routing``); None sends every one at once. Commits, unless the
+    caller has a transaction open, in which case the changes become part of it."""
     _check_aware(now)
     kept = strongest(findings)
     with conn.transaction():
@@ -315,8 +329,11 @@ def apply_findings(
         expired = int(row[0]) if row else 0
         ended = {int(r[0]): r[1] for r in updated_rows if r[1] is not None}
         reminded = _due_reminders(conn, ended)
+        routes = _route(conn, opened, routing, now)
+        _store_routes(conn, routes)
+        immediate = [i for i in opened if routes[i].delivery == IMMEDIATE]
         messages = enqueue(
-            conn, alert_messages(conn, dict.fromkeys(opened, "opened"), currency), now=now
+            conn, alert_messages(conn, dict.fromkeys(immediate, "opened"), currency), now=now
         )
         reminders = {i: "reminder:" + _stamp(ended[i]) for i in reminded}
         messages += enqueue(conn, alert_messages(conn, reminders, currency), now=now)
@@ -327,12 +344,14 @@ def apply_findings(
         cooldown=len(kept) - len(updated_rows) - len(opened),
         reminded=len(reminded),
         messages=messages,
+        held=tuple(i for i in opened if routes[i].delivery != IMMEDIATE),
     )
     log.info(
-        "alerts: %d findings -> %d opened, %d updated, %d expired, %d held by cooldown, "
-        "%d reminders; %d messages queued",
+        "alerts: %d findings -> %d opened (%d held for the digest), %d updated, %d expired, "
+        "%d held by cooldown, %d reminders; %d messages queued",
         len(kept),
         len(result.opened),
+        len(result.held),
         result.updated,
         result.expired,
         result.cooldown,
@@ -352,12 +371,71 @@ def _pass_row(f: Finding, now: dt.datetime) -> tuple[Any, ...]:
         f.score,
         f.value,
         expected,
-        priority_for(expected, f.horizon_days, f.overdue),
+        priority_for(expected, f.overdue),
         f.horizon_days,
         Jsonb(list(f.reasons)),
         Jsonb(_finite(f.figures)),
         due_for(now, f.horizon_days),
-        priority_for(expected, f.horizon_days, overdue=True),
+        priority_for(expected, overdue=True),
+    )
+
+
+_SENT = """
+SELECT owner_csm_id, opened_at FROM alerts
+WHERE delivery = 'immediate' AND owner_csm_id = ANY(%(owners)s::text[])
+  AND opened_at > %(since)s AND opened_at <= %(now)s AND NOT alert_id = ANY(%(opened)s::bigint[])
+"""
+
+
+def _route(
+    conn: psycopg.Connection[TupleRow],
+    opened: Sequence[int],
+    routing: Routing | None,
+    now: dt.datetime,
+) -> dict[int, Route]:
+    if not opened:
+        return {}
+    if routing is None:
+        return {i: Route(IMMEDIATE, "sent when it opened (no precision gate)") for i in opened}
+    candidates = [
+        Candidate(int(i), str(kind), owner, Decimal(ev))
+        for i, kind, owner, ev in conn.execute(
+            "SELECT alert_id, kind, owner_csm_id, expected_value FROM alerts"
+            " WHERE alert_id = ANY(%s)",
+            (list(opened),),
+        )
+    ]
+    sent: dict[str, list[dt.datetime]] = {}
+    owners = sorted({c.owner for c in candidates if c.owner is not None})
+    rows = conn.execute(
+        _SENT,
+        {"owners": owners, "since": now - BUDGET_WINDOW, "now": now, "opened": list(opened)},
+    )
+    for owner, opened_at in rows:
+        sent.setdefault(str(owner), []).append(opened_at)
+    return route(candidates, routing, Budget(routing.weekly_budget, sent), now)
+
+
+# the decision is kept on the alert and in its "opened" history entry
+_STORE_ROUTES = """
+WITH r AS (
+    SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS r(alert_id, delivery, reason)
+), stored AS (
+    UPDATE alerts a SET delivery = r.delivery, delivery_reason = r.reason
+    FROM r WHERE a.alert_id = r.alert_id
+)
+UPDATE alert_history h
+SET detail = h.detail || jsonb_build_object('delivery', r.delivery, 'delivery_reason', r.reason)
+FROM r WHERE h.alert_id = r.alert_id AND h.action = 'opened'
+"""
+
+
+def _store_routes(conn: psycopg.Connection[TupleRow], routes: Mapping[int, Route]) -> None:
+    if not routes:
+        return
+    ids = sorted(routes)
+    conn.execute(
+        _STORE_ROUTES, (ids, [routes[i].delivery for i in ids], [routes[i].reason for i in ids])
     )
 
 
@@ -382,7 +460,8 @@ SELECT a.alert_id, a.account_id, acc.name AS account_name, a.kind, a.family, a.s
        a.figures, a.owner_csm_id, c.name AS owner_name, a.opened_at, a.updated_at,
        a.last_seen_at, a.due_at, a.snoozed_until, a.snooze_reason, a.acknowledged_at,
        a.acknowledged_by, a.closed_at, a.closed_by, a.feedback, a.feedback_by, a.feedback_at,
-       a.note, c.email AS owner_email, c.webhook_url AS owner_webhook_url
+       a.note, a.delivery, a.delivery_reason, a.digested_at, c.email AS owner_email,
+       c.webhook_url AS owner_webhook_url
 FROM alerts a
 LEFT JOIN accounts acc ON acc.account_id = a.account_id
 LEFT JOIN csms c ON c.csm_id = a.owner_csm_id

@@ -1,9 +1,21 @@
-"""The daily digest (optional): one email per CSM listing that CSM's active alerts, most
-urgent first, in addition to the message each alert sent when it opened.
+"""The digest: one email per CSM, weekly by default, listing first the alerts held for it since
+the last digest (``delivery`` = ``digest``: their kind's precision is below the setting or
+unmeasured, or the CSM's weekly budget of immediate alerts was used; see ``signals.routing``),
+then the CSM's other active alerts, most urgent first.
+
+Held alerts must reach the CSM: a CSM with a held alert not yet listed always gets the digest.
+``everyone`` (``BASEWATCH_ALERT_DIGEST``) also sends it to every CSM with active alerts and
+nothing held, as the optional daily digest always did; without it a CSM whose alerts were all
+sent at once gets no digest. A held alert is listed in the "held" part of one digest (its
+``digested_at`` is set in the transaction that enqueues it); later digests list it with the
+other active alerts while it stays active. A held alert that expired or was resolved before
+the digest is not listed: its condition cleared, or the CSM found it anyway.
 
 Snoozed alerts are left out until their snooze ends. The ``dedup_key`` is
-``digest:<csm_id>:<day>`` (the UTC day of ``now``), so running the job twice on one day, or on
-two replicas, enqueues one digest.
+``digest:<csm_id>:<period>``, the period being the ISO week of ``now`` (``2025-W23``) for the
+weekly digest, or its UTC day (``2025-06-02``) for ``period="day"``, so running the job twice
+in one period, or on two replicas, enqueues one digest (and marks the held alerts of the
+first only).
 """
 
 from __future__ import annotations
@@ -23,24 +35,54 @@ from signals.delivery import OutboxMessage, enqueue
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 200  # alerts listed in one digest; the rest are counted
+PERIODS = ("week", "day")
 
 _RECIPIENTS = """
 SELECT c.csm_id, c.name, c.email FROM csms c
 WHERE coalesce(c.email, '') <> ''
   AND EXISTS (SELECT 1 FROM alerts a WHERE a.owner_csm_id = c.csm_id
               AND a.status IN ('open', 'acknowledged')
-              AND (a.snoozed_until IS NULL OR a.snoozed_until <= %(now)s))
+              AND (a.snoozed_until IS NULL OR a.snoozed_until <= %(now)s)
+              AND (%(everyone)s OR (a.delivery = 'digest' AND a.digested_at IS NULL)))
+  AND NOT EXISTS (SELECT 1 FROM outbox o
+                  WHERE o.dedup_key = 'digest:' || c.csm_id || ':' || %(period)s)
 ORDER BY c.csm_id
 """
 
 
-def enqueue_digests(conn: psycopg.Connection[TupleRow], *, now: dt.datetime, currency: str) -> int:
-    """Enqueue today's digest for every CSM with an email and active alerts; returns the
-    number of digests added (0 for those already enqueued today). Commits."""
+def period_key(now: dt.datetime, period: str = "week") -> str:
+    """The digest period of ``now`` (UTC): ``2025-W23`` (ISO week) or ``2025-06-02`` (day)."""
+    if period not in PERIODS:
+        raise ValueError(f"digest period must be one of {', '.join(PERIODS)}, got {period!r}")
     day = now.astimezone(dt.UTC).date()
+    if period == "day":
+        return day.isoformat()
+    year, week, _ = day.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def is_held(alert: dict[str, Any]) -> bool:
+    """Whether an alert (as ``list_alerts`` gives it) was held for a digest not yet sent."""
+    return alert["delivery"] == "digest" and alert["digested_at"] is None
+
+
+def enqueue_digests(
+    conn: psycopg.Connection[TupleRow],
+    *,
+    now: dt.datetime,
+    currency: str,
+    period: str = "week",
+    everyone: bool = True,
+) -> int:
+    """Enqueue this period's digest for every CSM with an email and held alerts (with
+    ``everyone``: any active alerts); returns the number of digests added (0 for those
+    already enqueued this period). Marks the held alerts listed. Commits."""
+    key = period_key(now, period)
     with conn.transaction():
-        recipients = conn.execute(_RECIPIENTS, {"now": now}).fetchall()
-        messages = []
+        recipients = conn.execute(
+            _RECIPIENTS, {"now": now, "everyone": everyone, "period": key}
+        ).fetchall()
+        messages, listed = [], []
         for csm_id, name, email in recipients:
             alerts = [
                 a
@@ -48,38 +90,63 @@ def enqueue_digests(conn: psycopg.Connection[TupleRow], *, now: dt.datetime, cur
                 if a["snoozed_until"] is None
                 or dt.datetime.fromisoformat(a["snoozed_until"]) <= now
             ]
-            if not alerts:
+            held = [a for a in alerts if is_held(a)]
+            if not alerts or not (everyone or held):
                 continue
-            subject, body = render_digest(name, alerts, day, currency)
-            messages.append(
-                OutboxMessage("email", email, subject, body, f"digest:{csm_id}:{day.isoformat()}")
-            )
+            subject, body = render_digest(name, alerts, key, currency)
+            messages.append(OutboxMessage("email", email, subject, body, f"digest:{csm_id}:{key}"))
+            listed += [a["alert_id"] for a in held]
         added = enqueue(conn, messages, now=now)
-    log.info("digests: %d enqueued for %s (%d CSMs with active alerts)", added, day, len(messages))
+        if listed:
+            conn.execute(
+                "UPDATE alerts SET digested_at = %s WHERE alert_id = ANY(%s)", (now, listed)
+            )
+    log.info("digests: %d enqueued for %s (%d held alerts listed)", added, key, len(listed))
     return added
 
 
 def render_digest(
-    csm_name: str, alerts: list[dict[str, Any]], day: dt.date, currency: str
+    csm_name: str, alerts: list[dict[str, Any]], period: str, currency: str
 ) -> tuple[str, str]:
-    """Pure: the subject and plain-text body of one CSM's digest."""
+    """Pure: the subject and plain-text body of one CSM's digest for ``period`` (its key):
+    the held alerts first, then the other active ones, each part most urgent first."""
+    held = [a for a in alerts if is_held(a)]
+    others = [a for a in alerts if not is_held(a)]
     total = sum((Decimal(a["expected_value"]) for a in alerts), Decimal(0))
     subject = (
-        f"[basewatch] {day.isoformat()}: {len(alerts)} active alerts, "
-        f"expected value {money(total, currency)} per month"
+        f"[basewatch] {period}: {len(alerts)} active alerts"
+        + (f" ({len(held)} new in this digest)" if held else "")
+        + f", expected value {money(total, currency)} per month"
     )
-    lines = [f"Hello {csm_name},", "", f"Your active alerts on {day.isoformat()}:", ""]
-    for a in alerts[:MAX_LISTED]:
-        where = a["account_name"] or a["account_id"]
-        if a["subject"]:
-            where += f" / {a['subject']}"
-        lines.append(
-            f"#{a['alert_id']} P{a['priority']} {a['kind']} ({a['status']}) - {where}: "
-            f"expected value {money(Decimal(a['expected_value']), currency)} per month, "
-            f"due {a['due_at'][:10]}"
-        )
-        lines += [f"    - {reason}" for reason in a["reasons"][:3]]
-    if len(alerts) > MAX_LISTED:
-        lines.append(f"... and {len(alerts) - MAX_LISTED} more: basewatch alerts list")
-    lines += ["", "Acknowledge one with: basewatch alerts ack ID"]
+    lines = [f"Hello {csm_name},", ""]
+    shown = 0
+    for title, part in (
+        (f"New in this digest ({len(held)}): held back from an immediate message", held),
+        (f"Your other active alerts ({len(others)})", others),
+    ):
+        if not part:
+            continue
+        lines += [f"{title}:", ""]
+        for a in part[: max(MAX_LISTED - shown, 0)]:
+            lines += _entry(a, currency)
+        shown += min(len(part), max(MAX_LISTED - shown, 0))
+        lines.append("")
+    if len(alerts) > shown:
+        lines.append(f"... and {len(alerts) - shown} more: basewatch alerts list")
+    lines += ["Acknowledge one with: basewatch alerts ack ID"]
     return subject, "\n".join(lines) + "\n"
+
+
+def _entry(a: dict[str, Any], currency: str) -> list[str]:
+    where = a["account_name"] or a["account_id"]
+    if a["subject"]:
+        where += f" / {a['subject']}"
+    lines = [
+        f"#{a['alert_id']} P{a['priority']} {a['kind']} ({a['status']}) - {where}: "
+        f"expected value {money(Decimal(a['expected_value']), currency)} per month, "
+        f"due {a['due_at'][:10]}"
+    ]
+    lines += [f"    - {reason}" for reason in a["reasons"][:3]]
+    if is_held(a):
+        lines.append(f"    (why in the digest: {a['delivery_reason']})")
+    return lines

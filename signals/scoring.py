@@ -1,6 +1,9 @@
 """A scoring pass: every signal of every account as of one moment, from rollups only.
 
-``score(conn, as_of)`` returns the findings; ``signals.alerts`` turns them into alerts. The
+``score(conn, as_of)`` returns the findings; ``signals.alerts`` turns them into alerts. Its last
+step merges the findings about components of one asset into one per asset and kind
+(``signals.findings.merge_components``): the live pass (``score_now``) and the backtest's
+replay, which both call ``score``, see the same merged findings. The
 rule signals live in ``signals.rules`` (usage, silence, capacity and leaks, energy) and
 ``signals.wear_findings`` (component due, third-party parts).
 """
@@ -17,9 +20,10 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from signals.catalogue import PriceBook
-from signals.findings import Finding
+from signals.findings import Finding, merge_components
 from signals.kinds import SignalKind
 from signals.model_store import load_model, save_model
+from signals.routing import MIN_PRECISION, WEEKLY_BUDGET
 from signals.rules import capacity_findings, energy_findings, silence_findings, usage_findings
 from signals.wear_findings import wear_findings
 
@@ -123,6 +127,7 @@ def score(
     )
     for detector in detectors():
         findings += detector.findings(conn, as_of, prices, models.get(detector.NAME))
+    findings = merge_components(findings)
     log.info(
         "scored as of %s: %d findings in %.1f s",
         as_of.isoformat(),
@@ -138,11 +143,16 @@ def score_now(
     clear_after: dt.timedelta = dt.timedelta(hours=48),
     cooldown: dt.timedelta = dt.timedelta(days=7),
     prices: PriceBook | None = None,
+    *,
+    min_precision: float = MIN_PRECISION,
+    weekly_budget: int = WEEKLY_BUDGET,
 ) -> int:
-    """The scheduler's hourly job: score as of ``now`` and apply the findings to the alerts;
-    returns the number of alerts opened."""
+    """The scheduler's hourly job: score as of ``now`` and apply the findings to the alerts,
+    the new ones routed by the precision gate and the weekly budget (``signals.routing``, with
+    the stored measured precision); returns the number of alerts opened."""
     from signals import health
     from signals.alerts import apply_findings
+    from signals.routing import load_routing
 
     book = prices or PriceBook()
     findings = score(conn, now, book)
@@ -155,5 +165,6 @@ def score_now(
         clear_after=clear_after,
         cooldown=cooldown,
         currency=book.currency,
+        routing=load_routing(conn, min_precision, weekly_budget),
     )
     return len(result.opened)

@@ -200,6 +200,15 @@ def test_production_jobs(db_url: str) -> None:
     assert names[-1] == "nrr_report"
     report = default_jobs(Settings(database_url=db_url, nrr_report_hour=4))[-1]
     assert str(report.trigger) == "cron[day='1', hour='4', minute='0']"
+    # the digest is always scheduled (held alerts must reach their CSM): weekly by default
+    [digest] = [j for j in default_jobs(Settings(database_url=db_url)) if j.name == "digest"]
+    assert str(digest.trigger) == "cron[day_of_week='mon', hour='7', minute='0']"
+    friday = Settings(database_url=db_url, alert_digest_day="friday", alert_digest_hour=9)
+    [digest] = [j for j in default_jobs(friday) if j.name == "digest"]
+    assert str(digest.trigger) == "cron[day_of_week='fri', hour='9', minute='0']"
+    daily = Settings(database_url=db_url, alert_digest_day="daily")
+    [digest] = [j for j in default_jobs(daily) if j.name == "digest"]
+    assert str(digest.trigger) == "cron[hour='7', minute='0']"
 
 
 def test_the_rollup_job_stops_between_steps_once_stopping(db_url: str) -> None:

@@ -337,6 +337,7 @@ def test_a_database_of_before_issue_12_upgrades_to_a_fresh_ones_schema_without_a
             assert report.applied == [
                 "core/002_contracts",
                 "signals/008_alert_outcomes",
+                "signals/009_alert_delivery",
                 "simulator/001_ground_truth",
             ]
             assert "changed after it was applied" not in caplog.text

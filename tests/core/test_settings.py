@@ -23,8 +23,12 @@ def test_values_are_parsed_by_type() -> None:
             "BASEWATCH_TIMESCALE": "Off",
             "BASEWATCH_LOG_LEVEL": "debug",
             "BASEWATCH_TOPIC_PREFIX": "plant/v2",
+            "BASEWATCH_ALERT_MIN_PRECISION": "0.35",
+            "BASEWATCH_ALERT_DIGEST_DAY": "Friday",
         }
     )
+    assert settings.alert_min_precision == 0.35
+    assert settings.alert_digest_day == "friday"
     assert settings.mqtt_port == 8883
     assert settings.mqtt_tls is True
     assert settings.auto_register is True
@@ -40,6 +44,9 @@ def test_values_are_parsed_by_type() -> None:
         ("BASEWATCH_MQTT_PORT", "70000", "between 1 and 65535"),
         ("BASEWATCH_AUTO_REGISTER", "maybe", "expected true or false"),
         ("BASEWATCH_TIMESCALE", "sometimes", "must be one of auto, on, off"),
+        ("BASEWATCH_ALERT_MIN_PRECISION", "half", "must be a number"),
+        ("BASEWATCH_ALERT_MIN_PRECISION", "1.5", "between 0 and 1"),
+        ("BASEWATCH_ALERT_DIGEST_DAY", "someday", "must be one of monday,"),
         ("BASEWATCH_TOPIC_PREFIX", "plant/#", "without wildcards"),
         ("BASEWATCH_TOPIC_PREFIX", "/plant", "without wildcards"),
     ],

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from basewatch.alerts_commands import register
 from basewatch.commands import Commands
@@ -35,9 +36,13 @@ from signals.alerts import (
     resolve,
     snooze,
 )
+from signals.catalogue import PriceBook
 from signals.delivery import SmtpTransport, deliver_due
 from signals.digest import enqueue_digests
-from signals.findings import Finding
+from signals.findings import Finding, merge_components
+from signals.scoring import score
+from signals.wear_findings import wear_findings
+from tests.fix_db import needs_rollup_tables
 from tests.fix_smtp import SmtpServer, running_smtp_server
 
 T0 = dt.datetime(2025, 6, 2, 10, 0, tzinfo=dt.UTC)
@@ -117,14 +122,15 @@ def actions(conn: psycopg.Connection, alert_id: int) -> list[tuple[str, str]]:
 # -- pure rules -------------------------------------------------------------------------------
 
 
-def test_priority_and_due_date_rules() -> None:
-    assert priority_for(Decimal("1500"), 3) == 1
-    assert priority_for(Decimal("1500"), 30) == 2
-    assert priority_for(Decimal("300"), 30) == 3
-    assert priority_for(Decimal("10"), 20) == 4
-    assert priority_for(Decimal("10"), 90) == 5
-    assert priority_for(Decimal("10"), 90, overdue=True) == 4
-    assert priority_for(Decimal("1500"), 3, overdue=True) == 1
+def test_priority_from_expected_value_and_due_date_rules() -> None:
+    # the expected value alone sets the priority: 1 from 1,000, 2 from 400, 3 from 150, 4
+    # from 50, 5 below; overdue escalates one level, never past 1
+    assert [priority_for(Decimal(v)) for v in ("1500", "1000", "999.99", "400", "150")] == [
+        1, 1, 2, 2, 3,
+    ]  # fmt: skip
+    assert [priority_for(Decimal(v)) for v in ("149.99", "50", "49.99", "0")] == [4, 4, 5, 5]
+    assert priority_for(Decimal("10"), overdue=True) == 4
+    assert priority_for(Decimal("1500"), overdue=True) == 1
     assert due_for(T0, 0) == T0 + DAY
     assert due_for(T0, 5) == T0 + 5 * DAY
     assert due_for(T0, 90) == T0 + 14 * DAY
@@ -147,9 +153,9 @@ def test_same_finding_twice_is_one_alert_and_one_delivery(conn: psycopg.Connecti
         "email",
         "ada@example.test",
     )
-    assert subject == "[basewatch] P3 capacity_saturation: Acme Air / asset-7"
+    assert subject == "[basewatch] P2 capacity_saturation: Acme Air / asset-7"
     for text in (
-        "capacity_saturation (expansion), priority 3 of 5",
+        "capacity_saturation (expansion), priority 2 of 5",
         "Account: Acme Air (acct-1)",
         "load above 95% in 61% of production hours over 28 days",
         "load_high_share=0.61",
@@ -187,13 +193,13 @@ def test_new_figures_update_the_alert_without_a_delivery(conn: psycopg.Connectio
     assert (result.opened, result.updated, result.messages) == ((), 1, 0)
     alert = get_alert(conn, alert_id)
     assert (alert["score"], alert["value"], alert["expected_value"]) == (0.9, "2000.00", "1800.00")
-    assert alert["priority"] == 2
+    assert alert["priority"] == 1  # expected value 1,800
     assert alert["due_at"] == (T0 + 14 * DAY).isoformat()  # never moves later
     assert count(conn, "outbox") == 1
     [_, updated] = alert_history(conn, alert_id)
     assert updated["action"] == "updated"
     assert updated["detail"]["score"] == [0.5, 0.9]
-    assert updated["detail"]["priority"] == [3, 2]
+    assert updated["detail"]["priority"] == [2, 1]  # from an expected value of 600 to 1,800
 
 
 def component_overdue(hours_left: float, score: float = 1.0, value: str = "120") -> Finding:
@@ -217,13 +223,13 @@ def test_an_overdue_alert_escalates_once_and_records_only_what_a_person_cares_ab
     """Issue 14 item 10: an overdue component sat at the same due date for two months
     without escalation and collected 60 "updated" history entries (its hours and reasons
     change every day)."""
-    # a component still ahead of its limit: 60 h left, horizon 3 days -> P3
+    # a component still ahead of its limit: 60 h left, expected value 108 -> P4
     ahead = Finding(
         "acct-1", "component_due", "asset-7/oil_filter", 0.9, Decimal(120), 3,
         ("oil_filter of asset-7: about 60 running hours left",), {"hours_left": 60.0},
     )  # fmt: skip
     [alert_id] = apply(conn, [ahead], T0).opened
-    assert get_alert(conn, alert_id)["priority"] == 3
+    assert get_alert(conn, alert_id)["priority"] == 4
     # then overdue, deeper every day for 60 days: hours, score and reasons change each pass
     for day in range(1, 61):
         overdue = component_overdue(-20.0 * day, score=min(1.0, 0.9 + day / 1000))
@@ -233,28 +239,28 @@ def test_an_overdue_alert_escalates_once_and_records_only_what_a_person_cares_ab
     # the first overdue pass (horizon 1 day) moved the due date a day earlier; since then it
     # stays the date the CSM was asked to act by
     assert alert["due_at"] == (T0 + 2 * DAY).isoformat()
-    assert alert["priority"] == 2  # escalated one level, not one per pass
+    assert alert["priority"] == 3  # escalated one level, not one per pass
     history = alert_history(conn, alert_id)
     assert [h["action"] for h in history] == ["opened", "updated"]
     assert history[1]["at"] == (T0 + DAY).isoformat()  # the finding turned overdue
     assert history[1]["detail"]["changed"] == ["priority"]
-    assert history[1]["detail"]["priority"] == [3, 2]
+    assert history[1]["detail"]["priority"] == [4, 3]
 
     # a material change of the money at stake is recorded; a small one is not
     apply(conn, [component_overdue(-1200.0, value="125")], T0 + 61 * DAY)
-    apply(conn, [component_overdue(-1220.0, value="200")], T0 + 62 * DAY)
+    apply(conn, [component_overdue(-1220.0, value="140")], T0 + 62 * DAY)  # same priority
     last = alert_history(conn, alert_id)[-1]
     assert (len(alert_history(conn, alert_id)), last["detail"]["changed"]) == (3, ["value"])
-    assert last["detail"]["value"] == [125, 200]
+    assert last["detail"]["value"] == [125, 140]
 
 
 def test_an_alert_past_its_due_date_escalates_one_level(conn: psycopg.Connection) -> None:
-    [alert_id] = apply(conn, [saturation()], T0).opened  # P3, due in 14 days
+    [alert_id] = apply(conn, [saturation()], T0).opened  # P2 (expected value 960), due in 14 d
     apply(conn, [saturation()], T0 + 13 * DAY)
-    assert get_alert(conn, alert_id)["priority"] == 3
+    assert get_alert(conn, alert_id)["priority"] == 2
     for day in (15, 16, 40):
         apply(conn, [saturation()], T0 + day * DAY)
-    assert get_alert(conn, alert_id)["priority"] == 2
+    assert get_alert(conn, alert_id)["priority"] == 1
     assert [h["action"] for h in alert_history(conn, alert_id)] == ["opened", "updated"]
 
 
@@ -345,9 +351,9 @@ def test_snooze_holds_messages_then_reminds(conn: psycopg.Connection, smtp: Smtp
     deliver_due(conn, transport, now=until + HOUR)
     subjects = [m["Subject"] for m in smtp.messages]
     assert subjects == [
-        "[basewatch] P3 capacity_saturation: Acme Air / asset-7",
-        "[basewatch] P3 capacity_saturation: Brio Foods / asset-7",
-        "[basewatch] P3 capacity_saturation: Acme Air / asset-7 (reminder)",
+        "[basewatch] P2 capacity_saturation: Acme Air / asset-7",
+        "[basewatch] P2 capacity_saturation: Brio Foods / asset-7",
+        "[basewatch] P2 capacity_saturation: Acme Air / asset-7 (reminder)",
     ]
     history = alert_history(conn, held_back)
     snoozed = next(h for h in history if h["action"] == "snoozed")
@@ -488,8 +494,10 @@ def test_list_alerts_filters_and_is_json_ready(conn: psycopg.Connection) -> None
 def test_daily_digest_once_per_csm_and_day(conn: psycopg.Connection) -> None:
     apply(conn, [saturation(), saturation("acct-2"), saturation("acct-3")], T0)
     before = count(conn, "outbox")
-    assert enqueue_digests(conn, now=T0 + HOUR, currency="CHF") == 2  # csm-c has no email
-    assert enqueue_digests(conn, now=T0 + 2 * HOUR, currency="CHF") == 0
+    assert (
+        enqueue_digests(conn, now=T0 + HOUR, currency="CHF", period="day") == 2
+    )  # csm-c: no email
+    assert enqueue_digests(conn, now=T0 + 2 * HOUR, currency="CHF", period="day") == 0
     rows = conn.execute(
         "SELECT dedup_key, recipient, subject, body FROM outbox WHERE dedup_key LIKE 'digest:%'"
         " ORDER BY dedup_key"
@@ -612,3 +620,141 @@ def test_alerts_list_says_how_many_it_left_out_and_money_carries_its_currency(
     assert args.handler(settings, args) == 0
     out, err = capsys.readouterr()
     assert (out.count("#"), err) == (3, "")
+
+
+# -- one alert per asset and promise ----------------------------------------------------------
+
+
+def component(
+    name: str, hours_left: float, score: float, horizon: int, kind: str = "component_due"
+) -> Finding:
+    return Finding(
+        "acct-1", kind, f"asset-7/{name}", score, Decimal(120), horizon,
+        (f"{name} of asset-7: about {hours_left:,.0f} running hours left",),
+        {"hours_left": hours_left}, overdue=hours_left < 0,
+    )  # fmt: skip
+
+
+def test_component_findings_of_one_asset_merge_into_one_finding() -> None:
+    other_asset = Finding(
+        "acct-1", "component_due", "asset-8/bearing", 0.4, Decimal(120), 20, ("b",)
+    )
+    account = saturation()
+    found = merge_components(
+        [
+            account,
+            component("oil_filter", 200, 0.5, 10),
+            other_asset,
+            component("separator", -30, 0.9, 1),
+            component("separator", -10, 0.3, 1),  # the same subject twice: the stronger kept
+            component("bearing", 400, 0.3, 25, kind="third_party_parts"),  # another promise
+        ]
+    )
+    assert [(f.kind, f.subject) for f in found] == [
+        ("capacity_saturation", "asset-7"),  # not a component subject: untouched
+        ("component_due", "asset-7"),  # in the place of its group's first finding
+        ("component_due", "asset-8"),
+        ("third_party_parts", "asset-7"),
+    ]
+    assert found[0] is account
+    merged = found[1]
+    assert (merged.score, merged.value, merged.horizon_days, merged.overdue) == (
+        0.9,  # the largest score
+        Decimal(240),  # the sum of the values
+        1,  # the shortest horizon: the earliest due date
+        True,
+    )
+    assert merged.expected_value == Decimal("216.00")
+    assert merged.reasons == (
+        "2 components of asset-7: separator, oil_filter (soonest first)",
+        "separator of asset-7: about -30 running hours left",
+        "oil_filter of asset-7: about 200 running hours left",
+    )
+    assert merged.figures == {
+        "components": 2.0,
+        "separator.hours_left": -30,
+        "oil_filter.hours_left": 200,
+    }
+    assert found[2].reasons == ("1 component of asset-8: bearing", "b")
+    assert merge_components([account]) == [account]
+
+
+def test_an_asset_level_finding_joins_the_components_of_its_asset() -> None:
+    """A finding about the asset as a whole of the same kind is one more entry of its alert
+    (the classifier's asset-level component_due, before it has a kind of its own)."""
+    whole = Finding(
+        "acct-1", "component_due", "asset-7", 0.6, Decimal(120), 3, ("fails in 72 h",),
+        {"probability": 0.6},
+    )  # fmt: skip
+    [merged] = merge_components([whole, component("oil_filter", 200, 0.5, 10)])
+    assert merged.subject == "asset-7"
+    assert merged.reasons[0] == (
+        "1 component of asset-7: the asset as a whole, oil_filter (soonest first)"
+    )
+    assert merged.figures == {"components": 1.0, "probability": 0.6, "oil_filter.hours_left": 200}
+    assert merge_components([whole]) == [whole]  # no component: nothing to merge
+
+
+def test_merged_component_findings_are_one_alert_and_one_message(
+    conn: psycopg.Connection,
+) -> None:
+    findings = [component("oil_filter", 200, 0.5, 10), component("separator", 50, 0.8, 3)]
+    result = apply(conn, merge_components(findings), T0)
+    [alert_id] = result.opened
+    alert = get_alert(conn, alert_id)
+    assert (alert["subject"], alert["value"], alert["horizon_days"]) == ("asset-7", "240.00", 3)
+    assert alert["reasons"][0] == "2 components of asset-7: separator, oil_filter (soonest first)"
+    assert result.messages == 1  # one email to csm-a, not one per component
+    # a third component joins the same alert: an update, no new alert or message
+    more = [*findings, component("bearing", 300, 0.4, 12)]
+    again = apply(conn, merge_components(more), T0 + HOUR)
+    assert (again.opened, again.updated, again.messages) == ((), 1, 0)
+    assert get_alert(conn, alert_id)["figures"]["components"] == 3
+
+
+def test_stored_per_component_alerts_expire_once_their_condition_clears(
+    conn: psycopg.Connection,
+) -> None:
+    """Alerts opened before the merge keep their asset/component subject; no finding carries
+    it any more, so they expire after clear_after while the asset's alert carries on."""
+    findings = [component("oil_filter", 200, 0.5, 10), component("separator", 50, 0.8, 3)]
+    old = apply(conn, findings, T0).opened  # as stored before the merge
+    assert len(old) == 2
+    [merged] = apply(conn, merge_components(findings), T0 + HOUR).opened
+    apply(conn, merge_components(findings), T0 + 47 * HOUR)
+    assert {get_alert(conn, i)["status"] for i in old} == {"open"}  # not yet 48 h clear
+    result = apply(conn, merge_components(findings), T0 + 50 * HOUR)
+    assert result.expired == 2
+    assert {get_alert(conn, i)["status"] for i in old} == {"expired"}
+    assert get_alert(conn, merged)["status"] == "open"
+
+
+def test_the_scoring_pass_merges_the_components_of_an_asset(db_url: str) -> None:
+    """Two catalogued components of one machine both due: one component_due finding, subject
+    the asset, from ``signals.scoring.score`` (which the backtest's replay calls too)."""
+    as_of = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    with psycopg.connect(db_url) as conn:
+        needs_rollup_tables(conn)
+        conn.execute("INSERT INTO accounts (account_id, name) VALUES ('acc-m', 'Merge')")
+        conn.execute("INSERT INTO assets (asset_id, account_id) VALUES ('m-1', 'acc-m')")
+        # 20 running hours a day, 9,980 h on the counter at the end: 220 h and 480 h left
+        conn.execute(
+            "INSERT INTO components (asset_id, kind, rated_life_hours,"
+            " installed_at_running_hours) VALUES ('m-1', 'inlet_valve', 1500, 8700),"
+            " ('m-1', 'motor_bearing', 1000, 9460)"
+        )
+        for day in range(70, 0, -1):
+            hours = 10_000.0 - day * 20.0
+            conn.execute(
+                "INSERT INTO rollup_daily (asset_id, bucket, samples, stats)"
+                " VALUES ('m-1', %s, 24, %s)",
+                (as_of - day * DAY, Jsonb({"running_hours": [hours, hours, hours, hours, 1]})),
+            )
+        wear = [f for f in wear_findings(conn, as_of, PriceBook()) if f.kind == "component_due"]
+        assert sorted(f.subject for f in wear) == ["m-1/inlet_valve", "m-1/motor_bearing"]
+        scored = [f for f in score(conn, as_of, PriceBook(), models={}) if f.account_id == "acc-m"]
+        conn.rollback()
+    [merged] = [f for f in scored if f.kind == "component_due"]
+    assert merged.subject == "m-1"
+    assert merged.value == 2 * PriceBook().component_service
+    assert merged.reasons[0] == "2 components of m-1: inlet_valve, motor_bearing (soonest first)"
