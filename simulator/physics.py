@@ -34,7 +34,8 @@ component's age (running hours since the part was last replaced: a Weibull of sh
 a constant rate) and, unless sudden, its own physical precursor: from the onset (running hours
 before the failure, lognormal, clipped to a range) the precursor's metrics drift by
 ``amplitude × x^p`` (x from 0 at the onset to 1 at the failure; the amplitude lognormal with
-σ 0.8 around its median, so about one in ten is too small to see). A failure stops the machine
+σ 0.8 around its median, capped at 2.5 times it - the machine trips or breaks by then - so
+about one in ten is too small to see). A failure stops the machine
 for the mode's repair time; the repair replaces the part (``component_replaced`` with a repair
 order; a ``service`` event for the cooler and the motor, which have no rated life; nothing for
 an electrical trip, which is reset). The ground truth says per failure its mode, whether it was
@@ -133,6 +134,7 @@ PLAN_H = dict(COMPONENT_LIVES_H)
 SERVICE_BOOKING_H = (0, 21 * 24)  # a visit is booked this long after it falls due
 SERVICE_LATE = (0.10, 14 * 24, 42 * 24)  # share of visits late, and by how long on top
 SERVICE_MISSED = 0.05  # share of visits that do not happen (the next one catches up)
+AMPLITUDE_CAP = 2.5  # a precursor's shift at the failure is at most this times its median
 MIN_LEAD_H = 24.0  # a failure is foreseeable when its precursor is visible this early
 POWER = "power_kw"  # the one precursor metric that moves relatively (a share of the power)
 
@@ -284,7 +286,8 @@ def simulate_account(
 ) -> AccountHistory:
     """Every machine of ``account`` over the whole simulation window. ``precursors=False``
     draws exactly the same random numbers but leaves the failure modes' precursors out of the
-    readings (tests: what does not depend on the indicators stays the same)."""
+    readings, so no failure is foreseeable (tests: what does not depend on the indicators
+    stays the same)."""
     rng = np.random.default_rng([fleet.seed, int(account.account_id.split("-")[-1])])
     start_s = int(fleet.start.timestamp())
     end_s = int(month_start(fleet.start, fleet.months).timestamp())
@@ -591,7 +594,7 @@ def _components(  # noqa: PLR0915 - one loop: a part's replacements and failures
                         fail,
                         mode,
                         max(float(rh[fail]) - onset, installed_rh, float(rh[0])),
-                        mode.amplitude * float(np.exp(0.8 * amplitude_draw)),
+                        mode.amplitude * min(AMPLITUDE_CAP, float(np.exp(0.8 * amplitude_draw))),
                     )
                 )
                 downtime[fail:repair] = True
