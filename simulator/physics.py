@@ -41,7 +41,9 @@ order; a ``service`` event for the cooler and the motor, which have no rated lif
 an electrical trip, which is reset). The ground truth says per failure its mode, whether it was
 *foreseeable* (its precursor's first metric moved by at least the mode's *visible* shift at
 least :data:`MIN_LEAD_H` running hours before the failure) and how early (``lead_hours``
-wall-clock and ``lead_running_hours``, from the first hour of a visible shift to the failure).
+wall-clock and ``lead_running_hours``, from the first hour of a visible shift to the failure; a
+precursor that started before the simulation window is partly under way at its start, and the
+running hours before the window count as one calendar hour each).
 
 | mode                 | component       | precursor metric(s)                  | rate | β   |
 | -------------------- | --------------- | ------------------------------------ | ----- | --- |
@@ -593,7 +595,7 @@ def _components(  # noqa: PLR0915 - one loop: a part's replacements and failures
                     _Failure(
                         fail,
                         mode,
-                        max(float(rh[fail]) - onset, installed_rh, float(rh[0])),
+                        max(float(rh[fail]) - onset, installed_rh),
                         mode.amplitude * min(AMPLITUDE_CAP, float(np.exp(0.8 * amplitude_draw))),
                     )
                 )
@@ -661,10 +663,13 @@ def _failures(
                 shift[metric][onset:at] += failure.amplitude * per * x
             if failure.amplitude > mode.visible:
                 seen = (mode.visible / failure.amplitude) ** (1.0 / mode.curve)
-                visible = int(np.searchsorted(rh, failure.onset_rh + seen * span, side="left"))
-                visible = min(visible, at)
+                seen_rh = failure.onset_rh + seen * span
+                visible = min(int(np.searchsorted(rh, seen_rh, side="left")), at)
                 lead_rh = round(float(rh[at] - rh[visible]), 1)
                 lead_h = round(float(epoch_s[at] - epoch_s[visible]) / HOUR_S, 1)
+                if seen_rh < rh[0]:  # visible before the window: its running hours then count
+                    lead_rh = round(float(rh[at]) - seen_rh, 1)  # as one calendar hour each
+                    lead_h = round(lead_h + float(rh[0]) - seen_rh, 1)
         event = SimEvent(
             _time(epoch_s[at]),
             history.asset.asset_id,

@@ -208,6 +208,8 @@ def test_the_ground_truth_says_foreseeable_and_how_early(
                 continue
             metric, per = next(iter(mode.shifts.items()))
             visible = at - round(event.lead_hours)
+            if visible < 1:  # visible before the simulation window
+                continue
             diff = asset.metrics[metric] - same.metrics[metric]
             if metric == POWER:  # a share of the power
                 with np.errstate(divide="ignore", invalid="ignore"):
