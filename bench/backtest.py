@@ -45,6 +45,7 @@ import psycopg
 from core.db import drop_database, ensure_database, with_database
 from signals.backtest import CHANCE_NOTE
 from signals.kinds import SignalKind
+from simulator.truth import read_ground_truth_csv, store_ground_truth
 
 _ROOT = Path(__file__).resolve().parent.parent
 KINDS = (SignalKind.COMPONENT_DUE, SignalKind.ASSET_ANOMALY)
@@ -129,14 +130,9 @@ def _basewatch(url: str, arguments: list[str]) -> str:
 
 
 def _copy_truth(url: str, path: Path) -> None:
-    with psycopg.connect(url) as conn, conn.cursor() as cur:
-        with cur.copy(
-            "COPY ground_truth (kind, account_id, asset_id, component, time, value, detail)"
-            " FROM STDIN WITH (FORMAT csv, HEADER true,"
-            " FORCE_NOT_NULL (asset_id, component, detail))"
-        ) as copy:
-            copy.write(path.read_bytes())
-        conn.commit()
+    """The fleet's ``ground_truth.csv`` (with its failure columns, or of before issue 13)."""
+    with psycopg.connect(url) as conn:
+        store_ground_truth(conn, read_ground_truth_csv(path))
 
 
 def run_one(name: str, args: argparse.Namespace, server: str) -> dict[str, Any]:

@@ -31,7 +31,22 @@ from simulator.commercial import (
 from simulator.fleet import Fleet, month_start
 from simulator.physics import METRICS, AccountHistory, AssetHistory, SimEvent, simulate_account
 
-GROUND_TRUTH_COLUMNS = ("kind", "account_id", "asset_id", "component", "time", "value", "detail")
+# the columns of ground_truth.csv; the last four (failures only) came with issue 13: a reader
+# of an older file finds none of them (``simulator.truth.read_ground_truth_csv``)
+GROUND_TRUTH_COLUMNS = (
+    "kind",
+    "account_id",
+    "asset_id",
+    "component",
+    "time",
+    "value",
+    "detail",
+    "mode",
+    "foreseeable",
+    "lead_hours",
+    "lead_running_hours",
+)
+FAILURE_TRUTH_COLUMNS = GROUND_TRUTH_COLUMNS[7:]
 EVENT_COLUMNS = ("time", "asset_id", "kind", "component", "code", "service_order")
 Sender = Callable[[str, bytes], None]
 
@@ -138,10 +153,25 @@ def _truth(
         _row("story", account.account_id, "", "", fleet.start, None, account.story)
     ]
     for asset in history.assets:
-        rows += [
-            _row(e.kind, account.account_id, e.asset_id, e.component, e.time, None, e.service_order)
-            for e in asset.truth
-        ]
+        for e in asset.truth:
+            rows.append(
+                _row(
+                    e.kind,
+                    account.account_id,
+                    e.asset_id,
+                    e.component,
+                    e.time,
+                    None,
+                    e.service_order,
+                )
+            )
+            if e.kind == "failure":
+                rows[-1].update(
+                    mode=e.mode,
+                    foreseeable=e.foreseeable,
+                    lead_hours=e.lead_hours,
+                    lead_running_hours=e.lead_running_hours,
+                )
         if asset.asset.silent_month is not None:
             rows.append(
                 _row(
@@ -221,6 +251,10 @@ def _row(
         "time": time,
         "value": value,
         "detail": detail,
+        "mode": "",
+        "foreseeable": None,
+        "lead_hours": None,
+        "lead_running_hours": None,
     }
 
 
@@ -243,6 +277,8 @@ def _cell(value: object) -> object:
         return ""
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return value
 
 
