@@ -431,12 +431,13 @@ def test_a_statement_over_the_timeout_is_503(db_url: str, conn: psycopg.Connecti
 def test_everything_but_healthz_needs_authentication(api: str, conn: psycopg.Connection) -> None:
     (alert_id,) = raise_alerts(conn, saturation())
     assert call(f"{api}/healthz", auth=False).status == 200
-    for method, path, body in [
+    cases: list[tuple[str, str, dict[str, Any] | None]] = [
         ("GET", "/alerts", None),
         ("GET", f"/alerts/{alert_id}", None),
         ("POST", f"/alerts/{alert_id}/ack", {}),
         ("GET", "/nrr", None),
-    ]:
+    ]
+    for method, path, body in cases:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer"}):
             answer = call(api + path, method, body=body, headers=headers, auth=False)
             assert answer.status == 401, (path, headers)
