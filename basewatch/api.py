@@ -6,12 +6,14 @@ same functions: ``signals.alerts``, ``signals.health``, ``nrr.headline``)::
     GET  /healthz                          200 {"status": "ok"} or 503 {"status": "unavailable"}
     GET  /alerts?status=&owner=&kind=&account=&limit=     like `alerts list --json`
     GET  /alerts/<id>                      the alert with its "history"
-    POST /alerts/<id>/ack                  {"by": NAME}
-    POST /alerts/<id>/snooze               {"by", "until": ISO time | "hours": N, "reason"}
-    POST /alerts/<id>/resolve              {"by", "outcome": won|lost|dismissed, "note"?}
-    POST /alerts/<id>/feedback             {"by", "useful": true|false}
+    POST /alerts/<id>/ack                  {"by"?}
+    POST /alerts/<id>/snooze               {"by"?, "until": ISO time | "hours": N, "reason"}
+    POST /alerts/<id>/resolve              {"by"?, "outcome": won|lost|dismissed, "note"?}
+    POST /alerts/<id>/feedback             {"by"?, "useful": true|false}
     GET  /accounts/<id>/health             the account's row of `signals health --json`
-    GET  /nrr?month=YYYY-MM                `nrr show --json` (default: the ledger's last month)
+    GET  /nrr?month=YYYY-MM                `nrr show --json` (manager, admin)
+    GET  /signin, POST /signin             HTML: the sign-in form; 303 with the session cookie
+    POST /signout                          ends the session server-side, 303 to /signin
     GET  /                                 HTML: the CSMs and their active alert counts
     GET  /csm/<csm_id>                     HTML: that CSM's active alerts, most urgent first
     POST /csm/<csm_id>/alerts/<id>/{ack,snooze,resolve,feedback}   HTML forms, then 303 back
@@ -51,20 +53,21 @@ Decisions:
   :data:`STATEMENT_TIMEOUT_S`; a request's transaction is committed when it succeeds and
   rolled back otherwise.
 - Errors are ``{"error": "..."}`` (an HTML page on the CSM pages): 400 bad input (a malformed
-  request line included), 401 missing or wrong token, 403 a cross-site change, 404 unknown
-  route, alert, account, CSM or month, 405 wrong method (with ``Allow``), 409 a lifecycle
-  change the alert's status forbids, 413 a body over :data:`MAX_BODY_BYTES`, 415 a body of
-  the wrong content type, 503 (always with ``Retry-After``) too busy, database unreachable,
-  not migrated or too slow, 500 a bug (logged with its traceback, never shown). Database
-  errors are logged; the answer does not name the database's host or name, and ``/healthz``
-  (public) says only ``ok`` or ``unavailable``.
+  request line included), 401 not signed in or a wrong or revoked token, 403 a cross-site
+  change, a missing or wrong CSRF token, a ``by`` naming someone else, the NRR for a csm, 404
+  unknown route, alert, account, CSM or month (and another csm's: no leak), 405 wrong method
+  (with ``Allow``), 409 a lifecycle change the alert's status forbids, 413 a body over
+  :data:`MAX_BODY_BYTES`, 415 a body of the wrong content type, 503 (always with
+  ``Retry-After``) too busy, database unreachable, not migrated or too slow, 500 a bug
+  (logged with its traceback, never shown). Database errors are logged; the answer does not
+  name the database's host or name, and ``/healthz`` (public) says only ``ok`` or
+  ``unavailable``.
 - JSON endpoints take ``Content-Type: application/json`` only (a ``text/plain`` or form body
   is a 415: those are the content types a cross-site page can send without a CORS
   preflight). Bodies are strict JSON (no NaN), nested at most as deep as the parser allows
   (deeper is a 400, not a crash); unknown fields and query parameters are rejected, so a
-  typo is a 400 rather than a silently ignored option. The actor of a change is the body's
-  ``by``. A snooze ``until`` is bounded like ``hours``: at most :data:`MAX_SNOOZE_HOURS`
-  ahead.
+  typo is a 400 rather than a silently ignored option. A snooze ``until`` is bounded like
+  ``hours``: at most :data:`MAX_SNOOZE_HOURS` ahead.
 - CSRF (issue 11 item 7): every POST/PUT/PATCH/DELETE is refused with 403 when the browser
   says it comes from another site: ``Sec-Fetch-Site`` other than ``same-origin`` or ``none``,
   or (without that header) an ``Origin`` whose host and port differ from the ``Host`` header
@@ -72,18 +75,36 @@ Decisions:
   default port, so a TLS proxy that keeps ``Host`` works). A request without either header
   (curl, scripts) passes: it cannot come from a browser on another site. The forms take
   ``application/x-www-form-urlencoded`` only.
-- ``BASEWATCH_API_TOKEN``: when set, every request except ``/healthz`` needs
-  ``Authorization: Bearer <token>`` (compared in constant time). A browser cannot send that
-  header, so the pages also accept ``?token=<token>`` and carry it in their links and form
-  actions; such URLs end up in browser history, so pages are sent with
-  ``Referrer-Policy: no-referrer`` and the access log drops query strings. Without a token the
-  API is open, so ``basewatch api`` refuses to listen on anything but a loopback address
-  without one (a :class:`ConfigError`: exit 1, one line naming ``BASEWATCH_API_TOKEN``).
+- Authentication (issue 15; ``basewatch.users``, ``basewatch.auth``): every route but
+  ``/healthz`` and ``/signin`` needs a principal: ``Authorization: Bearer <personal token>``
+  (``basewatch users token create``; acts with its owner's current role) or the session
+  cookie of ``/signin`` (pages, and JSON from a signed-in browser). A bearer token that is
+  wrong or revoked is a 401 even beside a valid cookie. A signed-out page GET is sent to
+  ``/signin`` (303); everything else is a 401. Nothing is open any more, so ``basewatch api``
+  may listen beyond loopback without further settings; pages no longer take ``?token=``
+  (an unknown query parameter, 400).
+- Roles: admin and manager see every alert, account and CSM page and the NRR; a csm sees
+  the alerts whose owner is their CSM, the accounts whose ``csm_id`` is theirs and their own
+  page (``/`` sends them there); anything else reads as unknown (404, the same message as a
+  missing one); ``/nrr`` is a 403 for a csm.
+- The actor of every alert change is the authenticated user; a body's ``by`` may be left out
+  or repeat the username, anything else is a 403. Each change writes its ``audit_log`` row in
+  the change's transaction (source ``api`` or ``page``; ``via`` session, token or service).
+- ``BASEWATCH_API_TOKEN`` (deprecated, kept so existing scripts keep working): a shared
+  bearer token compared in constant time that acts with the admin's view but is nobody; its
+  changes need ``by`` (recorded as the actor, and audited with ``via: service``), and it
+  cannot act on the pages. Prefer personal tokens; unset it once scripts have moved.
+- CSRF for the session: every state-changing request authenticated by the cookie carries the
+  session's CSRF token (form field ``csrf_token``, in every form the pages render, or header
+  ``X-CSRF-Token``), else 403; bearer requests need none (a browser cannot send that header
+  cross-site). The cookie is ``HttpOnly; SameSite=Lax`` and ``Secure`` when
+  ``BASEWATCH_API_PUBLIC_URL`` is https. Sign-in has no session yet: the same-origin check
+  above and SameSite cover it.
 - Every answer carries ``X-Frame-Options: DENY`` and a ``Content-Security-Policy`` with
   ``frame-ancestors 'none'`` (no clickjacking of the forms), ``nosniff``, ``no-store``, and
   ``Server: basewatch`` without the Python version.
-- On a CSM page the actor is the CSM whose page it is, and only that CSM's alerts can be
-  changed there. Snooze from a page is for 7 days and asks for a reason (the lifecycle keeps
+- On a CSM page the actor is the signed-in user, and only that CSM's alerts can be changed
+  there. Snooze from a page is for 7 days and asks for a reason (the lifecycle keeps
   one with every snooze).
 """
 

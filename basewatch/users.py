@@ -344,18 +344,19 @@ def create_token(conn: Conn, username: str, name: str) -> tuple[Token, str]:
 _ISSUED_KEYS_QUERY = (
     "SELECT t.token_id, t.hint, t.name, u.username, u.role, t.created_at, t.last_used_at,"
     " t.revoked_at FROM api_tokens t JOIN users u ON u.user_id = t.user_id"
+    " WHERE %(id)s::bigint IS NULL OR t.token_id = %(id)s ORDER BY t.token_id"
 )
 
 
 def get_token(conn: Conn, token_id: int) -> Token:
-    row = conn.execute(_ISSUED_KEYS_QUERY + " WHERE t.token_id = %s", (token_id,)).fetchone()
+    row = conn.execute(_ISSUED_KEYS_QUERY, {"id": token_id}).fetchone()
     if row is None:
         raise NotFound(f"no token #{token_id}")
     return Token(*row)
 
 
 def list_tokens(conn: Conn) -> list[Token]:
-    return [Token(*r) for r in conn.execute(_ISSUED_KEYS_QUERY + " ORDER BY t.token_id")]
+    return [Token(*r) for r in conn.execute(_ISSUED_KEYS_QUERY, {"id": None})]
 
 
 def revoke_token(conn: Conn, token_id: int, *, now: dt.datetime) -> Token:

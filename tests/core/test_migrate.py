@@ -338,6 +338,7 @@ def test_a_database_of_before_issue_12_upgrades_to_a_fresh_ones_schema_without_a
                 "core/002_contracts",
                 "signals/008_alert_outcomes",
                 "simulator/001_ground_truth",
+                "basewatch/001_users",  # issue 15: users, sessions, tokens, audit
             ]
             assert "changed after it was applied" not in caplog.text
             assert conn.execute("SELECT contract_id FROM contracts").fetchall() == [("c-1",)]
