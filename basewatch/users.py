@@ -14,7 +14,10 @@ framework (the API, the pages and the CLI call it with a connection). Decisions:
 - **Passwords** are hashed with Argon2id (argon2-cffi's defaults, RFC 9106's low-memory
   profile); a stored hash made with other parameters is replaced at the next successful
   sign-in (:func:`verify_password` returns the new hash). A chosen password must have at least
-  :data:`MIN_PASSWORD_LENGTH` characters.
+  :data:`MIN_PASSWORD_LENGTH` characters. One hash or verification takes 64 MiB and about
+  0.1-0.2 s of a core (190 ms measured on the 2-core test machine under load), so at most
+  :data:`ARGON2_AT_ONCE` run at once in a process: a burst of sign-ins from the API's 16
+  threads waits its turn instead of taking a gigabyte.
 - **Personal tokens** are ``bwt_`` + 43 url-safe characters (256 random bits): the prefix lets
   a secret scanner or a person recognise one. The token is returned once by
   :func:`create_token`; the table keeps its sha256 (a hash of 256 random bits needs no salt
@@ -39,6 +42,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -63,6 +67,8 @@ TOKEN_HINT_LENGTH = 10  # "bwt_" + 6 characters
 _TOKEN = re.compile(r"bwt_[A-Za-z0-9_-]{43}")
 
 _HASHER = PasswordHasher()
+ARGON2_AT_ONCE = 2
+_ARGON2_SLOTS = threading.BoundedSemaphore(ARGON2_AT_ONCE)
 
 
 @dataclass(frozen=True)
@@ -125,20 +131,20 @@ def check_password_strength(password: str) -> None:
 
 
 def hash_password(password: str) -> str:
-    return _HASHER.hash(password)
+    with _ARGON2_SLOTS:
+        return _HASHER.hash(password)
 
 
 def verify_password(stored_hash: str, password: str) -> tuple[bool, str | None]:
     """Whether ``password`` matches ``stored_hash`` (Argon2 compares in constant time), and
     a new hash when it matches but the stored one was made with other parameters."""
     try:
-        _HASHER.verify(stored_hash, password)
-    except VerifyMismatchError:
-        return False, None
-    except (VerificationError, InvalidHashError):
+        with _ARGON2_SLOTS:
+            _HASHER.verify(stored_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False, None
     if _HASHER.check_needs_rehash(stored_hash):
-        return True, _HASHER.hash(password)
+        return True, hash_password(password)
     return True, None
 
 

@@ -69,6 +69,32 @@ def test_passwords_are_argon2id_hashes_that_verify_only_the_password() -> None:
     assert verify_password("not a hash", PASSWORD) == (False, None)
 
 
+def test_at_most_two_argon2_computations_run_at_once() -> None:
+    """Each takes 64 MiB: a burst of sign-ins waits for a slot instead of taking a gigabyte."""
+    import threading
+
+    from basewatch import users
+
+    stored = hash_password(PASSWORD)
+    for _ in range(users.ARGON2_AT_ONCE):
+        assert users._ARGON2_SLOTS.acquire(timeout=5)  # every slot busy
+    done = threading.Event()
+
+    def verify() -> None:
+        verify_password(stored, PASSWORD)
+        done.set()
+
+    waiting = threading.Thread(target=verify)
+    waiting.start()
+    try:
+        assert not done.wait(0.5)  # it waits for a slot
+    finally:
+        for _ in range(users.ARGON2_AT_ONCE):
+            users._ARGON2_SLOTS.release()
+    assert done.wait(10)
+    waiting.join()
+
+
 def test_a_hash_with_old_parameters_is_replaced_at_sign_in(conn: psycopg.Connection) -> None:
     user = create_user(conn, "ada", "admin", PASSWORD)
     weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
