@@ -236,10 +236,6 @@ class Principal:
         """The csm_id whose accounts and alerts alone this principal sees (None: all)."""
         return None if self.sees_everything or self.user is None else self.user.csm_id
 
-    @property
-    def label(self) -> str:
-        return self.user.username if self.user else "service token"
-
 
 @dataclass(frozen=True)
 class Request:
@@ -1391,7 +1387,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        # the path only: a page's query may hold the token; a garbled request has neither
+        # the path only (a query may hold what a user typed); a garbled request has neither
         path = urllib.parse.urlsplit(getattr(self, "path", "") or "").path or "-"
         log.info("%s %s %s %s", self.client_address[0], self.command or "-", path, code)
 

@@ -10,7 +10,10 @@ Decisions:
   same messages come for unknown and disabled users, and an unknown username costs one
   Argon2 verification too, so neither the wording nor the timing says who exists. A success
   clears the count. The count is kept in PostgreSQL, so it survives a restart and holds
-  across API processes.
+  across API processes. There is no limit per client address: behind a reverse proxy every
+  browser has the proxy's address, and one attacker could lock everybody out; what bounds a
+  password-guessing burst across many usernames is the Argon2 cost, at most two
+  verifications at once (``basewatch.users.ARGON2_AT_ONCE``).
 - **Sessions.** The id is 256 random bits (``secrets.token_urlsafe(32)``), sent to the browser
   only; the table keeps its sha256. A session ends after :data:`SESSION_IDLE` without a
   request (``last_seen_at``), after :data:`SESSION_MAX_AGE` whatever happens (``expires_at``),
