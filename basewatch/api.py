@@ -93,7 +93,9 @@ Decisions:
 - ``BASEWATCH_API_TOKEN`` (deprecated, kept so existing scripts keep working): a shared
   bearer token compared in constant time that acts with the admin's view but is nobody; its
   changes need ``by`` (recorded as the actor, and audited with ``via: service``), and it
-  cannot act on the pages. Prefer personal tokens; unset it once scripts have moved.
+  cannot act on the pages. Every request with it writes a ``service_token.use`` audit row
+  (target: method and path) and the first one a warning in the log. Prefer personal tokens;
+  unset it once scripts have moved.
 - CSRF for the session: every state-changing request authenticated by the cookie carries the
   session's CSRF token (form field ``csrf_token``, in every form the pages render, or header
   ``X-CSRF-Token``), else 403; bearer requests need none (a browser cannot send that header
@@ -332,6 +334,7 @@ class Api:
 
     def __init__(self, config: ApiConfig) -> None:
         self.config = config
+        self._warned_service_token = False
         timeout = f"{config.statement_timeout_s}s"
 
         def configure(conn: Conn) -> None:
@@ -382,6 +385,8 @@ class Api:
             principal = None
             if not route.public:
                 principal = self._authenticate(headers)
+                if principal is not None and principal.via == "service":
+                    self._audit_service_use(method, split.path)
                 if principal is None and route.page and method in ("GET", "HEAD"):
                     return redirect("/signin")
                 if principal is None:
@@ -425,6 +430,20 @@ class Api:
         with self.database() as conn:
             user = user_of_session(conn, session_id, now=now)
         return Principal(user, "session", session_id) if user else None
+
+    def _audit_service_use(self, method: str, path: str) -> None:
+        """Every request with the deprecated service token leaves an audit row (its changes
+        a second one, with their ``by``) and, once per process, a warning in the log."""
+        if not self._warned_service_token:
+            self._warned_service_token = True
+            log.warning(
+                "a request used BASEWATCH_API_TOKEN, which is deprecated: give scripts personal "
+                "tokens (basewatch users token create) and unset it"
+            )
+        with self.database() as conn:
+            record(
+                conn, Actor(None, "service token"), "service_token.use", f"{method} {path}", "api"
+            )
 
     def _error(self, exc: Exception, page: bool) -> Response:
         status, message = error_status(exc, self.config)

@@ -450,8 +450,9 @@ def test_everything_but_healthz_needs_authentication(api: str, conn: psycopg.Con
 
 
 def test_the_service_token_acts_as_admin_with_by_required_and_audited(
-    api_with_token: str, conn: psycopg.Connection
+    api_with_token: str, conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
+    conn.execute("TRUNCATE audit_log")
     (alert_id,) = raise_alerts(conn, saturation())
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     assert call(f"{api_with_token}/alerts", headers=bearer).json[0]["alert_id"] == alert_id
@@ -468,6 +469,15 @@ def test_the_service_token_acts_as_admin_with_by_required_and_audited(
         (f"alert:{alert_id}",),
     ).fetchall()
     assert audit == [(None, "ops", "alert.ack", "api", "service")]
+    uses = conn.execute(
+        "SELECT actor, target FROM audit_log WHERE action = 'service_token.use' ORDER BY audit_id"
+    ).fetchall()
+    assert uses == [
+        ("service token", "GET /alerts"),
+        ("service token", f"POST /alerts/{alert_id}/ack"),
+        ("service token", f"POST /alerts/{alert_id}/ack"),
+    ]
+    assert caplog.text.count("BASEWATCH_API_TOKEN, which is deprecated") == 1
     assert call(f"{api_with_token}/csm/csm-a", headers=bearer).status == 200
     page_post = call(
         f"{api_with_token}/csm/csm-a/alerts/{alert_id}/feedback",
