@@ -19,6 +19,8 @@ Decisions:
   request (``last_seen_at``), after :data:`SESSION_MAX_AGE` whatever happens (``expires_at``),
   at sign-out (``ended_at``, server-side: the old cookie no longer works), and when the user is
   disabled or their password is reset. :data:`SESSION_MAX_AGE` is the cookie's ``Max-Age``.
+  Each new session deletes the rows of sessions dead for :data:`KEEP_DEAD`, and each failed
+  sign-in the throttle rows that can no longer count, so neither table grows without bound.
 - **CSRF.** Every session has one CSRF token, derived from the session id
   (``sha256("csrf" + id)``, hex): no column, it cannot be turned back into the id, and it dies
   with the session. State-changing requests authenticated by the cookie must carry it (form
@@ -54,6 +56,7 @@ MAX_FAILURES = 5
 LOCKOUT = dt.timedelta(minutes=15)
 SESSION_IDLE = dt.timedelta(hours=12)
 SESSION_MAX_AGE = dt.timedelta(days=7)
+KEEP_DEAD = dt.timedelta(days=1)  # an ended or expired session's row is deleted after this
 COOKIE_NAME = "basewatch_session"
 WRONG = "wrong username or password"
 
@@ -107,6 +110,11 @@ def sign_in(
         if row is not None and row[1] > now - LOCKOUT and row[2] is None:
             failures = row[0] + 1
         locked = now + LOCKOUT if failures >= MAX_FAILURES else None
+        conn.execute(  # counts that can no longer add up or lock go (names nobody has, too)
+            "DELETE FROM signin_throttle WHERE last_failure_at < %(old)s"
+            " AND coalesce(locked_until, last_failure_at) < %(now)s AND username <> %(name)s",
+            {"old": now - LOCKOUT, "now": now, "name": name},
+        )
         conn.execute(
             "INSERT INTO signin_throttle (username, failures, last_failure_at, locked_until)"
             " VALUES (%s, %s, %s, %s) ON CONFLICT (username) DO UPDATE SET"
@@ -150,6 +158,11 @@ def session_hash(session_id: str) -> bytes:
 
 def start_session(conn: Conn, user: User, *, now: dt.datetime) -> str:
     session_id = secrets.token_urlsafe(32)
+    conn.execute(  # sessions dead for a day go (the audit log keeps sign-ins and sign-outs)
+        "DELETE FROM sessions WHERE expires_at < %(gone)s OR last_seen_at < %(idle)s"
+        " OR ended_at < %(gone)s",
+        {"gone": now - KEEP_DEAD, "idle": now - SESSION_IDLE - KEEP_DEAD},
+    )
     conn.execute(
         "INSERT INTO sessions (session_hash, user_id, created_at, expires_at, last_seen_at)"
         " VALUES (%s, %s, %s, %s, %s)",

@@ -233,6 +233,23 @@ def test_a_session_lives_until_idle_max_age_sign_out_or_disable(conn: psycopg.Co
     assert user_of_session(conn, other, now=NOW + dt.timedelta(minutes=4)) is None
 
 
+def test_dead_sessions_and_stale_failure_counts_are_deleted(conn: psycopg.Connection) -> None:
+    create_user(conn, "ada", "admin", PASSWORD)
+    sign_in(conn, "ada", PASSWORD, now=NOW)
+    later = NOW + SESSION_MAX_AGE + dt.timedelta(days=1, seconds=1)
+    live = sign_in(conn, "ada", PASSWORD, now=later - dt.timedelta(hours=1)).session_id
+    sign_in(conn, "ada", PASSWORD, now=later)
+    assert conn.execute("SELECT count(*) FROM sessions").fetchone() == (2,)  # the first went
+    assert user_of_session(conn, live, now=later) is not None
+    for name in ("nobody", "ada"):
+        with pytest.raises(SignInRefused):
+            sign_in(conn, name, "guess", now=NOW)
+    with pytest.raises(SignInRefused):
+        sign_in(conn, "somebody", "guess", now=NOW + LOCKOUT + dt.timedelta(seconds=1))
+    names = conn.execute("SELECT username FROM signin_throttle ORDER BY 1").fetchall()
+    assert names == [("somebody",)]
+
+
 def test_a_password_reset_ends_the_sessions(conn: psycopg.Connection) -> None:
     create_user(conn, "ada", "admin", PASSWORD)
     sid = sign_in(conn, "ada", PASSWORD, now=NOW).session_id
