@@ -5,6 +5,11 @@ delivery job once (``basewatch.jobs.deliver_alerts``, the settings read by
 ``basewatch.wiring``). Handlers take ``(settings, args)``; an unknown alert id or a change the
 alert's state does not allow raises a :class:`~core.errors.BasewatchError` (``NotFound``,
 ``AlertStateError``), which the CLI turns into one line on stderr and exit code 1.
+
+Every change (``ack``, ``snooze``, ``resolve``, ``feedback``) writes an ``audit_log`` row in
+its transaction: source ``cli``, actor the ``--by`` name or the login name (the CLI runs with
+the database's credentials, so it is trusted like an admin; ``--by`` records on whose behalf),
+and the login name in the details.
 """
 
 from __future__ import annotations
@@ -28,13 +33,30 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _actor(args: argparse.Namespace) -> str:
-    if args.by:
-        return str(args.by)
+def _login() -> str:
     try:
         return getpass.getuser()
     except (OSError, KeyError):
         return "cli"
+
+
+def _actor(args: argparse.Namespace) -> str:
+    return str(args.by) if args.by else _login()
+
+
+def _audit(conn: Any, action: str, alert: dict[str, Any], args: argparse.Namespace) -> None:
+    """The audit row of a CLI alert action (actor: ``--by`` or the login name)."""
+    from basewatch.users import Actor, record
+
+    details = {"status": alert["status"], "login": _login()}
+    record(
+        conn,
+        Actor(None, _actor(args)),
+        f"alert.{action}",
+        f"alert:{alert['alert_id']}",
+        "cli",
+        details,
+    )
 
 
 def _line(alert: dict[str, Any], currency: str) -> str:
@@ -93,6 +115,7 @@ def cmd_ack(settings: Settings, args: argparse.Namespace) -> int:
 
     with open_database(settings) as conn:
         alert = acknowledge(conn, args.id, _actor(args))
+        _audit(conn, "ack", alert, args)
     return _changed(settings, args, alert, f"acknowledged by {alert['acknowledged_by']}")
 
 
@@ -104,6 +127,7 @@ def cmd_snooze(settings: Settings, args: argparse.Namespace) -> int:
     until: dt.datetime = args.until or now + dt.timedelta(hours=args.hours)
     with open_database(settings) as conn:
         alert = snooze(conn, args.id, until, args.reason, _actor(args), now=now)
+        _audit(conn, "snooze", alert, args)
     return _changed(settings, args, alert, f"snoozed until {alert['snoozed_until']}")
 
 
@@ -113,6 +137,7 @@ def cmd_resolve(settings: Settings, args: argparse.Namespace) -> int:
 
     with open_database(settings) as conn:
         alert = resolve(conn, args.id, args.outcome, _actor(args), args.note or "")
+        _audit(conn, "resolve", alert, args)
     return _changed(settings, args, alert, f"resolved as {alert['status']} by {alert['closed_by']}")
 
 
@@ -122,6 +147,7 @@ def cmd_feedback(settings: Settings, args: argparse.Namespace) -> int:
 
     with open_database(settings) as conn:
         alert = feedback(conn, args.id, args.useful, _actor(args))
+        _audit(conn, "feedback", alert, args)
     return _changed(settings, args, alert, f"marked {alert['feedback'].replace('_', ' ')}")
 
 

@@ -11,12 +11,14 @@ same functions: ``signals.alerts``, ``signals.health``, ``nrr.headline``)::
     GET  /metrics                          Prometheus text format (``basewatch.metrics``)
     GET  /alerts?status=&owner=&kind=&account=&limit=     like `alerts list --json`
     GET  /alerts/<id>                      the alert with its "history"
-    POST /alerts/<id>/ack                  {"by": NAME}
-    POST /alerts/<id>/snooze               {"by", "until": ISO time | "hours": N, "reason"}
-    POST /alerts/<id>/resolve              {"by", "outcome": won|lost|dismissed, "note"?}
-    POST /alerts/<id>/feedback             {"by", "useful": true|false}
+    POST /alerts/<id>/ack                  {"by"?}
+    POST /alerts/<id>/snooze               {"by"?, "until": ISO time | "hours": N, "reason"}
+    POST /alerts/<id>/resolve              {"by"?, "outcome": won|lost|dismissed, "note"?}
+    POST /alerts/<id>/feedback             {"by"?, "useful": true|false}
     GET  /accounts/<id>/health             the account's row of `signals health --json`
-    GET  /nrr?month=YYYY-MM                `nrr show --json` (default: the ledger's last month)
+    GET  /nrr?month=YYYY-MM                `nrr show --json` (manager, admin)
+    GET  /signin, POST /signin             HTML: the sign-in form; 303 with the session cookie
+    POST /signout                          ends the session server-side, 303 to /signin
     GET  /                                 HTML: the CSMs and their active alert counts
     GET  /csm/<csm_id>                     HTML: that CSM's active alerts, most urgent first
     POST /csm/<csm_id>/alerts/<id>/{ack,snooze,resolve,feedback}   HTML forms, then 303 back
@@ -56,20 +58,21 @@ Decisions:
   :data:`STATEMENT_TIMEOUT_S`; a request's transaction is committed when it succeeds and
   rolled back otherwise.
 - Errors are ``{"error": "..."}`` (an HTML page on the CSM pages): 400 bad input (a malformed
-  request line included), 401 missing or wrong token, 403 a cross-site change, 404 unknown
-  route, alert, account, CSM or month, 405 wrong method (with ``Allow``), 409 a lifecycle
-  change the alert's status forbids, 413 a body over :data:`MAX_BODY_BYTES`, 415 a body of
-  the wrong content type, 503 (always with ``Retry-After``) too busy, database unreachable,
-  not migrated or too slow, 500 a bug (logged with its traceback, never shown). Database
-  errors are logged; the answer does not name the database's host or name, and ``/healthz``
-  (public) says only ``ok`` or ``unavailable``.
+  request line included), 401 not signed in or a wrong or revoked token, 403 a cross-site
+  change, a missing or wrong CSRF token, a ``by`` naming someone else, the NRR for a csm, 404
+  unknown route, alert, account, CSM or month (and another csm's: no leak), 405 wrong method
+  (with ``Allow``), 409 a lifecycle change the alert's status forbids, 413 a body over
+  :data:`MAX_BODY_BYTES`, 415 a body of the wrong content type, 503 (always with
+  ``Retry-After``) too busy, database unreachable, not migrated or too slow, 500 a bug
+  (logged with its traceback, never shown). Database errors are logged; the answer does not
+  name the database's host or name, and ``/healthz`` (public) says only ``ok`` or
+  ``unavailable``.
 - JSON endpoints take ``Content-Type: application/json`` only (a ``text/plain`` or form body
   is a 415: those are the content types a cross-site page can send without a CORS
   preflight). Bodies are strict JSON (no NaN), nested at most as deep as the parser allows
   (deeper is a 400, not a crash); unknown fields and query parameters are rejected, so a
-  typo is a 400 rather than a silently ignored option. The actor of a change is the body's
-  ``by``. A snooze ``until`` is bounded like ``hours``: at most :data:`MAX_SNOOZE_HOURS`
-  ahead.
+  typo is a 400 rather than a silently ignored option. A snooze ``until`` is bounded like
+  ``hours``: at most :data:`MAX_SNOOZE_HOURS` ahead.
 - CSRF (issue 11 item 7): every POST/PUT/PATCH/DELETE is refused with 403 when the browser
   says it comes from another site: ``Sec-Fetch-Site`` other than ``same-origin`` or ``none``,
   or (without that header) an ``Origin`` whose host and port differ from the ``Host`` header
@@ -77,24 +80,46 @@ Decisions:
   default port, so a TLS proxy that keeps ``Host`` works). A request without either header
   (curl, scripts) passes: it cannot come from a browser on another site. The forms take
   ``application/x-www-form-urlencoded`` only.
-- Operations: ``/livez``, ``/readyz`` and ``/healthz`` are public (an orchestrator's probes
-  carry no token; they say only ready or not, and why in a few words without a host or a
-  name). ``/metrics`` is like every other route: it needs the token when one is set, which
-  Prometheus sends (``authorization: {credentials: ...}`` in its scrape config); without a
-  token the API listens on loopback only, so there it is open to local scrapers. Request
-  counts and durations are labelled by route pattern (``/alerts/{id}``), never by path.
-- ``BASEWATCH_API_TOKEN``: when set, every request except the probes needs
-  ``Authorization: Bearer <token>`` (compared in constant time). A browser cannot send that
-  header, so the pages also accept ``?token=<token>`` and carry it in their links and form
-  actions; such URLs end up in browser history, so pages are sent with
-  ``Referrer-Policy: no-referrer`` and the access log drops query strings. Without a token the
-  API is open, so ``basewatch api`` refuses to listen on anything but a loopback address
-  without one (a :class:`ConfigError`: exit 1, one line naming ``BASEWATCH_API_TOKEN``).
+- Authentication (issue 15; ``basewatch.users``, ``basewatch.auth``): every route but
+  ``/healthz`` and ``/signin`` needs a principal: ``Authorization: Bearer <personal token>``
+  (``basewatch users token create``; acts with its owner's current role) or the session
+  cookie of ``/signin`` (pages, and JSON from a signed-in browser). A bearer token that is
+  wrong or revoked is a 401 even beside a valid cookie. A signed-out page GET is sent to
+  ``/signin`` (303); everything else is a 401. Nothing is open any more, so ``basewatch api``
+  may listen beyond loopback without further settings; pages no longer take ``?token=``
+  (an unknown query parameter, 400).
+- Roles: admin and manager see every alert, account and CSM page and the NRR; a csm sees
+  the alerts whose owner is their CSM, the accounts whose ``csm_id`` is theirs and their own
+  page (``/`` sends them there); anything else reads as unknown (404, the same message as a
+  missing one); ``/nrr`` is a 403 for a csm.
+- The actor of every alert change is the authenticated user; a body's ``by`` may be left out
+  or repeat the username, anything else is a 403. Each change writes its ``audit_log`` row in
+  the change's transaction (source ``api`` or ``page``; ``via`` session, token or service).
+- ``BASEWATCH_API_TOKEN`` (deprecated, kept so existing scripts keep working): a shared
+  bearer token compared in constant time that acts with the admin's view but is nobody; its
+  changes need ``by`` (recorded as the actor, and audited with ``via: service``), and it
+  cannot act on the pages. Every request with it writes a ``service_token.use`` audit row
+  (target: method and path) and the first one a warning in the log. Prefer personal tokens;
+  unset it once scripts have moved.
+- CSRF for the session: every state-changing request authenticated by the cookie carries the
+  session's CSRF token (form field ``csrf_token``, in every form the pages render, or header
+  ``X-CSRF-Token``), else 403; bearer requests need none (a browser cannot send that header
+  cross-site). The cookie is ``HttpOnly; SameSite=Lax`` and ``Secure`` when
+  ``BASEWATCH_API_PUBLIC_URL`` is https. Sign-in has no session yet: the same-origin check
+  above and SameSite cover it.
+- Operations: ``/livez``, ``/readyz``, ``/healthz`` and ``/metrics`` are public. The probes
+  (an orchestrator's carry no credentials) say only ready or not, and why in a few words
+  without a host or a name. ``/metrics`` holds request counts and durations labelled by route
+  pattern (``/alerts/{id}``, never the path: no ids, no account data), like the ingester's
+  and the scheduler's metrics ports, which take no credentials either; it needs no database,
+  so it still answers while the database (which every sign-in and token check reads) is down.
+  Keep the API's port behind the proxy that publishes the pages if request counts are not
+  for everyone.
 - Every answer carries ``X-Frame-Options: DENY`` and a ``Content-Security-Policy`` with
   ``frame-ancestors 'none'`` (no clickjacking of the forms), ``nosniff``, ``no-store``, and
   ``Server: basewatch`` without the Python version.
-- On a CSM page the actor is the CSM whose page it is, and only that CSM's alerts can be
-  changed there. Snooze from a page is for 7 days and asks for a reason (the lifecycle keeps
+- On a CSM page the actor is the signed-in user, and only that CSM's alerts can be changed
+  there. Snooze from a page is for 7 days and asks for a reason (the lifecycle keeps
   one with every snooze).
 """
 
@@ -105,7 +130,6 @@ import datetime as dt
 import hmac
 import html
 import io
-import ipaddress
 import json
 import logging
 import queue
@@ -136,6 +160,7 @@ from basewatch.metrics import (
     pending_migrations,
     route_label,
 )
+from basewatch.users import Actor, Source, User, may_see_everything, record
 from core.db import Pool, make_pool
 from core.errors import ConfigError, InputError, NotFound, StorageUnavailable
 from core.settings import Settings
@@ -188,6 +213,7 @@ class ApiConfig:
     db_pool_timeout_s: float
     threads: int
     max_connections: int
+    public_url: str = ""  # https://...: the session cookie is Secure
     statement_timeout_s: int = STATEMENT_TIMEOUT_S
     request_timeout_s: float = REQUEST_TIMEOUT_S
 
@@ -206,7 +232,31 @@ class ApiConfig:
             db_pool_timeout_s=settings.api_db_pool_timeout_s,
             threads=settings.api_threads,
             max_connections=settings.api_max_connections,
+            public_url=settings.api_public_url,
         )
+
+    @property
+    def secure_cookie(self) -> bool:
+        return self.public_url.lower().startswith("https://")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request comes from: a user (by session cookie or personal token), or, for the
+    deprecated ``BASEWATCH_API_TOKEN``, nobody in particular (``user`` None, admin's view)."""
+
+    user: User | None
+    via: str  # "session", "token" or "service"
+    session_id: str = ""  # the cookie's session id (via "session")
+
+    @property
+    def sees_everything(self) -> bool:
+        return self.user is None or may_see_everything(self.user)
+
+    @property
+    def scope(self) -> str | None:
+        """The csm_id whose accounts and alerts alone this principal sees (None: all)."""
+        return None if self.sees_everything or self.user is None else self.user.csm_id
 
 
 @dataclass(frozen=True)
@@ -217,6 +267,7 @@ class Request:
     headers: Message
     body: bytes
     params: tuple[str, ...]  # the route's path segments, percent-decoded
+    principal: Principal | None = None  # who sent it (None on a public route, signed out)
 
     def single(self, allowed: tuple[str, ...]) -> dict[str, str]:
         """The query as one value per name; unknown or repeated names are a 400."""
@@ -291,10 +342,11 @@ class Route:
     method: str
     pattern: re.Pattern[str]
     endpoint: Endpoint
-    page: bool = False  # HTML: ?token= accepted, errors as a page
-    public: bool = False  # no token needed
+    page: bool = False  # HTML: errors as a page, a signed-out GET is sent to /signin
+    public: bool = False  # no authentication needed
     body: str = ""  # the content type a POST must have: "json", "form" or "" (no body)
     label: str = ""  # the pattern as a metric label (``/alerts/{id}``)
+    managers: bool = False  # admin and manager only (a csm gets 403)
 
 
 class Api:
@@ -303,6 +355,7 @@ class Api:
 
     def __init__(self, config: ApiConfig) -> None:
         self.config = config
+        self._warned_service_token = False
         timeout = f"{config.statement_timeout_s}s"
 
         def configure(conn: Conn) -> None:
@@ -346,7 +399,7 @@ class Api:
         split = urllib.parse.urlsplit(target)
         matches = [(r, m) for r in ROUTES if (m := r.pattern.fullmatch(split.path))]
         if not matches:
-            return self._error(HttpError(404, f"no such route: {split.path}"), False, ""), "none"
+            return self._error(HttpError(404, f"no such route: {split.path}"), False), "none"
         page = matches[0][0].page
         label = matches[0][0].label
         wanted = "GET" if method == "HEAD" else method
@@ -363,44 +416,113 @@ class Api:
             if method in UNSAFE_METHODS:
                 check_same_origin(headers)
             query = urllib.parse.parse_qs(split.query, keep_blank_values=True)
+            principal = None
             if not route.public:
-                self._authorise(headers, query if route.page else None)
+                principal = self._authenticate(headers)
+                if principal is not None and principal.via == "service":
+                    self._audit_service_use(method, split.path)
+                if principal is None and route.page and method in ("GET", "HEAD"):
+                    return redirect("/signin"), label
+                if principal is None:
+                    raise HttpError(401, UNAUTHENTICATED, _CHALLENGE)
+                if route.managers and not principal.sees_everything:
+                    raise HttpError(403, "the NRR figures are for the manager and admin roles")
             if method in UNSAFE_METHODS:
                 _check_content_type(route, headers, body)
             params = tuple(urllib.parse.unquote(g) for g in match.groups())
-            request = Request(method, split.path, query, headers, body, params)
+            request = Request(method, split.path, query, headers, body, params, principal)
+            if principal is not None and principal.via == "session" and method in UNSAFE_METHODS:
+                _check_csrf(request, route)
             return route.endpoint(self, request), label
         except Exception as exc:  # every error becomes an answer; bugs are logged
-            return self._error(exc, page, split.query), label
+            return self._error(exc, page), label
 
-    def _authorise(self, headers: Message, query: dict[str, list[str]] | None) -> None:
-        token = self.config.token
-        if not token:
-            return
-        given = ""
+    def _authenticate(self, headers: Message) -> Principal | None:
+        """The principal of a request: a bearer token (the service token or a personal one)
+        or else the session cookie; None when neither is valid. A bearer token that is
+        wrong or revoked is refused (401) even with a valid cookie."""
+        from basewatch.auth import user_of_session
+        from basewatch.users import user_of_token
+
         scheme, _, value = (headers.get("Authorization") or "").partition(" ")
-        if scheme.lower() == "bearer":
-            given = value.strip()
-        elif query is not None:
-            given = (query.get("token") or [""])[0]
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HttpError(
-                401,
-                "missing or wrong token: send Authorization: Bearer <BASEWATCH_API_TOKEN>",
-                (("WWW-Authenticate", 'Bearer realm="basewatch"'),),
+        given = value.strip() if scheme.lower() == "bearer" else ""
+        if headers.get("Authorization") is not None and not given:
+            raise HttpError(401, UNAUTHENTICATED, _CHALLENGE)
+        now = dt.datetime.now(dt.UTC)
+        service = self.config.token
+        if given and service and hmac.compare_digest(given.encode(), service.encode()):
+            return Principal(None, "service")
+        if given:
+            with self.database() as conn:
+                user = user_of_token(conn, given, now=now)
+            if user is None:
+                raise HttpError(401, "wrong, revoked or expired token", _CHALLENGE)
+            return Principal(user, "token")
+        session_id = _session_cookie(headers)
+        if not session_id:
+            return None
+        with self.database() as conn:
+            user = user_of_session(conn, session_id, now=now)
+        return Principal(user, "session", session_id) if user else None
+
+    def _audit_service_use(self, method: str, path: str) -> None:
+        """Every request with the deprecated service token leaves an audit row (its changes
+        a second one, with their ``by``) and, once per process, a warning in the log."""
+        if not self._warned_service_token:
+            self._warned_service_token = True
+            log.warning(
+                "a request used BASEWATCH_API_TOKEN, which is deprecated: give scripts personal "
+                "tokens (basewatch users token create) and unset it"
+            )
+        with self.database() as conn:
+            record(
+                conn, Actor(None, "service token"), "service_token.use", f"{method} {path}", "api"
             )
 
-    def _error(self, exc: Exception, page: bool, query: str) -> Response:
+    def _error(self, exc: Exception, page: bool) -> Response:
         status, message = error_status(exc, self.config)
         headers = exc.headers if isinstance(exc, HttpError) else ()
         if status == 503:
             headers = (*headers, ("Retry-After", str(RETRY_AFTER_S)))
         if page:
-            token = _page_token(urllib.parse.parse_qs(query))
-            response = html_response(render_error(status, message, token), status)
+            response = html_response(render_error(status, message), status)
         else:
             response = json_response({"error": message}, status)
         return Response(response.status, response.content_type, response.body, headers)
+
+
+UNAUTHENTICATED = (
+    "sign in (/signin), or send Authorization: Bearer <token> with a personal API token "
+    "(basewatch users token create)"
+)
+_CHALLENGE = (("WWW-Authenticate", 'Bearer realm="basewatch"'),)
+
+
+def _session_cookie(headers: Message) -> str:
+    from http.cookies import CookieError, SimpleCookie
+
+    from basewatch.auth import COOKIE_NAME
+
+    cookie: SimpleCookie = SimpleCookie()
+    try:
+        cookie.load(headers.get("Cookie") or "")
+    except CookieError:
+        return ""
+    morsel = cookie.get(COOKIE_NAME)
+    return morsel.value if morsel is not None else ""
+
+
+def _check_csrf(request: Request, route: Route) -> None:
+    """A change authenticated by the session cookie carries the session's CSRF token (form
+    field ``csrf_token``, or header ``X-CSRF-Token``): 403 without it or with a wrong one."""
+    from basewatch.auth import csrf_ok
+
+    assert request.principal is not None
+    given = request.headers.get("X-CSRF-Token") or ""
+    if not given and route.body == "form":
+        given = request.form().get("csrf_token", "")
+    if not given or not csrf_ok(request.principal.session_id, given):
+        raise HttpError(403, "missing or wrong CSRF token: reload the page and try again")
 
 
 def check_same_origin(headers: Message) -> None:
@@ -616,11 +738,17 @@ def alerts_list(api: Api, request: Request) -> Response:
     if status not in ("all", *STATUS_FILTERS):
         raise HttpError(400, f"unknown status {status!r} (use all, {', '.join(STATUS_FILTERS)})")
     limit = _int_param(query.get("limit") or "100", "limit", 1, MAX_LIST_LIMIT)
+    owner = query.get("owner") or None
+    scope = _principal(request).scope
+    if scope is not None:  # a csm lists their own alerts only
+        if owner not in (None, scope):
+            return json_response([])
+        owner = scope
     with api.database() as conn:
         rows = list_alerts(
             conn,
             status=None if status == "all" else status,
-            owner=query.get("owner") or None,
+            owner=owner,
             kind=query.get("kind") or None,
             account=query.get("account") or None,
             limit=limit,
@@ -628,65 +756,153 @@ def alerts_list(api: Api, request: Request) -> Response:
     return json_response(rows)
 
 
+def _principal(request: Request) -> Principal:
+    assert request.principal is not None  # every route but the public ones authenticates
+    return request.principal
+
+
+def _alert_in_scope(conn: Conn, principal: Principal, alert_id: int) -> dict[str, Any]:
+    """The alert, or NotFound (the same as for an unknown one) outside a csm's scope."""
+    from signals.alerts import get_alert
+
+    alert = get_alert(conn, alert_id)
+    if principal.scope is not None and alert["owner_csm_id"] != principal.scope:
+        raise NotFound(f"no alert #{alert_id}")
+    return alert
+
+
 def alert_detail(api: Api, request: Request) -> Response:
-    from signals.alerts import alert_history, get_alert
+    from signals.alerts import alert_history
 
     request.single(())
     alert_id = _alert_id(request.params[0])
     with api.database() as conn:
-        alert = get_alert(conn, alert_id)
+        alert = _alert_in_scope(conn, _principal(request), alert_id)
         alert["history"] = alert_history(conn, alert_id)
     return json_response(alert)
+
+
+def _actor(request: Request, body: Mapping[str, Any]) -> Actor:
+    """The actor of a change is the authenticated user; a ``by`` that names anybody else is
+    refused (403). The deprecated service token has no user: its ``by`` is required."""
+    principal = _principal(request)
+    if principal.user is None:
+        return Actor(None, _text_field(body, "by", required=True))
+    by = _text_field(body, "by", required=False)
+    if "by" in body and by != principal.user.username:
+        raise HttpError(
+            403,
+            f"'by' must be left out or be the authenticated user ({principal.user.username}):"
+            " the actor of a change is who signed in",
+        )
+    return Actor(principal.user.user_id, principal.user.username)
+
+
+def _change_alert(
+    api: Api,
+    request: Request,
+    actor: Actor,
+    action: str,
+    alert_id: int,
+    change: Callable[[Conn], dict[str, Any]],
+    details: Mapping[str, Any],
+    source: Source = "api",
+) -> dict[str, Any]:
+    """Apply ``change`` to the alert of the route (in the principal's scope) and write the
+    audit row, in one transaction."""
+    principal = _principal(request)
+    with api.database() as conn, conn.transaction():
+        _alert_in_scope(conn, principal, alert_id)
+        alert = change(conn)
+        record(
+            conn,
+            actor,
+            f"alert.{action}",
+            f"alert:{alert_id}",
+            source,
+            {**details, "status": alert["status"], "via": principal.via},
+        )
+    return alert
 
 
 def post_ack(api: Api, request: Request) -> Response:
     from signals.alerts import acknowledge
 
     body = request.json_body(("by",))
-    by = _text_field(body, "by", required=True)
+    actor = _actor(request, body)
     alert_id = _alert_id(request.params[0])
-    with api.database() as conn:
-        return json_response(acknowledge(conn, alert_id, by))
+    return json_response(
+        _change_alert(
+            api, request, actor, "ack", alert_id, lambda c: acknowledge(c, alert_id, actor.name), {}
+        )
+    )
 
 
 def post_snooze(api: Api, request: Request) -> Response:
     from signals.alerts import snooze
 
     body = request.json_body(("by", "until", "hours", "reason"))
-    by = _text_field(body, "by", required=True)
+    actor = _actor(request, body)
     reason = _text_field(body, "reason", required=True)
     now = dt.datetime.now(dt.UTC)
     until = _snooze_until(body, now)
     alert_id = _alert_id(request.params[0])
-    with api.database() as conn:
-        return json_response(snooze(conn, alert_id, until, reason, by, now=now))
+    return json_response(
+        _change_alert(
+            api,
+            request,
+            actor,
+            "snooze",
+            alert_id,
+            lambda c: snooze(c, alert_id, until, reason, actor.name, now=now),
+            {"until": until.isoformat(), "reason": reason},
+        )
+    )
 
 
 def post_resolve(api: Api, request: Request) -> Response:
     from signals.alerts import OUTCOMES, resolve
 
     body = request.json_body(("by", "outcome", "note"))
-    by = _text_field(body, "by", required=True)
+    actor = _actor(request, body)
     outcome = _text_field(body, "outcome", required=True)
     if outcome not in OUTCOMES:
         raise HttpError(400, f"'outcome' must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
     note = _text_field(body, "note", required=False)
     alert_id = _alert_id(request.params[0])
-    with api.database() as conn:
-        return json_response(resolve(conn, alert_id, outcome, by, note))
+    return json_response(
+        _change_alert(
+            api,
+            request,
+            actor,
+            "resolve",
+            alert_id,
+            lambda c: resolve(c, alert_id, outcome, actor.name, note),
+            {"outcome": outcome, "note": note},
+        )
+    )
 
 
 def post_feedback(api: Api, request: Request) -> Response:
     from signals.alerts import feedback
 
     body = request.json_body(("by", "useful"))
-    by = _text_field(body, "by", required=True)
+    actor = _actor(request, body)
     useful = body.get("useful")
     if not isinstance(useful, bool):
         raise HttpError(400, "field 'useful' must be true or false")
     alert_id = _alert_id(request.params[0])
-    with api.database() as conn:
-        return json_response(feedback(conn, alert_id, useful, by))
+    return json_response(
+        _change_alert(
+            api,
+            request,
+            actor,
+            "feedback",
+            alert_id,
+            lambda c: feedback(c, alert_id, useful, actor.name),
+            {"useful": useful},
+        )
+    )
 
 
 def account_health(api: Api, request: Request) -> Response:
@@ -694,8 +910,15 @@ def account_health(api: Api, request: Request) -> Response:
 
     request.single(())
     account = request.params[0]
+    scope = _principal(request).scope
     with api.database() as conn:
         rows = latest_health(conn, account)
+        if scope is not None:
+            owner = conn.execute(
+                "SELECT csm_id FROM accounts WHERE account_id = %s", (account,)
+            ).fetchone()
+            if owner is None or owner[0] != scope:
+                rows = []  # another csm's account reads as unknown
     if not rows:
         raise NotFound(
             f"no health recorded for account {account!r} (unknown account, no active "
@@ -757,30 +980,49 @@ def _money(text: str) -> str:
         return text
 
 
-def _page_token(query: Mapping[str, list[str]]) -> str:
-    return (query.get("token") or [""])[0]
-
-
-def _url(path: str, token: str, **params: str) -> str:
-    """A page URL carrying the token it was reached with (if it came in the query)."""
-    query = {**({"token": token} if token else {}), **params}
-    return path + ("?" + urllib.parse.urlencode(query) if query else "")
+def _url(path: str, **params: str) -> str:
+    return path + ("?" + urllib.parse.urlencode(params) if params else "")
 
 
 def _csm_path(csm_id: str) -> str:
     return "/csm/" + urllib.parse.quote(csm_id, safe="")
 
 
-def render_page(title: str, content: str) -> str:
+def render_page(title: str, content: str, principal: Principal | None = None) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head>\n"
-        f"<body>\n{content}\n</body></html>\n"
+        f"<body>\n{_signed_in_bar(principal)}{content}\n</body></html>\n"
     )
 
 
-def render_error(status: int, message: str, token: str) -> str:
+def _csrf_field(principal: Principal | None) -> str:
+    """The hidden CSRF field of a form (for a session; a bearer token needs none)."""
+    from basewatch.auth import csrf_token
+
+    if principal is None or principal.via != "session":
+        return ""
+    return f'<input type="hidden" name="csrf_token" value="{csrf_token(principal.session_id)}">'
+
+
+def _signed_in_bar(principal: Principal | None) -> str:
+    if principal is None or principal.user is None:
+        return ""
+    user = principal.user
+    out = ""
+    if principal.via == "session":
+        out = (
+            f'<form method="post" action="/signout">{_csrf_field(principal)}'
+            "<button>Sign out</button></form>"
+        )
+    return (
+        f"<p class=meta>Signed in as {_e(user.display_name or user.username)} "
+        f"({_e(user.username)}, {_e(user.role)}) {out}</p>"
+    )
+
+
+def render_error(status: int, message: str) -> str:
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
@@ -788,19 +1030,92 @@ def render_error(status: int, message: str, token: str) -> str:
     return render_page(
         f"basewatch: {status} {phrase}",
         f"<h1>{status} {_e(phrase)}</h1><p class=error>{_e(message)}</p>"
-        f'<p><a href="{_e(_url("/", token))}">all CSMs</a></p>',
+        '<p><a href="/">home</a> · <a href="/signin">sign in</a></p>',
+    )
+
+
+def page_signin(api: Api, request: Request) -> Response:
+    request.single(())
+    return html_response(_signin_page(""))
+
+
+def _signin_page(message: str) -> str:
+    notice = f"<p class=error>{_e(message)}</p>" if message else ""
+    return render_page(
+        "basewatch: sign in",
+        f"<h1>basewatch: sign in</h1>{notice}"
+        '<form method="post" action="/signin"><p><label>Username '
+        '<input name="username" required autocomplete="username"></label></p>'
+        '<p><label>Password <input name="password" type="password" required '
+        'autocomplete="current-password"></label></p><p><button>Sign in</button></p></form>',
+    )
+
+
+def post_signin(api: Api, request: Request) -> Response:
+    """Check the password, start a session, set the cookie; 401 (wrong username or
+    password) or 429 (locked) with the sign-in form again."""
+    from basewatch.auth import SignInRefused, session_cookie, sign_in
+
+    request.single(())
+    fields = request.form()
+    refused = None
+    with api.database() as conn:
+        try:
+            signed = sign_in(
+                conn,
+                fields.get("username", ""),
+                fields.get("password", ""),
+                now=dt.datetime.now(dt.UTC),
+            )
+        except SignInRefused as exc:
+            refused = exc  # the failure count is committed with the connection
+    if refused is not None:
+        headers: tuple[tuple[str, str], ...] = ()
+        status = 401
+        if refused.locked_until is not None:
+            status = 429
+            wait = refused.locked_until - dt.datetime.now(dt.UTC)
+            headers = (("Retry-After", str(max(1, int(wait.total_seconds())))),)
+        page = html_response(_signin_page(refused.message), status)
+        return Response(page.status, page.content_type, page.body, headers)
+    user = signed.user
+    target = _csm_path(user.csm_id) if user.role == "csm" and user.csm_id else "/"
+    cookie = session_cookie(signed.session_id, secure=api.config.secure_cookie)
+    answer = redirect(target)
+    return Response(
+        answer.status, answer.content_type, answer.body, (*answer.headers, ("Set-Cookie", cookie))
+    )
+
+
+def post_signout(api: Api, request: Request) -> Response:
+    """End the session server-side (its cookie stops working), clear the cookie."""
+    from basewatch.auth import cleared_cookie, end_session
+
+    request.single(())
+    principal = _principal(request)
+    if principal.via != "session" or principal.user is None:
+        raise HttpError(400, "signed in with a token, not a session: nothing to sign out")
+    with api.database() as conn:
+        end_session(conn, principal.session_id, principal.user, now=dt.datetime.now(dt.UTC))
+    answer = redirect("/signin")
+    cookie = cleared_cookie(secure=api.config.secure_cookie)
+    return Response(
+        answer.status, answer.content_type, answer.body, (*answer.headers, ("Set-Cookie", cookie))
     )
 
 
 def page_index(api: Api, request: Request) -> Response:
-    token = request.single(("token",)).get("token", "")
     from signals.alerts import active_per_csm, unowned_active
 
+    request.single(())
+    principal = _principal(request)
+    if principal.scope is not None:  # a csm has one page: theirs
+        return redirect(_csm_path(principal.scope))
     with api.database() as conn:
         csms = active_per_csm(conn)
         unowned = unowned_active(conn)
     rows = "".join(
-        f'<tr><td><a href="{_e(_url(_csm_path(csm_id), token))}">{_e(name or csm_id)}</a></td>'
+        f'<tr><td><a href="{_e(_csm_path(csm_id))}">{_e(name or csm_id)}</a></td>'
         f"<td>{_e(csm_id)}</td><td class=num>{opened}</td><td class=num>{acknowledged}</td></tr>"
         for csm_id, name, opened, acknowledged in csms
     )
@@ -819,30 +1134,32 @@ def page_index(api: Api, request: Request) -> Response:
             else ""
         )
     )
-    return html_response(render_page("basewatch: alerts by CSM", content))
+    return html_response(render_page("basewatch: alerts by CSM", content, principal))
 
 
 def page_csm(api: Api, request: Request) -> Response:
     from signals.alerts import list_alerts
 
-    query = request.single(("token", "done", "alert"))
-    token = query.get("token", "")
+    query = request.single(("done", "alert"))
+    principal = _principal(request)
     csm_id = request.params[0]
+    if principal.scope not in (None, csm_id):
+        raise NotFound(f"no CSM {csm_id!r}")  # another csm's page reads as unknown
     with api.database() as conn:
         name = _csm_name(conn, csm_id)
         alerts = list_alerts(conn, status="active", owner=csm_id, limit=PAGE_ALERTS)
     notice = ""
     if query.get("done") in _DONE and query.get("alert", "").isdigit():
         notice = f"<p class=notice>Alert #{_e(query['alert'])} {_DONE[query['done']]}.</p>"
-    cards = "".join(_alert_card(a, csm_id, token) for a in alerts)
+    cards = "".join(_alert_card(a, csm_id, principal) for a in alerts)
     title = f"basewatch: alerts of {name}"
     content = (
-        f'<p><a href="{_e(_url("/", token))}">all CSMs</a></p>'
-        f"<h1>Alerts of {_e(name)} ({_e(csm_id)})</h1>{notice}"
+        ('<p><a href="/">all CSMs</a></p>' if principal.scope is None else "")
+        + f"<h1>Alerts of {_e(name)} ({_e(csm_id)})</h1>{notice}"
         f"<p class=meta>{len(alerts)} active alert(s), most urgent first "
         "(priority 1 = most urgent; money per month).</p>" + (cards or "<p>No active alerts.</p>")
     )
-    return html_response(render_page(title, content))
+    return html_response(render_page(title, content, principal))
 
 
 def _csm_name(conn: Conn, csm_id: str) -> str:
@@ -854,7 +1171,7 @@ def _csm_name(conn: Conn, csm_id: str) -> str:
     return name or csm_id
 
 
-def _alert_card(alert: dict[str, Any], csm_id: str, token: str) -> str:
+def _alert_card(alert: dict[str, Any], csm_id: str, principal: Principal) -> str:
     n = alert["alert_id"]
     where = f"{alert['account_name'] or alert['account_id']} ({alert['account_id']})"
     if alert["subject"]:
@@ -877,16 +1194,16 @@ def _alert_card(alert: dict[str, Any], csm_id: str, token: str) -> str:
         f"<h2>#{n} P{alert['priority']} {_e(alert['kind'])}: {_e(where)}</h2>"
         f"<p class=meta>{_e(alert['family'])} · {_e(state)} · opened "
         f"{_e(alert['opened_at'][:10])}</p>{figures}<ul>{reasons}</ul>"
-        f"{_alert_forms(alert, csm_id, token)}</section>"
+        f"{_alert_forms(alert, csm_id, principal)}</section>"
     )
 
 
-def _alert_forms(alert: dict[str, Any], csm_id: str, token: str) -> str:
+def _alert_forms(alert: dict[str, Any], csm_id: str, principal: Principal) -> str:
     base = f"{_csm_path(csm_id)}/alerts/{alert['alert_id']}"
+    csrf = _csrf_field(principal)
 
     def form(action: str, inner: str) -> str:
-        target = _e(_url(f"{base}/{action}", token))
-        return f'<form method="post" action="{target}">{inner}</form>'
+        return f'<form method="post" action="{_e(f"{base}/{action}")}">{csrf}{inner}</form>'
 
     forms = []
     if alert["status"] == "open":
@@ -919,30 +1236,48 @@ def _alert_forms(alert: dict[str, Any], csm_id: str, token: str) -> str:
 
 
 def post_page_action(api: Api, request: Request) -> Response:
-    from signals.alerts import OUTCOMES, acknowledge, feedback, get_alert, resolve, snooze
+    from signals.alerts import OUTCOMES, acknowledge, feedback, resolve, snooze
 
-    token = request.single(("token",)).get("token", "")
+    request.single(())
+    principal = _principal(request)
+    if principal.user is None:
+        raise HttpError(403, "the service token cannot act on the pages: sign in as a user")
+    actor = Actor(principal.user.user_id, principal.user.username)
     csm_id, alert_id, action = request.params[0], _alert_id(request.params[1]), request.params[2]
+    if principal.scope not in (None, csm_id):
+        raise NotFound(f"no CSM {csm_id!r}")
     fields = request.form()
     now = dt.datetime.now(dt.UTC)
-    with api.database() as conn:
+    change: Callable[[Conn], dict[str, Any]]
+    details: dict[str, Any] = {"page": csm_id}
+    if action == "ack":
+        change = lambda c: acknowledge(c, alert_id, actor.name, now=now)  # noqa: E731
+    elif action == "snooze":
+        reason = fields.get("reason", "")
+        details["reason"] = reason
+        change = lambda c: snooze(c, alert_id, now + PAGE_SNOOZE, reason, actor.name, now=now)  # noqa: E731
+    elif action == "resolve":
+        outcome, note = fields.get("outcome", ""), fields.get("note", "")
+        if outcome not in OUTCOMES:
+            raise HttpError(400, f"outcome must be one of {', '.join(OUTCOMES)}")
+        details.update(outcome=outcome, note=note)
+        change = lambda c: resolve(c, alert_id, outcome, actor.name, note, now=now)  # noqa: E731
+    else:
+        verdict = fields.get("useful", "")
+        if verdict not in ("true", "false"):
+            raise HttpError(400, "useful must be true or false")
+        details["useful"] = verdict == "true"
+        change = lambda c: feedback(c, alert_id, verdict == "true", actor.name, now=now)  # noqa: E731
+
+    def on_page(conn: Conn) -> dict[str, Any]:
+        from signals.alerts import get_alert
+
         if get_alert(conn, alert_id)["owner_csm_id"] != csm_id:
             raise NotFound(f"alert #{alert_id} is not one of {csm_id}'s alerts")
-        if action == "ack":
-            acknowledge(conn, alert_id, csm_id, now=now)
-        elif action == "snooze":
-            snooze(conn, alert_id, now + PAGE_SNOOZE, fields.get("reason", ""), csm_id, now=now)
-        elif action == "resolve":
-            outcome = fields.get("outcome", "")
-            if outcome not in OUTCOMES:
-                raise HttpError(400, f"outcome must be one of {', '.join(OUTCOMES)}")
-            resolve(conn, alert_id, outcome, csm_id, fields.get("note", ""), now=now)
-        else:
-            verdict = fields.get("useful", "")
-            if verdict not in ("true", "false"):
-                raise HttpError(400, "useful must be true or false")
-            feedback(conn, alert_id, verdict == "true", csm_id, now=now)
-    location = _url(_csm_path(csm_id), token, done=action, alert=str(alert_id))
+        return change(conn)
+
+    _change_alert(api, request, actor, action, alert_id, on_page, details, source="page")
+    location = _url(_csm_path(csm_id), done=action, alert=str(alert_id))
     return redirect(f"{location}#alert-{alert_id}")
 
 
@@ -957,15 +1292,18 @@ def _route(
     page: bool = False,
     public: bool = False,
     body: str = "",
+    managers: bool = False,
 ) -> Route:
-    return Route(method, re.compile(pattern), endpoint, page, public, body, route_label(pattern))
+    return Route(
+        method, re.compile(pattern), endpoint, page, public, body, route_label(pattern), managers
+    )
 
 
 ROUTES = (
     _route("GET", r"/healthz", healthz, public=True),
     _route("GET", r"/livez", livez, public=True),
     _route("GET", r"/readyz", readyz, public=True),
-    _route("GET", r"/metrics", prometheus_metrics),
+    _route("GET", r"/metrics", prometheus_metrics, public=True),
     _route("GET", r"/alerts", alerts_list),
     _route("GET", r"/alerts/(\d+)", alert_detail),
     _route("POST", r"/alerts/(\d+)/ack", post_ack, body="json"),
@@ -973,7 +1311,10 @@ ROUTES = (
     _route("POST", r"/alerts/(\d+)/resolve", post_resolve, body="json"),
     _route("POST", r"/alerts/(\d+)/feedback", post_feedback, body="json"),
     _route("GET", r"/accounts/([^/]+)/health", account_health),
-    _route("GET", r"/nrr", nrr_headline),
+    _route("GET", r"/nrr", nrr_headline, managers=True),
+    _route("GET", r"/signin", page_signin, page=True, public=True),
+    _route("POST", r"/signin", post_signin, page=True, public=True, body="form"),
+    _route("POST", r"/signout", post_signout, page=True, body="form"),
     _route("GET", r"/", page_index, page=True),
     _route("GET", r"/csm/([^/]+)", page_csm, page=True),
     _route(
@@ -1141,7 +1482,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        # the path only: a page's query may hold the token; a garbled request has neither
+        # the path only (a query may hold what a user typed); a garbled request has neither
         path = urllib.parse.urlsplit(getattr(self, "path", "") or "").path or "-"
         log.info("%s %s %s %s", self.client_address[0], self.command or "-", path, code)
 
@@ -1165,7 +1506,6 @@ class ApiServer(HTTPServer):
         super().__init__(address, _Handler, bind_and_activate=False)
         try:
             self.server_bind()
-            _check_exposure(config, str(self.server_address[0]))
             self.api = Api(config)
         except BaseException:
             self.socket.close()
@@ -1289,26 +1629,9 @@ def _drain(sock: socket.socket) -> bool:
     return True
 
 
-def _check_exposure(config: ApiConfig, bound: str) -> None:
-    """Without a token the API is open, so it may listen on a loopback address only."""
-    if config.token:
-        return
-    try:
-        loopback = ipaddress.ip_address(bound.partition("%")[0]).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ConfigError(
-            "BASEWATCH_API_TOKEN",
-            f"must be set to listen on {bound} (not a loopback address): without it anyone "
-            "who reaches the port can read and change alerts. Set a token (openssl rand -hex "
-            "24) or listen on 127.0.0.1",
-        )
-
-
 def make_server(config: ApiConfig, host: str, port: int) -> ApiServer:
     """Bind (port 0: any free port) and start the workers; serve with ``serve_forever``, stop
-    with ``shutdown`` + ``server_close``. A non-loopback ``host`` needs ``config.token``."""
+    with ``shutdown`` + ``server_close``."""
     if not 0 <= port <= 65535:
         raise ConfigError("--port", f"must be between 0 and 65535, got {port}")
     return ApiServer((host, port), config)

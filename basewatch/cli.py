@@ -34,6 +34,7 @@ from basewatch import (
     nrr_commands,
     service_commands,
     signals_commands,
+    users_commands,
 )
 from basewatch.commands import Commands, Handler, Register
 from core.db import NetworkTimeouts
@@ -47,6 +48,7 @@ log = logging.getLogger("basewatch")
 # the order of ``basewatch --help``; a module that adds to another's group comes after it
 REGISTER: tuple[Register, ...] = (
     admin_commands.register,
+    users_commands.register,
     ingest_commands.register,
     nrr_commands.register,
     alerts_commands.register,

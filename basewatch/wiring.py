@@ -27,7 +27,7 @@ from signals import rollups
 from signals.catalogue import PriceBook
 from signals.delivery import SmtpTransport, Transports, WebhookTransport
 
-PACKAGES = ("core", "ingest", "signals", "nrr", "simulator")
+PACKAGES = ("core", "ingest", "signals", "nrr", "simulator", "basewatch")
 
 
 def decode_limits(settings: Settings) -> Limits:

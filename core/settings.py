@@ -161,8 +161,11 @@ class Settings:
     price_book: str = ""  # overrides of signals' price book: "name=value,..." (see the README)
     api_host: str = "127.0.0.1"  # `basewatch api` listens here (0.0.0.0: every interface)
     api_port: int = _setting(8080, minimum=1, maximum=65535)
-    # required to listen on anything but a loopback address; empty: open, loopback only
+    # deprecated shared service token (acts as admin, "by" required); empty: off. Users sign
+    # in or send a personal token instead (basewatch users ...)
     api_token: str = _setting("", secret=True)
+    # the URL browsers reach the API at; https://... makes the session cookie Secure
+    api_public_url: str = ""
     api_db_pool_max: int = _setting(8, minimum=1, maximum=1000)  # database connections, at most
     api_db_pool_timeout_s: int = _setting(5, minimum=1, maximum=300)  # wait for one, then 503
     api_threads: int = _setting(16, minimum=1, maximum=1000)  # requests handled at once

@@ -1,7 +1,9 @@
 """``basewatch api`` on a real database: the JSON endpoints (same documents as the CLI's
-``--json``), the alert lifecycle through HTTP, the error statuses, the token, the CSM pages and
-their forms, and a clean stop on SIGTERM. The server runs in-process on a free port; requests
-go through urllib over TCP."""
+``--json``), the alert lifecycle through HTTP, the error statuses, the deprecated service
+token, the CSM pages and their forms, and a clean stop on SIGTERM. The server runs in-process
+on a free port; requests go through urllib over TCP. :func:`call` authenticates as the admin
+``ada`` (a personal token :func:`running` creates) unless ``auth=False``; users, sessions,
+CSRF and the authorization matrix are tested in ``test_users_api.py``."""
 
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from basewatch.api import ApiConfig, make_server
+from basewatch.users import create_token, create_user, get_user
+from core.errors import NotFound
 from core.settings import Settings
 from nrr.headline import headline
 from nrr.ledger import rebuild
@@ -81,14 +85,37 @@ def api_config(db_url: str, **overrides: Any) -> ApiConfig:
     return dataclasses.replace(ApiConfig.from_settings(settings), **rest)
 
 
+ADMIN = "ada"
+_BEARER: dict[str, str] = {}  # server URL -> a personal token of the admin ADMIN
+
+
+def personal_token(
+    db_url: str, username: str, role: str = "admin", csm_id: str | None = None
+) -> str:
+    """A new personal token of ``username`` (created first if need be, with a random
+    password)."""
+    with psycopg.connect(db_url, autocommit=True) as connection:
+        try:
+            get_user(connection, username)
+        except NotFound:
+            create_user(connection, username, role, "a-long-test-password", csm_id=csm_id)
+        return create_token(connection, username, "tests")[1]
+
+
 @contextlib.contextmanager
-def running(config: ApiConfig) -> Iterator[str]:
-    server = make_server(config, "127.0.0.1", 0)
+def running(config: ApiConfig, host: str = "127.0.0.1") -> Iterator[str]:
+    try:
+        token = personal_token(config.database_url, ADMIN)
+    except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
+        token = ""  # a test of the API without its database, or with one never migrated
+    server = make_server(config, host, 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    _BEARER[server.url] = token
     try:
         yield server.url
     finally:
+        _BEARER.pop(server.url, None)
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
@@ -137,8 +164,14 @@ def call(
     body: Any = None,
     data: bytes | None = None,
     headers: dict[str, str] | None = None,
+    auth: bool = True,
 ) -> Answer:
+    """One request; with ``auth``, as the admin of the server (unless ``headers`` hold an
+    Authorization or a Cookie)."""
     headers = dict(headers or {})
+    base = next((b for b in _BEARER if url.startswith(b)), None)
+    if auth and base and not {"Authorization", "Cookie"} & set(headers):
+        headers["Authorization"] = f"Bearer {_BEARER[base]}"
     if body is not None:
         data = json.dumps(body).encode()
         headers.setdefault("Content-Type", "application/json")
@@ -209,7 +242,8 @@ def test_healthz_answers_200_with_the_database_and_503_without(api: str) -> None
         answer = call(f"{down}/healthz")
         assert (answer.status, answer.json) == (503, {"status": "unavailable"})
         assert answer.headers["Retry-After"] == "5"
-        listing = call(f"{down}/alerts")
+        # a token can only be checked with the database: 503, not 401
+        listing = call(f"{down}/alerts", headers={"Authorization": "Bearer bwt_" + "x" * 43})
         assert listing.status == 503
         assert "no database connection free within 1 s" in listing.json["error"]
         assert listing.headers["Retry-After"] == "5"
@@ -304,15 +338,13 @@ def test_snooze_and_feedback(api: str, conn: psycopg.Connection) -> None:
     useful = call(f"{api}/alerts/{alert_id}/feedback", "POST", body={"by": "ada", "useful": True})
     assert useful.json["feedback"] == "useful"
     assert status_of(conn, alert_id)[4] == "useful"
-    call(f"{api}/alerts/{alert_id}/feedback", "POST", body={"by": "ben", "useful": False})
+    call(f"{api}/alerts/{alert_id}/feedback", "POST", body={"useful": False})  # by: optional
     assert status_of(conn, alert_id)[4] == "not_useful"
 
 
 @pytest.mark.parametrize(
     ("path", "body", "message"),
     [
-        ("ack", None, "field 'by' is required"),
-        ("ack", {"by": "  "}, "field 'by' must not be empty"),
         ("ack", {"by": 7}, "field 'by' must be a string"),
         ("ack", {"by": "ada", "actor": "x"}, "unknown field 'actor'"),
         ("snooze", {"by": "ada", "reason": "r"}, "either 'until'"),
@@ -393,61 +425,68 @@ def test_a_statement_over_the_timeout_is_503(db_url: str, conn: psycopg.Connecti
     assert status_of(conn, alert_id)[0] == "open"
 
 
-# -- the token --------------------------------------------------------------------------------
+# -- the deprecated service token -------------------------------------------------------------
 
 
-def test_a_token_guards_everything_but_healthz(
-    api_with_token: str, conn: psycopg.Connection
-) -> None:
+def test_everything_but_healthz_needs_authentication(api: str, conn: psycopg.Connection) -> None:
     (alert_id,) = raise_alerts(conn, saturation())
-    bearer = {"Authorization": f"Bearer {TOKEN}"}
-    assert call(f"{api_with_token}/healthz").status == 200
-
-    for method, path, body in [
+    assert call(f"{api}/healthz", auth=False).status == 200
+    cases: list[tuple[str, str, dict[str, Any] | None]] = [
         ("GET", "/alerts", None),
         ("GET", f"/alerts/{alert_id}", None),
-        ("POST", f"/alerts/{alert_id}/ack", {"by": "ada"}),
+        ("POST", f"/alerts/{alert_id}/ack", {}),
         ("GET", "/nrr", None),
-    ]:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
-            answer = call(api_with_token + path, method, body=body, headers=headers)
+    ]
+    for method, path, body in cases:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer"}):
+            answer = call(api + path, method, body=body, headers=headers, auth=False)
             assert answer.status == 401, (path, headers)
-            assert "missing or wrong token" in answer.json["error"]
             assert answer.headers["WWW-Authenticate"] == 'Bearer realm="basewatch"'
-    # the JSON API takes the token from the header only
-    assert call(f"{api_with_token}/alerts?token={TOKEN}").status == 401
     assert status_of(conn, alert_id)[0] == "open"
+    # a page sends the browser to the sign-in form; the old ?token= is gone
+    page = call(f"{api}/csm/csm-a", auth=False)
+    assert (page.status, page.headers["Location"]) == (303, "/signin")
+    assert call(f"{api}/?token=anything").status == 400
 
+
+def test_the_service_token_acts_as_admin_with_by_required_and_audited(
+    api_with_token: str, conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn.execute("TRUNCATE audit_log")
+    (alert_id,) = raise_alerts(conn, saturation())
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
     assert call(f"{api_with_token}/alerts", headers=bearer).json[0]["alert_id"] == alert_id
+    no_by = call(f"{api_with_token}/alerts/{alert_id}/ack", "POST", body={}, headers=bearer)
+    assert (no_by.status, no_by.json["error"]) == (400, "field 'by' is required")
     acked = call(
-        f"{api_with_token}/alerts/{alert_id}/ack", "POST", body={"by": "a"}, headers=bearer
+        f"{api_with_token}/alerts/{alert_id}/ack", "POST", body={"by": "ops"}, headers=bearer
     )
     assert acked.status == 200
-    assert status_of(conn, alert_id)[0] == "acknowledged"
-
-    page = call(f"{api_with_token}/csm/csm-a")
-    assert page.status == 401
-    assert page.headers["Content-Type"].startswith("text/html")
+    assert status_of(conn, alert_id)[:2] == ("acknowledged", "ops")
+    audit = conn.execute(
+        "SELECT actor_user_id, actor, action, source, details->>'via' FROM audit_log"
+        " WHERE target = %s",
+        (f"alert:{alert_id}",),
+    ).fetchall()
+    assert audit == [(None, "ops", "alert.ack", "api", "service")]
+    uses = conn.execute(
+        "SELECT actor, target FROM audit_log WHERE action = 'service_token.use' ORDER BY audit_id"
+    ).fetchall()
+    assert uses == [
+        ("service token", "GET /alerts"),
+        ("service token", f"POST /alerts/{alert_id}/ack"),
+        ("service token", f"POST /alerts/{alert_id}/ack"),
+    ]
+    assert caplog.text.count("BASEWATCH_API_TOKEN, which is deprecated") == 1
     assert call(f"{api_with_token}/csm/csm-a", headers=bearer).status == 200
-    index = call(f"{api_with_token}/?token={TOKEN}")
-    assert index.status == 200
-    assert f'href="/csm/csm-a?token={TOKEN}"' in index.text
-    assert index.headers["Referrer-Policy"] == "no-referrer"
-
-
-def test_page_forms_carry_the_token(api_with_token: str, conn: psycopg.Connection) -> None:
-    (alert_id,) = raise_alerts(conn, saturation())
-    page = call(f"{api_with_token}/csm/csm-a?token={TOKEN}").text
-    action = f"/csm/csm-a/alerts/{alert_id}/ack?token={TOKEN}"
-    assert f'action="{action}"' in page
-    assert call(f"{api_with_token}/csm/csm-a/alerts/{alert_id}/ack", "POST", data=b"").status == 401
-    assert status_of(conn, alert_id)[0] == "open"
-    posted = call(api_with_token + action, "POST", data=b"")
-    assert posted.status == 303
-    assert posted.headers["Location"] == (
-        f"/csm/csm-a?token={TOKEN}&done=ack&alert={alert_id}#alert-{alert_id}"
+    page_post = call(
+        f"{api_with_token}/csm/csm-a/alerts/{alert_id}/feedback",
+        "POST",
+        data=b"useful=true",
+        headers={**bearer, "Content-Type": "application/x-www-form-urlencoded"},
     )
-    assert status_of(conn, alert_id)[:2] == ("acknowledged", "csm-a")
+    assert page_post.status == 403
+    assert "sign in as a user" in page_post.text
 
 
 # -- CSM pages --------------------------------------------------------------------------------
@@ -488,8 +527,8 @@ def test_the_csm_page_lists_its_alerts_and_the_ack_form_works(
     assert posted.status == 303
     location = posted.headers["Location"]
     assert location == f"/csm/csm-a?done=ack&alert={first}#alert-{first}"
-    assert status_of(conn, first)[:2] == ("acknowledged", "csm-a")
-    assert alert_history(conn, first)[-1]["actor"] == "csm-a"
+    assert status_of(conn, first)[:2] == ("acknowledged", ADMIN)  # the user, not the page
+    assert alert_history(conn, first)[-1]["actor"] == ADMIN
 
     after = call(api + location).text
     assert f"Alert #{first} acknowledged." in after
@@ -515,7 +554,7 @@ def test_page_snooze_resolve_feedback_and_their_errors(api: str, conn: psycopg.C
     assert status_of(conn, first)[4] == "not_useful"
     assert form_post(f"{base}/resolve", {"outcome": "maybe"}).status == 400
     assert form_post(f"{base}/resolve", {"outcome": "dismissed", "note": "dup"}).status == 303
-    assert status_of(conn, first)[:4] == ("dismissed", None, "csm-a", "dup")
+    assert status_of(conn, first)[:4] == ("dismissed", None, ADMIN, "dup")
     assert f'id="alert-{first}"' not in call(f"{api}/csm/csm-a").text
     assert "No active alerts." in call(f"{api}/csm/csm-a").text
 
@@ -565,8 +604,9 @@ def test_account_health_is_the_latest_row(api: str, conn: psycopg.Connection) ->
     assert "no health recorded for account 'acct-9'" in unknown.json["error"]
 
 
-def test_nrr_headline(api: str, conn: psycopg.Connection) -> None:
-    fx.reset(conn)
+def test_nrr_headline(api: str, conn: psycopg.Connection, db_url: str) -> None:
+    fx.reset(conn)  # empties csms, and with them (CASCADE) the users
+    _BEARER[api] = personal_token(db_url, ADMIN)
     empty = call(f"{api}/nrr")
     assert (empty.status, "ledger is empty" in empty.json["error"]) == (404, True)
     fx.account(conn, "acme")

@@ -9,8 +9,7 @@ import re
 from pathlib import Path
 
 COMPOSE = (Path(__file__).parent.parent.parent / "deploy" / "compose.yaml").read_text()
-SECRETS = ("POSTGRES_PASSWORD", "BASEWATCH_DB_APP_PASSWORD", "BASEWATCH_MQTT_PASSWORD",
-           "BASEWATCH_API_TOKEN")  # fmt: skip
+SECRETS = ("POSTGRES_PASSWORD", "BASEWATCH_DB_APP_PASSWORD", "BASEWATCH_MQTT_PASSWORD")
 
 
 def _settings_lines() -> list[tuple[str, str]]:

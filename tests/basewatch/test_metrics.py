@@ -43,7 +43,7 @@ from core.db import drop_database, with_database
 from ingest.consumer import ConsumerConfig, Ingester
 from ingest.store import DEAD_LETTER_KINDS, BatchWriter
 from simulator.publish import Publisher
-from tests.basewatch.test_api import TOKEN, api_config, running
+from tests.basewatch.test_api import _BEARER, TOKEN, api_config, running
 from tests.fix_db import TEST_SERVER_URL
 from tests.fix_ingest import IngesterProcess, reading, register
 from tests.fix_proxy import TcpProxy
@@ -55,8 +55,11 @@ UNREACHABLE_DB = "postgresql://postgres@127.0.0.1:1/nowhere"
 # -- scraping ---------------------------------------------------------------------------------
 
 
-def get(url: str, token: str = "") -> tuple[int, str, str]:
-    """(status, content type, body) of a GET."""
+def get(url: str, token: str = "", *, signed_in: bool = True) -> tuple[int, str, str]:
+    """(status, content type, body) of a GET; by default as the admin that ``running``
+    signed in for an API (``token`` instead when given)."""
+    if not token and signed_in:
+        token = next((t for base, t in _BEARER.items() if url.startswith(base + "/")), "")
     request = urllib.request.Request(url)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
@@ -251,14 +254,16 @@ def test_request_metrics_are_labelled_by_route_pattern_not_path(db_url: str) -> 
     assert not naming_problems(scraped), naming_problems(scraped)
 
 
-def test_metrics_need_the_token_when_one_is_set_and_the_probes_do_not(db_url: str) -> None:
+def test_metrics_and_the_probes_need_no_credentials_while_other_routes_do(db_url: str) -> None:
     with running(api_config(db_url, token=TOKEN)) as url:
-        assert get(f"{url}/metrics")[0] == 401
-        assert get(f"{url}/livez")[0] == 200
-        assert get(f"{url}/readyz")[0] == 200
-        scraped = scrape(f"{url}/metrics", TOKEN)
+        assert get(f"{url}/alerts", signed_in=False)[0] == 401
+        assert get(f"{url}/livez", signed_in=False)[0] == 200
+        assert get(f"{url}/readyz", signed_in=False)[0] == 200
+        assert get(f"{url}/metrics", signed_in=False)[0] == 200
+        scraped = scrape(f"{url}/metrics")
     requests = "basewatch_api_requests_total"
-    assert scraped.value(requests, route="/metrics", method="GET", status="401") == 1
+    assert scraped.value(requests, route="/alerts", method="GET", status="401") == 1
+    assert scraped.value(requests, route="/metrics", method="GET", status="200") == 1
     assert scraped.value(requests, route="/readyz", method="GET", status="200") == 1
 
 

@@ -340,6 +340,7 @@ def test_a_database_of_before_issue_12_upgrades_to_a_fresh_ones_schema_without_a
                 "signals/009_alert_delivery",
                 "simulator/001_ground_truth",
                 "simulator/002_failure_truth",  # issue 13: a failure's mode, foreseeable, lead
+                "basewatch/001_users",  # issue 15: users, sessions, tokens, audit
             ]
             assert "changed after it was applied" not in caplog.text
             assert conn.execute("SELECT contract_id FROM contracts").fetchall() == [("c-1",)]
