@@ -112,6 +112,7 @@ def signals_story(
     from signals.backtest import evaluate, format_table, replay, stored_alerts
     from signals.model_store import save_model
     from signals.rollups import refresh_rollups
+    from signals.kinds import SignalKind
     from signals.scoring import KINDS_SCORED
 
     started = time.monotonic()
@@ -182,7 +183,7 @@ def signals_story(
             step=DAY,
             passes=estimate.done,
             trainings=trainings,
-            kinds=sorted(KINDS_SCORED),
+            kinds=sorted(SignalKind),  # the kinds in force (KINDS_SCORED adds retired ones)
             seconds=time.monotonic() - started,
             labelled=load_truth(conn),
         )

@@ -2,7 +2,7 @@
 
 ``score(conn, as_of)`` returns the findings; ``signals.alerts`` turns them into alerts. The
 rule signals live in ``signals.rules`` (usage, silence, capacity and leaks, energy) and
-``signals.wear_findings`` (component due, third-party parts).
+``signals.wear_findings`` (service due, third-party parts).
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ from psycopg.rows import TupleRow
 
 from signals.catalogue import PriceBook
 from signals.findings import Finding
-from signals.kinds import SignalKind
+from signals.kinds import RETIRED, SignalKind
 from signals.model_store import load_model, save_model
 from signals.rules import capacity_findings, energy_findings, silence_findings, usage_findings
 from signals.wear_findings import wear_findings
 
 log = logging.getLogger(__name__)
 
-KINDS_SCORED = frozenset(SignalKind)  # a pass scores every kind
+# a pass scores every kind; the retired kinds count as scored (never found), so their
+# alerts left open expire (signals.kinds)
+KINDS_SCORED: frozenset[str] = frozenset(SignalKind) | RETIRED
 
 
 class Detector(Protocol):

@@ -33,6 +33,7 @@ class TruthEvent:
     asset_id: str
     component: str
     time: dt.datetime
+    foreseeable: bool = True
 
 
 @dataclass(frozen=True)
