@@ -43,7 +43,7 @@ from tests.fix_smtp import SmtpServer, running_smtp_server
 T0 = dt.datetime(2025, 6, 2, 10, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
-ALL_KINDS = {"capacity_saturation", "usage_decline", "component_due"}
+ALL_KINDS = {"capacity_saturation", "usage_decline", "service_due"}
 
 REGISTRY = """
 INSERT INTO csms (csm_id, name, email, webhook_url) VALUES
@@ -200,7 +200,7 @@ def component_overdue(hours_left: float, score: float = 1.0, value: str = "120")
     """A component past its limit, as ``signals.wear_findings`` reports it day by day."""
     return Finding(
         account_id="acct-1",
-        kind="component_due",
+        kind="service_due",
         subject="asset-7/oil_filter",
         score=score,
         value=Decimal(value),
@@ -219,7 +219,7 @@ def test_an_overdue_alert_escalates_once_and_records_only_what_a_person_cares_ab
     change every day)."""
     # a component still ahead of its limit: 60 h left, horizon 3 days -> P3
     ahead = Finding(
-        "acct-1", "component_due", "asset-7/oil_filter", 0.9, Decimal(120), 3,
+        "acct-1", "service_due", "asset-7/oil_filter", 0.9, Decimal(120), 3,
         ("oil_filter of asset-7: about 60 running hours left",), {"hours_left": 60.0},
     )  # fmt: skip
     [alert_id] = apply(conn, [ahead], T0).opened

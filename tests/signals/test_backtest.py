@@ -114,11 +114,10 @@ def test_service_due_is_confirmed_by_replacements_not_failures() -> None:
     assert result.recall_foreseeable is None  # a failure kind's figure only
     assert result.as_dict()["recall_foreseeable"] is None
     assert result.truth == "replacement or third_party_replacement"
-    assert (result.lead_p25_hours, result.median_lead_hours, result.lead_p75_hours) == (
-        pytest.approx(33.5),  # leads 30 h and 44 h: quartiles interpolated between them
-        pytest.approx(37.0),
-        pytest.approx(40.5),
-    )
+    # leads 30 h and 44 h: the quartiles interpolate between them
+    assert result.lead_p25_hours == pytest.approx(33.5)
+    assert result.median_lead_hours == pytest.approx(37.0)
+    assert result.lead_p75_hours == pytest.approx(40.5)
     figures = result.as_dict()
     assert (figures["lead_hours_p25"], figures["lead_hours_p75"]) == (33.5, 40.5)
 
