@@ -120,9 +120,15 @@ def write_alerts_csv(path: Path, alerts: list[dict[str, Any]]) -> None:
 
 def _check_backtest(args: argparse.Namespace) -> str | None:
     """Wrong usage of ``signals backtest`` (argparse's exit 2), or None."""
-    from signals.kinds import FAMILIES
+    from signals.kinds import FAMILIES, RETIRED
 
     unknown = sorted(set(args.kind or ()) - set(FAMILIES))
+    retired = [k for k in unknown if k in RETIRED]
+    if retired:
+        return (
+            f"argument --kind: {', '.join(retired)} was retired: component_due became "
+            "failure_risk (the asset fails) and service_due (the component is replaced)"
+        )
     if unknown:
         return (
             f"argument --kind: unknown signal kind(s) {', '.join(unknown)} "
@@ -142,7 +148,8 @@ def register(commands: Commands) -> None:
         "backtest",
         cmd_backtest,
         "replay history as of each step, list the alerts that would have been raised and "
-        "score them against the failures, churn and expansions that happened",
+        "score each kind against its own promise (failures, replacements, alarms, churn, "
+        "expansions that happened within its horizon)",
     )
     bt.add_argument(
         "--from",

@@ -3,9 +3,12 @@
 Each data set goes into its own fresh database exactly as a user would load it - the
 ``basewatch`` commands of the README ("History import"), run as subprocesses - and then
 ``basewatch signals backtest --json`` replays it hour by hour with the one configuration every
-data set gets (no per-data-set options). Prints, per data set and kind, recall, precision
-with its chance level (see signals/backtest.py), median lead time and false alerts per 1,000
-operating hours, beside the published figures named in ../shared/data/README.md.
+data set gets (no per-data-set options). Prints, per data set and kind (each scored against
+its own promise: failure_risk against failures only, service_due against replacements,
+asset_anomaly against failures and alarms), precision with its chance level (see
+signals/backtest.py), recall (and over foreseeable failures, where the truth labels them),
+lead time (median and quartiles) and false alerts per 1,000 operating hours, beside the
+published figures named in ../shared/data/README.md.
 
     .venv/bin/python bench/backtest.py                          # all four
     .venv/bin/python bench/backtest.py --datasets azure,cmapss --json
@@ -48,7 +51,7 @@ from signals.kinds import SignalKind
 from simulator.truth import read_ground_truth_csv, store_ground_truth
 
 _ROOT = Path(__file__).resolve().parent.parent
-KINDS = (SignalKind.COMPONENT_DUE, SignalKind.ASSET_ANOMALY)
+KINDS = (SignalKind.FAILURE_RISK, SignalKind.SERVICE_DUE, SignalKind.ASSET_ANOMALY)
 PUBLISHED = {
     "cmapss": "RUL RMSE 11-18 (LSTM 16.14, CNN ~12.6, RF 16-18); 'fails within 30 cycles': "
     "LSTM P/R 0.96/0.96, best classical 0.95/0.80",
@@ -136,7 +139,7 @@ def _copy_truth(url: str, path: Path) -> None:
 
 
 def run_one(name: str, args: argparse.Namespace, server: str) -> dict[str, Any]:
-    database = f"bw_bench_backtest_{name}"
+    database = f"bw_bench_backtest_{name}{args.db_suffix}"
     url = with_database(server, database)
     drop_database(url)
     ensure_database(url)
@@ -181,11 +184,17 @@ def _text(results: list[dict[str, Any]]) -> str:
         lines.append(f"  published: {PUBLISHED[r['dataset']]}")
         for k in r["by_kind"]:
             recall = "-" if k["events"] is None else f"{k['caught']}/{k['events']}"
+            foreseen = (
+                ""
+                if k.get("recall_foreseeable") is None
+                else f" (foreseeable {_pct(k['recall_foreseeable'])})"
+            )
             lines.append(
                 f"  {k['kind']:<15} alerts {k['alerts']:>5}  precision {_pct(k['precision'])}"
                 f"  chance {_chance(k.get('chance_precision'))}"
-                f"  recall {recall:>7} {_pct(k['recall'])}  median lead "
-                f"{_num(k['median_lead_hours'])} h  false/1000 h "
+                f"  recall {recall:>7} {_pct(k['recall'])}{foreseen}  lead "
+                f"{_num(k['median_lead_hours'])} h ({_num(k.get('lead_hours_p25'))}–"
+                f"{_num(k.get('lead_hours_p75'))})  false/1000 h "
                 f"{_num(k['false_per_1000_operating_hours'], '.2f')}"
             )
     if results:
@@ -224,6 +233,12 @@ def main() -> int:
     parser.add_argument("--kinds", default=",".join(KINDS), help="kinds to replay")
     parser.add_argument("--alerts", action="store_true", help="keep each alert in the JSON")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
+    parser.add_argument(
+        "--db-suffix",
+        default="",
+        help="append this to the databases' names (bw_bench_backtest_<data set>), so that two "
+        "runs on one server do not drop each other's",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     args.kinds = [k for k in args.kinds.split(",") if k]

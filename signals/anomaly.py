@@ -12,7 +12,7 @@ Unsupervised and per asset, so it needs no failure history and no knowledge of t
   judge a change against. An asset needs at
   least 24 hours after its reference period before it is scored.
   Metrics that a rule already watches against a known limit (the component wear indicators of
-  ``signals.catalogue.INDICATORS``, judged by ``component_due`` and ``third_party_parts``) are
+  ``signals.catalogue.INDICATORS``, judged by ``service_due`` and ``third_party_parts``) are
   left to that rule: the detector is for failure modes no rule knows, and a filter clogging
   towards its service limit, or reset by a replacement, is normal wear, not an anomaly.
 - **Score** (``findings``): the last 24 complete hours split into 3 windows of 8 hours. A metric
@@ -24,7 +24,10 @@ Unsupervised and per asset, so it needs no failure history and no knowledge of t
   spikes quiet. The asset's strength is the largest persistent z of its metrics;
   ``score = 1 - 0.5 (Z_ALERT / strength)^2`` (0.5 at the threshold, towards 1 beyond).
 - Money: ``PriceBook.component_service`` (an anomaly usually ends in a service visit);
-  horizon ``HORIZON_DAYS``.
+  horizon ``HORIZON_DAYS``. Promise (``signals.kinds``), stated last in the finding's reasons:
+  the asset fails or raises an alarm (an ``alarm`` event, e.g. an imported error code) within
+  the horizon. In the backtest either confirms an alert; recall counts failures only (an alarm
+  missed is no miss).
 
 Cost: ``train`` runs one SQL query that reads at most 168 hourly rows per asset and returns
 only the per-metric figures (2,000 assets with 15 metrics: about 15 s); ``findings`` runs one
@@ -302,6 +305,10 @@ def _finding(
     ]
     reasons.append(
         f"{len(out)} of {watched} metrics of {asset_id} outside their normal range for {hours} h"
+    )
+    reasons.append(
+        f"promise: {asset_id} fails or raises an alarm within {HORIZON_DAYS} days "
+        "(behaviour unlike its own normal)"
     )
     figures = {"metrics_out": float(len(out)), "metrics_watched": float(watched)}
     for o in out[:3]:

@@ -11,19 +11,24 @@ entered, not while it holds, expires once the condition has been clear for ``cle
 is not raised again for the same key within ``cooldown``. Nothing is written to the database.
 
 **Truth.** What really happened: ``failure`` events (``asset_events`` and the labelled truth),
-replacements (``component_replaced`` events, labelled ``third_party_replacement``), and, when
-the fleet came from the simulator or labelled data was imported, the labelled ``churn`` and
-``expansion`` events and account stories. The labelled truth (``signals.truth``) is an argument
-(``labelled=``): the composition root loads it (``simulator.truth.load_truth`` reads the
-simulator's ``ground_truth`` table); this module reads no table of the simulator's. Each alert
-kind is checked against one truth:
+replacements (``component_replaced`` events, labelled ``third_party_replacement``), ``alarm``
+events (``asset_events``: alarms and error codes, e.g. imported with ``--kind alarm``), and,
+when the fleet came from the simulator or labelled data was imported, the labelled ``churn``
+and ``expansion`` events and account stories. The labelled truth (``signals.truth``) is an
+argument (``labelled=``): the composition root loads it (``simulator.truth.load_truth`` reads
+the simulator's ``ground_truth`` table); this module reads no table of the simulator's. Each
+alert kind makes one promise (``signals.kinds``) and is checked against its own truth and its
+own window only:
 
 =====================  ===================================================  ================
 alert kind             true when, for the alert's asset / account ...        window after it
 =====================  ===================================================  ================
-component_due          the asset (its component, where both name one)        the alert's horizon
-                       fails or has the component replaced                   (at least 1 day)
-asset_anomaly          the asset fails                                       the alert's horizon
+failure_risk           the asset fails (a replacement confirms nothing)      the alert's horizon
+                                                                             (at least 1 day)
+service_due            the component (where both name one) is replaced:     the alert's horizon
+                       by us (``replacement``) or elsewhere                  (at least 1 day)
+                       (``third_party_replacement``)
+asset_anomaly          the asset fails or raises an ``alarm``                the alert's horizon
 usage_decline,         the account churns                                    180 days
 silent_assets,
 renewal_risk
@@ -35,13 +40,17 @@ heat_recovery,
 efficiency_upgrade     the account's story is ``leaky`` (no event to time)   -
 =====================  ===================================================  ================
 
-Per kind: **precision** = true alerts / alerts; **recall** = truth events with an alert of the
-kind in the window before them / truth events in the replayed period (for component_due and
-asset_anomaly the events are failures only: a replacement confirms an alert but missing one is
-no miss); **median lead time** = hours from the first such alert to the event (negative for
-detections after the fact); **alerts per CSM per week**; **false alerts per 1,000 operating
-hours** (asset-hours with data in the period). A kind with no truth of its kind (in the
-database or the labelled truth) reports its alerts only.
+Per kind: **precision** = true alerts / alerts (the share of alerts confirmed); **recall** =
+truth events with an alert of the kind in the window before them / truth events in the replayed
+period (the share of events foreseen; for asset_anomaly the events are failures only: an alarm
+confirms an alert but missing one is no miss; for service_due both kinds of replacement);
+**recall_foreseeable** (failure_risk, asset_anomaly) = the same over the failures the labelled
+truth calls foreseeable (``TruthEvent.foreseeable``: a sudden failure with no warning in the
+data is no miss of a predictor; equals recall when every failure is foreseeable); **lead
+time** = hours from the first such alert to the event (negative for detections after the
+fact), its median and quartiles; **alerts per CSM per week**; **false alerts per 1,000
+operating hours** (asset-hours with data in the period). A kind with no truth of its kind (in
+the database or the labelled truth) reports its alerts only.
 
 **Chance level** (``chance_precision``, the ``chance`` column beside precision): the precision
 the kind's alerts would have had if each had been raised at a random moment for a random subject
@@ -82,7 +91,7 @@ from psycopg.rows import TupleRow
 from signals.alerts import strongest
 from signals.catalogue import PriceBook
 from signals.findings import Finding
-from signals.kinds import Family, SignalKind, family_of
+from signals.kinds import RETIRED, Family, SignalKind, family_of, promise_of
 from signals.scoring import score, train_models
 from signals.truth import LabelledTruth, TruthEvent
 
@@ -94,7 +103,9 @@ DETECTION_WINDOW = dt.timedelta(days=60)
 MIN_FAILURE_WINDOW = dt.timedelta(days=1)
 _HOUR = dt.timedelta(hours=1)
 
-_ASSET_KINDS = {SignalKind.COMPONENT_DUE, SignalKind.ASSET_ANOMALY}
+_ASSET_KINDS = {SignalKind.FAILURE_RISK, SignalKind.SERVICE_DUE, SignalKind.ASSET_ANOMALY}
+# the kinds that predict failures: their recall is also reported over foreseeable failures
+_FAILURE_KINDS = {SignalKind.FAILURE_RISK, SignalKind.ASSET_ANOMALY}
 _CHURN_KINDS = {SignalKind.USAGE_DECLINE, SignalKind.SILENT_ASSETS, SignalKind.RENEWAL_RISK}
 _EXPANSION_KINDS = {
     SignalKind.CAPACITY_SATURATION,
@@ -105,6 +116,11 @@ _STORY_KINDS: dict[str, str] = {SignalKind.EFFICIENCY_UPGRADE: "leaky"}
 CHANCE_NOTE = (
     "chance: the precision of the same alerts raised at random operating hours of random "
     "assets (accounts), each with its own window"
+)
+FORESEEN_NOTE = (
+    "foreseen: recall over the failures the labelled truth calls foreseeable (failure_risk, "
+    "asset_anomaly); lead h: median hours from the first alert to the event, p25–p75 its "
+    "quartiles"
 )
 
 
@@ -202,6 +218,14 @@ class KindResult:
     false_per_1000_hours: float | None
     truth: str
     chance_precision: float | None = None
+    lead_p25_hours: float | None = None
+    lead_p75_hours: float | None = None
+    foreseeable_events: int | None = None
+    foreseeable_caught: int | None = None
+
+    @property
+    def promise(self) -> str:
+        return promise_of(self.kind)
 
     @property
     def precision(self) -> float | None:
@@ -215,6 +239,13 @@ class KindResult:
             return None
         return self.caught / self.events
 
+    @property
+    def recall_foreseeable(self) -> float | None:
+        """Foreseen foreseeable failures / foreseeable failures (failure kinds only)."""
+        if self.foreseeable_caught is None or not self.foreseeable_events:
+            return None
+        return self.foreseeable_caught / self.foreseeable_events
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
@@ -226,10 +257,16 @@ class KindResult:
             "events": self.events,
             "caught": self.caught,
             "recall": _round(self.recall),
+            "foreseeable_events": self.foreseeable_events,
+            "foreseeable_caught": self.foreseeable_caught,
+            "recall_foreseeable": _round(self.recall_foreseeable),
             "median_lead_hours": _round(self.median_lead_hours, 1),
+            "lead_hours_p25": _round(self.lead_p25_hours, 1),
+            "lead_hours_p75": _round(self.lead_p75_hours, 1),
             "alerts_per_csm_week": round(self.alerts_per_csm_week, 3),
             "false_per_1000_operating_hours": _round(self.false_per_1000_hours),
             "truth": self.truth,
+            "promise": self.promise,
         }
 
 
@@ -396,7 +433,8 @@ def evaluate(
     spans = operating_spans(conn, start, end)
     csms = len({o for o in owners.values() if o}) or 1
     weeks = (end - start) / dt.timedelta(weeks=1)
-    scored = sorted(kinds) if kinds is not None else sorted(SignalKind)
+    # a retired kind (in signals.scoring.KINDS_SCORED, which the demo passes) has nothing to score
+    scored = sorted(k for k in (SignalKind if kinds is None else kinds) if k not in RETIRED)
     results = [
         evaluate_kind(kind, raised, truth, stories, start, end, hours, csms, weeks, spans=spans)
         for kind in scored
@@ -424,12 +462,13 @@ def stored_alerts(
     conn: psycopg.Connection[TupleRow], start: dt.datetime, end: dt.datetime
 ) -> list[RaisedAlert]:
     """The alerts of the ``alerts`` table opened in ``[start, end)``, as raised alerts (to score
-    a replay that went through the real lifecycle, as the demo's does)."""
+    a replay that went through the real lifecycle, as the demo's does). Alerts of a retired
+    kind (``signals.kinds.RETIRED``) are left out: no kind makes their promise now."""
     rows = conn.execute(
         "SELECT opened_at, account_id, kind, subject, score, value, horizon_days, reasons,"
         " owner_csm_id FROM alerts WHERE opened_at >= %s AND opened_at < %s"
-        " ORDER BY opened_at, alert_id",
-        (start, end),
+        " AND kind = ANY(%s) ORDER BY opened_at, alert_id",
+        (start, end, [str(k) for k in SignalKind]),
     ).fetchall()
     return [
         RaisedAlert(t, str(a), str(k), str(s), float(sc), Decimal(v), int(h), tuple(r), o)
@@ -447,23 +486,28 @@ def load_truth(
     until: dt.datetime,
     labelled: LabelledTruth,
 ) -> list[TruthEvent]:
-    """Failures, replacements, churn and expansions with times in ``[start - 60 days, until)``,
-    from ``asset_events`` and ``labelled``, each once."""
+    """Failures, replacements, alarms, churn and expansions with times in
+    ``[start - 60 days, until)``, from ``asset_events`` and ``labelled``, each once (an event
+    both hold is taken from ``labelled``, which may know it was not foreseeable)."""
     since = start - DETECTION_WINDOW
     rows = conn.execute(
         """
         SELECT CASE e.kind WHEN 'component_replaced' THEN 'replacement' ELSE e.kind END,
                a.account_id, e.asset_id, coalesce(e.component, ''), e.time
         FROM asset_events e JOIN assets a USING (asset_id)
-        WHERE e.kind IN ('failure', 'component_replaced') AND e.time >= %(since)s
+        WHERE e.kind IN ('failure', 'component_replaced', 'alarm') AND e.time >= %(since)s
           AND e.time < %(until)s
         """,
         {"since": since, "until": until},
     ).fetchall()
-    events = {TruthEvent(str(k), str(a), str(s), str(c), t) for k, a, s, c, t in rows}
+    events = {
+        (e.kind, e.account_id, e.asset_id, e.component, e.time): e
+        for e in (TruthEvent(str(k), str(a), str(s), str(c), t) for k, a, s, c, t in rows)
+    }
+    for e in labelled.between(since, until):
+        events[(e.kind, e.account_id, e.asset_id, e.component, e.time)] = e
     return sorted(
-        events | labelled.between(since, until),
-        key=lambda e: (e.time, e.kind, e.account_id, e.asset_id, e.component),
+        events.values(), key=lambda e: (e.time, e.kind, e.account_id, e.asset_id, e.component)
     )
 
 
@@ -655,10 +699,13 @@ def _story_chance(
 
 def _truth_kinds(kind: str) -> tuple[set[str], set[str]]:
     """(events that confirm an alert, events an alert should have caught) for ``kind``."""
-    if kind == SignalKind.COMPONENT_DUE:
-        return {"failure", "replacement", "third_party_replacement"}, {"failure"}
-    if kind == SignalKind.ASSET_ANOMALY:
+    if kind == SignalKind.FAILURE_RISK:
         return {"failure"}, {"failure"}
+    if kind == SignalKind.SERVICE_DUE:
+        replaced = {"replacement", "third_party_replacement"}
+        return replaced, replaced
+    if kind == SignalKind.ASSET_ANOMALY:
+        return {"failure", "alarm"}, {"failure"}
     if kind == SignalKind.THIRD_PARTY_PARTS:
         return {"third_party_replacement"}, {"third_party_replacement"}
     if kind in _CHURN_KINDS:
@@ -711,22 +758,42 @@ def evaluate_kind(
     true = sum(any(_confirms(a, e) for e in relevant) for a in mine)
     events = [e for e in relevant if e.kind in expected and start <= e.time < end]
     leads: list[float] = []
+    foreseeable = foreseen = 0
     for e in events:
         firsts = [a.raised_at for a in mine if _confirms(a, e)]
         if firsts:
             leads.append((e.time - min(firsts)) / dt.timedelta(hours=1))
+        if e.foreseeable:
+            foreseeable += 1
+            foreseen += bool(firsts)
+    quartiles = _quartiles(leads)
+    failures = kind in _FAILURE_KINDS
     return KindResult(
         kind,
         len(mine),
         true,
         len(events),
         len(leads),
-        statistics.median(leads) if leads else None,
+        quartiles[1],
         per_csm_week,
         _false_rate(len(mine) - true, operating_hours),
         " or ".join(sorted(confirming)),
         _chance_precision(kind, mine, relevant, spans),
+        quartiles[0],
+        quartiles[2],
+        foreseeable if failures else None,
+        foreseen if failures else None,
     )
+
+
+def _quartiles(values: list[float]) -> tuple[float | None, float | None, float | None]:
+    """(25th percentile, median, 75th percentile) of ``values``, ``None`` when empty."""
+    if not values:
+        return None, None, None
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    p25, p50, p75 = statistics.quantiles(values, n=4, method="inclusive")
+    return p25, p50, p75
 
 
 def _false_rate(false_alerts: int, operating_hours: int) -> float | None:
@@ -750,18 +817,26 @@ def format_table(result: BacktestResult) -> str:
         f"{result.passes:,} scoring passes (step {result.step}), {result.trainings} trainings, "
         f"{result.operating_hours:,} operating hours, {result.csms} CSM(s), "
         f"{result.seconds:.0f} s",
-        f"{'kind':<20} {'alerts':>6} {'precision':>9} {'chance':>7} {'recall':>11} {'lead h':>7} "
-        f"{'/CSM/wk':>7} {'false/1kh':>9}",
+        f"{'kind':<20} {'alerts':>6} {'precision':>9} {'chance':>7} {'recall':>11} "
+        f"{'foreseen':>8} {'lead h':>7} {'p25–p75':>11} {'/CSM/wk':>7} {'false/1kh':>9}",
     ]
     for k in result.kinds:
         recall = "-" if k.events is None else f"{k.caught}/{k.events} {pct(k.recall)}"
+        spread = (
+            "-"
+            if k.lead_p25_hours is None or k.lead_p75_hours is None
+            else f"{k.lead_p25_hours:.0f}–{k.lead_p75_hours:.0f}"
+        )
         lines.append(
             f"{k.kind:<20} {k.alerts:>6} {pct(k.precision):>9} {chance(k.chance_precision):>7} "
-            f"{recall:>11} "
-            f"{num(k.median_lead_hours, '.0f'):>7} {k.alerts_per_csm_week:>7.2f} "
+            f"{recall:>11} {pct(k.recall_foreseeable):>8} "
+            f"{num(k.median_lead_hours, '.0f'):>7} {spread:>11} {k.alerts_per_csm_week:>7.2f} "
             f"{num(k.false_per_1000_hours, '.2f'):>9}"
         )
     lines.append(CHANCE_NOTE)
+    lines.append(FORESEEN_NOTE)
+    lines.append("promises (each kind is scored against this event and horizon only):")
+    lines += [f"  {k.kind}: {k.promise}" for k in result.kinds]
     events = ", ".join(f"{n} {kind}" for kind, n in result.truth_events.items()) or "none"
     lines.append(f"truth in the period: {events}")
     return "\n".join(lines)

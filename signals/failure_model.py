@@ -1,4 +1,4 @@
-"""component_due from a scikit-learn classifier trained on the fleet's own failure history.
+"""failure_risk from a scikit-learn classifier trained on the fleet's own failure history.
 
 **Question.** Does this asset fail within the next ``HORIZON_RH`` = 72 running hours? One
 horizon for every data set. Assets with a ``running_hours`` counter count running hours with
@@ -24,22 +24,27 @@ labelled by a failure, and the model would learn that recent means failing).
 ``random_state=0``; fitted and applied on one OpenMP thread: the result is the same bit
 for bit, and two threads spinning against the database and other work on this 2-core
 machine made a fit 10-30 times slower). Fewer than ``MIN_FAILURES`` failures with a positive
-snapshot: ``None``, and ``findings`` emits nothing (the rule-based ``component_due`` of
+snapshot: ``None``, and ``findings`` emits nothing (the rule-based ``service_due`` of
 ``signals.wear_findings`` still runs).
 
-**Findings.** An asset whose probability reaches ``P_ALERT`` gets a ``component_due`` finding
+**Findings.** An asset whose probability reaches ``P_ALERT`` gets a ``failure_risk`` finding
 with subject = the asset (the model predicts a failure of the asset, not of a named component).
-Ownership: ``signals.wear_findings`` owns ``asset/component`` subjects (rated life and
-indicator trend per catalogued component), this module and ``signals.remaining_life`` (when
-the asset will fail, with a measured interval) the asset subject; the alert lifecycle keeps one
-alert per subject. The finding states the probability within the horizon and, when the fleet
-had enough run-to-failure histories to train ``signals.remaining_life`` (trained in ``train``
-on the same snapshots, its summary under ``summary["remaining_life"]``), the remaining life as
-an interval, never a point: "remaining life: fails in 40–90 running hours (80 %), ≈ 2–4 days at
-24.0 h/day", with figures ``rul_hours`` (central), ``rul_low_hours``, ``rul_high_hours``,
-``interval_level`` and ``rul_cap_hours`` beside the existing ones. Which assets fire, their
-score and their horizon in days stay the classifier's (the interval informs, it does not
-decide), so the backtest's matching of these findings does not change with it.
+Its promise (``signals.kinds``), stated first in its reasons: the asset fails within
+``HORIZON_RH`` running hours, ≈ the finding's horizon in days at the asset's running hours a day
+(at least 1); only a failure confirms it in the backtest, a replacement does not (a planned
+replacement is ``service_due``'s business).
+Ownership: ``signals.wear_findings``'s ``service_due`` owns ``asset/component`` subjects
+(rated life and indicator trend per catalogued component), this module and
+``signals.remaining_life`` (when the asset will fail, with a measured interval) the asset
+subject; the alert lifecycle keeps one alert per subject. The finding states the probability
+within the horizon and, when the fleet had enough run-to-failure histories to train
+``signals.remaining_life`` (trained in ``train`` on the same snapshots, its summary under
+``summary["remaining_life"]``), the remaining life as an interval, never a point:
+"remaining life: fails in 40–90 running hours (80 %), ≈ 2–4 days at 24.0 h/day", with
+figures ``rul_hours`` (central), ``rul_low_hours``, ``rul_high_hours``, ``interval_level``
+and ``rul_cap_hours`` beside the existing ones. Which assets fire, their score and their
+horizon in days stay the classifier's (the interval informs, it does not decide), so the
+backtest's matching of these findings does not change with it.
 When the asset has catalogued components, the reason also names the nearest one by rated life
 since its last replacement. Score = the probability; value = ``PriceBook.component_service``.
 """
@@ -194,7 +199,7 @@ def findings(
     prices: PriceBook,
     model: object | None,
 ) -> list[Finding]:
-    """component_due findings (subject = asset) from the model, as of ``as_of``."""
+    """failure_risk findings (subject = asset) from the model, as of ``as_of``."""
     if not isinstance(model, FailureModel):
         return []
     end = anomaly.hour_floor(as_of)
@@ -268,9 +273,12 @@ def _finding(
 ) -> Finding:
     usage = scored.running_hours_per_day
     per_day = max(usage, 0.5)
+    horizon_days = max(1, math.ceil(HORIZON_RH / per_day))
     first = (
-        f"{p:.0%} probability that {scored.asset_id} fails within {HORIZON_RH:.0f} running "
-        f"hours (fleet model trained on {model.summary.get('failures', 0)} failures)"
+        f"promise: {scored.asset_id} fails within {HORIZON_RH:.0f} running hours, ≈ "
+        f"{horizon_days} day{'s' if horizon_days != 1 else ''} at {usage:.1f} h/day "
+        f"({p:.0%} probability; fleet model trained on {model.summary.get('failures', 0)} "
+        "failures; only a failure confirms it)"
     )
     rul_model = getattr(model, "remaining_life", None) if rul is not None else None
     if rul_model is not None and rul is not None:
@@ -278,8 +286,6 @@ def _finding(
         days = f"{low / per_day:.0f}–{high / per_day:.0f}" + ("+" if high >= rul_model.cap else "")
         when = remaining_life.phrase(low, high, rul_model.level, rul_model.cap)
         first += f"; remaining life: {when}, ≈ {days} days at {usage:.1f} h/day"
-    else:
-        first += f", ≈ {HORIZON_RH / per_day:.0f} days at {usage:.1f} h/day"
     reasons = [first]
     drivers = _drivers(scored.x, model.spec)
     if drivers:
@@ -310,11 +316,11 @@ def _finding(
         figures["rated_life_hours_left"] = round(rated_left, 1)
     return Finding(
         scored.account_id,
-        SignalKind.COMPONENT_DUE,
+        SignalKind.FAILURE_RISK,
         scored.asset_id,
         round(min(1.0, max(0.0, p)), 4),
         prices.component_service,
-        max(1, math.ceil(HORIZON_RH / per_day)),
+        horizon_days,
         tuple(reasons),
         figures,
         overdue=overdue,

@@ -5,7 +5,7 @@ step merges the findings about components of one asset into one per asset and ki
 (``signals.findings.merge_components``): the live pass (``score_now``) and the backtest's
 replay, which both call ``score``, see the same merged findings. The
 rule signals live in ``signals.rules`` (usage, silence, capacity and leaks, energy) and
-``signals.wear_findings`` (component due, third-party parts).
+``signals.wear_findings`` (service due, third-party parts).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from psycopg.rows import TupleRow
 
 from signals.catalogue import PriceBook
 from signals.findings import Finding, merge_components
-from signals.kinds import SignalKind
+from signals.kinds import RETIRED, SignalKind
 from signals.model_store import load_model, save_model
 from signals.routing import MIN_PRECISION, WEEKLY_BUDGET
 from signals.rules import capacity_findings, energy_findings, silence_findings, usage_findings
@@ -29,7 +29,9 @@ from signals.wear_findings import wear_findings
 
 log = logging.getLogger(__name__)
 
-KINDS_SCORED = frozenset(SignalKind)  # a pass scores every kind
+# a pass scores every kind; the retired kinds count as scored (never found), so their
+# alerts left open expire (signals.kinds)
+KINDS_SCORED: frozenset[str] = frozenset(SignalKind) | RETIRED
 
 
 class Detector(Protocol):

@@ -1,7 +1,12 @@
-"""component_due and third_party_parts, per asset, from daily rollups and asset events.
+"""service_due and third_party_parts, per asset, from daily rollups and asset events.
 
 A component is due when its estimated running hours left (``signals.components.wear``), turned
-into days at the asset's running hours per day over the last week, fall within the horizon.
+into days at the asset's running hours per day over the last week, fall within
+``DUE_HORIZON_DAYS``. Its promise (``signals.kinds``), stated first in the finding's reason:
+the component reaches its rated limit within the finding's horizon (those days left, at least
+1) and is replaced within it - a service or parts sale; a replacement by us
+(``component_replaced``) or one detected elsewhere (``third_party_replacement``) confirms it,
+a failure does not (that is ``failure_risk``'s promise).
 A component past its limit (negative hours left) is reported as overdue by that many running
 hours (never as "0 hours left"), and its finding is marked ``overdue``, which raises the
 alert's priority (``signals.alerts``).
@@ -162,15 +167,22 @@ def _asset_findings(
         if days_left > DUE_HORIZON_DAYS:
             continue
         overdue = estimate.hours_left < 0
+        horizon = max(1, int(days_left))
+        promise = (
+            f"promise: {kind} of {asset_id} "
+            + ("is past its rated limit" if overdue else "reaches its rated limit")
+            + f" and is replaced within {horizon} day{'s' if horizon != 1 else ''} "
+            "(a service or parts sale; by us or by a third party)"
+        )
         if overdue:
             reason = (
-                f"{kind} of {asset_id}: overdue by {-estimate.hours_left:,.0f} running hours "
+                f"{promise}: overdue by {-estimate.hours_left:,.0f} running hours "
                 f"(± {estimate.hours_left_sd:,.0f}) by {estimate.basis}, ≈ {-days_left:.0f} "
                 f"days at {per_day:.1f} h/day"
             )
         else:
             reason = (
-                f"{kind} of {asset_id}: about {estimate.hours_left:,.0f} running hours "
+                f"{promise}: about {estimate.hours_left:,.0f} running hours "
                 f"left (± {estimate.hours_left_sd:,.0f}) by {estimate.basis}, ≈ "
                 f"{days_left:.0f} days at {per_day:.1f} h/day"
             )
@@ -181,11 +193,11 @@ def _asset_findings(
         findings.append(
             Finding(
                 account_id,
-                SignalKind.COMPONENT_DUE,
+                SignalKind.SERVICE_DUE,
                 f"{asset_id}/{kind}",
                 min(1.0, max(0.3, 1.0 - days_left / DUE_HORIZON_DAYS)),
                 prices.component_service,
-                max(1, int(days_left)),
+                horizon,
                 (reason,),
                 {
                     "hours_left": round(estimate.hours_left, 1),

@@ -41,7 +41,7 @@ from tests.nrr import fix_nrr as fx
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 TOKEN = "s3cret-token-for-tests"
-KINDS = {"capacity_saturation", "usage_decline", "component_due"}
+KINDS = {"capacity_saturation", "usage_decline", "service_due"}
 
 REGISTRY = """
 INSERT INTO csms (csm_id, name, email) VALUES

@@ -50,6 +50,16 @@ def test_usage_errors_exit_2_with_a_line_naming_the_option() -> None:
         ("signals", "backtest", "--from", "2025-01-01", "--to", "2025-02-01", "--kind", "x"): (
             "argument --kind: unknown signal kind(s) x"
         ),
+        (
+            "signals",
+            "backtest",
+            "--from",
+            "2025-01-01",
+            "--to",
+            "2025-02-01",
+            "--kind",
+            "component_due",
+        ): "argument --kind: component_due was retired",
     }
     for argv, named in cases.items():
         # an unreachable database: the usage is refused before anything is tried

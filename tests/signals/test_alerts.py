@@ -48,7 +48,7 @@ from tests.fix_smtp import SmtpServer, running_smtp_server
 T0 = dt.datetime(2025, 6, 2, 10, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
-ALL_KINDS = {"capacity_saturation", "usage_decline", "component_due"}
+ALL_KINDS = {"capacity_saturation", "usage_decline", "service_due"}
 
 REGISTRY = """
 INSERT INTO csms (csm_id, name, email, webhook_url) VALUES
@@ -206,7 +206,7 @@ def component_overdue(hours_left: float, score: float = 1.0, value: str = "120")
     """A component past its limit, as ``signals.wear_findings`` reports it day by day."""
     return Finding(
         account_id="acct-1",
-        kind="component_due",
+        kind="service_due",
         subject="asset-7/oil_filter",
         score=score,
         value=Decimal(value),
@@ -225,7 +225,7 @@ def test_an_overdue_alert_escalates_once_and_records_only_what_a_person_cares_ab
     change every day)."""
     # a component still ahead of its limit: 60 h left, expected value 108 -> P4
     ahead = Finding(
-        "acct-1", "component_due", "asset-7/oil_filter", 0.9, Decimal(120), 3,
+        "acct-1", "service_due", "asset-7/oil_filter", 0.9, Decimal(120), 3,
         ("oil_filter of asset-7: about 60 running hours left",), {"hours_left": 60.0},
     )  # fmt: skip
     [alert_id] = apply(conn, [ahead], T0).opened
@@ -626,7 +626,7 @@ def test_alerts_list_says_how_many_it_left_out_and_money_carries_its_currency(
 
 
 def component(
-    name: str, hours_left: float, score: float, horizon: int, kind: str = "component_due"
+    name: str, hours_left: float, score: float, horizon: int, kind: str = "service_due"
 ) -> Finding:
     return Finding(
         "acct-1", kind, f"asset-7/{name}", score, Decimal(120), horizon,
@@ -636,9 +636,7 @@ def component(
 
 
 def test_component_findings_of_one_asset_merge_into_one_finding() -> None:
-    other_asset = Finding(
-        "acct-1", "component_due", "asset-8/bearing", 0.4, Decimal(120), 20, ("b",)
-    )
+    other_asset = Finding("acct-1", "service_due", "asset-8/bearing", 0.4, Decimal(120), 20, ("b",))
     account = saturation()
     found = merge_components(
         [
@@ -652,8 +650,8 @@ def test_component_findings_of_one_asset_merge_into_one_finding() -> None:
     )
     assert [(f.kind, f.subject) for f in found] == [
         ("capacity_saturation", "asset-7"),  # not a component subject: untouched
-        ("component_due", "asset-7"),  # in the place of its group's first finding
-        ("component_due", "asset-8"),
+        ("service_due", "asset-7"),  # in the place of its group's first finding
+        ("service_due", "asset-8"),
         ("third_party_parts", "asset-7"),
     ]
     assert found[0] is account
@@ -681,9 +679,9 @@ def test_component_findings_of_one_asset_merge_into_one_finding() -> None:
 
 def test_an_asset_level_finding_joins_the_components_of_its_asset() -> None:
     """A finding about the asset as a whole of the same kind is one more entry of its alert
-    (the classifier's asset-level component_due, before it has a kind of its own)."""
+    (the merge goes by subject, whatever the kind)."""
     whole = Finding(
-        "acct-1", "component_due", "asset-7", 0.6, Decimal(120), 3, ("fails in 72 h",),
+        "acct-1", "service_due", "asset-7", 0.6, Decimal(120), 3, ("fails in 72 h",),
         {"probability": 0.6},
     )  # fmt: skip
     [merged] = merge_components([whole, component("oil_filter", 200, 0.5, 10)])
@@ -730,7 +728,7 @@ def test_stored_per_component_alerts_expire_once_their_condition_clears(
 
 
 def test_the_scoring_pass_merges_the_components_of_an_asset(db_url: str) -> None:
-    """Two catalogued components of one machine both due: one component_due finding, subject
+    """Two catalogued components of one machine both due: one service_due finding, subject
     the asset, from ``signals.scoring.score`` (which the backtest's replay calls too)."""
     as_of = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
     with psycopg.connect(db_url) as conn:
@@ -750,11 +748,11 @@ def test_the_scoring_pass_merges_the_components_of_an_asset(db_url: str) -> None
                 " VALUES ('m-1', %s, 24, %s)",
                 (as_of - day * DAY, Jsonb({"running_hours": [hours, hours, hours, hours, 1]})),
             )
-        wear = [f for f in wear_findings(conn, as_of, PriceBook()) if f.kind == "component_due"]
+        wear = [f for f in wear_findings(conn, as_of, PriceBook()) if f.kind == "service_due"]
         assert sorted(f.subject for f in wear) == ["m-1/inlet_valve", "m-1/motor_bearing"]
         scored = [f for f in score(conn, as_of, PriceBook(), models={}) if f.account_id == "acc-m"]
         conn.rollback()
-    [merged] = [f for f in scored if f.kind == "component_due"]
+    [merged] = [f for f in scored if f.kind == "service_due"]
     assert merged.subject == "m-1"
     assert merged.value == 2 * PriceBook().component_service
     assert merged.reasons[0] == "2 components of m-1: inlet_valve, motor_bearing (soonest first)"

@@ -123,6 +123,11 @@ def test_fires_on_a_shifted_metric_and_stays_silent_on_steady_assets(fleet: str)
     assert "vs its normal 3.1" in finding.reasons[0]
     assert finding.figures["vibration_mm_s_recent"] == pytest.approx(7.9, abs=0.3)
     assert finding.value == PriceBook().component_service
+    # the promise, with its horizon, last
+    assert finding.horizon_days == anomaly.HORIZON_DAYS == 7
+    assert finding.reasons[-1] == (
+        "promise: shifted fails or raises an alarm within 7 days (behaviour unlike its own normal)"
+    )
 
 
 def test_counters_are_skipped_and_baselines_come_from_the_assets_own_history(fleet: str) -> None:
@@ -172,7 +177,7 @@ def test_wear_indicators_and_constant_metrics_are_left_to_the_rules(db_url: str)
     rng = np.random.default_rng(5)
     hours = 24 * 20
     series = compressor(rng, hours)
-    # a filter clogging towards its limit (component_due's business) and a setting that
+    # a filter clogging towards its limit (service_due's business) and a setting that
     # never moved in the reference period, then changed
     series["oil_filter_dp_bar"] = np.linspace(0.3, 1.2, hours) + 0.01 * rng.standard_normal(hours)
     series["pressure_setpoint_bar"] = np.where(np.arange(hours) < 24 * 17, 7.0, 7.5)

@@ -59,31 +59,116 @@ def _alert(kind: str, at: dt.datetime, subject: str = "m1", horizon: int = 7) ->
     return RaisedAlert(at, "a1", kind, subject, 0.9, Decimal(120), horizon, ("r",), "csm1")
 
 
-def test_component_due_figures_by_hand() -> None:
+def test_failure_risk_figures_by_hand() -> None:
+    """failure_risk promises a failure of the asset: only failures confirm it, a replacement
+    (by us or by a third party) of the same asset inside the window does not."""
     start, end = T0, T0 + dt.timedelta(weeks=4)
     alerts = [
-        _alert("component_due", T0 + 10 * HOUR, "m1/oil_filter"),  # failure 50 h later: true
-        _alert("component_due", T0 + 20 * HOUR, "m1/oil_filter"),  # same failure: true
-        _alert("component_due", T0 + 30 * HOUR, "m2/separator"),  # replacement 24 h later: true
-        _alert("component_due", T0 + 40 * HOUR, "m3/air_filter"),  # nothing follows: false
-        _alert("component_due", T0 + 100 * HOUR, "m1/separator"),  # m1 failure is oil: false
+        _alert("failure_risk", T0 + 10 * HOUR, "m1"),  # failure 50 h later: true
+        _alert("failure_risk", T0 + 20 * HOUR, "m1"),  # same failure: true
+        _alert("failure_risk", T0 + 30 * HOUR, "m2"),  # only a replacement follows: false
+        _alert("failure_risk", T0 + 40 * HOUR, "m3"),  # a third-party replacement: false
+        _alert("failure_risk", T0 + 100 * HOUR, "m5"),  # nothing follows: false
     ]
     truth = [
         TruthEvent("failure", "a1", "m1", "oil_filter", T0 + 60 * HOUR),
         TruthEvent("replacement", "a1", "m2", "separator", T0 + 54 * HOUR),
+        TruthEvent("third_party_replacement", "a1", "m3", "air_filter", T0 + 50 * HOUR),
         TruthEvent("failure", "a1", "m4", "oil", T0 + 300 * HOUR),  # not caught
         TruthEvent("failure", "a1", "m1", "separator", T0 + 900 * HOUR),  # after the period
     ]
-    result = evaluate_kind("component_due", alerts, truth, {}, start, end, 4000, 2, 4.0)
+    result = evaluate_kind("failure_risk", alerts, truth, {}, start, end, 4000, 2, 4.0)
     assert result.alerts == 5
-    assert result.true_alerts == 3
-    assert result.precision == pytest.approx(0.6)
-    assert result.events == 2  # failures inside the period (a replacement is no miss)
+    assert result.true_alerts == 2
+    assert result.precision == pytest.approx(0.4)
+    assert result.events == 2  # failures inside the period
     assert result.caught == 1
     assert result.recall == pytest.approx(0.5)
+    assert result.recall_foreseeable == pytest.approx(0.5)  # every failure foreseeable
     assert result.median_lead_hours == pytest.approx(50.0)  # from the first alert
     assert result.alerts_per_csm_week == pytest.approx(5 / 2 / 4)
-    assert result.false_per_1000_hours == pytest.approx(2 * 1000 / 4000)
+    assert result.false_per_1000_hours == pytest.approx(3 * 1000 / 4000)
+    assert result.truth == "failure"
+    assert result.as_dict()["promise"].startswith("the asset fails within 72 running hours")
+
+
+def test_service_due_is_confirmed_by_replacements_not_failures() -> None:
+    """service_due promises a replacement of the component (ours or a third party's) within its
+    horizon; its recall is over those replacements; a failure confirms nothing."""
+    start, end = T0, T0 + dt.timedelta(weeks=4)
+    alerts = [
+        _alert("service_due", T0 + 10 * HOUR, "m1/oil_filter"),  # our replacement 44 h on
+        _alert("service_due", T0 + 20 * HOUR, "m2/separator"),  # a third party's, 30 h on
+        _alert("service_due", T0 + 30 * HOUR, "m3/air_filter"),  # m3 fails: false
+        _alert("service_due", T0 + 40 * HOUR, "m1/separator"),  # m1's replacement is oil: false
+    ]
+    truth = [
+        TruthEvent("replacement", "a1", "m1", "oil_filter", T0 + 54 * HOUR),
+        TruthEvent("third_party_replacement", "a1", "m2", "separator", T0 + 50 * HOUR),
+        TruthEvent("failure", "a1", "m3", "air_filter", T0 + 40 * HOUR),
+        TruthEvent("replacement", "a1", "m4", "oil_filter", T0 + 300 * HOUR),  # not foreseen
+    ]
+    result = evaluate_kind("service_due", alerts, truth, {}, start, end, 4000, 2, 4.0)
+    assert (result.alerts, result.true_alerts) == (4, 2)
+    assert (result.events, result.caught) == (3, 2)  # replacements, both kinds
+    assert result.recall_foreseeable is None  # a failure kind's figure only
+    assert result.as_dict()["recall_foreseeable"] is None
+    assert result.truth == "replacement or third_party_replacement"
+    # leads 30 h and 44 h: the quartiles interpolate between them
+    assert result.lead_p25_hours == pytest.approx(33.5)
+    assert result.median_lead_hours == pytest.approx(37.0)
+    assert result.lead_p75_hours == pytest.approx(40.5)
+    figures = result.as_dict()
+    assert (figures["lead_hours_p25"], figures["lead_hours_p75"]) == (33.5, 40.5)
+
+
+def test_asset_anomaly_is_confirmed_by_an_alarm_but_recall_counts_failures() -> None:
+    start, end = T0, T0 + dt.timedelta(weeks=4)
+    alerts = [
+        _alert("asset_anomaly", T0 + 10 * HOUR, "m1"),  # an alarm 5 h later: true
+        _alert("asset_anomaly", T0 + 10 * HOUR, "m2"),  # a failure 20 h later: true
+        _alert("asset_anomaly", T0 + 10 * HOUR, "m3"),  # a replacement only: false
+    ]
+    truth = [
+        TruthEvent("alarm", "a1", "m1", "", T0 + 15 * HOUR),
+        TruthEvent("failure", "a1", "m2", "", T0 + 30 * HOUR),
+        TruthEvent("replacement", "a1", "m3", "oil_filter", T0 + 30 * HOUR),
+        TruthEvent("failure", "a1", "m4", "", T0 + 300 * HOUR),  # missed
+        TruthEvent("alarm", "a1", "m5", "", T0 + 300 * HOUR),  # missed, but no miss
+    ]
+    result = evaluate_kind("asset_anomaly", alerts, truth, {}, start, end, 4000, 1, 4.0)
+    assert (result.alerts, result.true_alerts) == (3, 2)
+    assert (result.events, result.caught) == (2, 1)  # failures only
+    assert result.truth == "alarm or failure"
+
+
+def test_recall_foreseeable_leaves_out_a_failure_no_data_could_foresee() -> None:
+    start, end = T0, T0 + dt.timedelta(weeks=4)
+    alerts = [_alert("failure_risk", T0 + 10 * HOUR, "m1")]
+    truth = [
+        TruthEvent("failure", "a1", "m1", "", T0 + 30 * HOUR),
+        TruthEvent("failure", "a1", "m2", "", T0 + 100 * HOUR),  # missed, foreseeable
+        TruthEvent("failure", "a1", "m3", "", T0 + 200 * HOUR, foreseeable=False),  # sudden
+    ]
+    result = evaluate_kind("failure_risk", alerts, truth, {}, start, end, 4000, 1, 4.0)
+    assert (result.events, result.caught) == (3, 1)
+    assert result.recall == pytest.approx(1 / 3)
+    assert (result.foreseeable_events, result.foreseeable_caught) == (2, 1)
+    assert result.recall_foreseeable == pytest.approx(1 / 2)
+    assert result.as_dict()["recall_foreseeable"] == 0.5
+    anomaly = evaluate_kind(
+        "asset_anomaly",
+        [_alert("asset_anomaly", T0 + 190 * HOUR, "m3")],
+        truth,
+        {},
+        start,
+        end,
+        4000,
+        1,
+        4.0,
+    )
+    # the sudden failure foreseen anyway counts in recall, not in the foreseeable recall
+    assert (anomaly.caught, anomaly.foreseeable_events, anomaly.foreseeable_caught) == (1, 2, 0)
 
 
 def test_churn_and_story_kinds_by_hand() -> None:
@@ -135,11 +220,12 @@ def _spans(hours: int = 100, assets: tuple[str, ...] = ("m1", "m2")) -> Operatin
 def test_chance_level_by_hand_at_the_scoring_rule() -> None:
     """An asset_anomaly alert's window is its horizon (at least one day): a failure of m1 at
     hour 50 is in the windows starting at hours 26..50 of m1 - 25 of 200 asset-hours. A
-    component_due alert about another component is not confirmed by it, so its chance is 0,
+    service_due alert about another component is not confirmed by it, so its chance is 0,
     and the kind's chance is the mean over its alerts."""
     spans = _spans()
     start, end = T0, T0 + 100 * HOUR
     failure = TruthEvent("failure", "a1", "m1", "oil_filter", T0 + 50 * HOUR)
+    replaced = TruthEvent("replacement", "a1", "m2", "oil_filter", T0 + 50 * HOUR)
     anomaly = _alert("asset_anomaly", T0 + 30 * HOUR, "m1", horizon=0)
     subjects = [(a, s, lo, hi) for s, (a, lo, hi) in spans.assets.items()]
     assert chance_level(anomaly, [failure], subjects) == (25, 200)
@@ -153,12 +239,18 @@ def test_chance_level_by_hand_at_the_scoring_rule() -> None:
     assert with_chance.as_dict() == result.as_dict() | {"chance_precision": 0.125}
     assert with_chance.precision == 1.0  # the failure is 20 h after the alert
     due = [
-        _alert("component_due", T0, "m2/oil_filter", horizon=1),  # 25 of 200
-        _alert("component_due", T0, "m2/separator", horizon=1),  # another component: 0
+        _alert("service_due", T0, "m2/oil_filter", horizon=1),  # 25 of 200
+        _alert("service_due", T0, "m2/separator", horizon=1),  # another component: 0
     ]
-    mixed = evaluate_kind("component_due", due, [failure], {}, start, end, 200, 1, 1.0, spans=spans)
+    truth = [failure, replaced]
+    mixed = evaluate_kind("service_due", due, truth, {}, start, end, 200, 1, 1.0, spans=spans)
     assert mixed.chance_precision == pytest.approx((25 / 200 + 0) / 2)
     assert mixed.precision == 0.0
+    # failure_risk's chance is the rate of failures alone: the replacement counts for nothing
+    risk = [_alert("failure_risk", T0, "m2", horizon=1)]
+    alone = evaluate_kind("failure_risk", risk, truth, {}, start, end, 200, 1, 1.0, spans=spans)
+    assert alone.chance_precision == pytest.approx(25 / 200)
+    assert alone.precision == 0.0
     elsewhere = TruthEvent("failure", "a1", "m9", "oil_filter", T0 + 50 * HOUR)
     none_here = evaluate_kind(
         "asset_anomaly", [anomaly], [elsewhere], {}, start, end, 200, 1, 1.0, spans=spans
@@ -269,13 +361,15 @@ def test_backtest_uses_no_future_data(db_url: str) -> None:
 
 
 def test_truth_is_asset_events_and_the_labelled_truth_each_once(db_url: str) -> None:
-    """The machines' failures and service-order replacements from ``asset_events`` and the
-    labelled events of the scored kinds inside the window, an event in both counted once."""
+    """The machines' failures, service-order replacements and alarms from ``asset_events`` and
+    the labelled events of the scored kinds inside the window, an event in both counted once."""
     at = dt.datetime(2031, 6, 1, tzinfo=dt.UTC)
     failure = TruthEvent("failure", "bt-a1", "bt-m1", "oil_filter", at)
+    # also in asset_events: once, as labelled (the label knows it was not foreseeable)
+    sudden = TruthEvent("failure", "bt-a1", "bt-m1", "oil_filter", at, foreseeable=False)
     labelled = LabelledTruth(
         (
-            failure,  # also in asset_events: once
+            sudden,
             TruthEvent("churn", "bt-a1", "", "", at + 30 * DAY),
             TruthEvent("third_party_replacement", "bt-a1", "bt-m1", "air_filter", at - 59 * DAY),
             TruthEvent("expansion", "bt-a1", "", "", at - 61 * DAY),  # before the window
@@ -302,13 +396,15 @@ def test_truth_is_asset_events_and_the_labelled_truth_each_once(db_url: str) -> 
             conn.execute("DELETE FROM assets WHERE asset_id = 'bt-m1'")
             conn.execute("DELETE FROM accounts WHERE account_id = 'bt-a1'")
     replacement = TruthEvent("replacement", "bt-a1", "bt-m1", "separator", at + DAY)
-    assert sorted(truth, key=lambda e: e.time) == [
+    alarm = TruthEvent("alarm", "bt-a1", "bt-m1", "oil_filter", at)
+    assert truth == [
         TruthEvent("third_party_replacement", "bt-a1", "bt-m1", "air_filter", at - 59 * DAY),
-        failure,
+        alarm,
+        sudden,
         replacement,
         TruthEvent("churn", "bt-a1", "", "", at + 30 * DAY),
     ]
-    assert sorted(without, key=lambda e: e.time) == [failure, replacement]
+    assert without == [alarm, failure, replacement]
 
 
 def test_an_account_under_contract_but_silent_is_a_subject_of_the_account_kinds() -> None:

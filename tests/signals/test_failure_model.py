@@ -100,11 +100,17 @@ def test_fires_before_an_unseen_failure_and_not_on_steady_assets(fleet: str) -> 
     assert "late" in subjects
     assert not {s for s in subjects if s.startswith("s")}, subjects
     late = next(f for f in found if f.subject == "late")
-    assert late.kind == "component_due"
+    assert late.kind == "failure_risk"
     assert late.score >= failure_model.P_ALERT
     assert late.figures["probability"] == late.score
     assert late.horizon_days >= 1
     assert "fails within 72 running hours" in late.reasons[0]
+    # the promise first, with the horizon in running hours and in days at the asset's usage
+    days = late.horizon_days
+    assert late.reasons[0].startswith(
+        f"promise: late fails within 72 running hours, ≈ {days} day{'s' if days != 1 else ''} "
+    ), late.reasons[0]
+    assert "only a failure confirms it" in late.reasons[0]
     assert any("bearing_temp_c" in r for r in late.reasons), late.reasons
 
 

@@ -1,10 +1,12 @@
 """The signal kinds are one enum: every kind the code reports is a member, every member has a
-family and a description, the values are the strings the database and JSON have always held,
-and the alerts table's CHECK constraints agree with the enum."""
+family, a description and one promise, the values are the strings the database and JSON have
+always held (a retired kind's stay readable), and the alerts table's CHECK constraints agree
+with the enum."""
 
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import json
 import re
 from collections.abc import Iterator
@@ -15,15 +17,18 @@ import psycopg
 import pytest
 
 import signals.kinds
+from signals import anomaly, backtest, failure_model
+from signals.alerts import apply_findings
 from signals.findings import Finding
-from signals.kinds import CATALOGUE, FAMILIES, Family, SignalKind, family_of
+from signals.kinds import CATALOGUE, FAMILIES, RETIRED, Family, SignalKind, family_of, promise_of
 from signals.scoring import KINDS_SCORED
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("core", "ingest", "signals", "nrr", "basewatch", "bench")
 # The strings stored in alerts.kind and written in JSON before the enum: they must not change.
 STORED = {
-    "component_due": "service",
+    "failure_risk": "service",
+    "service_due": "service",
     "asset_anomaly": "service",
     "capacity_saturation": "expansion",
     "heat_recovery": "expansion",
@@ -41,8 +46,38 @@ def test_the_values_are_the_strings_stored_before() -> None:
     assert json.dumps({SignalKind.RENEWAL_RISK: FAMILIES[SignalKind.RENEWAL_RISK]}) == (
         '{"renewal_risk": "risk"}'
     )
-    assert f"{SignalKind.COMPONENT_DUE:<15}|" == "component_due  |"
-    assert frozenset(STORED) == KINDS_SCORED
+    assert f"{SignalKind.SERVICE_DUE:<15}|" == "service_due    |"
+    # a pass counts the retired kinds as scored, so that their open alerts expire
+    assert frozenset(STORED) | {"component_due"} == KINDS_SCORED
+
+
+def test_component_due_is_retired_not_a_member() -> None:
+    assert {"component_due"} == RETIRED
+    assert not RETIRED & set(SignalKind)
+    with pytest.raises(ValueError, match="unknown signal kind 'component_due'"):
+        Finding("a1", "component_due", "m1", 0.5, Decimal(100), 3, ("why",))
+
+
+def test_every_kind_states_one_promise_with_the_horizon_the_backtest_scores() -> None:
+    """The promise is one sentence, and the horizon it names is the one the backtest and the
+    detector use."""
+    for kind, info in CATALOGUE.items():
+        assert info.promise.strip(), kind
+        assert "\n" not in info.promise, kind
+        assert promise_of(kind.value) == info.promise
+    hours = f"within {failure_model.HORIZON_RH:.0f} running hours"
+    assert hours in promise_of(SignalKind.FAILURE_RISK)
+    assert "only a failure" in promise_of(SignalKind.FAILURE_RISK)
+    assert "replaced" in promise_of(SignalKind.SERVICE_DUE)
+    assert f"{anomaly.HORIZON_DAYS} days" in promise_of(SignalKind.ASSET_ANOMALY)
+    assert "alarm" in promise_of(SignalKind.ASSET_ANOMALY)
+    churn = f"churns within {backtest.CHURN_WINDOW.days} days"
+    expands = f"expansion within {backtest.EXPANSION_WINDOW.days} days"
+    for kind in (SignalKind.USAGE_DECLINE, SignalKind.SILENT_ASSETS, SignalKind.RENEWAL_RISK):
+        assert churn in promise_of(kind), kind
+    for kind in (SignalKind.CAPACITY_SATURATION, SignalKind.HEAT_RECOVERY, SignalKind.USAGE_GROWTH):
+        assert expands in promise_of(kind), kind
+    assert f"{backtest.DETECTION_WINDOW.days} days" in promise_of(SignalKind.THIRD_PARTY_PARTS)
 
 
 def test_every_member_has_a_family_and_a_one_line_description() -> None:
@@ -125,3 +160,36 @@ def test_the_alerts_checks_agree_with_the_enum(db_url: str) -> None:
         # psycopg passes a member as its value, not its name
         row = conn.execute("SELECT %s::text", (SignalKind.THIRD_PARTY_PARTS,)).fetchone()
         assert row == ("third_party_parts",)
+
+
+def test_a_retired_kinds_alert_stays_readable_expires_and_is_left_out_of_the_backtest(
+    db_url: str,
+) -> None:
+    """An open component_due alert from before the split: a scoring pass (which counts the
+    retired kinds as scored) expires it once its condition has been clear long enough, the
+    row stays as it was stored, and the backtest does not score it."""
+    now = dt.datetime(2031, 3, 1, tzinfo=dt.UTC)
+    seen = now - dt.timedelta(days=3)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM alerts WHERE account_id = 'rk-a1'")
+        try:
+            (alert_id,) = conn.execute(
+                "INSERT INTO alerts (account_id, kind, family, subject, score, horizon_days,"
+                " reasons, opened_at, updated_at, last_seen_at, due_at)"
+                " VALUES ('rk-a1', 'component_due', 'service', 'm1/oil_filter', 0.8, 3,"
+                " '[\"old\"]', %(t)s, %(t)s, %(t)s, %(t)s) RETURNING alert_id",
+                {"t": seen},
+            ).fetchone() or (None,)
+            assert backtest.stored_alerts(conn, seen, now) == []
+            apply_findings(conn, [], now=now, kinds_scored=KINDS_SCORED, currency="EUR")
+            row = conn.execute(
+                "SELECT kind, family, status, reasons FROM alerts WHERE alert_id = %s",
+                (alert_id,),
+            ).fetchone()
+        finally:
+            conn.execute(
+                "DELETE FROM alert_history WHERE alert_id IN"
+                " (SELECT alert_id FROM alerts WHERE account_id = 'rk-a1')"
+            )
+            conn.execute("DELETE FROM alerts WHERE account_id = 'rk-a1'")
+    assert row == ("component_due", "service", "expired", ["old"])

@@ -46,7 +46,7 @@ from tests.signals.test_alerts import REGISTRY
 T0 = dt.datetime(2025, 6, 2, 10, 0, tzinfo=dt.UTC)  # a Monday
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
-KINDS = {"capacity_saturation", "usage_decline", "component_due", "heat_recovery"}
+KINDS = {"capacity_saturation", "usage_decline", "service_due", "heat_recovery"}
 # capacity_saturation and usage_decline proven, heat_recovery measured poor, the rest unmeasured
 MEASURED: dict[str, float | None] = {
     "capacity_saturation": 0.8,
@@ -184,13 +184,13 @@ def test_an_unmeasured_kind_is_held_until_a_backtest_measures_it(
 ) -> None:
     stored = load_routing(conn)  # nothing measured yet
     assert stored.precision == {}
-    [held] = apply(conn, [finding("component_due")], T0, stored).opened
+    [held] = apply(conn, [finding("service_due")], T0, stored).opened
     alert = get_alert(conn, held)
     assert alert["delivery"] == DIGEST
     assert "no measured precision yet" in alert["delivery_reason"]
     assert opened_messages(conn) == []
-    record_precision(conn, backtest_result({"component_due": (10, 7)}), T0)
-    [sent] = apply(conn, [finding("component_due", "acct-2")], T0 + HOUR, load_routing(conn)).opened
+    record_precision(conn, backtest_result({"service_due": (10, 7)}), T0)
+    [sent] = apply(conn, [finding("service_due", "acct-2")], T0 + HOUR, load_routing(conn)).opened
     assert get_alert(conn, sent)["delivery"] == IMMEDIATE
     assert opened_messages(conn) == [sent]
 

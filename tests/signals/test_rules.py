@@ -92,7 +92,7 @@ def test_components_come_due_somewhere_in_the_fleet(
     fired: tuple[Fleet, dict[str, set[str]]],
 ) -> None:
     _, kinds = fired
-    assert any("component_due" in found for found in kinds.values())
+    assert any("service_due" in found for found in kinds.values())
 
 
 def _summary(findings: list[Finding]) -> list[tuple[object, ...]]:

@@ -1,4 +1,4 @@
-"""component_due counts running hours from the last replacement on record (an event), and the
+"""service_due counts running hours from the last replacement on record (an event), and the
 simulator registers each component's real installation hours."""
 
 from __future__ import annotations
@@ -58,10 +58,15 @@ def test_a_replacement_event_restarts_the_rated_life(db_url: str) -> None:
             (replaced, replaced),
         )
         (finding,) = wear_findings(conn, AS_OF, PriceBook())
-        assert finding.kind == "component_due"
+        assert finding.kind == "service_due"
         assert finding.subject == "m1/inlet_valve"
         assert finding.figures["hours_left"] == pytest.approx(1500 - (9980 - 8799.17), abs=0.1)
         assert finding.figures["days_left"] == pytest.approx(16.0, abs=0.1)
+        # the promise, with its horizon: the component is replaced within its days left
+        assert finding.horizon_days == 15
+        assert finding.reasons[0].startswith(
+            "promise: inlet_valve of m1 reaches its rated limit and is replaced within 15 days"
+        ), finding.reasons
         # scored before the replacement, the event is not known yet: no record, no finding
         assert wear_findings(conn, replaced - dt.timedelta(days=1), PriceBook()) == []
 
@@ -96,8 +101,9 @@ def test_an_overdue_component_says_by_how_much_not_zero_hours_left(db_url: str) 
         assert finding.figures["hours_left"] == pytest.approx(-480.0, abs=0.1)
         (reason,) = finding.reasons
         assert reason.startswith(
-            "inlet_valve of m1: overdue by 480 running hours (± 150) by rated life, ≈ 24 days "
-            "at 20.0 h/day"
+            "promise: inlet_valve of m1 is past its rated limit and is replaced within 1 day "
+            "(a service or parts sale; by us or by a third party): overdue by 480 running hours "
+            "(± 150) by rated life, ≈ 24 days at 20.0 h/day"
         ), reason
         assert finding.overdue
         assert finding.score == 1.0
