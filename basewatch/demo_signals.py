@@ -13,6 +13,14 @@ act on the data: each alert is acknowledged by its CSM at the next pass after it
 (an assumption of the demo, stated in its output) - which is what the NRR attribution then
 reads.
 
+Delivery (``signals.routing``): the replay routes each new alert through the same gate as the
+scheduler, with the precision stored in the database when it starts - on a new database none,
+so every kind is unmeasured and its alerts wait for the weekly digest, as on a fresh
+installation. The backtest that follows measures each kind and stores its precision (as
+``basewatch signals backtest`` does), so the scheduler's later passes send the kinds that
+proved themselves at once; the story then says what the gate with those measurements would
+have sent over the replayed period (in-sample: the measurements come from that period).
+
 Progress: the replay first says how many passes it will make, then prints a line after a pass
 when none was printed for 5 s (the pass, the time so far and an estimate of the time left
 from the average pass), and a heartbeat thread prints the current step whenever 10 s passed
@@ -26,7 +34,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -36,6 +44,9 @@ from core.db import connect
 from core.registry import account_owners, csm_names
 from core.settings import Settings
 from simulator.truth import load_truth
+
+if TYPE_CHECKING:
+    from signals.backtest import BacktestResult
 
 DAY = dt.timedelta(days=1)
 RETRAIN = dt.timedelta(days=30)  # the scheduler retrains nightly; monthly keeps the demo short
@@ -109,9 +120,10 @@ def signals_story(
     from basewatch.wiring import signal_prices
     from signals import health
     from signals.alerts import apply_findings
-    from signals.backtest import evaluate, format_table, replay, stored_alerts
+    from signals.backtest import delivery_load_of, format_table, replay
     from signals.model_store import save_model
     from signals.rollups import refresh_rollups
+    from signals.routing import load_routing
     from signals.scoring import KINDS_SCORED
 
     started = time.monotonic()
@@ -131,6 +143,7 @@ def signals_story(
         to_acknowledge: tuple[int, ...] = ()
         trainings = acknowledged = 0
         saved: dict[str, int] = defaultdict(int)
+        routing = load_routing(conn, settings.alert_min_precision, settings.alert_weekly_budget)
 
         def keep(t: dt.datetime, models: dict[str, object | None]) -> None:
             for name, model in models.items():
@@ -160,6 +173,7 @@ def signals_story(
                 clear_after=dt.timedelta(hours=settings.alert_clear_hours),
                 cooldown=dt.timedelta(days=settings.alert_cooldown_days),
                 currency=prices.currency,
+                routing=routing,
             )
             to_acknowledge = result.opened
             estimate.passed(t, time.monotonic() - pass_started, retrained=retrained)
@@ -173,24 +187,10 @@ def signals_story(
                 f"{duration(time.monotonic() - evaluating)} so far"
             )
         )
-        raised = stored_alerts(conn, start, end)
-        table = evaluate(
-            conn,
-            raised,
-            start,
-            end,
-            step=DAY,
-            passes=estimate.done,
-            trainings=trainings,
-            kinds=sorted(KINDS_SCORED),
-            seconds=time.monotonic() - started,
-            labelled=load_truth(conn),
-        )
-        queued = _queued(conn)
-        names = csm_names(conn)
-    per_csm: dict[str, list[Any]] = defaultdict(list)
-    for alert in raised:
-        per_csm[alert.owner or "(no CSM)"].append(alert)
+        table = _measure(conn, settings, start, end, estimate.done, trainings, started)
+        raised = table.alerts
+        load = delivery_load_of(table, settings.alert_min_precision, settings.alert_weekly_budget)
+        queued, held, names = _queued(conn), _held(conn), csm_names(conn)
     document = {
         "from": start.isoformat(),
         "to": end.isoformat(),
@@ -199,26 +199,73 @@ def signals_story(
         "acknowledged_by_csms": acknowledged,
         "models_saved": dict(sorted(saved.items())),
         "messages_queued": queued,
-        "backtest": table.as_dict() | {"alerts": None},
-        "per_csm": {
-            csm: {
-                "name": names.get(csm, csm),
-                "alerts": len(alerts),
-                "by_kind": _count(a.kind for a in alerts),
-                "top": [a.as_dict() for a in _top(alerts, 3)],
-            }
-            for csm, alerts in sorted(per_csm.items())
-        },
+        "held_for_digest": held,
+        "backtest": table.as_dict() | {"alerts": None, "delivery": load.as_dict()},
+        "per_csm": _per_csm(raised, names),
         "seconds": round(time.monotonic() - started, 1),
     }
-    document["text"] = _render(document, format_table(table), prices.currency)
+    document["text"] = _render(document, f"{format_table(table)}\n{load.line()}", prices.currency)
     return document
+
+
+def _per_csm(raised: list[Any], names: dict[str, str]) -> dict[str, Any]:
+    """Each CSM's alerts: how many, by kind, and the three of most expected value."""
+    per_csm: dict[str, list[Any]] = defaultdict(list)
+    for alert in raised:
+        per_csm[alert.owner or "(no CSM)"].append(alert)
+    return {
+        csm: {
+            "name": names.get(csm, csm),
+            "alerts": len(alerts),
+            "by_kind": _count(a.kind for a in alerts),
+            "top": [a.as_dict() for a in _top(alerts, 3)],
+        }
+        for csm, alerts in sorted(per_csm.items())
+    }
+
+
+def _measure(
+    conn: psycopg.Connection[TupleRow],
+    settings: Settings,
+    start: dt.datetime,
+    end: dt.datetime,
+    passes: int,
+    trainings: int,
+    started: float,
+) -> BacktestResult:
+    """Score the replayed alerts against what happened, and store each kind's precision (the
+    delivery gate of the scheduler's later passes reads it)."""
+    from signals.backtest import evaluate, stored_alerts
+    from signals.routing import record_precision
+    from signals.scoring import KINDS_SCORED
+
+    table = evaluate(
+        conn,
+        stored_alerts(conn, start, end),
+        start,
+        end,
+        step=DAY,
+        passes=passes,
+        trainings=trainings,
+        kinds=sorted(KINDS_SCORED),
+        seconds=time.monotonic() - started,
+        labelled=load_truth(conn),
+    )
+    record_precision(conn, table, end)
+    return table
 
 
 def _queued(conn: psycopg.Connection[TupleRow]) -> dict[str, int]:
     from signals.delivery import queued_per_channel
 
     return queued_per_channel(conn)
+
+
+def _held(conn: psycopg.Connection[TupleRow]) -> int:
+    """Alerts the replay held for the digest."""
+    from signals.alerts import delivery_counts
+
+    return delivery_counts(conn).get("digest", 0)
 
 
 def _acknowledge(
@@ -258,7 +305,9 @@ def _render(document: dict[str, Any], table: str, currency: str) -> str:
     lines = [
         f"Signals: the fleet replayed day by day from {document['from'][:10]} to "
         f"{document['to'][:10]} ({document['passes']} scoring passes, each seeing only the "
-        f"past) raised {document['alerts_raised']:,} alerts; messages queued: {queued}. The "
+        f"past) raised {document['alerts_raised']:,} alerts; messages queued: {queued}; "
+        f"held for the weekly digest: {document['held_for_digest']:,} (no kind was measured "
+        "when the replay started; the backtest below measures them). The "
         f"demo's CSMs acknowledge each alert the day after it arrives "
         f"({document['acknowledged_by_csms']:,} acknowledged).",
     ]

@@ -51,7 +51,7 @@ def moment(text: str) -> dt.datetime:
 
 def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     from basewatch.wiring import signal_prices
-    from signals.backtest import format_table, run_backtest
+    from signals.backtest import delivery_load_of, format_table, run_backtest
     from signals.rollups import refresh_rollups
     from signals.routing import record_precision
     from simulator.truth import load_truth
@@ -92,7 +92,12 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
             record_precision(conn, result, dt.datetime.now(dt.UTC))
     if args.alerts_csv is not None:
         write_alerts_csv(args.alerts_csv, [a.as_dict() for a in result.alerts])
-    emit(args, result.as_dict(), lambda: format_table(result))
+    load = delivery_load_of(result, settings.alert_min_precision, settings.alert_weekly_budget)
+    emit(
+        args,
+        result.as_dict() | {"delivery": load.as_dict()},
+        lambda: f"{format_table(result)}\n{load.line()}",
+    )
     return 0
 
 

@@ -197,6 +197,14 @@ def _text(results: list[dict[str, Any]]) -> str:
                 f"{_num(k.get('lead_hours_p75'))})  false/1000 h "
                 f"{_num(k['false_per_1000_operating_hours'], '.2f')}"
             )
+        if r.get("delivery"):
+            d = r["delivery"]
+            lines.append(
+                f"  delivery (gate {d['min_precision']:.0%}, budget {d['weekly_budget']}/CSM/7 d, "
+                f"precision from {d['precision_source']}): {d['immediate_per_csm_week']:.2f} "
+                f"immediate and {d['digest_per_csm_week']:.2f} digest alerts per CSM per week, "
+                f"at most {d['max_immediate_7_days']} immediate for one CSM in 7 days"
+            )
     if results:
         lines.append(f"  ({CHANCE_NOTE})")
     return "\n".join(lines)

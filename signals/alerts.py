@@ -601,6 +601,12 @@ def unowned_active(conn: psycopg.Connection[TupleRow]) -> int:
     return int(row[0]) if row else 0
 
 
+def delivery_counts(conn: psycopg.Connection[TupleRow]) -> dict[str, int]:
+    """How many alerts (any status) reached their CSM each way: ``immediate`` or ``digest``."""
+    rows = conn.execute("SELECT delivery, count(*) FROM alerts GROUP BY delivery ORDER BY 1")
+    return {str(d): int(n) for d, n in rows}
+
+
 def open_alert_account(conn: psycopg.Connection[TupleRow], alert_id: int) -> str | None:
     """The account of alert ``alert_id`` while it is open (None when it is not, or not there)."""
     row = conn.execute(

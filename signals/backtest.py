@@ -92,6 +92,7 @@ from signals.alerts import strongest
 from signals.catalogue import PriceBook
 from signals.findings import Finding
 from signals.kinds import RETIRED, Family, SignalKind, family_of, promise_of
+from signals.routing import DIGEST, IMMEDIATE, Candidate, Routing, delivery_load, route_in_order
 from signals.scoring import score, train_models
 from signals.truth import LabelledTruth, TruthEvent
 
@@ -307,6 +308,97 @@ class BacktestResult:
             "by_kind": [k.as_dict() for k in self.kinds],
             "alerts": [a.as_dict() for a in self.alerts],
         }
+
+
+@dataclass(frozen=True)
+class DeliveryLoad:
+    """How the replayed alerts would have reached their CSMs through the delivery gate of
+    ``signals.routing`` (precision gate and weekly budget; :func:`delivery_load_of`)."""
+
+    min_precision: float
+    weekly_budget: int
+    precision_source: str  # whose precision the gate used
+    csms: int
+    weeks: float
+    immediate: int
+    digest: int
+    max_immediate_7_days: int  # the most immediate alerts one CSM got in any 7 days
+    immediate_by_kind: dict[str, int]
+
+    @property
+    def immediate_per_csm_week(self) -> float:
+        return self.immediate / self.csms / self.weeks if self.weeks > 0 else 0.0
+
+    @property
+    def digest_per_csm_week(self) -> float:
+        return self.digest / self.csms / self.weeks if self.weeks > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "min_precision": self.min_precision,
+            "weekly_budget": self.weekly_budget,
+            "precision_source": self.precision_source,
+            "immediate": self.immediate,
+            "digest": self.digest,
+            "immediate_per_csm_week": round(self.immediate_per_csm_week, 2),
+            "digest_per_csm_week": round(self.digest_per_csm_week, 2),
+            "max_immediate_7_days": self.max_immediate_7_days,
+            "immediate_by_kind": self.immediate_by_kind,
+        }
+
+    def line(self) -> str:
+        kinds = ", ".join(f"{n} {k}" for k, n in self.immediate_by_kind.items()) or "none"
+        return (
+            f"delivery (gate: measured precision ≥ {self.min_precision:.0%}, at most "
+            f"{self.weekly_budget} immediate alerts per CSM in 7 days; precision from "
+            f"{self.precision_source}): {self.immediate_per_csm_week:.2f} immediate and "
+            f"{self.digest_per_csm_week:.2f} digest alerts per CSM per week, at most "
+            f"{self.max_immediate_7_days} immediate for one CSM in any 7 days; immediate: {kinds}"
+        )
+
+
+def delivery_load_of(
+    result: BacktestResult,
+    min_precision: float,
+    weekly_budget: int,
+    precision: dict[str, float | None] | None = None,
+) -> DeliveryLoad:
+    """Route the result's alerts pass by pass with the gate of ``signals.routing`` (the same
+    rules as the live path, one rolling budget per CSM) and count what each CSM got at once
+    and what waited for the digest. ``precision``: the measured precision per kind the gate
+    reads (e.g. the stored one); by default this backtest's own, which is in-sample: the
+    gate then knows how the period turned out, so the figures say what the gate does with
+    a given measurement, not how well the measurement predicts itself."""
+    source = "the stored measurements"
+    if precision is None:
+        precision = {k.kind: k.precision for k in result.kinds}
+        source = "this backtest (in-sample)"
+    raised = [
+        (a.raised_at, Candidate(i, a.kind, a.owner, _expected_value(a)))
+        for i, a in enumerate(result.alerts)
+    ]
+    routes = route_in_order(raised, Routing(precision, min_precision, weekly_budget))
+    load = delivery_load(raised, routes)
+    by_kind: dict[str, int] = defaultdict(int)
+    for _, c in raised:
+        if routes[c.key].delivery == IMMEDIATE:
+            by_kind[c.kind] += 1
+    return DeliveryLoad(
+        min_precision,
+        weekly_budget,
+        source,
+        result.csms,
+        result.weeks,
+        sum(v[IMMEDIATE] for v in load.values()),
+        sum(v[DIGEST] for v in load.values()),
+        max((v["max_7_days"] for v in load.values()), default=0),
+        dict(sorted(by_kind.items())),
+    )
+
+
+def _expected_value(alert: RaisedAlert) -> Decimal:
+    """As ``Finding.expected_value``: probability × value, to the cent."""
+    return (Decimal(str(alert.score)) * alert.value).quantize(Decimal("0.01"))
 
 
 Progress = Callable[[dt.datetime, int, int, int], None]

@@ -11,10 +11,13 @@ import psycopg
 import pytest
 
 from signals.backtest import (
+    BacktestResult,
+    KindResult,
     Lifecycle,
     OperatingSpans,
     RaisedAlert,
     chance_level,
+    delivery_load_of,
     evaluate_kind,
     format_table,
     hours_covered,
@@ -468,3 +471,56 @@ def test_operating_spans_reads_the_contracts_in_force(db_url: str) -> None:
         "span-acct-1": (dt.date(2030, 1, 1), dt.date(2031, 3, 31)),
         "span-acct-2": (dt.date(2031, 3, 31), dt.date(2031, 6, 30)),
     }
+
+
+# -- delivery load ----------------------------------------------------------------------------
+
+
+def _raised(hours: float, kind: str, owner: str, value: int = 100) -> RaisedAlert:
+    at = dt.datetime(2026, 3, 2, tzinfo=dt.UTC) + dt.timedelta(hours=hours)
+    return RaisedAlert(at, "acct-1", kind, "m-1", 0.5, Decimal(value), 3, ("why",), owner)
+
+
+def _kind(kind: str, alerts: int, true: int | None) -> KindResult:
+    return KindResult(kind, alerts, true, None, None, None, 0.0, None, "")
+
+
+def test_the_delivery_load_routes_the_replayed_alerts_through_the_gate_and_the_budget() -> None:
+    """A kind measured at 75 % goes at once within the budget of 2 per CSM in 7 days (the
+    higher expected value first within a pass), one at 20 % and an unmeasured one wait for
+    the digest; the budget renews after 7 days."""
+    alerts = [
+        _raised(0, "renewal_risk", "csm-a", 50),
+        _raised(0, "renewal_risk", "csm-a", 300),
+        _raised(0, "renewal_risk", "csm-a", 200),  # third in a week: digest
+        _raised(24, "service_due", "csm-a"),  # precision 20 %: digest
+        _raised(24, "heat_recovery", "csm-b"),  # no truth, no precision: digest
+        _raised(24, "renewal_risk", "csm-b"),
+        _raised(8 * 24, "renewal_risk", "csm-a"),  # a new week
+    ]
+    start = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    result = BacktestResult(
+        start,
+        start + dt.timedelta(weeks=2),
+        dt.timedelta(days=1),
+        14,
+        0,
+        alerts,
+        [_kind("renewal_risk", 5, 3), _kind("service_due", 5, 1), _kind("heat_recovery", 1, None)],
+        1000,
+        2,
+        {},
+        0.0,
+    )
+    load = delivery_load_of(result, 0.5, 2)
+    assert (load.immediate, load.digest, load.max_immediate_7_days) == (4, 3, 2)
+    assert load.immediate_by_kind == {"renewal_risk": 4}
+    assert load.immediate_per_csm_week == pytest.approx(4 / 2 / 2)
+    assert load.precision_source == "this backtest (in-sample)"
+    # a stored measurement instead of the backtest's own: service_due at 90 % passes too
+    stored = delivery_load_of(result, 0.5, 5, {"renewal_risk": 0.6, "service_due": 0.9})
+    assert stored.immediate_by_kind == {"renewal_risk": 5, "service_due": 1}
+    assert stored.precision_source == "the stored measurements"
+    # no budget left at all: nothing is immediate
+    assert delivery_load_of(result, 0.5, 0).immediate == 0
+    assert "0.75 immediate and 1.00 digest" in delivery_load_of(result, 0.5, 1).line()
