@@ -71,6 +71,7 @@ from core.errors import InputError, NotFound
 from signals.catalogue import money
 from signals.delivery import OutboxMessage, enqueue
 from signals.findings import Finding
+from signals.kinds import RETIRED, promise_of
 from signals.routing import BUDGET_WINDOW, IMMEDIATE, Budget, Candidate, Route, Routing, route
 
 log = logging.getLogger(__name__)
@@ -480,7 +481,19 @@ def _json_ready(row: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     out["snoozed"] = out["snoozed_until"] is not None and row["snoozed_until"] > _utcnow()
+    out["promise"] = _promise(str(row["kind"]))
     return out
+
+
+def _promise(kind: str) -> str:
+    """What an alert of ``kind`` predicts and by when (``signals.kinds``); a retired kind's
+    alert says so."""
+    if kind in RETIRED:
+        return f"{kind} was retired (split into failure_risk and service_due)"
+    try:
+        return promise_of(kind)
+    except ValueError:  # a kind this version does not know (a newer one's): no promise to state
+        return ""
 
 
 def _select(
@@ -832,6 +845,7 @@ def render_text(alert: dict[str, Any], currency: str, *, reminder: bool = False)
     ]
     if alert["subject"]:
         lines.append(f"Subject: {alert['subject']}")
+    lines.append(f"Promise: {_promise(str(alert['kind']))}")
     lines += ["", "Why:"]
     lines += [f"  - {reason}" for reason in alert["reasons"]] or ["  (no reasons given)"]
     if alert["figures"]:

@@ -162,9 +162,11 @@ def test_same_finding_twice_is_one_alert_and_one_delivery(conn: psycopg.Connecti
         "Score 0.80 · value 1,200.00 EUR per month · expected value 960.00 EUR per month",
         "due 2025-06-16",
         f"basewatch alerts ack {alert_id}",
+        "Promise: the account buys an expansion within 180 days of the alert",
     ):
         assert text in body
     alert = get_alert(conn, alert_id)
+    assert alert["promise"] == "the account buys an expansion within 180 days of the alert"
     assert alert["status"] == "open"
     assert alert["owner_csm_id"] == "csm-a"
     assert alert["opened_at"] == T0.isoformat()
