@@ -325,7 +325,9 @@ def signin_url(settings: Settings) -> str:
     (127.0.0.1 when it listens on every interface)."""
     base = settings.api_public_url.strip().rstrip("/")
     if not base:
-        host = "127.0.0.1" if settings.api_host in ("", "0.0.0.0", "::") else settings.api_host  # noqa: S104
+        host = settings.api_host
+        if host in ("", "0.0.0.0", "::"):  # noqa: S104 - every interface: loopback reaches it
+            host = "127.0.0.1"
         base = f"http://{'[' + host + ']' if ':' in host else host}:{settings.api_port}"
     return f"{base}/signin"
 
