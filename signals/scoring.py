@@ -152,8 +152,8 @@ def score_now(
 ) -> int:
     """The scheduler's hourly job: score as of ``now`` and apply the findings to the alerts,
     the new ones routed by the precision gate and the weekly budget (``signals.routing``, with
-    the stored measured precision), their messages linking to ``public_url`` (the API's public
-URL, ``signals.alerts.alert_url``); returns the number of alerts opened."""
+    the stored measured precision), their messages linking to ``public_url`` (the API's
+    public URL, ``signals.alerts.alert_url``); returns the number of alerts opened."""
     from signals import health
     from signals.alerts import apply_findings
     from signals.routing import load_routing

@@ -160,3 +160,18 @@ def test_render_messages_quotes_the_owner_in_the_link(conn: psycopg.Connection) 
     assert webhook.payload is not None
     [actions] = [b for b in webhook.payload["blocks"] if b["type"] == "actions"]
     assert actions["elements"][0]["url"] == link
+
+
+def test_the_digest_job_links_to_the_configured_public_url(conn: psycopg.Connection) -> None:
+    """The composition root passes ``BASEWATCH_API_PUBLIC_URL`` down (signals reads no
+    settings)."""
+    from basewatch.jobs import digest
+    from core.settings import Settings
+
+    [alert_id] = apply_findings(
+        conn, [saturation()], now=T0, kinds_scored=ALL_KINDS, currency="EUR"
+    ).opened
+    settings = Settings(api_public_url="https://bw.example.test", alert_digest=True)
+    assert digest(conn, settings, T0 + HOUR) == 1
+    [(_, _, body, _)] = outbox(conn, "digest:%")
+    assert f"https://bw.example.test/csm/csm-a#alert-{alert_id}" in body
