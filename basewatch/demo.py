@@ -10,6 +10,16 @@ batches keep the demo to a few minutes here: 150 machines × 24 months are about
 readings, which one message per reading would take about ten minutes to carry. It then waits
 until everything is committed, stores the ground truth and the commercial records, adds a few
 deliberately bad messages to show the dead-letter path, and prints the fleet's story.
+
+It ends with how to open the workspace (issue 15): the command that starts the API on the demo
+database, the sign-in address (``BASEWATCH_API_PUBLIC_URL``, else ``BASEWATCH_API_HOST`` and
+``BASEWATCH_API_PORT``) and its demo users (:func:`ensure_demo_users`): ``demo-admin`` (admin)
+and one csm user per CSM of the fleet, named by the CSM id in lower case. Their passwords are
+generated (``basewatch.users.generate_password``), never fixed, and printed once (in
+``--json`` mode they are in the document's ``workspace``, not on stdout as text). A second
+run on the same database (``--keep``) does not duplicate them: it gives each demo user a new
+password and prints that, so every password shown works. A user of that name that is not
+the demo's (another role or CSM, or disabled) is left alone and listed without a password.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -25,6 +36,10 @@ from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import TupleRow
 
 from basewatch.demo_signals import signals_story
 from basewatch.localbroker import LocalBroker
@@ -40,6 +55,7 @@ from simulator.simulate import SimulationOutput, mqtt_sink, run, write_csv
 from simulator.simulate import write_files as write_simulation_files
 from simulator.truth import store_ground_truth
 
+DEMO_ADMIN = "demo-admin"
 PROGRESS_INTERVAL_S = 3.0
 INGESTER_START_TIMEOUT_S = 120.0
 BAD_MESSAGES = (
@@ -231,12 +247,121 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     )
     summary["signals"] = {k: v for k, v in signals.items() if k != "text"}
     summary["revenue"] = {k: v for k, v in revenue.items() if k != "text"}
+    with connect(url) as conn:
+        users = ensure_demo_users(conn, fleet.csms, now=dt.datetime.now(dt.UTC))
+    summary["workspace"] = workspace(settings, url, users)
     emit(
         args,
         summary,
-        lambda: "\n\n".join((_render(summary), str(signals["text"]), str(revenue["text"]))),
+        lambda: "\n\n".join(
+            (
+                _render(summary),
+                str(signals["text"]),
+                str(revenue["text"]),
+                render_workspace(summary["workspace"]),
+            )
+        ),
     )
     return 0
+
+
+def ensure_demo_users(
+    conn: psycopg.Connection[TupleRow], csms: list[dict[str, str]], *, now: dt.datetime
+) -> list[dict[str, Any]]:
+    """The demo's users, ``demo-admin`` and one csm user per CSM (``csm_id``, ``name``), each
+    with a new generated password: created when missing, their password reset when they
+    exist (a second demo run on the same database). A user of that name with another role or
+    CSM, or disabled, is left alone (``password`` None). Audited like ``basewatch users``;
+    commits. Returns username, role, csm_id, name, password and what was done (``status``)."""
+    from basewatch.users import (
+        Actor,
+        create_user,
+        generate_password,
+        get_user,
+        record,
+        set_password,
+    )
+    from core.errors import NotFound
+
+    actor = Actor(None, "basewatch demo")
+    wanted: list[tuple[str, str, str | None, str]] = [(DEMO_ADMIN, "admin", None, "Demo admin")] + [
+        (c["csm_id"].lower(), "csm", c["csm_id"], c["name"]) for c in csms
+    ]
+    out = []
+    with conn.transaction():
+        for username, role, csm_id, name in wanted:
+            password: str | None = generate_password()
+            try:
+                existing = get_user(conn, username)
+            except NotFound:
+                assert password is not None
+                create_user(conn, username, role, password, csm_id=csm_id, display_name=name)
+                status, action = "created", "user.create"
+            else:
+                if (existing.role, existing.csm_id, existing.disabled) != (role, csm_id, False):
+                    password, status, action = None, "not the demo's user: left alone", ""
+                else:
+                    assert password is not None
+                    set_password(conn, username, password, now=now)
+                    status, action = "password reset", "user.reset_password"
+            if action:
+                details = {"role": role, "csm_id": csm_id, "demo": True}
+                record(conn, actor, action, f"user:{username}", "cli", details, now=now)
+            out.append(
+                {
+                    "username": username,
+                    "role": role,
+                    "csm_id": csm_id,
+                    "name": name,
+                    "password": password,
+                    "status": status,
+                }
+            )
+    return out
+
+
+def signin_url(settings: Settings) -> str:
+    """Where a browser signs in: ``BASEWATCH_API_PUBLIC_URL``, else the API's host and port
+    (127.0.0.1 when it listens on every interface)."""
+    base = settings.api_public_url.strip().rstrip("/")
+    if not base:
+        host = settings.api_host
+        if host in ("", "0.0.0.0", "::"):  # noqa: S104 - every interface: loopback reaches it
+            host = "127.0.0.1"
+        base = f"http://{'[' + host + ']' if ':' in host else host}:{settings.api_port}"
+    return f"{base}/signin"
+
+
+def workspace(settings: Settings, url: str, users: list[dict[str, Any]]) -> dict[str, Any]:
+    """How to open the workspace on the demo database: the command, the address, the users
+    (the database URL's password, if any, is not printed: it is the reader's own)."""
+    params = conninfo_to_dict(url)
+    if params.get("password"):
+        params["password"] = "YOUR-DATABASE-PASSWORD"  # noqa: S105 - a placeholder
+    return {
+        "start_api": f"BASEWATCH_DATABASE_URL={shlex.quote(make_conninfo('', **params))} "
+        "basewatch api",
+        "signin_url": signin_url(settings),
+        "users": users,
+        "note": "demo users with passwords generated for this run, shown once; "
+        "`basewatch users reset-password USERNAME` gives a new one",
+    }
+
+
+def render_workspace(ws: dict[str, Any]) -> str:
+    lines = [
+        "Open the workspace",
+        f"  start the API:  {ws['start_api']}",
+        f"  then sign in:   {ws['signin_url']}",
+        "  demo users (passwords generated for this run and shown once; "
+        "`basewatch users reset-password USERNAME` gives a new one):",
+    ]
+    for u in ws["users"]:
+        who = u["role"] + (f" of {u['csm_id']} ({u['name']})" if u["csm_id"] else "")
+        lines.append(
+            f"    {u['username']:<16} {u['password'] or '(' + u['status'] + ')':<22} {who}"
+        )
+    return "\n".join(lines)
 
 
 def _import_commercial(url: str, out_dir: Path, currency: str) -> None:

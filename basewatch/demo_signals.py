@@ -174,6 +174,7 @@ def signals_story(
                 cooldown=dt.timedelta(days=settings.alert_cooldown_days),
                 currency=prices.currency,
                 routing=routing,
+                public_url=settings.api_public_url,
             )
             to_acknowledge = result.opened
             estimate.passed(t, time.monotonic() - pass_started, retrained=retrained)

@@ -14,13 +14,15 @@ refresh_rollups     ``signals.rollups.refresh_rollups`` on plain PostgreSQL, in 
 score               ``signals.scoring.score_now`` with ``BASEWATCH_ALERT_CLEAR_HOURS``,
                     ``BASEWATCH_ALERT_COOLDOWN_DAYS`` and the delivery gate
                     (``BASEWATCH_ALERT_MIN_PRECISION``, ``BASEWATCH_ALERT_WEEKLY_BUDGET``,
-                    the stored measured precision: ``signals.routing``)
+                    the stored measured precision: ``signals.routing``); the messages
+                    link to ``BASEWATCH_API_PUBLIC_URL``
 retrain             ``signals.scoring.retrain_models`` (stored models)
 deliver_alerts      ``signals.delivery.deliver_due`` with the delivery settings (also
                     ``basewatch alerts deliver``)
 digest              ``signals.digest.enqueue_digests``: weekly (``daily`` with
                     ``BASEWATCH_ALERT_DIGEST_DAY=daily``), to CSMs with held alerts, and to
-                    every CSM with active alerts when ``BASEWATCH_ALERT_DIGEST`` is on
+                    every CSM with active alerts when ``BASEWATCH_ALERT_DIGEST`` is on,
+                    linking to ``BASEWATCH_API_PUBLIC_URL``
 delete_expired      ``ingest.retention.delete_expired`` on plain PostgreSQL (TimescaleDB has a
                     retention policy)
 monthly_report      incremental ledger rebuild, the previous month's report under
@@ -192,6 +194,7 @@ def score(
         prices=prices,
         min_precision=settings.alert_min_precision,
         weekly_budget=settings.alert_weekly_budget,
+        public_url=settings.api_public_url,
     )
 
 
@@ -236,6 +239,7 @@ def digest(conn: psycopg.Connection[TupleRow], settings: Settings, now: dt.datet
         currency=reporting_currency(settings),
         period="day" if settings.alert_digest_day == "daily" else "week",
         everyone=settings.alert_digest,
+        public_url=settings.api_public_url,
     )
 
 

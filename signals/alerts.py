@@ -41,6 +41,17 @@ enqueued at once (``delivery`` = ``immediate``) or it is held for the weekly dig
 ``routing`` (a caller that applies no gate) every alert is immediate. A held alert gets no
 reminder when a snooze ends: it comes back in the next digest instead.
 
+Links: a message tells the CSM where to answer the alert. With the public URL of the
+basewatch API (``BASEWATCH_API_PUBLIC_URL``, passed down by the composition root as
+``public_url``; signals never reads settings) it links to the alert on its owner's page,
+``<public url>/csm/<owner csm id>#alert-<id>`` (:func:`alert_url`; a trailing slash of the URL
+is dropped, the CSM id is percent-quoted), with a line saying to sign in first (the sign-in
+page brings a CSM back to their own page); the webhook payload carries it as a button. Without
+the setting there is no address to link to: the message names the alert number, asks the
+reader to get the basewatch address from their administrator, and keeps the CLI commands on
+one line for operators (a field CSM has no shell). An alert without an owner gets the same
+fallback (it has no recipient anyway).
+
 History: the CSM's actions, the opening and the expiry always write an ``alert_history`` row
 (who, when, what). A scoring pass that updates an alert writes one (action ``updated``, with
 the old and new figures and ``changed`` naming why) only when something a person acts on
@@ -57,6 +68,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import urllib.parse
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -281,15 +293,17 @@ def apply_findings(
     cooldown: dt.timedelta = COOLDOWN,
     currency: str,
     routing: Routing | None = None,
+    public_url: str = "",
 ) -> ApplyResult:
     """Turn one scoring pass's findings into alert changes and messages, in one transaction.
 
-    ``kinds_scored`` are the kinds this pass evaluated: only their alerts can expire.
-    ``accounts_scored`` narrows expiry to those accounts (a pass over part of the fleet);
-    None means every account. ``currency`` is the reporting currency the messages write
-    amounts in. ``routing`` decides which opened alerts are sent at once and which are held
-    for the digest (``signals.routing``); None sends every one at once. Commits, unless the
-    caller has a transaction open, in which case the changes become part of it."""
+        ``kinds_scored`` are the kinds this pass evaluated: only their alerts can expire.
+        ``accounts_scored`` narrows expiry to those accounts (a pass over part of the fleet);
+        None means every account. ``currency`` is the reporting currency the messages write
+        amounts in, ``public_url`` the address their links point to (empty: no links, see
+    "Links" above). ``routing`` decides which opened alerts are sent at once and which are held
+        for the digest (``signals.routing``); None sends every one at once. Commits, unless the
+        caller has a transaction open, in which case the changes become part of it."""
     _check_aware(now)
     kept = strongest(findings)
     with conn.transaction():
@@ -334,10 +348,12 @@ def apply_findings(
         _store_routes(conn, routes)
         immediate = [i for i in opened if routes[i].delivery == IMMEDIATE]
         messages = enqueue(
-            conn, alert_messages(conn, dict.fromkeys(immediate, "opened"), currency), now=now
+            conn,
+            alert_messages(conn, dict.fromkeys(immediate, "opened"), currency, public_url),
+            now=now,
         )
         reminders = {i: "reminder:" + _stamp(ended[i]) for i in reminded}
-        messages += enqueue(conn, alert_messages(conn, reminders, currency), now=now)
+        messages += enqueue(conn, alert_messages(conn, reminders, currency, public_url), now=now)
     result = ApplyResult(
         opened=opened,
         updated=len(updated_rows),
@@ -768,16 +784,36 @@ def feedback(
 # -- messages ---------------------------------------------------------------------------------
 
 
+def alert_url(public_url: str, csm_id: str | None, alert_id: int) -> str | None:
+    """The alert on its owner's page, ``<public url>/csm/<csm id>#alert-<id>``; None without a
+    public URL or an owner (see "Links" in the module docstring)."""
+    base = public_url.strip().rstrip("/")
+    if not base or not csm_id:
+        return None
+    return f"{base}/csm/{urllib.parse.quote(csm_id, safe='')}#alert-{alert_id}"
+
+
+SIGN_IN_LINE = "Sign in to basewatch if it asks you to; the link opens the alert on your page."
+NO_ADDRESS_LINE = (
+    "Answer it on your basewatch page (alert #{n}); ask your administrator for the basewatch "
+    "address."
+)
+
+
 def alert_messages(
-    conn: psycopg.Connection[TupleRow], events: Mapping[int, str], currency: str
+    conn: psycopg.Connection[TupleRow],
+    events: Mapping[int, str],
+    currency: str,
+    public_url: str = "",
 ) -> list[OutboxMessage]:
     """The email and webhook messages of each alert id's event ("opened", or "reminder:<snooze
-    end>"), addressed to its owner CSM; an alert whose owner has neither is logged, skipped."""
+    end>"), addressed to its owner CSM, linking to ``public_url`` (:func:`alert_url`); an alert
+    whose owner has neither is logged, skipped."""
     if not events:
         return []
     messages = []
     for alert in _select(conn, sql.SQL(" WHERE a.alert_id = ANY(%s)"), [list(events)]):
-        found = render_messages(alert, events[alert["alert_id"]], currency)
+        found = render_messages(alert, events[alert["alert_id"]], currency, public_url)
         if not found:
             log.warning(
                 "alert %d (%s, %s): owner %s has no email or webhook; not delivered",
@@ -790,7 +826,9 @@ def alert_messages(
     return messages
 
 
-def render_messages(alert: dict[str, Any], event: str, currency: str) -> list[OutboxMessage]:
+def render_messages(
+    alert: dict[str, Any], event: str, currency: str, public_url: str = ""
+) -> list[OutboxMessage]:
     """Pure: the messages of one alert row (as :func:`_select` returns it) for ``event``;
     their ``dedup_key`` is ``alert:<id>:<event>:<channel>``."""
     alert_id = int(alert["alert_id"])
@@ -802,7 +840,7 @@ def render_messages(alert: dict[str, Any], event: str, currency: str) -> list[Ou
         + (f" / {alert['subject']}" if alert["subject"] else "")
         + (" (reminder)" if reminder else "")
     )
-    body = render_text(alert, currency, reminder=reminder)
+    body = render_text(alert, currency, reminder=reminder, public_url=public_url)
     out = []
     if alert.get("owner_email"):
         out.append(
@@ -818,7 +856,7 @@ def render_messages(alert: dict[str, Any], event: str, currency: str) -> list[Ou
                 subject,
                 body,
                 f"{key}:webhook",
-                payload=webhook_payload(alert, subject, body, currency),
+                payload=webhook_payload(alert, subject, body, currency, public_url),
                 alert_id=alert_id,
             )
         )
@@ -833,8 +871,11 @@ def _money(amount: str, currency: str) -> str:
     return money(Decimal(amount), currency)
 
 
-def render_text(alert: dict[str, Any], currency: str, *, reminder: bool = False) -> str:
-    """The plain-text message: what, why (with numbers), worth, when, and how to answer."""
+def render_text(
+    alert: dict[str, Any], currency: str, *, reminder: bool = False, public_url: str = ""
+) -> str:
+    """The plain-text message: what, why (with numbers), worth, when, and where to answer it
+    (a link with ``public_url``, else the fallback of the module docstring's "Links")."""
     n = alert["alert_id"]
     head = f"Reminder: alert #{n} still holds after its snooze" if reminder else f"New alert #{n}"
     account = alert["account_name"] or alert["account_id"]
@@ -858,11 +899,19 @@ def render_text(alert: dict[str, Any], currency: str, *, reminder: bool = False)
         f" · expected value {_money(alert['expected_value'], currency)} per month",
         f"Horizon {alert['horizon_days']} days · due {alert['due_at'][:10]} (UTC)",
         "",
-        f"Acknowledge: basewatch alerts ack {n}",
-        f'Snooze:      basewatch alerts snooze {n} --hours 72 --reason "..."',
-        f"Resolve:     basewatch alerts resolve {n} --outcome won|lost|dismissed",
-        f"Feedback:    basewatch alerts feedback {n} --useful | --not-useful",
     ]
+    link = alert_url(public_url, alert["owner_csm_id"], int(n))
+    if link:
+        lines += [
+            f"Open it to acknowledge, snooze, resolve or give feedback: {link}",
+            SIGN_IN_LINE,
+        ]
+    else:
+        lines += [
+            NO_ADDRESS_LINE.format(n=n),
+            f'Operators: basewatch alerts ack {n} | snooze {n} --hours 72 --reason "..."'
+            f" | resolve {n} --outcome won|lost|dismissed | feedback {n} --useful|--not-useful",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -871,11 +920,12 @@ def _figure(value: Any) -> str:
 
 
 def webhook_payload(
-    alert: dict[str, Any], subject: str, body: str, currency: str
+    alert: dict[str, Any], subject: str, body: str, currency: str, public_url: str = ""
 ) -> dict[str, Any]:
-    """Slack-compatible JSON (``text`` plus Block Kit blocks); Teams incoming webhooks read
-    ``text`` (markdown) and ignore the blocks."""
-    n = alert["alert_id"]
+    """Slack-compatible JSON (``text`` plus Block Kit blocks, the link to the alert as a
+    button); Teams incoming webhooks read ``text`` (markdown, where the link is a plain URL)
+    and ignore the blocks."""
+    n = int(alert["alert_id"])
     why = "\n".join(f"• {r}" for r in alert["reasons"]) or "(no reasons given)"
     fields = [
         ("Account", f"{alert['account_name'] or alert['account_id']} ({alert['account_id']})"),
@@ -887,20 +937,35 @@ def webhook_payload(
         ("Due", alert["due_at"][:10]),
         ("Owner", alert["owner_name"] or alert["owner_csm_id"] or "-"),
     ]
-    return {
-        "text": body,
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": subject[:150]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Why*\n{why}"[:3000]}},
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": subject[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Why*\n{why}"[:3000]}},
+        {
+            "type": "section",
+            "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"[:2000]} for k, v in fields],
+        },
+    ]
+    link = alert_url(public_url, alert["owner_csm_id"], n)
+    if link:
+        blocks += [
             {
-                "type": "section",
-                "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"[:2000]} for k, v in fields],
-            },
-            {
-                "type": "context",
+                "type": "actions",
                 "elements": [
-                    {"type": "mrkdwn", "text": f"Acknowledge: `basewatch alerts ack {n}`"}
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": f"Open alert #{n}"},
+                        "url": link,
+                        "action_id": f"open-alert-{n}",
+                    }
                 ],
             },
-        ],
-    }
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": SIGN_IN_LINE}]},
+        ]
+    else:
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": NO_ADDRESS_LINE.format(n=n)}],
+            }
+        )
+    return {"text": body, "blocks": blocks}

@@ -16,19 +16,26 @@ Snoozed alerts are left out until their snooze ends. The ``dedup_key`` is
 weekly digest, or its UTC day (``2025-06-02``) for ``period="day"``, so running the job twice
 in one period, or on two replicas, enqueues one digest (and marks the held alerts of the
 first only).
+
+Links: with the API's public URL (``BASEWATCH_API_PUBLIC_URL``, passed down as ``public_url``)
+each listed alert has its link (``signals.alerts.alert_url``: the alert on the CSM's page) and
+the digest ends with the page's address and a line saying to sign in. Without it the digest
+says to ask the administrator for the basewatch address and keeps the CLI line for operators,
+as the alert messages do (see "Links" in ``signals.alerts``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import urllib.parse
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 from psycopg.rows import TupleRow
 
-from signals.alerts import list_alerts
+from signals.alerts import SIGN_IN_LINE, alert_url, list_alerts
 from signals.catalogue import money
 from signals.delivery import OutboxMessage, enqueue
 
@@ -73,10 +80,12 @@ def enqueue_digests(
     currency: str,
     period: str = "week",
     everyone: bool = True,
+    public_url: str = "",
 ) -> int:
     """Enqueue this period's digest for every CSM with an email and held alerts (with
     ``everyone``: any active alerts); returns the number of digests added (0 for those
-    already enqueued this period). Marks the held alerts listed. Commits."""
+    already enqueued this period). Its links point to ``public_url`` (empty: none). Marks
+    the held alerts listed. Commits."""
     key = period_key(now, period)
     with conn.transaction():
         recipients = conn.execute(
@@ -93,7 +102,9 @@ def enqueue_digests(
             held = [a for a in alerts if is_held(a)]
             if not alerts or not (everyone or held):
                 continue
-            subject, body = render_digest(name, alerts, key, currency)
+            subject, body = render_digest(
+                name, alerts, key, currency, public_url=public_url, csm_id=csm_id
+            )
             messages.append(OutboxMessage("email", email, subject, body, f"digest:{csm_id}:{key}"))
             listed += [a["alert_id"] for a in held]
         added = enqueue(conn, messages, now=now)
@@ -106,10 +117,17 @@ def enqueue_digests(
 
 
 def render_digest(
-    csm_name: str, alerts: list[dict[str, Any]], period: str, currency: str
+    csm_name: str,
+    alerts: list[dict[str, Any]],
+    period: str,
+    currency: str,
+    *,
+    public_url: str = "",
+    csm_id: str = "",
 ) -> tuple[str, str]:
     """Pure: the subject and plain-text body of one CSM's digest for ``period`` (its key):
-    the held alerts first, then the other active ones, each part most urgent first."""
+    the held alerts first, then the other active ones, each part most urgent first, linking
+    to ``public_url`` (CSM ``csm_id``'s page) when it is set."""
     held = [a for a in alerts if is_held(a)]
     others = [a for a in alerts if not is_held(a)]
     total = sum((Decimal(a["expected_value"]) for a in alerts), Decimal(0))
@@ -128,16 +146,25 @@ def render_digest(
             continue
         lines += [f"{title}:", ""]
         for a in part[: max(MAX_LISTED - shown, 0)]:
-            lines += _entry(a, currency)
+            lines += _entry(a, currency, public_url)
         shown += min(len(part), max(MAX_LISTED - shown, 0))
         lines.append("")
+    base = public_url.strip().rstrip("/")
+    page = f"{base}/csm/{urllib.parse.quote(csm_id, safe='')}" if base and csm_id else ""
     if len(alerts) > shown:
-        lines.append(f"... and {len(alerts) - shown} more: basewatch alerts list")
-    lines += ["Acknowledge one with: basewatch alerts ack ID"]
+        more = f"on your page: {page}" if page else "basewatch alerts list"
+        lines.append(f"... and {len(alerts) - shown} more {more}")
+    if page:
+        lines += [f"Your alerts, to acknowledge, snooze or resolve: {page}", SIGN_IN_LINE]
+    else:
+        lines += [
+            "Answer them on your basewatch page; ask your administrator for the basewatch address.",
+            "Operators: basewatch alerts ack ID",
+        ]
     return subject, "\n".join(lines) + "\n"
 
 
-def _entry(a: dict[str, Any], currency: str) -> list[str]:
+def _entry(a: dict[str, Any], currency: str, public_url: str = "") -> list[str]:
     where = a["account_name"] or a["account_id"]
     if a["subject"]:
         where += f" / {a['subject']}"
@@ -147,6 +174,9 @@ def _entry(a: dict[str, Any], currency: str) -> list[str]:
         f"due {a['due_at'][:10]}"
     ]
     lines += [f"    - {reason}" for reason in a["reasons"][:3]]
+    link = alert_url(public_url, a["owner_csm_id"], int(a["alert_id"]))
+    if link:
+        lines.append(f"    {link}")
     if is_held(a):
         lines.append(f"    (why in the digest: {a['delivery_reason']})")
     return lines

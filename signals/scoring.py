@@ -148,10 +148,12 @@ def score_now(
     *,
     min_precision: float = MIN_PRECISION,
     weekly_budget: int = WEEKLY_BUDGET,
+    public_url: str = "",
 ) -> int:
     """The scheduler's hourly job: score as of ``now`` and apply the findings to the alerts,
     the new ones routed by the precision gate and the weekly budget (``signals.routing``, with
-    the stored measured precision); returns the number of alerts opened."""
+    the stored measured precision), their messages linking to ``public_url`` (the API's
+    public URL, ``signals.alerts.alert_url``); returns the number of alerts opened."""
     from signals import health
     from signals.alerts import apply_findings
     from signals.routing import load_routing
@@ -168,5 +170,6 @@ def score_now(
         cooldown=cooldown,
         currency=book.currency,
         routing=load_routing(conn, min_precision, weekly_budget),
+        public_url=public_url,
     )
     return len(result.opened)

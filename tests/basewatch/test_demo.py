@@ -61,6 +61,15 @@ def assert_everything_stored(result: subprocess.CompletedProcess[str]) -> None:
     assert summary["readings_simulated"] > 0
     assert summary["stats"]["telemetry"]["rows"] == summary["readings_simulated"]
     assert len(summary["dead_letters"]) == 4  # the deliberately bad messages
+    # how to open the workspace: in the JSON document, not as text on stdout
+    workspace = summary["workspace"]
+    assert workspace["signin_url"].endswith("/signin")
+    assert "basewatch api" in workspace["start_api"]
+    users = {u["username"]: u for u in workspace["users"]}
+    assert users["demo-admin"]["role"] == "admin"
+    assert sorted(u["csm_id"] for u in users.values() if u["role"] == "csm") == ["csm-01"]
+    assert all(len(u["password"]) >= 12 for u in users.values())
+    assert "Open the workspace" not in result.stdout
 
 
 def test_demo_waits_for_the_ingesters_subscription_with_a_private_broker(tmp_path: Path) -> None:
