@@ -298,8 +298,12 @@ def _finding(
     strength = abs(out[0].z)
     score = min(1.0, max(0.0, 1.0 - 0.5 * (Z_ALERT / strength) ** 2))
     hours = WINDOWS * WINDOW_H
+    # the figures' rounding first, so that the text is as stable as the figures: an average
+    # summed in another order (a continuous aggregate refreshed again) differs in the last
+    # bits, which would turn 3.8365 into 3.836 or 3.837
     reasons = [
-        f"{o.metric} {o.recent:.4g} vs its normal {o.mean:.4g} ± {o.sd:.2g} over the last "
+        f"{o.metric} {round(o.recent, 6):.4g} vs its normal {round(o.mean, 6):.4g} ± "
+        f"{round(o.sd, 6):.2g} over the last "
         f"{hours} h ({o.z:+.1f} standard errors in each {WINDOW_H} h window)"
         for o in out[:3]
     ]
