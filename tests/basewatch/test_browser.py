@@ -1,6 +1,6 @@
 """The CSM workspace in a real browser (issue 15): Playwright's sync API drives Debian's
-Chromium (``/usr/bin/chromium``, installed by ``scripts/bootstrap``; Playwright's own browser
-download is never used) against ``basewatch api`` on a free port and a real database.
+Chromium (``/usr/bin/chromium``, installed by ``scripts/bootstrap --browser``; Playwright's own
+browser download is never used) against ``basewatch api`` on a free port and a real database.
 
 A CSM signs in through the form, sees only their own alerts, acknowledges one, is shown the
 result, and signs out (their page then sends the browser to ``/signin``); at 390 px width their
@@ -11,8 +11,8 @@ Each page a person works from is a step function (``open_…``) that goes there 
 must be visible; a new page (the account page with its usage chart and component bars, the
 manager's NRR report) is one more step called from the scenario.
 
-Without ``/usr/bin/chromium`` the tests fail and say to run ``scripts/bootstrap``: a browser
-test that skips silently would let the pages break unseen.
+Without ``/usr/bin/chromium`` the tests fail and say to run ``scripts/bootstrap --browser``: a
+browser test that skips silently would let the pages break unseen.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ TIMEOUT_MS = 10_000
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.is_file():
         pytest.fail(
-            f"{CHROMIUM} is missing: run scripts/bootstrap (it installs Debian's chromium "
-            "package for the browser tests)",
+            f"{CHROMIUM} is missing: run scripts/bootstrap --browser (it installs Debian's "
+            "chromium package for the browser tests)",
             pytrace=False,
         )
     with sync_playwright() as playwright:
