@@ -23,9 +23,11 @@ in SQL:
 
 Then it starts the real server, ``python -m basewatch api`` on a free port (a subprocess;
 ``--api-env KEY=VALUE`` passes settings such as ``BASEWATCH_API_THREADS``), waits for
-``/readyz``, and runs ``--clients`` client processes (default 20), each signed in as a
-different CSM through ``POST /signin`` (``--auth session``, the browser's way; ``--auth token``:
-a personal token as ``Authorization: Bearer``). For ``--seconds`` (default 30) every client
+``/readyz``, signs in ``--clients`` different CSMs (default 20) one after the other through
+``POST /signin`` (``--auth session``, the browser's way; ``--auth token``: a personal token as
+``Authorization: Bearer``) and reports how long a sign-in took: one at a time, before the
+measurement, because a burst of them is refused (see below). Then it runs ``--clients`` client
+processes, each with one of those sessions. For ``--seconds`` (default 30) every client
 requests the routes of :data:`ROUTES` in turn as fast as it gets answers (a closed loop: one
 request at a time per client, a new connection per request, as the HTTP/1.0 server wants),
 with one of its CSM's accounts drawn at random where a route names an account. Latency is
@@ -38,13 +40,21 @@ list has none), then the server's CPU seconds per request and the load average; 
 prints one JSON document instead. Clients, server and PostgreSQL share this machine's cores, so
 the figures are those of one box serving everything; it never fails on the target.
 
+Why sign in one at a time: ``POST /signin`` holds one of the API's database connections
+(``BASEWATCH_API_DB_POOL_MAX``, default 8) while it checks the Argon2 hash, which is slow by
+design (0.3-1.3 s each on this loaded machine). Twenty clients signing in at once kept all
+eight busy, and four sign-ins waited past ``BASEWATCH_API_DB_POOL_TIMEOUT_S`` (5 s) and got a
+503. The bench retries a 503 after its ``Retry-After`` and counts the retries.
+
     .venv/bin/python bench/api.py                       # 10,000 assets, 50 CSMs, 20 clients, 30 s
     .venv/bin/python bench/api.py --seconds 10 --clients 5 --json
     .venv/bin/python bench/api.py --api-env BASEWATCH_API_THREADS=32 \\
         --api-env BASEWATCH_API_DB_POOL_MAX=16
 
 A new page is one more line in :data:`ROUTES` (e.g. the account page ``/accounts/{account_id}``
-once it exists); its path may name ``{csm_id}`` and ``{account_id}``.
+once it exists); its path may name ``{csm_id}`` and ``{account_id}``. Until then,
+``--route NAME=PATH`` (repeatable; ``--route-target NAME`` holds it to the target) adds one for a
+run, e.g. against a server built from a branch that has the page.
 """
 
 from __future__ import annotations
@@ -110,10 +120,14 @@ Conn = psycopg.Connection[TupleRow]
 
 # The registry: accounts of 1-5 assets (bench/score.py's draw), dealt over the CSMs in turn.
 _REGISTRY = [
-    "SELECT setseed(0.15)",
-    "INSERT INTO csms (csm_id, name, email) SELECT 'csm-' || i, 'CSM ' || i,"
-    " 'csm' || i || '@example.com' FROM generate_series(1, %(csms)s) i",
-    """
+    (
+        "CSMs",
+        "INSERT INTO csms (csm_id, name, email) SELECT 'csm-' || i, 'CSM ' || i,"
+        " 'csm' || i || '@example.com' FROM generate_series(1, %(csms)s) i",
+    ),
+    (
+        "the plan (accounts of 1-5 machines)",
+        """
     CREATE UNLOGGED TABLE bench_plan AS
     WITH sizes AS (
         SELECT k, 1 + (k * 7 + k / 3) %% 5 AS size FROM generate_series(1, %(assets)s) k
@@ -126,28 +140,39 @@ _REGISTRY = [
     FROM accounts, generate_series(1, size) n
     WHERE first + n <= %(assets)s
     """,
-    """
+    ),
+    (
+        "accounts",
+        """
     INSERT INTO accounts (account_id, name, industry, region, csm_id)
     SELECT DISTINCT account_id, 'Bench account ' || k,
            (ARRAY['food', 'auto', 'pharma', 'metal', 'chemicals'])[1 + k %% 5],
            (ARRAY['north', 'south', 'east', 'west'])[1 + (k / 5) %% 4], csm_id
     FROM bench_plan
     """,
-    """
+    ),
+    (
+        "assets",
+        """
     INSERT INTO assets (asset_id, account_id, serial, model, rated_power_kw, rated_flow_m3_min,
                         installed_on)
     SELECT asset_id, account_id, 'SN' || k || n, 'GA75 VSD', 75, 16.5, DATE '2019-06-01'
     FROM bench_plan
     """,
-    """
+    ),
+    (
+        "components",
+        """
     INSERT INTO components (asset_id, kind, rated_life_hours, installed_at_running_hours)
     SELECT asset_id, kind, life, round((random() * 20000)::numeric, 1)
     FROM bench_plan,
          (VALUES ('air_filter', 4000), ('oil_filter', 4000), ('separator', 8000),
                  ('oil', 8000)) AS c(kind, life)
     """,
-    # one pass a day kept per account, as the scheduler leaves account_health
-    """
+    ),
+    (
+        "account health (one pass a day kept, as the scheduler leaves it)",
+        """
     INSERT INTO account_health (account_id, as_of, probability, horizon_days, method, factors)
     SELECT account_id, date_trunc('day', now()) - make_interval(days => d) + INTERVAL '6 hours',
            round(random()::numeric, 4), 90, 'weighted',
@@ -157,6 +182,7 @@ _REGISTRY = [
     FROM (SELECT DISTINCT account_id FROM bench_plan) a, generate_series(0, 29) d
     WHERE date_trunc('day', now()) - make_interval(days => d) + INTERVAL '6 hours' <= now()
     """,
+    ),
 ]
 # Daily usage rollups: [mean, min, max, last, readings] per metric, as signals.rollups keeps days.
 _USAGE = """
@@ -229,17 +255,32 @@ def _count(conn: Conn, query: LiteralString) -> int:
     return int(row[0]) if row else 0
 
 
-def generate(conn: Conn, args: argparse.Namespace) -> dict[str, Any]:
-    """The registry, usage, health and alerts; returns what was made and how long it took."""
+def _step(
+    conn: Conn, label: str, query: LiteralString, params: dict[str, Any] | None = None
+) -> None:
+    """Run one set-based statement of the generation and say what it made and how fast."""
     started = time.monotonic()
-    for statement in _REGISTRY:
-        conn.execute(statement, {"csms": args.csms, "assets": args.assets})
+    cursor = conn.execute(query, params)
+    rows = f"{cursor.rowcount:,} rows, " if cursor.rowcount > 0 else ""
+    _progress(f"  {label}: {rows}{time.monotonic() - started:.1f} s")
+
+
+def generate(conn: Conn, args: argparse.Namespace) -> dict[str, Any]:
+    """The registry, usage, health and alerts; returns what was made and how long it took.
+    Everything is generated by set-based statements inside PostgreSQL (no rows travel from
+    Python), which is faster than COPY from the client would be."""
+    started = time.monotonic()
+    conn.execute("SELECT setseed(0.15)")  # random() below draws the same data every run
+    for label, statement in _REGISTRY:
+        _step(conn, label, statement, {"csms": args.csms, "assets": args.assets})
     if args.usage_days:
-        conn.execute(_USAGE, {"days": args.usage_days})
+        _step(conn, "daily usage rollups", _USAGE, {"days": args.usage_days})
     per_csm = round(args.alerts_per_csm_week * args.weeks)
     spacing_s = args.weeks * 7 * 86_400 / max(per_csm, 1)
     kinds = [{"i": i, "kind": k, "family": f} for i, (k, f) in enumerate(KINDS)]
-    conn.execute(
+    _step(
+        conn,
+        "alerts",
         _ALERTS,
         {
             "kinds": json.dumps(kinds),
@@ -248,9 +289,9 @@ def generate(conn: Conn, args: argparse.Namespace) -> dict[str, Any]:
             "spacing_s": spacing_s,
         },
     )
-    conn.execute(_HISTORY)
+    _step(conn, "alert history", _HISTORY)
     conn.execute("DROP TABLE bench_plan")
-    conn.execute("VACUUM ANALYZE")
+    _step(conn, "VACUUM ANALYZE", "VACUUM ANALYZE")
     statuses: dict[str, int] = dict(
         conn.execute("SELECT status, count(*) FROM alerts GROUP BY status ORDER BY 1").fetchall()
     )
@@ -345,31 +386,60 @@ def request(
         connection.close()
 
 
-def sign_in(port: int, username: str, secret: str, auth: str) -> dict[str, str]:
-    """The headers that authenticate ``username``'s requests."""
+SIGN_IN_ATTEMPTS = 5
+
+
+def sign_in(port: int, username: str, secret: str, auth: str) -> tuple[dict[str, str], int]:
+    """The headers that authenticate ``username``'s requests, and how many 503s (too busy)
+    were retried on the way."""
     if auth == "token":
-        return {"Authorization": f"Bearer {secret}"}
+        return {"Authorization": f"Bearer {secret}"}, 0
     form = urllib.parse.urlencode({"username": username, "password": secret}).encode()
-    status, headers, _ = request(
-        port,
-        "POST",
-        "/signin",
-        {"Content-Type": "application/x-www-form-urlencoded"},
-        form,
-    )
-    cookie = headers.get("Set-Cookie", "")
-    if status != 303 or not cookie:
-        raise SystemExit(f"sign-in of {username} failed: {status}")
-    return {"Cookie": cookie.split(";", 1)[0]}
+    for busy in range(SIGN_IN_ATTEMPTS):
+        status, headers, _ = request(
+            port,
+            "POST",
+            "/signin",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            form,
+        )
+        cookie = headers.get("Set-Cookie", "")
+        if status == 303 and cookie:
+            return {"Cookie": cookie.split(";", 1)[0]}, busy
+        if status != 503:
+            break
+        time.sleep(min(float(headers.get("Retry-After", "1")), 5.0))
+    raise SystemExit(f"sign-in of {username} failed: {status}")
+
+
+def sign_in_all(
+    port: int, secrets_of: dict[str, str], auth: str
+) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
+    """Each CSM's headers, signed in one after the other; and the sign-ins' figures."""
+    headers_of: dict[str, dict[str, str]] = {}
+    took_ms: list[float] = []
+    retried = 0
+    for csm_id, secret in secrets_of.items():
+        started = time.perf_counter()
+        headers_of[csm_id], busy = sign_in(port, csm_id, secret, auth)
+        took_ms.append((time.perf_counter() - started) * 1000)
+        retried += busy
+    p50 = percentile(took_ms, 0.5)
+    return headers_of, {
+        "count": len(took_ms),
+        "p50_ms": None if p50 is None else round(p50, 1),
+        "max_ms": round(max(took_ms), 1) if took_ms else None,
+        "retried_503": retried,
+    }
 
 
 @dataclass(frozen=True)
 class Client:
     port: int
     csm_id: str
-    secret: str
-    auth: str
+    headers: dict[str, str]  # what authenticates the CSM (a session cookie or a token)
     accounts: tuple[str, ...]
+    routes: tuple[Route, ...]
     start_at: float  # time.time() when the measurement starts
     seconds: float
     seed: int
@@ -378,15 +448,16 @@ class Client:
 def run_client(client: Client) -> dict[str, Any]:
     """One signed-in CSM requesting every route in turn until the time is up: per route the
     latencies (ms) of the 200s and the other statuses."""
-    headers = sign_in(client.port, client.csm_id, client.secret, client.auth)
+    headers = client.headers
     rng = random.Random(client.seed)
-    latencies: dict[str, list[float]] = {r.name: [] for r in ROUTES}
-    errors: dict[str, Counter[str]] = {r.name: Counter() for r in ROUTES}
+    routes = client.routes
+    latencies: dict[str, list[float]] = {r.name: [] for r in routes}
+    errors: dict[str, Counter[str]] = {r.name: Counter() for r in routes}
     time.sleep(max(0.0, client.start_at - time.time()))
     end = client.start_at + client.seconds
-    turn = rng.randrange(len(ROUTES))  # the clients do not march in step
+    turn = rng.randrange(len(routes))  # the clients do not march in step
     while time.time() < end:
-        route = ROUTES[turn % len(ROUTES)]
+        route = routes[turn % len(routes)]
         turn += 1
         path = route.path.format(
             csm_id=urllib.parse.quote(client.csm_id, safe=""),
@@ -415,9 +486,11 @@ def percentile(values: list[float], share: float) -> float | None:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def summarise(results: list[dict[str, Any]], seconds: float) -> list[dict[str, Any]]:
+def summarise(
+    routes: tuple[Route, ...], results: list[dict[str, Any]], seconds: float
+) -> list[dict[str, Any]]:
     rows = []
-    for route in ROUTES:
+    for route in routes:
         latencies = [ms for r in results for ms in r["latencies"][route.name]]
         errors: Counter[str] = Counter()
         for r in results:
@@ -434,10 +507,10 @@ def summarise(results: list[dict[str, Any]], seconds: float) -> list[dict[str, A
                 "max_ms": round(max(latencies), 1) if latencies else None,
                 "errors": dict(errors),
                 "target_p99_ms": route.target_p99_ms,
-                "meets_target": (
+                "meets_target": (  # None: no target; no answer at all misses it
                     None
-                    if route.target_p99_ms is None or p99 is None
-                    else p99 < route.target_p99_ms and not errors
+                    if route.target_p99_ms is None
+                    else p99 is not None and p99 < route.target_p99_ms and not errors
                 ),
             }
         )
@@ -456,7 +529,20 @@ def accounts_of(conn: Conn, csm_ids: list[str]) -> dict[str, tuple[str, ...]]:
     return {csm_id: tuple(accounts) for csm_id, accounts in rows}
 
 
+def routes_of(args: argparse.Namespace) -> tuple[Route, ...]:
+    """:data:`ROUTES` plus those of ``--route NAME=PATH`` (no target unless
+    ``--route-target``)."""
+    extra = []
+    for item in args.route:
+        name, _, path = item.partition("=")
+        if not name or not path.startswith("/"):
+            raise SystemExit(f"--route wants NAME=/path, got {item!r}")
+        extra.append(Route(name, path, TARGET_P99_MS if name in args.route_target else None))
+    return (*ROUTES, *extra)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    routes = routes_of(args)
     url = with_database(args.database_url, f"bw_bench_{os.urandom(4).hex()}")
     ensure_database(url)
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-api-{os.getpid()}.log"
@@ -475,14 +561,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         port = free_port()
         api = start_api(url, port, args.api_env, log)
         try:
-            start_at = time.time() + 3 + 0.3 * args.clients  # every client signed in by then
+            _progress(f"signing in {len(secrets_of)} CSMs ({args.auth}) ...")
+            headers_of, signing_in = sign_in_all(port, secrets_of, args.auth)
+            start_at = time.time() + 2 + 0.1 * args.clients  # every client forked by then
             clients = [
                 Client(
                     port,
                     csm_ids[i % len(csm_ids)],
-                    secrets_of[csm_ids[i % len(csm_ids)]],
-                    args.auth,
+                    headers_of[csm_ids[i % len(csm_ids)]],
                     accounts[csm_ids[i % len(csm_ids)]],
+                    routes,
                     start_at,
                     args.seconds,
                     seed=i,
@@ -503,8 +591,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stop_api(api)
     finally:
         drop_database(url)
-    routes = summarise(results, args.seconds)
-    answered = sum(r["requests"] for r in routes)
+    rows = summarise(routes, results, args.seconds)
+    answered = sum(r["requests"] for r in rows)
     return {
         "parameters": {
             "assets": args.assets,
@@ -518,7 +606,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "api_env": args.api_env,
         },
         "data": data,
-        "routes": routes,
+        "sign_in": signing_in,
+        "routes": rows,
         "requests_per_s": round(answered / args.seconds, 1),
         "server_cpu_s": round(cpu_after - cpu_before, 2),
         "server_cpu_ms_per_request": (
@@ -562,6 +651,9 @@ def _text(d: dict[str, Any]) -> str:
         f" ({_ms(d['server_cpu_ms_per_request'])} ms per request); load average (1 min)"
         f" {d['load_average_1min']['before']:.2f} before, {d['load_average_1min']['after']:.2f}"
         " after",
+        f"sign-in ({p['auth']}, one at a time before the measurement): {d['sign_in']['count']},"
+        f" p50 {_ms(d['sign_in']['p50_ms'])} ms, max {_ms(d['sign_in']['max_ms'])} ms,"
+        f" {d['sign_in']['retried_503']} retried after a 503",
     ]
     return "\n".join(lines)
 
@@ -600,6 +692,21 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="a setting for the server (repeatable), e.g. BASEWATCH_API_THREADS=32",
+    )
+    parser.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="one more route to request (repeatable), its path naming {csm_id} and"
+        " {account_id} as in ROUTES, e.g. account_page=/accounts/{account_id}",
+    )
+    parser.add_argument(
+        "--route-target",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a --route NAME held to the p99 target (repeatable)",
     )
     parser.add_argument(
         "--database-url",
