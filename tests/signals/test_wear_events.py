@@ -148,3 +148,40 @@ def test_the_horizon_comes_from_the_fleets_replacement_lags(db_url: str) -> None
         ), reason
         # a day earlier, at lag -19 h, none of the ten was replaced that early: no promise yet
         assert wear_findings(conn, AS_OF - dt.timedelta(days=1), PriceBook()) == []
+
+
+def test_a_part_bought_elsewhere_dates_the_age_after_the_window_too(db_url: str) -> None:
+    """A filter replaced elsewhere 65 days ago (its differential pressure dropped back, no
+    event) is 1,280 running hours old, not as old as its registry figure, although the reset
+    is older than the 60 days of history the wear estimate reads: a third-party account's
+    new filter was alerted as overdue again once its reset left that window."""
+    with psycopg.connect(db_url) as conn:
+        conn.execute("TRUNCATE accounts, assets, components, asset_events CASCADE")
+        conn.execute("TRUNCATE rollup_daily, rollup_hourly")
+        _machine(conn)
+        conn.execute(
+            "INSERT INTO components (asset_id, kind, rated_life_hours, installed_at_running_hours)"
+            " VALUES ('m1', 'air_filter', 1500, 8000)"
+        )
+        # 60 mbar until day 66 before AS_OF, 20 mbar from day 65 (flat: no trend)
+        conn.execute(
+            "UPDATE rollup_daily SET stats = stats || jsonb_build_object('air_filter_dp_mbar',"
+            " jsonb_build_array(v, v, v, v, 24)) FROM (SELECT bucket AS b, CASE WHEN bucket <"
+            " %(reset)s THEN 60.0 ELSE 20.0 END AS v FROM rollup_daily) x WHERE bucket = x.b",
+            {"reset": AS_OF - dt.timedelta(days=65)},
+        )
+        # reset on the day the counter read 10,000 - 65 × 20 = 8,700 h: 9,980 - 8,700 = 1,280
+        # of 1,500 h used, 220 h (11 days) left - not 1,980 h used and 480 h overdue
+        (finding,) = wear_findings(conn, AS_OF, PriceBook())
+        assert finding.subject == "m1/air_filter"
+        assert finding.figures["hours_left"] == pytest.approx(220.0, abs=0.1)
+        assert not finding.overdue
+        # a replacement on record after the reset (at 9,000 h) counts from itself
+        at = AS_OF - dt.timedelta(days=50)
+        conn.execute(
+            "INSERT INTO asset_events (asset_id, time, kind, component, received_at)"
+            " VALUES ('m1', %s, 'component_replaced', 'air_filter', %s)",
+            (at, at),
+        )
+        (finding,) = wear_findings(conn, AS_OF, PriceBook())
+        assert finding.figures["hours_left"] == pytest.approx(1500 - (9980 - 8999.17), abs=0.1)
