@@ -102,9 +102,9 @@ CATALOGUE: dict[SignalKind, KindInfo] = {
     SignalKind.SERVICE_DUE: KindInfo(
         Family.SERVICE,
         "a component reaches its rated limit within the horizon",
-        "the component reaches its rated limit within the alert's horizon (its running hours "
-        "left in days at its usage, at least 1 day) and is replaced, by us or by a third "
-        "party, within it",
+        "the component is replaced, by us or by a third party, within the alert's horizon: "
+        "the running hours within which the fleet replaced 80 % of such parts still in "
+        "service at its age, in days at its usage (at least 1 day)",
     ),
     SignalKind.ASSET_ANOMALY: KindInfo(
         Family.SERVICE,

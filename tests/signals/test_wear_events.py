@@ -107,3 +107,81 @@ def test_an_overdue_component_says_by_how_much_not_zero_hours_left(db_url: str) 
         ), reason
         assert finding.overdue
         assert finding.score == 1.0
+
+
+def test_the_horizon_comes_from_the_fleets_replacement_lags(db_url: str) -> None:
+    """Ten replacements on record, five 100 h and five 140 h after the one before (lags 0
+    and +40 h on a 100 h rated life): the promise covers the replacement lag the fleet shows,
+    not the hours left to the rated limit."""
+    with psycopg.connect(db_url) as conn:
+        conn.execute("TRUNCATE accounts, assets, components, asset_events CASCADE")
+        conn.execute("TRUNCATE rollup_daily, rollup_hourly")
+        _machine(conn)
+        conn.execute("UPDATE components SET rated_life_hours = 100 WHERE asset_id = 'm1'")
+        # replaced at the starts of days 66, 59, 54, ... 11, 6 before AS_OF: gaps of 7 and 5
+        # days alternately (140 h and 100 h at 20 h a day); the first (from 0 h) is no record
+        for day in (66, 59, 54, 47, 42, 35, 30, 23, 18, 11, 6):
+            at = AS_OF - dt.timedelta(days=day)
+            conn.execute(
+                "INSERT INTO asset_events (asset_id, time, kind, component, received_at)"
+                " VALUES ('m1', %s, 'component_replaced', 'inlet_valve', %s)",
+                (at, at),
+            )
+        # in service since 9,879.17 h (the last hour before day 6), 100.83 h at 9,980 h: lag
+        # +0.83 h. Kaplan-Meier over five replaced at 0, itself running at 0.83 and five
+        # replaced at +40: S(0.83) = 6/11, S(40) = 0, so 80 % of its like are replaced by +40
+        # h, 39.17 running hours from now: 2 days at 20 h a day
+        (finding,) = wear_findings(conn, AS_OF, PriceBook())
+        assert finding.subject == "m1/inlet_valve"
+        assert finding.figures["horizon_running_hours"] == pytest.approx(39.2, abs=0.1)
+        assert finding.figures["replaced_share_by_now"] == pytest.approx(5 / 11, abs=1e-3)
+        assert finding.horizon_days == 2
+        assert finding.score == pytest.approx(0.8)
+        assert finding.overdue
+        (reason,) = finding.reasons
+        assert reason.startswith(
+            "promise: inlet_valve of m1 is replaced within 2 days (a service or parts sale; by "
+            "us or by a third party): rated life (100 h) passed 1 running hours ago; this fleet "
+            "usually replaces it between 0 h after and 40 h after that (middle 80 % of 10 "
+            "replacements on record); of such parts still in service at this age it replaced "
+            "80% within 39 running hours (≈ 2 days at 20.0 h/day)"
+        ), reason
+        # a day earlier, at lag -19 h, none of the ten was replaced that early: no promise yet
+        assert wear_findings(conn, AS_OF - dt.timedelta(days=1), PriceBook()) == []
+
+
+def test_a_part_bought_elsewhere_dates_the_age_after_the_window_too(db_url: str) -> None:
+    """A filter replaced elsewhere 65 days ago (its differential pressure dropped back, no
+    event) is 1,280 running hours old, not as old as its registry figure, although the reset
+    is older than the 60 days of history the wear estimate reads: a third-party account's
+    new filter was alerted as overdue again once its reset left that window."""
+    with psycopg.connect(db_url) as conn:
+        conn.execute("TRUNCATE accounts, assets, components, asset_events CASCADE")
+        conn.execute("TRUNCATE rollup_daily, rollup_hourly")
+        _machine(conn)
+        conn.execute(
+            "INSERT INTO components (asset_id, kind, rated_life_hours, installed_at_running_hours)"
+            " VALUES ('m1', 'air_filter', 1500, 8000)"
+        )
+        # 60 mbar until day 66 before AS_OF, 20 mbar from day 65 (flat: no trend)
+        conn.execute(
+            "UPDATE rollup_daily SET stats = stats || jsonb_build_object('air_filter_dp_mbar',"
+            " jsonb_build_array(v, v, v, v, 24)) FROM (SELECT bucket AS b, CASE WHEN bucket <"
+            " %(reset)s THEN 60.0 ELSE 20.0 END AS v FROM rollup_daily) x WHERE bucket = x.b",
+            {"reset": AS_OF - dt.timedelta(days=65)},
+        )
+        # reset on the day the counter read 10,000 - 65 × 20 = 8,700 h: 9,980 - 8,700 = 1,280
+        # of 1,500 h used, 220 h (11 days) left - not 1,980 h used and 480 h overdue
+        (finding,) = wear_findings(conn, AS_OF, PriceBook())
+        assert finding.subject == "m1/air_filter"
+        assert finding.figures["hours_left"] == pytest.approx(220.0, abs=0.1)
+        assert not finding.overdue
+        # a replacement on record after the reset (at 9,000 h) counts from itself
+        at = AS_OF - dt.timedelta(days=50)
+        conn.execute(
+            "INSERT INTO asset_events (asset_id, time, kind, component, received_at)"
+            " VALUES ('m1', %s, 'component_replaced', 'air_filter', %s)",
+            (at, at),
+        )
+        (finding,) = wear_findings(conn, AS_OF, PriceBook())
+        assert finding.figures["hours_left"] == pytest.approx(1500 - (9980 - 8999.17), abs=0.1)
