@@ -165,6 +165,21 @@ class RaisedAlert:
             "reasons": list(self.reasons),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RaisedAlert:
+        """The alert of :meth:`as_dict` (e.g. from ``signals backtest --json``)."""
+        return cls(
+            dt.datetime.fromisoformat(data["raised_at"]),
+            data["account_id"],
+            data["kind"],
+            data["subject"],
+            float(data["score"]),
+            Decimal(data["value"]),
+            int(data["horizon_days"]),
+            tuple(data["reasons"]),
+            data.get("owner"),
+        )
+
 
 @dataclass
 class _Open:
@@ -550,6 +565,37 @@ def evaluate(
     )
 
 
+def evaluate_at_horizon(
+    conn: psycopg.Connection[TupleRow],
+    raised: list[RaisedAlert],
+    kind: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    horizon: dt.timedelta,
+    labelled: LabelledTruth | None = None,
+) -> KindResult:
+    """``kind``'s alerts raised in ``[start, end)`` scored as :func:`evaluate` scores them,
+    but against ``horizon`` after each alert instead of the alert's own horizon (an asset
+    kind; e.g. failure_risk at 24 h beside the published Azure figures)."""
+    labelled = labelled if labelled is not None else LabelledTruth()
+    owners = _owners(conn)
+    truth = load_truth(conn, start, end + max(CHURN_WINDOW, EXPANSION_WINDOW), labelled)
+    csms = len({o for o in owners.values() if o}) or 1
+    return evaluate_kind(
+        kind,
+        raised,
+        truth,
+        dict(labelled.stories),
+        start,
+        end,
+        _operating_hours(conn, start, end),
+        csms,
+        (end - start) / dt.timedelta(weeks=1),
+        spans=operating_spans(conn, start, end),
+        horizon=horizon,
+    )
+
+
 def stored_alerts(
     conn: psycopg.Connection[TupleRow], start: dt.datetime, end: dt.datetime
 ) -> list[RaisedAlert]:
@@ -684,9 +730,14 @@ def _matches(alert: RaisedAlert, event: TruthEvent) -> bool:
     return event.account_id == alert.account_id
 
 
-def _window(alert: RaisedAlert) -> tuple[dt.timedelta, dt.timedelta]:
-    """The span, relative to the alert, in which a truth event confirms it."""
+def _window(
+    alert: RaisedAlert, horizon: dt.timedelta | None = None
+) -> tuple[dt.timedelta, dt.timedelta]:
+    """The span, relative to the alert, in which a truth event confirms it. ``horizon``
+    replaces an asset alert's own (e.g. the 24 h of published Azure figures)."""
     if alert.kind in _ASSET_KINDS:
+        if horizon is not None:
+            return dt.timedelta(0), horizon
         return dt.timedelta(0), max(dt.timedelta(days=alert.horizon_days), MIN_FAILURE_WINDOW)
     if alert.kind == SignalKind.THIRD_PARTY_PARTS:
         return -DETECTION_WINDOW, dt.timedelta(0)
@@ -695,16 +746,18 @@ def _window(alert: RaisedAlert) -> tuple[dt.timedelta, dt.timedelta]:
     return dt.timedelta(0), EXPANSION_WINDOW
 
 
-def _confirming_starts(alert: RaisedAlert, event: TruthEvent) -> tuple[dt.datetime, dt.datetime]:
+def _confirming_starts(
+    alert: RaisedAlert, event: TruthEvent, horizon: dt.timedelta | None = None
+) -> tuple[dt.datetime, dt.datetime]:
     """The raise times (a closed interval) at which an alert like ``alert`` has ``event``
     inside its window."""
-    before, after = _window(alert)
+    before, after = _window(alert, horizon)
     return event.time - after, event.time - before
 
 
-def _confirms(alert: RaisedAlert, event: TruthEvent) -> bool:
+def _confirms(alert: RaisedAlert, event: TruthEvent, horizon: dt.timedelta | None = None) -> bool:
     """Whether ``event`` is about ``alert``'s subject and inside its window."""
-    lo, hi = _confirming_starts(alert, event)
+    lo, hi = _confirming_starts(alert, event, horizon)
     return _matches(alert, event) and lo <= alert.raised_at <= hi
 
 
@@ -732,6 +785,7 @@ def chance_level(
     alert: RaisedAlert,
     truth: Iterable[TruthEvent],
     subjects: Iterable[tuple[str, str, dt.datetime, dt.datetime]],
+    horizon: dt.timedelta | None = None,
 ) -> tuple[int, int]:
     """(hours whose window holds a confirming event, hours) for ``alert``'s window put at each
     operating hour of each subject ``(account, asset or "", first, last)``: the alert's subject
@@ -744,7 +798,7 @@ def chance_level(
         if asset:
             subject = f"{asset}/{alert.component}" if alert.component else asset
         there = replace(alert, account_id=account, subject=subject)
-        starts = [_confirming_starts(there, e) for e in events if _matches(there, e)]
+        starts = [_confirming_starts(there, e, horizon) for e in events if _matches(there, e)]
         hits += hours_covered(first, last, starts)
         hours += (last - first) // _HOUR + 1
     return hits, hours
@@ -755,6 +809,7 @@ def _chance_precision(
     mine: list[RaisedAlert],
     relevant: list[TruthEvent],
     spans: OperatingSpans | None,
+    horizon: dt.timedelta | None = None,
 ) -> float | None:
     """The mean over ``mine`` of each alert's chance level (see the module docstring)."""
     if not mine or not relevant or spans is None:
@@ -770,7 +825,7 @@ def _chance_precision(
         alike[(a.component, a.horizon_days)].append(a)
     total = 0.0
     for group in alike.values():
-        hits, hours = chance_level(group[0], relevant, subjects)
+        hits, hours = chance_level(group[0], relevant, subjects, horizon)
         total += len(group) * hits / hours
     return total / len(mine)
 
@@ -819,9 +874,12 @@ def evaluate_kind(
     weeks: float,
     *,
     spans: OperatingSpans | None = None,
+    horizon: dt.timedelta | None = None,
 ) -> KindResult:
     """Precision, recall, lead time and alert load of one kind, and its chance level when the
-    subjects' operating ``spans`` are given (see the module docstring)."""
+    subjects' operating ``spans`` are given (see the module docstring). ``horizon``: score the
+    asset kinds' alerts against this window after each alert instead of their own horizon
+    (e.g. the 24 h of the published Azure figures); the kind's promise is unchanged."""
     mine = [a for a in alerts if a.kind == kind]
     per_csm_week = len(mine) / csms / weeks if weeks > 0 else 0.0
     confirming, expected = _truth_kinds(kind)
@@ -847,12 +905,12 @@ def evaluate_kind(
     relevant = [e for e in truth if e.kind in confirming]
     if not relevant:
         return KindResult(kind, len(mine), None, None, None, None, per_csm_week, None, "")
-    true = sum(any(_confirms(a, e) for e in relevant) for a in mine)
+    true = sum(any(_confirms(a, e, horizon) for e in relevant) for a in mine)
     events = [e for e in relevant if e.kind in expected and start <= e.time < end]
     leads: list[float] = []
     foreseeable = foreseen = 0
     for e in events:
-        firsts = [a.raised_at for a in mine if _confirms(a, e)]
+        firsts = [a.raised_at for a in mine if _confirms(a, e, horizon)]
         if firsts:
             leads.append((e.time - min(firsts)) / dt.timedelta(hours=1))
         if e.foreseeable:
@@ -870,7 +928,7 @@ def evaluate_kind(
         per_csm_week,
         _false_rate(len(mine) - true, operating_hours),
         " or ".join(sorted(confirming)),
-        _chance_precision(kind, mine, relevant, spans),
+        _chance_precision(kind, mine, relevant, spans, horizon),
         quartiles[0],
         quartiles[2],
         foreseeable if failures else None,

@@ -8,7 +8,7 @@ the same ``snapshot_features``; they differ only in how much they read:
   assets from ``LOOKBACK`` (28 days) before the first snapshot to the cut-off, in batches of
   ``BATCH_ASSETS`` assets (memory stays flat), and all their events before the cut-off;
 - **scoring** (:func:`scoring_histories`) reads, per asset, only the rows a snapshot at ``t``
-  uses: every third hour of its reference period, the last 24 hourly rows, the last 7 daily
+  uses: every third hour of its reference period, the last 24 hourly rows, the last 28 daily
   rows, the alarms of the last 7 days and the latest maintenance event per kind and component.
 
 Only the metrics the features use are read (the spec's and ``running_hours``), as arrays of
@@ -46,6 +46,7 @@ from psycopg.rows import TupleRow
 
 from signals import anomaly
 from signals.failure_features import (
+    CONDITIONS,
     DAILY_DAYS,
     DAY,
     HOUR,
@@ -268,8 +269,9 @@ def _histories(
 
 
 def feature_metrics(spec: FeatureSpec) -> tuple[str, ...]:
-    """The metrics a history is loaded with: the spec's and the running-hours counter."""
-    return tuple(sorted({*spec.metrics, RUNNING_HOURS}))
+    """The metrics a history is loaded with: the spec's, the operating conditions and the
+    running-hours counter."""
+    return tuple(sorted({*spec.metrics, *CONDITIONS, RUNNING_HOURS}))
 
 
 def load_histories(

@@ -11,20 +11,31 @@ before ``t``, its events before ``t`` and its model in the registry. Nothing els
 
 - *Baseline*: the reference period of ``signals.anomaly`` as of ``t``: from the later of the
   hour of the asset's first reading and ``t`` - 28 days, ``clip(history / 2, 48 h, 168 h)``
-  long; per metric the mean and the hourly standard deviation ``sd`` (at least 24 hours of the
-  metric; ``sd`` at least 0.1 % of the mean). The asset is scored from 24 hours after its
-  reference period on, and only while it reported in the last 24 hours (else ``None``).
-- *Per metric* (the ``FeatureSpec.metrics`` of the model, any names): level of the last 24 hours
-  ``(mean24 - mean) / sd``, variability ``log(sd24 / sd)``, level of the last 7 complete UTC
-  days, slopes of the daily means over the last 3 and 7 complete days (per day, in ``sd``), and
-  the raw mean of the last 24 hours (the fleet's model learns what a level means on its own
-  machines). Days are ``rollup_daily``'s rows. A counter
-  (its ``last`` never decreases and rises over the reference period) has no per-metric
-  features: its level says nothing.
-- *Pooled* (names do not matter): largest and mean absolute level, largest 7-day slope,
-  metrics beyond 3 sd, largest variability; usage in running hours per day (the
-  ``running_hours`` counter's rate over the last complete days, else the hours with data in
-  the last 24 hours).
+  long (every third hour of it). The asset is scored from 24 hours after its reference period
+  on, and only while it reported in the last 24 hours (else ``None``).
+- *The asset's own normal* (:func:`fit_normal`): per metric, a linear function of the
+  operating ``CONDITIONS`` (``load_pct``, ``ambient_temp_c``; standardised, ridge ``RIDGE`` on
+  the slopes) fitted by least squares on the reference rows; a metric's *residual* is its value
+  minus that normal, in units of the reference residuals' standard deviation ``sd``. A
+  condition that does not vary in the reference period, and every condition for a data set
+  that has none, is left out (the normal is then the mean, as before); a condition is not
+  explained by the conditions. The normal is linear, so a day's residual is the residual of
+  the day's means. Why: temperatures, vibration and power follow load and ambient far more than
+  a precursor moves them; a z-score against the mean mostly measured the weather and the shift.
+- *Per metric* (the ``FeatureSpec.metrics`` of the model, any names): mean residual of the
+  last 24 hours (``residual24``), variability ``log(sd of the residuals over 24 h / sd)``, mean
+  residual of the last 7 complete UTC days (``residual7d``), trends: slopes of the hourly
+  residuals over the last 24 hours and of the daily residuals over the last 7 and 28 complete
+  days (``slope1d``, ``slope7d``, ``slope28d``; per day, in ``sd``; precursors lead failures by
+  100-1,500 running hours, longer than a week), and the raw mean of the last 24 hours
+  (``mean24``: the fleet's model learns what a level means on its own machines). Days are
+  ``rollup_daily``'s rows (the last ``DAILY_DAYS`` = 28). A counter (its ``last`` never
+  decreases and rises over the reference period) has no per-metric features: its level says
+  nothing.
+- *Pooled* (names do not matter): largest and mean absolute 24-hour residual, largest
+  absolute 7-day and 28-day slope, metrics beyond 3 sd, largest variability; usage in running
+  hours per day (the ``running_hours`` counter's rate over the last ``USAGE_DAYS`` complete
+  days, else the hours with data in the last 24 hours).
 - *Maintenance*: running hours since the last maintenance event (``component_replaced``,
   ``service`` or ``failure``), else since the asset's first reading; per component kind of
   ``FeatureSpec.components``, running hours since its last ``component_replaced`` or
@@ -36,6 +47,27 @@ before ``t``, its events before ``t`` and its model in the registry. Nothing els
   many in the last 24 hours and 7 days, distinct keys in 7 days, and per key of
   ``FeatureSpec.codes`` the counts over both windows.
 - *Asset model* from the registry: a category (missing when unknown to the model).
+
+**Measured** (issue 13; before: z-scores against the reference mean, slopes over 3 and 7
+days). Offline, snapshot level, the classifier as ``signals.failure_model`` fits it
+(``HORIZON_RH`` 72, snapshots every 6 h): simulator seed 7, trained on the 120 days before the
+last 183, scored on those: AUC 0.618 → 0.634 (seed 11, never tuned on: 0.701 → 0.716);
+Azure, trained before the last 45 days: AUC
+0.879 → 0.881; C-MAPSS, 70 % of the engines for training, 30 % held out: AUC 0.984 → 0.988.
+Small gains; on the simulator no held-out snapshot reaches ``P_ALERT`` either way (no
+failure_risk alert at all, offline with one fit; the replay below retrains every 30 days).
+Weighting the rare positives (balanced) did not pay: on Azure it raised the alerts that
+caught a failure from 3 to 5 of 9 but dropped their precision from 0.60 to 0.50 (C-MAPSS
+AUC 0.988 → 0.989); left out.
+
+Replayed through the CLI (``nice .venv/bin/python bench/backtest.py --datasets simulator
+--seed 7 --kinds failure_risk``, likewise ``--seed 11`` and ``--datasets azure,cmapss``),
+failure_risk before → after: simulator seed 7, 1 alert (0 of 18 failures) → 5 alerts, none
+confirmed (chance 0.9 %), 0 of 18; seed 11, no alert either way (0 of 24); Azure, 7 alerts,
+precision 57 % → 5 alerts, 80 % (chance 5.5 %), recall 6/22 both, median lead 26 → 26.5 h;
+at 24 h (as published) precision 40 % (chance 1.8 %), recall 3/22; C-MAPSS unchanged: 79
+alerts, precision 80 % (chance 35.4 %), recall 63/100, lead 30 h. Kept: it does not hurt the
+real data and sharpens Azure, but the simulator's precursors are still not turned into alerts.
 """
 
 from __future__ import annotations
@@ -54,8 +86,17 @@ Array = npt.NDArray[np.float64]
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
 DAY_H = 24
-DAILY_DAYS = 7
+DAILY_DAYS = 28
+TREND_DAYS = (7, 28)
+USAGE_DAYS = 7  # running hours per day: the counter's rate over the last 7 complete days
 RECENT_H = 24
+# The operating conditions each metric's normal is conditioned on (DESIGN.md's names for the
+# reference machine); an asset without them has a normal that is a constant (its mean).
+CONDITIONS = ("load_pct", "ambient_temp_c")
+# a condition whose reference spread is below this share of its mean (or absolute) is constant
+MIN_CONDITION_SPREAD = 1e-3
+# ridge penalty of the per-asset fit, in units of the standardised conditions' sum of squares
+RIDGE = 1e-2
 # The reference period's statistics take every third hour of it: reading the hourly rollups is
 # what scoring costs, and 16-56 hourly means estimate a mean and a spread about as well as
 # 48-168 neighbouring (correlated) ones.
@@ -71,6 +112,7 @@ POOLED = (
     "max_abs_level",
     "mean_abs_level",
     "max_abs_slope7",
+    "max_abs_slope28",
     "metrics_beyond_3sd",
     "max_variability",
     "running_hours_per_day",
@@ -80,7 +122,15 @@ POOLED = (
     "alarm_codes_7d",
     "asset_model",
 )
-PER_METRIC = ("level24", "variability24", "level7d", "slope3d", "slope7d", "mean24")
+PER_METRIC = (
+    "residual24",
+    "variability24",
+    "residual7d",
+    "slope1d",
+    "slope7d",
+    "slope28d",
+    "mean24",
+)
 PER_CODE = ("alarms_24h", "alarms_7d")
 
 
@@ -258,8 +308,8 @@ def _counters(last: Array) -> npt.NDArray[np.bool_]:
 
 
 def _daily(history: AssetHistory, t: dt.datetime) -> tuple[Array, Array]:
-    """Daily rollup means and lasts of the 7 complete UTC days before ``t``'s day, oldest
-    first, NaN where a day has no data."""
+    """Daily rollup means and lasts of the ``DAILY_DAYS`` complete UTC days before ``t``'s
+    day, oldest first, NaN where a day has no data."""
     d = history.day(t)
     width = len(history.metrics)
     if history.daily_mean.shape[1:] != (width,):
@@ -326,6 +376,84 @@ def _pooled(values: Array, how: str) -> float:
     return float(finite.max() if how == "max" else finite.mean())
 
 
+def _design(rows: Array, conditions: list[int], centre: Array, scale: Array) -> Array:
+    """``[1, standardised conditions...]`` per row of ``rows`` (NaN where a condition is)."""
+    x = np.ones((len(rows), 1 + len(conditions)))
+    if conditions:
+        x[:, 1:] = (rows[:, conditions] - centre) / scale
+    return x
+
+
+@dataclass(frozen=True)
+class Normal:
+    """Each metric's normal as a linear function of the operating conditions, fitted on the
+    reference period: ``coef`` (metrics, 1 + conditions) on the design of :func:`_design`,
+    and the residuals' standard deviation ``sd`` (floored like the baseline's)."""
+
+    conditions: list[int]  # columns of the history's metrics
+    centre: Array
+    scale: Array
+    coef: Array
+    sd: Array
+
+    def residuals(self, rows: Array, columns: npt.NDArray[np.bool_]) -> Array:
+        """``rows`` (all metrics) minus their normal, for the ``columns`` fitted."""
+        x = _design(rows, self.conditions, self.centre, self.scale)
+        return np.asarray(rows[:, columns] - x @ self.coef.T, dtype=float)
+
+
+def fit_normal(
+    reference: Array, columns: npt.NDArray[np.bool_], conditions: list[int], min_n: int
+) -> Normal:
+    """Per metric of ``reference[:, columns]`` a ridge fit on the conditions (an intercept
+    only for a condition itself, and for every metric when the conditions do not vary).
+    A metric with fewer than ``min_n`` rows where it and the conditions are present has a
+    NaN normal."""
+    cond = reference[:, conditions]
+    centre, spread = _mean_sd(cond, 2)
+    varies = np.isfinite(spread) & (
+        spread > np.maximum(MIN_CONDITION_SPREAD * np.abs(centre), 1e-9)
+    )
+    conditions = [c for c, v in zip(conditions, varies, strict=True) if v]
+    centre, spread = centre[varies], spread[varies]
+    x = _design(reference, conditions, centre, spread)
+    y = reference[:, columns]
+    p = x.shape[1]
+    rows_ok = np.asarray(np.isfinite(x).all(axis=1), dtype=bool)
+    ok = np.isfinite(y) & rows_ok[:, None]  # (rows, metrics)
+    w = ok.astype(float)
+    xf = np.nan_to_num(x)
+    yf = np.where(ok, y, 0.0)
+    xtx = np.einsum("rm,ri,rj->mij", w, xf, xf)
+    xty = np.einsum("rm,ri,rm->mi", w, xf, yf)
+    n = w.sum(axis=0)
+    # a condition explains no metric that is itself a condition
+    own = np.flatnonzero(columns)
+    uses = np.ones((len(own), p), dtype=bool)
+    uses[np.isin(own, conditions), 1:] = False
+    penalty = RIDGE * np.maximum(n, 1.0)[:, None] * np.r_[0.0, np.ones(p - 1)][None, :]
+    xtx = xtx + np.einsum("mi,ij->mij", penalty, np.eye(p))
+    off = ~(uses[:, :, None] & uses[:, None, :])
+    xtx = np.where(off, 0.0, xtx) + np.einsum("mi,ij->mij", (~uses).astype(float), np.eye(p))
+    xty = np.where(uses, xty, 0.0)
+    enough = n >= max(min_n, p + 2)
+    xtx[~enough] = np.eye(p)
+    coef = np.linalg.solve(xtx, xty[:, :, None])[:, :, 0]
+    coef[~enough] = np.nan
+    residual = np.where(ok, yf - np.einsum("ri,mi->rm", xf, coef), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dof = np.maximum(n - uses.sum(axis=1), 1.0)
+        sd = np.sqrt((residual * residual).sum(axis=0) / dof)
+    level = np.abs(coef[:, 0])
+    sd = np.where(enough, np.maximum(sd, np.maximum(1e-3 * level, 1e-9)), np.nan)
+    return Normal(conditions, centre, spread, coef, sd)
+
+
+def _mean_rows(block: Array) -> Array:
+    """Per column NaN-aware mean (NaN without values)."""
+    return _mean_sd(block, 1)[0]
+
+
 def snapshot_features(history: AssetHistory, t: dt.datetime, spec: FeatureSpec) -> Array | None:
     """The feature vector (``spec.names`` order) of the asset at ``t`` (a whole hour), or
     ``None`` when it is not scored then (no baseline yet, or silent for 24 hours)."""
@@ -348,24 +476,24 @@ def snapshot_features(history: AssetHistory, t: dt.datetime, spec: FeatureSpec) 
     skip = (-int(ref_from.timestamp() // 3600)) % REFERENCE_STRIDE_H
     reference = _rows(history.mean, a, b)[skip::REFERENCE_STRIDE_H]
     kept = ~_counters(_rows(history.last, a, b)[skip::REFERENCE_STRIDE_H])
-    base_mean, base_sd = _mean_sd(
-        reference[:, kept], anomaly.MIN_METRIC_HOURS // REFERENCE_STRIDE_H
-    )
-    base_sd = np.maximum(base_sd, np.maximum(1e-3 * np.abs(base_mean), 1e-9))
-    recent = _rows(history.mean, h - RECENT_H, h)
-    mean24, sd24 = _mean_sd(recent[:, kept], 1)
+    conditions = [history.metrics.index(c) for c in CONDITIONS if c in history.metrics]
+    normal = fit_normal(reference, kept, conditions, anomaly.MIN_METRIC_HOURS // REFERENCE_STRIDE_H)
+    recent_rows = _rows(history.mean, h - RECENT_H, h)
+    recent = normal.residuals(recent_rows, kept)
+    mean24 = _mean_rows(recent_rows[:, kept])
+    resid24, sd24 = _mean_sd(recent, 1)
     daily_means, daily_lasts = _daily(history, t)
-    daily = daily_means[:, kept]
+    daily = normal.residuals(daily_means, kept)
     hours_with_data = int(history.present[max(0, h - RECENT_H) : max(0, h)].sum())
-    usage = _usage(history, daily_lasts, hours_with_data)
+    usage = _usage(history, daily_lasts[-USAGE_DAYS:], hours_with_data)
+    sd = normal.sd
     with np.errstate(invalid="ignore", divide="ignore"):
-        level24 = (mean24 - base_mean) / base_sd
-        variability = np.log(np.maximum(sd24, 1e-12) / base_sd)
-        counts = (~np.isnan(daily)).sum(axis=0)
-        level7 = (np.nan_to_num(daily).sum(axis=0) / counts - base_mean) / base_sd
-        level7 = np.where(counts > 0, level7, np.nan)
-        slope3 = _slope(daily, 3) / base_sd
-        slope7 = _slope(daily, 7) / base_sd
+        level24 = resid24 / sd
+        variability = np.log(np.maximum(sd24, 1e-12) / sd)
+        level7 = _mean_rows(daily[-TREND_DAYS[0] :]) / sd
+        slope1 = _slope(recent, RECENT_H) * DAY_H / sd
+        slope7 = _slope(daily, TREND_DAYS[0]) / sd
+        slope28 = _slope(daily, TREND_DAYS[1]) / sd
     abs_level = np.abs(level24)
     alarms, per_code, per_component = _event_features(history, t, spec, min(1.0, usage / DAY_H))
     model = spec.models.index(history.model) if history.model in spec.models else math.nan
@@ -373,6 +501,7 @@ def snapshot_features(history: AssetHistory, t: dt.datetime, spec: FeatureSpec) 
         _pooled(abs_level, "max"),
         _pooled(abs_level, "mean"),
         _pooled(np.abs(slope7), "max"),
+        _pooled(np.abs(slope28), "max"),
         float((abs_level[np.isfinite(abs_level)] > 3).sum()),
         _pooled(variability, "max"),
         usage,
@@ -383,7 +512,7 @@ def snapshot_features(history: AssetHistory, t: dt.datetime, spec: FeatureSpec) 
     ]
     names = [m for m, k in zip(history.metrics, kept, strict=True) if k]
     position = {m: i for i, m in enumerate(names)}
-    per_metric = np.column_stack([level24, variability, level7, slope3, slope7, mean24])
+    per_metric = np.column_stack([level24, variability, level7, slope1, slope7, slope28, mean24])
     for metric in spec.metrics:
         i = position.get(metric)
         row.extend(per_metric[i].tolist() if i is not None else [math.nan] * len(PER_METRIC))

@@ -6,11 +6,11 @@ it; assets without one are taken as running whenever they report (one hour of da
 running hour, as for C-MAPSS cycles or the hourly Azure machines).
 
 **Features**: ``signals.failure_features.snapshot_features``, the one function that computes
-them for training and for scoring (levels, variability and trends of every metric against the
-asset's own baseline, raw recent levels, usage, running hours since the last maintenance and
-since the last replacement of each component kind, alarm and error counts per code over the
-last 24 hours and 7 days, the asset's model from the registry). ``signals.failure_data`` reads
-the rows behind them.
+them for training and for scoring (residuals, variability and trends over 1, 7 and 28 days
+of every metric against the asset's own normal at its load and ambient, raw recent levels,
+usage, running hours since the last maintenance and since the last replacement of each
+component kind, alarm and error counts per code over the last 24 hours and 7 days, the
+asset's model from the registry). ``signals.failure_data`` reads the rows behind them.
 
 **Training** (``train(conn, until)``): snapshots every ``SNAPSHOT_H`` hours of every asset that
 failed in the last ``TRAIN_DAYS`` days before ``until`` (at most ``MAX_FAILED_ASSETS``) and of up
@@ -334,7 +334,7 @@ def _drivers(row: Array, spec: FeatureSpec) -> list[str]:
     position = {n: i for i, n in enumerate(names)}
     out = []
     for metric in spec.metrics:
-        level = row[position[f"{metric}:level24"]]
+        level = row[position[f"{metric}:residual24"]]
         slope = row[position[f"{metric}:slope7d"]]
         if math.isfinite(level) and abs(level) >= 1.5:
             out.append((abs(level), f"{metric} {level:+.1f} sd from its normal over 24 h"))

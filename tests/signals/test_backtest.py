@@ -524,3 +524,36 @@ def test_the_delivery_load_routes_the_replayed_alerts_through_the_gate_and_the_b
     # no budget left at all: nothing is immediate
     assert delivery_load_of(result, 0.5, 0).immediate == 0
     assert "0.75 immediate and 1.00 digest" in delivery_load_of(result, 0.5, 1).line()
+
+
+def test_failure_risk_at_a_24_hour_horizon_by_hand() -> None:
+    """The published Azure figures predict a failure within 24 h: the same alerts scored at
+    that horizon instead of their own (3 days). An alert 50 h before a failure is true at 3
+    days, false at 24 h; one 10 h before is true at both. Chance at 24 h: a failure of m1 at
+    hour 60 is in the 24 h windows starting at hours 36..60 of m1 - 25 of 200 asset-hours."""
+    start, end = T0, T0 + 100 * HOUR
+    alerts = [
+        _alert("failure_risk", T0 + 10 * HOUR, "m1", horizon=3),  # failure 50 h later
+        _alert("failure_risk", T0 + 70 * HOUR, "m2", horizon=3),  # failure 10 h later
+    ]
+    truth = [
+        TruthEvent("failure", "a1", "m1", "oil", T0 + 60 * HOUR),
+        TruthEvent("failure", "a1", "m2", "oil", T0 + 80 * HOUR),
+    ]
+    spans = _spans()
+    own = evaluate_kind("failure_risk", alerts, truth, {}, start, end, 200, 1, 1.0, spans=spans)
+    day = evaluate_kind(
+        "failure_risk", alerts, truth, {}, start, end, 200, 1, 1.0, spans=spans, horizon=DAY
+    )
+    assert (own.true_alerts, own.caught, own.median_lead_hours) == (2, 2, 30.0)
+    assert (day.true_alerts, day.caught, day.median_lead_hours) == (1, 1, 10.0)
+    assert day.precision == pytest.approx(0.5)
+    assert day.recall == pytest.approx(0.5)
+    # per alert: m1's window at each hour of m1 and m2; m2's failure at hour 80: starts 56..80
+    assert day.chance_precision == pytest.approx((25 + 25) / 200)
+    assert own.chance_precision == pytest.approx((61 + 73) / 200)  # 72 h: starts 0..60, 8..80
+
+
+def test_a_raised_alert_survives_its_json_form() -> None:
+    alert = _alert("failure_risk", T0 + 10 * HOUR, "m1", horizon=3)
+    assert RaisedAlert.from_dict(alert.as_dict()) == alert

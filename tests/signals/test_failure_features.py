@@ -14,7 +14,13 @@ import pytest
 
 from signals import failure_model
 from signals.failure_data import build_spec, scoring_snapshots, training_snapshots
-from signals.failure_features import AssetHistory, FeatureSpec, snapshot_features
+from signals.failure_features import (
+    RIDGE,
+    AssetHistory,
+    FeatureSpec,
+    fit_normal,
+    snapshot_features,
+)
 from simulator.fleet import make_fleet
 from tests.signals.fix_fleet import load_fleet
 from tests.signals.test_anomaly import register, write_rollups
@@ -137,3 +143,51 @@ def test_a_history_that_starts_too_late_is_refused() -> None:
     )
     with pytest.raises(ValueError, match="need them from"):
         snapshot_features(history, start + dt.timedelta(days=5), FeatureSpec(("x",)))
+
+
+# ---------------------------------------------------------------- the asset's own normal
+# Hand-worked: load 0, 1, 2, 3 (mean 1.5, sample sd s = sqrt(5/3)), temperature 10 + 2 * load.
+LOAD = np.array([0.0, 1.0, 2.0, 3.0])
+S = np.sqrt(5 / 3)
+
+
+def test_a_normal_without_conditions_is_the_mean_and_the_sample_sd() -> None:
+    reference = (1.0 + LOAD)[:, None]  # 1, 2, 3, 4
+    normal = fit_normal(reference, np.array([True]), [], min_n=2)
+    assert normal.coef.tolist() == [[2.5]]
+    assert normal.sd[0] == pytest.approx(S)
+    assert normal.residuals(np.array([[5.0]]), np.array([True]))[0, 0] == pytest.approx(2.5)
+
+
+def test_a_metric_is_judged_against_its_normal_at_the_load_it_runs() -> None:
+    reference = np.column_stack([LOAD, 10 + 2 * LOAD])  # (load_pct, temp_c)
+    columns = np.array([True, True])
+    normal = fit_normal(reference, columns, [0], min_n=2)
+    # load's own normal is its mean; temperature's slope on standardised load is the least
+    # squares one (2 s per sd) shrunk by the ridge: sum z^2 = 3 over 3 + RIDGE * 4 rows
+    shrunk = 2 * S * 3 / (3 + RIDGE * 4)
+    np.testing.assert_allclose(normal.coef, [[1.5, 0.0], [13.0, shrunk]])
+    assert normal.sd[0] == pytest.approx(S)
+    # its reference residuals are (2 s - shrunk) z, on 4 - 2 degrees of freedom
+    assert normal.sd[1] == pytest.approx((2 * S - shrunk) * np.sqrt(3 / 2))
+    # at load 5 the temperature of 20 is normal (a z-score against the mean, 13, says +5 sd)
+    residual = normal.residuals(np.array([[5.0, 20.0]]), columns)[0]
+    assert residual[0] == pytest.approx(3.5)
+    assert residual[1] == pytest.approx(7 - 3.5 / S * shrunk)
+    assert abs(residual[1]) < 0.1
+
+
+def test_a_condition_that_does_not_vary_is_left_out() -> None:
+    reference = np.column_stack([np.full(4, 50.0), 10 + 2 * LOAD])
+    normal = fit_normal(reference, np.array([False, True]), [0], min_n=2)
+    assert normal.conditions == []
+    assert normal.coef.tolist() == [[13.0]]
+    assert normal.sd[0] == pytest.approx(2 * S)
+
+
+def test_a_metric_with_too_few_rows_has_no_normal() -> None:
+    reference = np.column_stack([LOAD, [10.0, np.nan, np.nan, 16.0]])
+    normal = fit_normal(reference, np.array([True, True]), [0], min_n=3)
+    assert np.isfinite(normal.coef[0]).all()
+    assert np.isnan(normal.coef[1]).all()
+    assert np.isnan(normal.sd[1])
