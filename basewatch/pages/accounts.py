@@ -235,8 +235,9 @@ def page_account(api: Api, request: Request) -> Response:
         account = account_in_scope(conn, principal, request.params[0])
         account_id = account.account_id
         contracts = contracts_of(conn, [account_id]).get(account_id, [])
-        first_month = _months_before(today.replace(day=1), MRR_MONTHS - 1)
-        months = mrr_history(conn, [account_id], first_month, today.replace(day=1))
+        # the ledger's last MRR_MONTHS months of the account, however old the ledger is
+        months = mrr_history(conn, [account_id], FIRST_LEDGER_MONTH, today.replace(day=1))
+        months = {a: m[-MRR_MONTHS:] for a, m in months.items()}
         assets = assets_of(conn, account_id)
         asset_ids = [a.asset_id for a in assets]
         seen = last_readings(conn, asset_ids)
