@@ -29,6 +29,10 @@ same functions: ``signals.alerts``, ``signals.health``, ``nrr.headline``)::
                                            to their own list)
     GET  /accounts/<account_id>            HTML: the account: contracts, MRR and usage charts,
                                            machines and component life, alerts, health factors
+    GET  /team?days=30|90|365              HTML: alerts per CSM, the share acted on, the value
+                                           won (manager, admin)
+    GET  /reports/nrr?month=YYYY-MM        HTML: the monthly NRR report, as `nrr report` writes
+                                           it (manager, admin)
     POST /csm/<csm_id>/alerts/bulk         HTML form: acknowledge or resolve the ticked alerts
                                            (an audit row each), then 303 back
 
@@ -174,6 +178,7 @@ from basewatch.pages.accounts import page_account, page_all_accounts, page_csm_a
 from basewatch.pages.alerts import page_csm, page_index, post_bulk_action, post_page_action
 from basewatch.pages.render import render_error
 from basewatch.pages.signin import page_signin, post_signin, post_signout
+from basewatch.pages.team import page_nrr_report, page_team
 from basewatch.users import Actor, record
 from basewatch.web import (
     Conn,
@@ -344,7 +349,7 @@ class Api:
                 if principal is None:
                     raise HttpError(401, UNAUTHENTICATED, _CHALLENGE)
                 if route.managers and not principal.sees_everything:
-                    raise HttpError(403, "the NRR figures are for the manager and admin roles")
+                    raise HttpError(403, "this is for the manager and admin roles")
             if method in UNSAFE_METHODS:
                 _check_content_type(route, headers, body)
             params = tuple(urllib.parse.unquote(g) for g in match.groups())
@@ -856,6 +861,8 @@ ROUTES = (
     _route("GET", r"/csm/([^/]+)/accounts", page_csm_accounts, page=True),
     _route("GET", r"/accounts", page_all_accounts, page=True),
     _route("GET", r"/accounts/([^/]+)", page_account, page=True),
+    _route("GET", r"/team", page_team, page=True, managers=True),
+    _route("GET", r"/reports/nrr", page_nrr_report, page=True, managers=True),
     _route("POST", r"/csm/([^/]+)/alerts/bulk", post_bulk_action, page=True, body="form"),
     _route(
         "POST",
