@@ -281,7 +281,7 @@ def page_account(api: Api, request: Request) -> Response:
         else "",
         usage_chart=bar_chart(
             "Air delivered per day (m³, all machines)",
-            [d.isoformat() for d, _ in usage],
+            [d.strftime("%d %b") for d, _ in usage],
             [v for _, v in usage],
             "air delivered (m³/day)",
             [f"{v:,.0f} m³" for _, v in usage],

@@ -15,7 +15,7 @@ from html import escape
 from nrr.charts import compact, nice_ticks
 
 WIDTH, HEIGHT = 720, 260
-LEFT, RIGHT, TOP, BOTTOM = 70, 12, 30, 44
+LEFT, RIGHT, TOP, BOTTOM = 78, 12, 32, 48
 BAR, GRID, TEXT = "#1565c0", "#e0e0e0", "#333"
 
 
@@ -28,7 +28,7 @@ def bar_chart(
 ) -> str:
     """One bar per label (oldest first), the value axis from zero and named ``axis_label``
     (with its unit); ``value_text`` is each bar's tooltip figure (the value itself when None).
-    At most about twelve x labels are written, evenly spaced, so dates stay readable."""
+    At most about eight x labels are written, evenly spaced, so dates stay readable."""
     ticks = nice_ticks(0.0, max([0.0, *values]) or 1.0)
     high = ticks[-1] or 1.0
     plot_h = HEIGHT - TOP - BOTTOM
@@ -39,16 +39,16 @@ def bar_chart(
 
     parts = [
         f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="{GRID}"/>'
-        f'<text x="{LEFT - 6}" y="{y(t) + 4:.1f}" text-anchor="end" font-size="11">'
+        f'<text x="{LEFT - 6}" y="{y(t) + 4:.1f}" text-anchor="end" font-size="13">'
         f"{escape(compact(t))}</text>"
         for t in ticks
     ]
     middle = TOP + plot_h / 2
     parts.append(
-        f'<text x="14" y="{middle:.0f}" font-size="11" text-anchor="middle" '
+        f'<text x="14" y="{middle:.0f}" font-size="13" text-anchor="middle" '
         f'transform="rotate(-90 14 {middle:.0f})">{escape(axis_label)}</text>'
     )
-    every = max(len(labels) // 12, 1)
+    every = max(-(-len(labels) // 8), 1)
     for index, (label, value) in enumerate(zip(labels, values, strict=True)):
         x = LEFT + index * slot
         top = y(max(value, 0.0))
@@ -60,14 +60,14 @@ def bar_chart(
         )
         if index % every == 0:
             parts.append(
-                f'<text x="{x + slot / 2:.1f}" y="{HEIGHT - BOTTOM + 16}" font-size="10" '
+                f'<text x="{x + slot / 2:.1f}" y="{HEIGHT - BOTTOM + 16}" font-size="12" '
                 f'text-anchor="middle">{escape(label)}</text>'
             )
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {WIDTH} {HEIGHT}" '
         f'width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" fill="{TEXT}">'
         f"<title>{escape(title)}</title>"
-        f'<text x="{LEFT}" y="16" font-size="13" font-weight="bold">{escape(title)}</text>'
+        f'<text x="{LEFT}" y="16" font-size="15" font-weight="bold">{escape(title)}</text>'
         + "".join(parts)
         + "</svg>"
     )
