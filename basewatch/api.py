@@ -20,8 +20,25 @@ same functions: ``signals.alerts``, ``signals.health``, ``nrr.headline``)::
     GET  /signin, POST /signin             HTML: the sign-in form; 303 with the session cookie
     POST /signout                          ends the session server-side, 303 to /signin
     GET  /                                 HTML: the CSMs and their active alert counts
-    GET  /csm/<csm_id>                     HTML: that CSM's active alerts, most urgent first
+    GET  /csm/<csm_id>?family=&kind=&account=&status=   HTML: that CSM's alerts, new first,
+                                           then by expected value; overdue due dates marked
     POST /csm/<csm_id>/alerts/<id>/{ack,snooze,resolve,feedback}   HTML forms, then 303 back
+    GET  /csm/<csm_id>/accounts?sort=      HTML: that CSM's accounts (health, MRR and its trend,
+                                           renewal, active alerts by family, last data)
+    GET  /accounts?sort=                   HTML: every account (manager, admin; a csm is sent
+                                           to their own list)
+    GET  /accounts/<account_id>            HTML: the account: contracts, MRR and usage charts,
+                                           machines and component life, alerts, health factors
+    GET  /team?days=30|90|365              HTML: alerts per CSM, the share acted on, the value
+                                           won (manager, admin)
+    GET  /reports/nrr?month=YYYY-MM        HTML: the monthly NRR report, as `nrr report` writes
+                                           it (manager, admin)
+    POST /csm/<csm_id>/alerts/bulk         HTML form: acknowledge or resolve the ticked alerts
+                                           (an audit row each), then 303 back
+
+The pages live in ``basewatch.pages`` (Jinja2 templates in ``basewatch/templates``, autoescape
+on); what they and the JSON routes share (request, response, principal, the alert-change path)
+in ``basewatch.web``. This module keeps the server, the route table and the JSON routes.
 
 Every GET route answers HEAD too (the same status and headers, no body).
 
@@ -119,8 +136,8 @@ Decisions:
   ``frame-ancestors 'none'`` (no clickjacking of the forms), ``nosniff``, ``no-store``, and
   ``Server: basewatch`` without the Python version.
 - On a CSM page the actor is the signed-in user, and only that CSM's alerts can be changed
-  there. Snooze from a page is for 7 days and asks for a reason (the lifecycle keeps
-  one with every snooze).
+  there. Snooze from a page is for a chosen 1, 3, 7, 14 or 30 days and asks for a reason (the
+  lifecycle keeps one with every snooze).
 """
 
 from __future__ import annotations
@@ -128,7 +145,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hmac
-import html
 import io
 import json
 import logging
@@ -142,7 +158,6 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -150,7 +165,6 @@ from types import FrameType
 from typing import Any
 
 import psycopg
-from psycopg.rows import TupleRow
 from psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
 
 from basewatch.metrics import (
@@ -160,7 +174,26 @@ from basewatch.metrics import (
     pending_migrations,
     route_label,
 )
-from basewatch.users import Actor, Source, User, may_see_everything, record
+from basewatch.pages.accounts import page_account, page_all_accounts, page_csm_accounts
+from basewatch.pages.alerts import page_csm, page_index, post_bulk_action, post_page_action
+from basewatch.pages.render import render_error
+from basewatch.pages.signin import page_signin, post_signin, post_signout
+from basewatch.pages.team import page_nrr_report, page_team
+from basewatch.users import Actor, record
+from basewatch.web import (
+    Conn,
+    HttpError,
+    Principal,
+    Request,
+    Response,
+    alert_id_of,
+    alert_in_scope,
+    change_alert,
+    html_response,
+    json_response,
+    principal_of,
+    redirect,
+)
 from core.db import Pool, make_pool
 from core.errors import ConfigError, InputError, NotFound, StorageUnavailable
 from core.settings import Settings
@@ -170,8 +203,6 @@ log = logging.getLogger(__name__)
 STATEMENT_TIMEOUT_S = 30
 MAX_BODY_BYTES = 64 * 1024
 MAX_LIST_LIMIT = 1000
-PAGE_ALERTS = 500  # alerts shown on one CSM page
-PAGE_SNOOZE = dt.timedelta(days=7)
 MAX_SNOOZE_HOURS = 24 * 366
 REQUEST_TIMEOUT_S = 10  # the whole request must arrive within this
 WRITE_TIMEOUT_S = 30  # one write of the answer
@@ -183,20 +214,6 @@ LINGER_S = 2.0  # a connection refused as busy is closed after this at the lates
 MAX_LINGERING = 256  # refused connections waiting for their client to close
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 APPLICATION_NAME = "basewatch-api"
-
-Conn = psycopg.Connection[TupleRow]
-
-
-class HttpError(Exception):
-    """An answer other than 2xx decided at the HTTP edge (bad query, body, token, route)."""
-
-    def __init__(
-        self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers
 
 
 @dataclass(frozen=True)
@@ -238,100 +255,6 @@ class ApiConfig:
     @property
     def secure_cookie(self) -> bool:
         return self.public_url.lower().startswith("https://")
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who a request comes from: a user (by session cookie or personal token), or, for the
-    deprecated ``BASEWATCH_API_TOKEN``, nobody in particular (``user`` None, admin's view)."""
-
-    user: User | None
-    via: str  # "session", "token" or "service"
-    session_id: str = ""  # the cookie's session id (via "session")
-
-    @property
-    def sees_everything(self) -> bool:
-        return self.user is None or may_see_everything(self.user)
-
-    @property
-    def scope(self) -> str | None:
-        """The csm_id whose accounts and alerts alone this principal sees (None: all)."""
-        return None if self.sees_everything or self.user is None else self.user.csm_id
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: Message
-    body: bytes
-    params: tuple[str, ...]  # the route's path segments, percent-decoded
-    principal: Principal | None = None  # who sent it (None on a public route, signed out)
-
-    def single(self, allowed: tuple[str, ...]) -> dict[str, str]:
-        """The query as one value per name; unknown or repeated names are a 400."""
-        out = {}
-        for name, values in self.query.items():
-            if name not in allowed:
-                raise HttpError(
-                    400, f"unknown query parameter {name!r} (allowed: {', '.join(allowed)})"
-                )
-            if len(values) > 1:
-                raise HttpError(400, f"query parameter {name!r} is given more than once")
-            out[name] = values[0]
-        return out
-
-    def json_body(self, allowed: tuple[str, ...]) -> dict[str, Any]:
-        """The body as a JSON object (an empty body is ``{}``); unknown fields are a 400."""
-        if not self.body.strip():
-            return {}
-        try:
-            document = json.loads(self.body, parse_constant=_no_constant)
-        except RecursionError:
-            raise HttpError(400, "the body is not JSON: nested too deeply") from None
-        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit number
-            raise HttpError(400, f"the body is not JSON: {exc}") from None
-        if not isinstance(document, dict):
-            raise HttpError(400, "the body must be a JSON object")
-        unknown = sorted(set(document) - set(allowed))
-        if unknown:
-            raise HttpError(400, f"unknown field {unknown[0]!r} (allowed: {', '.join(allowed)})")
-        return document
-
-    def form(self) -> dict[str, str]:
-        """An ``application/x-www-form-urlencoded`` body, one value per name (the first)."""
-        try:
-            text = self.body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise HttpError(400, "the form is not UTF-8") from None
-        fields = urllib.parse.parse_qs(text, keep_blank_values=True)
-        return {name: values[0] for name, values in fields.items()}
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    content_type: str
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-def json_response(document: Any, status: int = 200) -> Response:
-    body = json.dumps(document, indent=2, default=str).encode() + b"\n"
-    return Response(status, "application/json", body)
-
-
-def html_response(body: str, status: int = 200) -> Response:
-    return Response(status, "text/html; charset=utf-8", body.encode())
-
-
-def redirect(location: str) -> Response:
-    return Response(303, "text/plain; charset=utf-8", b"see other\n", (("Location", location),))
 
 
 Endpoint = Callable[["Api", Request], Response]
@@ -426,7 +349,7 @@ class Api:
                 if principal is None:
                     raise HttpError(401, UNAUTHENTICATED, _CHALLENGE)
                 if route.managers and not principal.sees_everything:
-                    raise HttpError(403, "the NRR figures are for the manager and admin roles")
+                    raise HttpError(403, "this is for the manager and admin roles")
             if method in UNSAFE_METHODS:
                 _check_content_type(route, headers, body)
             params = tuple(urllib.parse.unquote(g) for g in match.groups())
@@ -620,13 +543,6 @@ def _first_line(exc: BaseException) -> str:
 # -- field parsing ----------------------------------------------------------------------------
 
 
-def _alert_id(text: str) -> int:
-    value = int(text)  # the route only matches digits
-    if not 1 <= value < 2**63:
-        raise NotFound(f"no alert #{text}")
-    return value
-
-
 def _int_param(text: str, name: str, minimum: int, maximum: int) -> int:
     try:
         value = int(text)
@@ -739,7 +655,7 @@ def alerts_list(api: Api, request: Request) -> Response:
         raise HttpError(400, f"unknown status {status!r} (use all, {', '.join(STATUS_FILTERS)})")
     limit = _int_param(query.get("limit") or "100", "limit", 1, MAX_LIST_LIMIT)
     owner = query.get("owner") or None
-    scope = _principal(request).scope
+    scope = principal_of(request).scope
     if scope is not None:  # a csm lists their own alerts only
         if owner not in (None, scope):
             return json_response([])
@@ -756,28 +672,13 @@ def alerts_list(api: Api, request: Request) -> Response:
     return json_response(rows)
 
 
-def _principal(request: Request) -> Principal:
-    assert request.principal is not None  # every route but the public ones authenticates
-    return request.principal
-
-
-def _alert_in_scope(conn: Conn, principal: Principal, alert_id: int) -> dict[str, Any]:
-    """The alert, or NotFound (the same as for an unknown one) outside a csm's scope."""
-    from signals.alerts import get_alert
-
-    alert = get_alert(conn, alert_id)
-    if principal.scope is not None and alert["owner_csm_id"] != principal.scope:
-        raise NotFound(f"no alert #{alert_id}")
-    return alert
-
-
 def alert_detail(api: Api, request: Request) -> Response:
     from signals.alerts import alert_history
 
     request.single(())
-    alert_id = _alert_id(request.params[0])
+    alert_id = alert_id_of(request.params[0])
     with api.database() as conn:
-        alert = _alert_in_scope(conn, _principal(request), alert_id)
+        alert = alert_in_scope(conn, principal_of(request), alert_id)
         alert["history"] = alert_history(conn, alert_id)
     return json_response(alert)
 
@@ -785,7 +686,7 @@ def alert_detail(api: Api, request: Request) -> Response:
 def _actor(request: Request, body: Mapping[str, Any]) -> Actor:
     """The actor of a change is the authenticated user; a ``by`` that names anybody else is
     refused (403). The deprecated service token has no user: its ``by`` is required."""
-    principal = _principal(request)
+    principal = principal_of(request)
     if principal.user is None:
         return Actor(None, _text_field(body, "by", required=True))
     by = _text_field(body, "by", required=False)
@@ -798,41 +699,14 @@ def _actor(request: Request, body: Mapping[str, Any]) -> Actor:
     return Actor(principal.user.user_id, principal.user.username)
 
 
-def _change_alert(
-    api: Api,
-    request: Request,
-    actor: Actor,
-    action: str,
-    alert_id: int,
-    change: Callable[[Conn], dict[str, Any]],
-    details: Mapping[str, Any],
-    source: Source = "api",
-) -> dict[str, Any]:
-    """Apply ``change`` to the alert of the route (in the principal's scope) and write the
-    audit row, in one transaction."""
-    principal = _principal(request)
-    with api.database() as conn, conn.transaction():
-        _alert_in_scope(conn, principal, alert_id)
-        alert = change(conn)
-        record(
-            conn,
-            actor,
-            f"alert.{action}",
-            f"alert:{alert_id}",
-            source,
-            {**details, "status": alert["status"], "via": principal.via},
-        )
-    return alert
-
-
 def post_ack(api: Api, request: Request) -> Response:
     from signals.alerts import acknowledge
 
     body = request.json_body(("by",))
     actor = _actor(request, body)
-    alert_id = _alert_id(request.params[0])
+    alert_id = alert_id_of(request.params[0])
     return json_response(
-        _change_alert(
+        change_alert(
             api, request, actor, "ack", alert_id, lambda c: acknowledge(c, alert_id, actor.name), {}
         )
     )
@@ -846,9 +720,9 @@ def post_snooze(api: Api, request: Request) -> Response:
     reason = _text_field(body, "reason", required=True)
     now = dt.datetime.now(dt.UTC)
     until = _snooze_until(body, now)
-    alert_id = _alert_id(request.params[0])
+    alert_id = alert_id_of(request.params[0])
     return json_response(
-        _change_alert(
+        change_alert(
             api,
             request,
             actor,
@@ -869,9 +743,9 @@ def post_resolve(api: Api, request: Request) -> Response:
     if outcome not in OUTCOMES:
         raise HttpError(400, f"'outcome' must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
     note = _text_field(body, "note", required=False)
-    alert_id = _alert_id(request.params[0])
+    alert_id = alert_id_of(request.params[0])
     return json_response(
-        _change_alert(
+        change_alert(
             api,
             request,
             actor,
@@ -891,9 +765,9 @@ def post_feedback(api: Api, request: Request) -> Response:
     useful = body.get("useful")
     if not isinstance(useful, bool):
         raise HttpError(400, "field 'useful' must be true or false")
-    alert_id = _alert_id(request.params[0])
+    alert_id = alert_id_of(request.params[0])
     return json_response(
-        _change_alert(
+        change_alert(
             api,
             request,
             actor,
@@ -910,7 +784,7 @@ def account_health(api: Api, request: Request) -> Response:
 
     request.single(())
     account = request.params[0]
-    scope = _principal(request).scope
+    scope = principal_of(request).scope
     with api.database() as conn:
         rows = latest_health(conn, account)
         if scope is not None:
@@ -946,339 +820,6 @@ def nrr_headline(api: Api, request: Request) -> Response:
             attribution_window_days=api.config.attribution_window_days,
         )
     return json_response(figures.document())
-
-
-# -- CSM pages --------------------------------------------------------------------------------
-
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5rem auto;max-width:70rem;color:#222;padding:0 1rem}
-table{border-collapse:collapse}th,td{padding:.3rem .8rem .3rem 0;text-align:left;vertical-align:top}
-tr+tr td{border-top:1px solid #ddd}.num{text-align:right}
-.alert{border:1px solid #ccc;border-left-width:6px;border-radius:4px;padding:.6rem 1rem;
-margin:1rem 0}
-.p1{border-left-color:#c0392b}.p2{border-left-color:#e67e22}.p3{border-left-color:#d4ac0d}
-.meta{color:#555}.notice{background:#e8f5e9;padding:.5rem 1rem}
-.error{background:#fdecea;padding:.5rem 1rem}
-form{display:inline-block;margin:.3rem 1.2rem .3rem 0}h2{font-size:1.1rem;margin:.2rem 0}
-"""
-_DONE = {
-    "ack": "acknowledged",
-    "snooze": "snoozed for 7 days",
-    "resolve": "resolved",
-    "feedback": "feedback recorded",
-}
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _money(text: str) -> str:
-    try:
-        return f"{Decimal(text):,.2f}"
-    except (InvalidOperation, ValueError):
-        return text
-
-
-def _url(path: str, **params: str) -> str:
-    return path + ("?" + urllib.parse.urlencode(params) if params else "")
-
-
-def _csm_path(csm_id: str) -> str:
-    return "/csm/" + urllib.parse.quote(csm_id, safe="")
-
-
-def render_page(title: str, content: str, principal: Principal | None = None) -> str:
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{_STYLE}</style></head>\n"
-        f"<body>\n{_signed_in_bar(principal)}{content}\n</body></html>\n"
-    )
-
-
-def _csrf_field(principal: Principal | None) -> str:
-    """The hidden CSRF field of a form (for a session; a bearer token needs none)."""
-    from basewatch.auth import csrf_token
-
-    if principal is None or principal.via != "session":
-        return ""
-    return f'<input type="hidden" name="csrf_token" value="{csrf_token(principal.session_id)}">'
-
-
-def _signed_in_bar(principal: Principal | None) -> str:
-    if principal is None or principal.user is None:
-        return ""
-    user = principal.user
-    out = ""
-    if principal.via == "session":
-        out = (
-            f'<form method="post" action="/signout">{_csrf_field(principal)}'
-            "<button>Sign out</button></form>"
-        )
-    return (
-        f"<p class=meta>Signed in as {_e(user.display_name or user.username)} "
-        f"({_e(user.username)}, {_e(user.role)}) {out}</p>"
-    )
-
-
-def render_error(status: int, message: str) -> str:
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = ""
-    return render_page(
-        f"basewatch: {status} {phrase}",
-        f"<h1>{status} {_e(phrase)}</h1><p class=error>{_e(message)}</p>"
-        '<p><a href="/">home</a> · <a href="/signin">sign in</a></p>',
-    )
-
-
-def page_signin(api: Api, request: Request) -> Response:
-    request.single(())
-    return html_response(_signin_page(""))
-
-
-def _signin_page(message: str) -> str:
-    notice = f"<p class=error>{_e(message)}</p>" if message else ""
-    return render_page(
-        "basewatch: sign in",
-        f"<h1>basewatch: sign in</h1>{notice}"
-        '<form method="post" action="/signin"><p><label>Username '
-        '<input name="username" required autocomplete="username"></label></p>'
-        '<p><label>Password <input name="password" type="password" required '
-        'autocomplete="current-password"></label></p><p><button>Sign in</button></p></form>',
-    )
-
-
-def post_signin(api: Api, request: Request) -> Response:
-    """Check the password, start a session, set the cookie; 401 (wrong username or
-    password) or 429 (locked) with the sign-in form again."""
-    from basewatch.auth import SignInRefused, session_cookie, sign_in
-
-    request.single(())
-    fields = request.form()
-    refused = None
-    with api.database() as conn:
-        try:
-            signed = sign_in(
-                conn,
-                fields.get("username", ""),
-                fields.get("password", ""),
-                now=dt.datetime.now(dt.UTC),
-            )
-        except SignInRefused as exc:
-            refused = exc  # the failure count is committed with the connection
-    if refused is not None:
-        headers: tuple[tuple[str, str], ...] = ()
-        status = 401
-        if refused.locked_until is not None:
-            status = 429
-            wait = refused.locked_until - dt.datetime.now(dt.UTC)
-            headers = (("Retry-After", str(max(1, int(wait.total_seconds())))),)
-        page = html_response(_signin_page(refused.message), status)
-        return Response(page.status, page.content_type, page.body, headers)
-    user = signed.user
-    target = _csm_path(user.csm_id) if user.role == "csm" and user.csm_id else "/"
-    cookie = session_cookie(signed.session_id, secure=api.config.secure_cookie)
-    answer = redirect(target)
-    return Response(
-        answer.status, answer.content_type, answer.body, (*answer.headers, ("Set-Cookie", cookie))
-    )
-
-
-def post_signout(api: Api, request: Request) -> Response:
-    """End the session server-side (its cookie stops working), clear the cookie."""
-    from basewatch.auth import cleared_cookie, end_session
-
-    request.single(())
-    principal = _principal(request)
-    if principal.via != "session" or principal.user is None:
-        raise HttpError(400, "signed in with a token, not a session: nothing to sign out")
-    with api.database() as conn:
-        end_session(conn, principal.session_id, principal.user, now=dt.datetime.now(dt.UTC))
-    answer = redirect("/signin")
-    cookie = cleared_cookie(secure=api.config.secure_cookie)
-    return Response(
-        answer.status, answer.content_type, answer.body, (*answer.headers, ("Set-Cookie", cookie))
-    )
-
-
-def page_index(api: Api, request: Request) -> Response:
-    from signals.alerts import active_per_csm, unowned_active
-
-    request.single(())
-    principal = _principal(request)
-    if principal.scope is not None:  # a csm has one page: theirs
-        return redirect(_csm_path(principal.scope))
-    with api.database() as conn:
-        csms = active_per_csm(conn)
-        unowned = unowned_active(conn)
-    rows = "".join(
-        f'<tr><td><a href="{_e(_csm_path(csm_id))}">{_e(name or csm_id)}</a></td>'
-        f"<td>{_e(csm_id)}</td><td class=num>{opened}</td><td class=num>{acknowledged}</td></tr>"
-        for csm_id, name, opened, acknowledged in csms
-    )
-    content = (
-        "<h1>basewatch: alerts by CSM</h1>"
-        + (
-            "<table><tr><th>CSM</th><th>id</th><th>open</th><th>acknowledged</th></tr>"
-            + rows
-            + "</table>"
-            if csms
-            else "<p>No CSMs are registered (basewatch registry import).</p>"
-        )
-        + (
-            f"<p class=meta>{unowned} active alert(s) have no owner: their account has no CSM.</p>"
-            if unowned
-            else ""
-        )
-    )
-    return html_response(render_page("basewatch: alerts by CSM", content, principal))
-
-
-def page_csm(api: Api, request: Request) -> Response:
-    from signals.alerts import list_alerts
-
-    query = request.single(("done", "alert"))
-    principal = _principal(request)
-    csm_id = request.params[0]
-    if principal.scope not in (None, csm_id):
-        raise NotFound(f"no CSM {csm_id!r}")  # another csm's page reads as unknown
-    with api.database() as conn:
-        name = _csm_name(conn, csm_id)
-        alerts = list_alerts(conn, status="active", owner=csm_id, limit=PAGE_ALERTS)
-    notice = ""
-    if query.get("done") in _DONE and query.get("alert", "").isdigit():
-        notice = f"<p class=notice>Alert #{_e(query['alert'])} {_DONE[query['done']]}.</p>"
-    cards = "".join(_alert_card(a, csm_id, principal) for a in alerts)
-    title = f"basewatch: alerts of {name}"
-    content = (
-        ('<p><a href="/">all CSMs</a></p>' if principal.scope is None else "")
-        + f"<h1>Alerts of {_e(name)} ({_e(csm_id)})</h1>{notice}"
-        f"<p class=meta>{len(alerts)} active alert(s), most urgent first "
-        "(priority 1 = most urgent; money per month).</p>" + (cards or "<p>No active alerts.</p>")
-    )
-    return html_response(render_page(title, content, principal))
-
-
-def _csm_name(conn: Conn, csm_id: str) -> str:
-    from core.registry import csm_name
-
-    name = csm_name(conn, csm_id)
-    if name is None:
-        raise NotFound(f"no CSM {csm_id!r}")
-    return name or csm_id
-
-
-def _alert_card(alert: dict[str, Any], csm_id: str, principal: Principal) -> str:
-    n = alert["alert_id"]
-    where = f"{alert['account_name'] or alert['account_id']} ({alert['account_id']})"
-    if alert["subject"]:
-        where += f" / {alert['subject']}"
-    state = alert["status"]
-    if alert["snoozed"]:
-        state += f", snoozed until {alert['snoozed_until'][:16]} ({alert['snooze_reason']})"
-    if alert["feedback"]:
-        state += f", marked {alert['feedback'].replace('_', ' ')}"
-    reasons = "".join(f"<li>{_e(r)}</li>" for r in alert["reasons"]) or "<li>(none given)</li>"
-    figures = (
-        "<table><tr><th>score</th><th>value</th><th>expected value</th><th>horizon</th>"
-        "<th>due</th></tr>"
-        f"<tr><td>{alert['score']:.2f}</td><td class=num>{_money(alert['value'])}</td>"
-        f"<td class=num>{_money(alert['expected_value'])}</td>"
-        f"<td>{alert['horizon_days']} days</td><td>{_e(alert['due_at'][:10])}</td></tr></table>"
-    )
-    return (
-        f'<section class="alert p{int(alert["priority"])}" id="alert-{n}">'
-        f"<h2>#{n} P{alert['priority']} {_e(alert['kind'])}: {_e(where)}</h2>"
-        f"<p class=meta>{_e(alert['family'])} · {_e(state)} · opened "
-        f"{_e(alert['opened_at'][:10])}</p>{figures}<ul>{reasons}</ul>"
-        f"{_alert_forms(alert, csm_id, principal)}</section>"
-    )
-
-
-def _alert_forms(alert: dict[str, Any], csm_id: str, principal: Principal) -> str:
-    base = f"{_csm_path(csm_id)}/alerts/{alert['alert_id']}"
-    csrf = _csrf_field(principal)
-
-    def form(action: str, inner: str) -> str:
-        return f'<form method="post" action="{_e(f"{base}/{action}")}">{csrf}{inner}</form>'
-
-    forms = []
-    if alert["status"] == "open":
-        forms.append(form("ack", "<button>Acknowledge</button>"))
-    forms.append(
-        form(
-            "snooze",
-            '<input name="reason" required placeholder="why snooze" aria-label="snooze reason">'
-            " <button>Snooze 7 days</button>",
-        )
-    )
-    forms.append(
-        form(
-            "resolve",
-            '<input name="note" placeholder="note (optional)" aria-label="note"> '
-            + " ".join(
-                f'<button name="outcome" value="{o}">{o.capitalize()}</button>'
-                for o in ("won", "lost", "dismissed")
-            ),
-        )
-    )
-    forms.append(
-        form(
-            "feedback",
-            '<button name="useful" value="true">Useful</button> '
-            '<button name="useful" value="false">Not useful</button>',
-        )
-    )
-    return "".join(forms)
-
-
-def post_page_action(api: Api, request: Request) -> Response:
-    from signals.alerts import OUTCOMES, acknowledge, feedback, resolve, snooze
-
-    request.single(())
-    principal = _principal(request)
-    if principal.user is None:
-        raise HttpError(403, "the service token cannot act on the pages: sign in as a user")
-    actor = Actor(principal.user.user_id, principal.user.username)
-    csm_id, alert_id, action = request.params[0], _alert_id(request.params[1]), request.params[2]
-    if principal.scope not in (None, csm_id):
-        raise NotFound(f"no CSM {csm_id!r}")
-    fields = request.form()
-    now = dt.datetime.now(dt.UTC)
-    change: Callable[[Conn], dict[str, Any]]
-    details: dict[str, Any] = {"page": csm_id}
-    if action == "ack":
-        change = lambda c: acknowledge(c, alert_id, actor.name, now=now)  # noqa: E731
-    elif action == "snooze":
-        reason = fields.get("reason", "")
-        details["reason"] = reason
-        change = lambda c: snooze(c, alert_id, now + PAGE_SNOOZE, reason, actor.name, now=now)  # noqa: E731
-    elif action == "resolve":
-        outcome, note = fields.get("outcome", ""), fields.get("note", "")
-        if outcome not in OUTCOMES:
-            raise HttpError(400, f"outcome must be one of {', '.join(OUTCOMES)}")
-        details.update(outcome=outcome, note=note)
-        change = lambda c: resolve(c, alert_id, outcome, actor.name, note, now=now)  # noqa: E731
-    else:
-        verdict = fields.get("useful", "")
-        if verdict not in ("true", "false"):
-            raise HttpError(400, "useful must be true or false")
-        details["useful"] = verdict == "true"
-        change = lambda c: feedback(c, alert_id, verdict == "true", actor.name, now=now)  # noqa: E731
-
-    def on_page(conn: Conn) -> dict[str, Any]:
-        from signals.alerts import get_alert
-
-        if get_alert(conn, alert_id)["owner_csm_id"] != csm_id:
-            raise NotFound(f"alert #{alert_id} is not one of {csm_id}'s alerts")
-        return change(conn)
-
-    _change_alert(api, request, actor, action, alert_id, on_page, details, source="page")
-    location = _url(_csm_path(csm_id), done=action, alert=str(alert_id))
-    return redirect(f"{location}#alert-{alert_id}")
 
 
 # -- routes -----------------------------------------------------------------------------------
@@ -1317,6 +858,12 @@ ROUTES = (
     _route("POST", r"/signout", post_signout, page=True, body="form"),
     _route("GET", r"/", page_index, page=True),
     _route("GET", r"/csm/([^/]+)", page_csm, page=True),
+    _route("GET", r"/csm/([^/]+)/accounts", page_csm_accounts, page=True),
+    _route("GET", r"/accounts", page_all_accounts, page=True),
+    _route("GET", r"/accounts/([^/]+)", page_account, page=True),
+    _route("GET", r"/team", page_team, page=True, managers=True),
+    _route("GET", r"/reports/nrr", page_nrr_report, page=True, managers=True),
+    _route("POST", r"/csm/([^/]+)/alerts/bulk", post_bulk_action, page=True, body="form"),
     _route(
         "POST",
         r"/csm/([^/]+)/alerts/(\d+)/(ack|snooze|resolve|feedback)",

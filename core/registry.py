@@ -315,3 +315,76 @@ def auto_register(conn: psycopg.Connection[TupleRow], account_id: str, asset_id:
     row = conn.execute("SELECT account_id FROM assets WHERE asset_id = %s", (asset_id,)).fetchone()
     assert row is not None
     return str(row[0])
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    """An account as the pages list it."""
+
+    account_id: str
+    name: str
+    csm_id: str | None
+    csm_name: str | None
+    region: str | None
+    industry: str | None
+
+
+def accounts_of(
+    conn: psycopg.Connection[TupleRow],
+    csm_id: str | None = None,
+    account_id: str | None = None,
+) -> list[AccountRow]:
+    """The accounts of CSM ``csm_id`` (every account when None), or the one ``account_id``,
+    by name."""
+    rows = conn.execute(
+        "SELECT a.account_id, a.name, a.csm_id, c.name, a.region, a.industry FROM accounts a"
+        " LEFT JOIN csms c ON c.csm_id = a.csm_id"
+        " WHERE (%(csm)s::text IS NULL OR a.csm_id = %(csm)s)"
+        " AND (%(account)s::text IS NULL OR a.account_id = %(account)s)"
+        " ORDER BY a.name, a.account_id",
+        {"csm": csm_id, "account": account_id},
+    ).fetchall()
+    return [AccountRow(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class AssetRow:
+    """A registered machine."""
+
+    asset_id: str
+    serial: str | None
+    model: str | None
+    site: str | None
+    installed_on: dt.date | None
+
+
+@dataclass(frozen=True)
+class ComponentRow:
+    """A component of a machine, with its rated life and the running hours it went in at."""
+
+    asset_id: str
+    kind: str
+    rated_life_hours: Decimal
+    installed_at_running_hours: Decimal
+    installed_on: dt.date | None
+
+
+def assets_of(conn: psycopg.Connection[TupleRow], account_id: str) -> list[AssetRow]:
+    """The account's machines by id."""
+    rows = conn.execute(
+        "SELECT asset_id, serial, model, site, installed_on FROM assets WHERE account_id = %s"
+        " ORDER BY asset_id",
+        (account_id,),
+    ).fetchall()
+    return [AssetRow(*row) for row in rows]
+
+
+def components_of(conn: psycopg.Connection[TupleRow], account_id: str) -> list[ComponentRow]:
+    """The components of the account's machines, by machine and kind."""
+    rows = conn.execute(
+        "SELECT c.asset_id, c.kind, c.rated_life_hours, c.installed_at_running_hours,"
+        " c.installed_on FROM components c JOIN assets a ON a.asset_id = c.asset_id"
+        " WHERE a.account_id = %s ORDER BY c.asset_id, c.kind",
+        (account_id,),
+    ).fetchall()
+    return [ComponentRow(*row) for row in rows]

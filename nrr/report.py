@@ -225,19 +225,22 @@ def write_report(report: Report, out_dir: Path) -> WrittenReport:
             writer.writerows(table.rows)
         paths.append(path)
     html = out_dir / f"nrr-{format_month(report.month)}.html"
-    html.write_text(
-        render_html(
-            month=format_month(report.month),
-            reporting_currency=report.reporting_currency,
-            mrr_label=MRR_LABEL,
-            summary=report.summary,
-            tables=[t.page() for t in report.tables],
-            charts=report.charts,
-            chart_notes=report.chart_notes,
-        ),
-        encoding="utf-8",
-    )
+    html.write_text(report_page(report), encoding="utf-8")
     return WrittenReport(html, paths)
+
+
+def report_page(report: Report) -> str:
+    """The report as one self-contained HTML page (what ``nrr-YYYY-MM.html`` holds, and what
+    the API's ``/reports/nrr`` shows)."""
+    return render_html(
+        month=format_month(report.month),
+        reporting_currency=report.reporting_currency,
+        mrr_label=MRR_LABEL,
+        summary=report.summary,
+        tables=[t.page() for t in report.tables],
+        charts=report.charts,
+        chart_notes=report.chart_notes,
+    )
 
 
 def _sentence(text: str) -> str:

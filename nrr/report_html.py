@@ -33,6 +33,8 @@ table.figures td.num { text-align: right; font-variant-numeric: tabular-nums; wh
 table.headline td:first-child { min-width: 22em; }
 p.note, .definitions { font-size: 0.85em; color: #555; max-width: 60em; }
 figure { margin: 1em 0; } svg { max-width: 100%; height: auto; }
+@media (max-width: 40em) { table.figures { display: block; overflow-x: auto; }
+                           table.headline td:first-child { min-width: 0; } }
 @media print { body { margin: 0; max-width: none; font-size: 10pt; }
                table.figures { font-size: 7.5pt; } h2 { break-after: avoid; } }
 """

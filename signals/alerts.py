@@ -531,11 +531,13 @@ def list_alerts(
     kind: str | None = None,
     account: str | None = None,
     limit: int = 100,
+    family: str | None = None,
 ) -> list[dict[str, Any]]:
     """Alerts as JSON-ready dicts (ISO times, money as strings), active ones first, then by
     priority and due date; at most ``limit`` (:func:`count_alerts` says how many match).
-    ``status`` is one of :data:`STATUS_FILTERS` or None for all."""
-    where, params = _filters(status, owner, kind, account)
+    ``status`` is one of :data:`STATUS_FILTERS` or None for all; ``family`` risk, expansion or
+    service (None: every family)."""
+    where, params = _filters(status, owner, kind, account, family)
     rows = _select(
         conn,
         where,
@@ -561,7 +563,11 @@ def count_alerts(
 
 
 def _filters(
-    status: str | None, owner: str | None, kind: str | None, account: str | None
+    status: str | None,
+    owner: str | None,
+    kind: str | None,
+    account: str | None,
+    family: str | None = None,
 ) -> tuple[sql.Composed, list[Any]]:
     clauses: list[sql.Composable] = [sql.SQL("TRUE")]
     params: list[Any] = []
@@ -574,7 +580,12 @@ def _filters(
             raise InputError(f"unknown alert status {status!r}: use {', '.join(STATUS_FILTERS)}")
         clauses.append(sql.SQL("a.status = %s"))
         params.append(status)
-    for column, wanted in (("owner_csm_id", owner), ("kind", kind), ("account_id", account)):
+    for column, wanted in (
+        ("owner_csm_id", owner),
+        ("kind", kind),
+        ("account_id", account),
+        ("family", family),
+    ):
         if wanted is not None:
             clauses.append(sql.SQL("{} = %s").format(sql.Identifier("a", column)))
             params.append(wanted)
@@ -619,6 +630,22 @@ ORDER BY count(a.alert_id) FILTER (WHERE a.status = 'open') DESC, c.csm_id
 def active_per_csm(conn: psycopg.Connection[TupleRow]) -> list[tuple[str, str, int, int]]:
     """Every CSM as (csm_id, name, open alerts, acknowledged alerts), most open first."""
     return [(str(c), str(n), int(o), int(a)) for c, n, o, a in conn.execute(_PER_CSM)]
+
+
+def active_by_account_family(
+    conn: psycopg.Connection[TupleRow], owner: str | None = None
+) -> dict[str, dict[str, int]]:
+    """Active (open or acknowledged) alerts per account and family: ``{account: {family: n}}``;
+    ``owner`` limits them to one CSM's alerts."""
+    rows = conn.execute(
+        "SELECT account_id, family, count(*) FROM alerts WHERE status IN ('open', 'acknowledged')"
+        " AND (%(owner)s::text IS NULL OR owner_csm_id = %(owner)s) GROUP BY account_id, family",
+        {"owner": owner},
+    ).fetchall()
+    found: dict[str, dict[str, int]] = {}
+    for account_id, family, count in rows:
+        found.setdefault(account_id, {})[family] = int(count)
+    return found
 
 
 def unowned_active(conn: psycopg.Connection[TupleRow]) -> int:

@@ -884,6 +884,21 @@ def latest_health(
     return sorted(result, key=lambda h: (-h["probability"], h["account_id"]))
 
 
+def latest_factors(conn: psycopg.Connection[TupleRow], account_id: str) -> dict[str, Any] | None:
+    """The account's latest health with everything behind it: ``top`` (the factors: feature,
+    contribution, value, text) and ``features`` (every feature's value), beside the fields of
+    :func:`latest_health`; None when none is recorded."""
+    rows = latest_health(conn, account_id)
+    if not rows:
+        return None
+    row = conn.execute(
+        "SELECT factors FROM account_health WHERE account_id = %s ORDER BY as_of DESC LIMIT 1",
+        (account_id,),
+    ).fetchone()
+    factors = row[0] if row else {}
+    return {**rows[0], "top": factors.get("top", []), "features": factors.get("features", {})}
+
+
 def _mrr(
     snap: Snapshot, fx: dict[str, Decimal], prices: PriceBook
 ) -> tuple[Decimal, Decimal, list[Contract]]:

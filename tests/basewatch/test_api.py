@@ -512,14 +512,16 @@ def test_the_csm_page_lists_its_alerts_and_the_ack_form_works(
     assert f'id="alert-{first}"' in text
     assert f'id="alert-{other}"' not in text  # csm-b's
     assert "capacity_saturation" in text
-    assert "Acme &lt;Air&gt; &amp; Co (acct-1) / asset-7" in text
+    assert '<a href="/accounts/acct-1">Acme &lt;Air&gt; &amp; Co (acct-1)</a> / asset-7' in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt; load" in text
     assert "<script>" not in text
-    assert "<td>0.80</td><td class=num>1,200.00</td><td class=num>960.00</td>" in text
+    # money always with its currency (the reporting currency, EUR by default)
+    assert "<td>0.80</td><td class=num>1,200.00 EUR</td><td class=num>960.00 EUR</td>" in text
     due = call(f"{api}/alerts/{first}").json["due_at"][:10]
     assert f"<td>{due}</td>" in text
 
     actions = re.findall(r'<form method="post" action="([^"]+)"', text)
+    assert actions.pop(0) == "/csm/csm-a/alerts/bulk"  # the form of the ticked alerts
     assert actions == [
         f"/csm/csm-a/alerts/{first}/{action}" for action in ("ack", "snooze", "resolve", "feedback")
     ]
@@ -565,7 +567,7 @@ def test_page_snooze_resolve_feedback_and_their_errors(api: str, conn: psycopg.C
     assert foreign.status == 404
     assert status_of(conn, other)[0] == "open"
     missing = call(f"{api}/csm/nobody")
-    assert (missing.status, "no CSM &#x27;nobody&#x27;" in missing.text) == (404, True)
+    assert (missing.status, "no CSM &#39;nobody&#39;" in missing.text) == (404, True)
 
 
 def test_the_index_lists_csms_with_their_alert_counts(api: str, conn: psycopg.Connection) -> None:

@@ -154,7 +154,8 @@ def test_forms_need_the_sessions_csrf_token(api: str, conn: psycopg.Connection) 
     session = session_of(sign_in(api, "carla"))
     page = call(f"{api}/csm/csm-a", headers=session, auth=False).text
     token = csrf_of(page)
-    assert page.count(f'name="csrf_token" value="{token}"') == 5  # 4 alert forms + sign-out
+    # 4 alert forms, the bulk form and sign-out
+    assert page.count(f'name="csrf_token" value="{token}"') == 6
     ack = f"{api}/csm/csm-a/alerts/{alert_id}/ack"
     missing = form(ack, {}, session)
     assert missing.status == 403
@@ -307,7 +308,7 @@ def _json(path: str, body: str = "{}") -> Example:
 
 
 def _form(path: str, body: str = "") -> Example:
-    return lambda n: (path.format(n=n), body.encode(), FORM)
+    return lambda n: (path.format(n=n), body.format(n=n).encode(), FORM)
 
 
 def _get(path: str) -> Example:
@@ -351,6 +352,19 @@ MATRIX: dict[tuple[str, str], tuple[Example, tuple[int, ...]]] = {
     ("GET", r"/csm/([^/]+)"): (_get("/csm/csm-a"), (303, 200, 404, 200, 200, 401)),
     ("POST", r"/csm/([^/]+)/alerts/(\d+)/(ack|snooze|resolve|feedback)"): (
         _form("/csm/csm-a/alerts/{n}/ack"),
+        (401, 303, 404, 303, 303, 401),
+    ),
+    ("GET", r"/csm/([^/]+)/accounts"): (
+        _get("/csm/csm-a/accounts"),
+        (303, 200, 404, 200, 200, 401),
+    ),
+    # a csm is sent to their own list
+    ("GET", r"/accounts"): (_get("/accounts"), (303, 303, 303, 200, 200, 401)),
+    ("GET", r"/accounts/([^/]+)"): (_get("/accounts/acct-1"), (303, 200, 404, 200, 200, 401)),
+    ("GET", r"/team"): (_get("/team"), (303, 403, 403, 200, 200, 401)),
+    ("GET", r"/reports/nrr"): (_get("/reports/nrr?month=2024-02"), (303, 403, 403, 200, 200, 401)),
+    ("POST", r"/csm/([^/]+)/alerts/bulk"): (
+        lambda n: ("/csm/csm-a/alerts/bulk", f"action=ack&alert={n}".encode(), FORM),
         (401, 303, 404, 303, 303, 401),
     ),
 }
