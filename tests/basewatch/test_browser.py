@@ -340,12 +340,6 @@ def test_the_nrr_is_not_for_a_csm(new_page: NewPage, conn: psycopg.Connection) -
     assert answer.status == 403
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the current CSM page is 419 px wide at 390 px: its alert cards' figures table"
-    " (score, value, expected value, horizon, due) does not wrap; the new pages (issue 15)"
-    " must fit, and this mark comes off when they land",
-)
 def test_the_csm_page_fits_a_phone(new_page: NewPage, conn: psycopg.Connection) -> None:
     raise_alerts(conn, saturation(), decline("acct-1"))
     page = signed_in(new_page, "carla", PHONE)
