@@ -191,6 +191,7 @@ from basewatch.web import (
     change_alert,
     html_response,
     json_response,
+    month_query,
     principal_of,
     redirect,
 )
@@ -802,16 +803,9 @@ def account_health(api: Api, request: Request) -> Response:
 
 
 def nrr_headline(api: Api, request: Request) -> Response:
-    from core.months import parse_month
     from nrr.headline import headline
 
-    query = request.single(("month",))
-    month = None
-    if query.get("month"):
-        try:
-            month = parse_month(query["month"])
-        except ValueError as exc:
-            raise HttpError(400, str(exc)) from None
+    month = month_query(request)
     with api.database() as conn:
         figures = headline(
             conn,

@@ -7,6 +7,7 @@ table."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -194,3 +195,17 @@ def form_values(request: Request, name: str) -> list[str]:
     except UnicodeDecodeError:
         raise HttpError(400, "the form is not UTF-8") from None
     return urllib.parse.parse_qs(text, keep_blank_values=True).get(name, [])
+
+
+def month_query(request: Request) -> dt.date | None:
+    """The request's only query parameter ``?month=YYYY-MM`` (its first day), None when not
+    given; 400 when malformed or when another parameter is given."""
+    from core.months import parse_month
+
+    query = request.single(("month",))
+    if not query.get("month"):
+        return None
+    try:
+        return parse_month(query["month"])
+    except ValueError as exc:
+        raise HttpError(400, str(exc)) from None

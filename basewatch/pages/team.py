@@ -9,7 +9,7 @@ import datetime as dt
 from typing import TYPE_CHECKING
 
 from basewatch.pages.render import page
-from basewatch.web import HttpError, Request, Response, html_response, principal_of
+from basewatch.web import HttpError, Request, Response, html_response, month_query, principal_of
 
 if TYPE_CHECKING:
     from basewatch.api import Api
@@ -43,17 +43,11 @@ def page_team(api: Api, request: Request) -> Response:
 
 def page_nrr_report(api: Api, request: Request) -> Response:
     """The report of ``?month=`` (default: the ledger's last month), with a way back."""
-    from core.months import format_month, parse_month
+    from core.months import format_month
     from nrr.headline import checked_state
     from nrr.report import build_report, report_page
 
-    query = request.single(("month",))
-    month = None
-    if query.get("month"):
-        try:
-            month = parse_month(query["month"])
-        except ValueError as exc:
-            raise HttpError(400, str(exc)) from None
+    month = month_query(request)
     currency = api.config.reporting_currency
     with api.database() as conn:
         state, month = checked_state(conn, currency, month)
