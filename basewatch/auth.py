@@ -36,7 +36,10 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg import sql
 
@@ -85,49 +88,92 @@ class SignedIn:
     session_id: str  # for the cookie only; never stored
 
 
-def sign_in(
-    conn: Conn, username: str, password: str, *, now: dt.datetime, source: str = "page"
-) -> SignedIn:
+Connect = Callable[[], AbstractContextManager[Conn]]
+
+
+def sign_in(connect: Connect, username: str, password: str, *, now: dt.datetime) -> SignedIn:
     """Check the password and start a session; raises :class:`SignInRefused`. Audited
-    (``session.signin``, ``session.signin_failed``, ``session.signin_locked``)."""
+    (``session.signin``, ``session.signin_failed``, ``session.signin_locked``).
+
+    ``connect`` hands out a connection committed when its block ends (the API's pool). No
+    connection is held while Argon2 runs (about half a second, at most
+    ``ARGON2_AT_ONCE`` at a time): the lock state and the hash are read on one, the password
+    is verified with none, and the outcome is recorded on a second that re-reads the
+    throttle row ``FOR UPDATE`` (concurrent failures for one username still add up, and a
+    lock set meanwhile refuses) and checks that the hash verified is still the user's (a
+    reset or a disable in between refuses)."""
     name = normalise_username(username)[:64]
-    row = conn.execute(
-        "SELECT failures, last_failure_at, locked_until FROM signin_throttle"
-        " WHERE username = %s FOR UPDATE",
-        (name,),
-    ).fetchone()
-    if row is not None and row[2] is not None and row[2] > now:
-        _audit_anonymous(conn, "session.signin_locked", name, now)
-        raise SignInRefused(_locked_message(row[2]), row[2])
-    found = password_hash_of(conn, name)
+    refused: SignInRefused | None = None
+    with connect() as conn:
+        until = _locked_until(conn, name, now)
+        if until is not None:
+            _audit_anonymous(conn, "session.signin_locked", name, now)
+            refused = SignInRefused(_locked_message(until), until)
+        found = password_hash_of(conn, name)
+    if refused is not None:
+        raise refused
     if found is None:
         waste_a_verification(password)
         ok, rehash = False, None
     else:
         ok, rehash = verify_password(found[1], password)
-    if not ok:
-        failures = 1
-        if row is not None and row[1] > now - LOCKOUT and row[2] is None:
-            failures = row[0] + 1
-        locked = now + LOCKOUT if failures >= MAX_FAILURES else None
-        conn.execute(  # counts that can no longer add up or lock go (names nobody has, too)
-            "DELETE FROM signin_throttle WHERE last_failure_at < %(old)s"
-            " AND coalesce(locked_until, last_failure_at) < %(now)s AND username <> %(name)s",
-            {"old": now - LOCKOUT, "now": now, "name": name},
-        )
-        conn.execute(
-            "INSERT INTO signin_throttle (username, failures, last_failure_at, locked_until)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT (username) DO UPDATE SET"
-            " failures = EXCLUDED.failures, last_failure_at = EXCLUDED.last_failure_at,"
-            " locked_until = EXCLUDED.locked_until",
-            (name, 0 if locked else failures, now, locked),
-        )
-        _audit_anonymous(conn, "session.signin_failed", name, now, failures=failures)
-        if locked:
-            raise SignInRefused(_locked_message(locked), locked)
-        raise SignInRefused(WRONG)
-    user = found[0] if found else None
-    assert user is not None
+    with connect() as conn:
+        row = conn.execute(
+            "SELECT failures, last_failure_at, locked_until FROM signin_throttle"
+            " WHERE username = %s FOR UPDATE",
+            (name,),
+        ).fetchone()
+        if row is not None and row[2] is not None and row[2] > now:
+            _audit_anonymous(conn, "session.signin_locked", name, now)
+            refused = SignInRefused(_locked_message(row[2]), row[2])
+        elif not ok:
+            refused = _count_failure(conn, name, row, now)
+        else:
+            assert found is not None
+            current = password_hash_of(conn, name)
+            if current is None or current[1] != found[1]:  # reset or disabled meanwhile
+                _audit_anonymous(conn, "session.signin_failed", name, now, changed=True)
+                refused = SignInRefused(WRONG)
+            else:
+                return _start(conn, name, current[0], rehash, now)
+    raise refused
+
+
+def _locked_until(conn: Conn, name: str, now: dt.datetime) -> dt.datetime | None:
+    row = conn.execute(
+        "SELECT locked_until FROM signin_throttle WHERE username = %s", (name,)
+    ).fetchone()
+    if row is not None and row[0] is not None and row[0] > now:
+        return row[0]  # type: ignore[no-any-return]
+    return None
+
+
+def _count_failure(
+    conn: Conn, name: str, row: tuple[Any, ...] | None, now: dt.datetime
+) -> SignInRefused:
+    failures = 1
+    if row is not None and row[1] > now - LOCKOUT and row[2] is None:
+        failures = row[0] + 1
+    locked = now + LOCKOUT if failures >= MAX_FAILURES else None
+    conn.execute(  # counts that can no longer add up or lock go (names nobody has, too)
+        "DELETE FROM signin_throttle WHERE last_failure_at < %(old)s"
+        " AND coalesce(locked_until, last_failure_at) < %(now)s AND username <> %(name)s",
+        {"old": now - LOCKOUT, "now": now, "name": name},
+    )
+    conn.execute(
+        "INSERT INTO signin_throttle (username, failures, last_failure_at, locked_until)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT (username) DO UPDATE SET"
+        " failures = EXCLUDED.failures, last_failure_at = EXCLUDED.last_failure_at,"
+        " locked_until = EXCLUDED.locked_until",
+        (name, 0 if locked else failures, now, locked),
+    )
+    _audit_anonymous(conn, "session.signin_failed", name, now, failures=failures)
+    if locked:
+        return SignInRefused(_locked_message(locked), locked)
+    return SignInRefused(WRONG)
+
+
+def _start(conn: Conn, name: str, user: User, rehash: str | None, now: dt.datetime) -> SignedIn:
     conn.execute("DELETE FROM signin_throttle WHERE username = %s", (name,))
     if rehash:
         conn.execute(

@@ -25,16 +25,15 @@ def post_signin(api: Api, request: Request) -> Response:
     request.single(())
     fields = request.form()
     refused = None
-    with api.database() as conn:
-        try:
-            signed = sign_in(
-                conn,
-                fields.get("username", ""),
-                fields.get("password", ""),
-                now=dt.datetime.now(dt.UTC),
-            )
-        except SignInRefused as exc:
-            refused = exc  # the failure count is committed with the connection
+    try:  # no connection is held while the password is checked (basewatch.auth.sign_in)
+        signed = sign_in(
+            api.database,
+            fields.get("username", ""),
+            fields.get("password", ""),
+            now=dt.datetime.now(dt.UTC),
+        )
+    except SignInRefused as exc:
+        refused = exc  # the failure count was committed with its connection
     if refused is not None:
         headers: tuple[tuple[str, str], ...] = ()
         status = 401

@@ -4,12 +4,14 @@ The API's use of them is in ``test_users_api.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -57,6 +59,13 @@ def conn(db_url: str) -> Iterator[psycopg.Connection]:
         yield connection
 
 
+def on(
+    conn: psycopg.Connection,
+) -> Callable[[], contextlib.AbstractContextManager[psycopg.Connection]]:
+    """``sign_in``'s connection source for a test: the test's one connection each time."""
+    return lambda: contextlib.nullcontext(conn)
+
+
 # -- passwords --------------------------------------------------------------------------------
 
 
@@ -71,7 +80,6 @@ def test_passwords_are_argon2id_hashes_that_verify_only_the_password() -> None:
 
 def test_at_most_two_argon2_computations_run_at_once() -> None:
     """Each takes 64 MiB: a burst of sign-ins waits for a slot instead of taking a gigabyte."""
-    import threading
 
     from basewatch import users
 
@@ -103,11 +111,70 @@ def test_a_hash_with_old_parameters_is_replaced_at_sign_in(conn: psycopg.Connect
     assert ok
     assert new_hash is not None
     assert "m=65536" in new_hash
-    sign_in(conn, "ada", PASSWORD, now=NOW)
+    sign_in(on(conn), "ada", PASSWORD, now=NOW)
     (stored,) = conn.execute("SELECT password_hash FROM users").fetchone() or ("",)
     assert stored != weak
     assert "m=65536" in stored
     assert verify_password(stored, PASSWORD) == (True, None)
+
+
+def test_no_connection_is_held_while_the_password_is_checked(conn: psycopg.Connection) -> None:
+    """A burst of sign-ins waits for Argon2 slots without taking the API's pooled
+    connections: the lock state and hash are read, the connection handed back, and only then
+    the password checked."""
+    from basewatch import users
+
+    create_user(conn, "ada", "admin", PASSWORD)
+    held = {"open": 0, "opened": 0}
+
+    @contextlib.contextmanager
+    def connect() -> Iterator[psycopg.Connection]:
+        held["open"] += 1
+        held["opened"] += 1
+        try:
+            yield conn
+        finally:
+            held["open"] -= 1
+
+    result: list[object] = []
+    for _ in range(users.ARGON2_AT_ONCE):
+        assert users._ARGON2_SLOTS.acquire(timeout=5)  # every slot busy: the check must wait
+    signing = threading.Thread(
+        target=lambda: result.append(sign_in(connect, "ada", PASSWORD, now=NOW))
+    )
+    signing.start()
+    try:
+        for _ in range(100):
+            if held["opened"]:
+                break
+            threading.Event().wait(0.02)
+        threading.Event().wait(0.2)
+        assert held == {"open": 0, "opened": 1}  # read, handed back, now waiting for a slot
+    finally:
+        for _ in range(users.ARGON2_AT_ONCE):
+            users._ARGON2_SLOTS.release()
+    signing.join(10)
+    assert held == {"open": 0, "opened": 2}
+    assert [type(r).__name__ for r in result] == ["SignedIn"]
+
+
+def test_a_password_reset_during_the_check_refuses_the_old_password(
+    conn: psycopg.Connection,
+) -> None:
+    create_user(conn, "ada", "admin", PASSWORD)
+    calls = {"n": 0}
+
+    @contextlib.contextmanager
+    def connect() -> Iterator[psycopg.Connection]:
+        calls["n"] += 1
+        if calls["n"] == 2:  # between the read and the record: an admin resets the password
+            set_password(conn, "ada", "a brand new password", now=NOW)
+        yield conn
+
+    with pytest.raises(SignInRefused) as refused:
+        sign_in(connect, "ada", PASSWORD, now=NOW)
+    assert refused.value.message == WRONG
+    assert conn.execute("SELECT count(*) FROM sessions").fetchone() == (0,)
 
 
 def test_user_rules(conn: psycopg.Connection) -> None:
@@ -144,20 +211,20 @@ def test_lockout_after_repeated_bad_passwords_says_until_when_and_a_reset_lifts_
     create_user(conn, "ada", "admin", PASSWORD)
     for n in range(MAX_FAILURES - 1):
         with pytest.raises(SignInRefused) as wrong:
-            sign_in(conn, "ada", "guess", now=NOW + dt.timedelta(seconds=n))
+            sign_in(on(conn), "ada", "guess", now=NOW + dt.timedelta(seconds=n))
         assert (wrong.value.message, wrong.value.locked_until) == (WRONG, None)
     with pytest.raises(SignInRefused) as locked:
-        sign_in(conn, "ada", "guess", now=NOW + dt.timedelta(seconds=10))
+        sign_in(on(conn), "ada", "guess", now=NOW + dt.timedelta(seconds=10))
     until = NOW + dt.timedelta(seconds=10) + LOCKOUT
     assert locked.value.locked_until == until
     assert f"blocked until {until:%Y-%m-%d %H:%M} UTC" in locked.value.message
     assert "basewatch users reset-password" in locked.value.message
     # locked: even the right password is refused until then
     with pytest.raises(SignInRefused, match="blocked until"):
-        sign_in(conn, "ada", PASSWORD, now=NOW + dt.timedelta(minutes=5))
+        sign_in(on(conn), "ada", PASSWORD, now=NOW + dt.timedelta(minutes=5))
     # an admin's reset lifts it at once
     set_password(conn, "ada", "a brand new password", now=NOW + dt.timedelta(minutes=6))
-    signed = sign_in(conn, "ada", "a brand new password", now=NOW + dt.timedelta(minutes=7))
+    signed = sign_in(on(conn), "ada", "a brand new password", now=NOW + dt.timedelta(minutes=7))
     assert signed.user.username == "ada"
     actions = [
         a for (a,) in conn.execute("SELECT action FROM audit_log ORDER BY audit_id").fetchall()
@@ -175,13 +242,13 @@ def test_the_lockout_ends_by_itself_and_counts_only_recent_failures(
     create_user(conn, "ada", "admin", PASSWORD)
     for n in range(MAX_FAILURES):
         with pytest.raises(SignInRefused):
-            sign_in(conn, "ada", "guess", now=NOW + dt.timedelta(seconds=n))
+            sign_in(on(conn), "ada", "guess", now=NOW + dt.timedelta(seconds=n))
     after = NOW + dt.timedelta(seconds=MAX_FAILURES) + LOCKOUT
-    assert sign_in(conn, "ada", PASSWORD, now=after).user.username == "ada"
+    assert sign_in(on(conn), "ada", PASSWORD, now=after).user.username == "ada"
     # failures further apart than the lockout period never add up to a lockout
     for n in range(MAX_FAILURES + 2):
         with pytest.raises(SignInRefused) as wrong:
-            sign_in(conn, "ada", "guess", now=after + (LOCKOUT + dt.timedelta(seconds=1)) * n)
+            sign_in(on(conn), "ada", "guess", now=after + (LOCKOUT + dt.timedelta(seconds=1)) * n)
         assert wrong.value.locked_until is None
 
 
@@ -191,10 +258,10 @@ def test_unknown_and_disabled_users_get_the_same_answers(conn: psycopg.Connectio
     for name in ("ada", "nobody"):
         for n in range(MAX_FAILURES - 1):
             with pytest.raises(SignInRefused) as wrong:
-                sign_in(conn, name, PASSWORD, now=NOW + dt.timedelta(seconds=n))
+                sign_in(on(conn), name, PASSWORD, now=NOW + dt.timedelta(seconds=n))
             assert wrong.value.message == WRONG
         with pytest.raises(SignInRefused, match="blocked until"):
-            sign_in(conn, name, PASSWORD, now=NOW + dt.timedelta(seconds=9))
+            sign_in(on(conn), name, PASSWORD, now=NOW + dt.timedelta(seconds=9))
 
 
 # -- sessions ---------------------------------------------------------------------------------
@@ -202,7 +269,7 @@ def test_unknown_and_disabled_users_get_the_same_answers(conn: psycopg.Connectio
 
 def test_a_session_lives_until_idle_max_age_sign_out_or_disable(conn: psycopg.Connection) -> None:
     create_user(conn, "ada", "admin", PASSWORD)
-    signed = sign_in(conn, "ada", PASSWORD, now=NOW)
+    signed = sign_in(on(conn), "ada", PASSWORD, now=NOW)
     sid = signed.session_id
     stored = conn.execute("SELECT session_hash FROM sessions").fetchall()
     assert stored == [(token_hash(sid),)]  # the id itself is never stored
@@ -215,7 +282,7 @@ def test_a_session_lives_until_idle_max_age_sign_out_or_disable(conn: psycopg.Co
     assert user_of_session(conn, sid, now=last + SESSION_IDLE + dt.timedelta(seconds=1)) is None
 
     # kept busy, it still ends at its maximum age
-    busy = sign_in(conn, "ada", PASSWORD, now=NOW).session_id
+    busy = sign_in(on(conn), "ada", PASSWORD, now=NOW).session_id
     at = NOW
     while at + SESSION_IDLE / 2 < NOW + SESSION_MAX_AGE:
         at += SESSION_IDLE / 2
@@ -223,36 +290,36 @@ def test_a_session_lives_until_idle_max_age_sign_out_or_disable(conn: psycopg.Co
     assert user_of_session(conn, busy, now=NOW + SESSION_MAX_AGE) is None
 
     # sign-out ends it server-side
-    out = sign_in(conn, "ada", PASSWORD, now=NOW).session_id
+    out = sign_in(on(conn), "ada", PASSWORD, now=NOW).session_id
     end_session(conn, out, user, now=NOW + dt.timedelta(minutes=1))
     assert user_of_session(conn, out, now=NOW + dt.timedelta(minutes=2)) is None
 
     # disabling the user ends the others
-    other = sign_in(conn, "ada", PASSWORD, now=NOW).session_id
+    other = sign_in(on(conn), "ada", PASSWORD, now=NOW).session_id
     disable_user(conn, "ada", now=NOW + dt.timedelta(minutes=3))
     assert user_of_session(conn, other, now=NOW + dt.timedelta(minutes=4)) is None
 
 
 def test_dead_sessions_and_stale_failure_counts_are_deleted(conn: psycopg.Connection) -> None:
     create_user(conn, "ada", "admin", PASSWORD)
-    sign_in(conn, "ada", PASSWORD, now=NOW)
+    sign_in(on(conn), "ada", PASSWORD, now=NOW)
     later = NOW + SESSION_MAX_AGE + dt.timedelta(days=1, seconds=1)
-    live = sign_in(conn, "ada", PASSWORD, now=later - dt.timedelta(hours=1)).session_id
-    sign_in(conn, "ada", PASSWORD, now=later)
+    live = sign_in(on(conn), "ada", PASSWORD, now=later - dt.timedelta(hours=1)).session_id
+    sign_in(on(conn), "ada", PASSWORD, now=later)
     assert conn.execute("SELECT count(*) FROM sessions").fetchone() == (2,)  # the first went
     assert user_of_session(conn, live, now=later) is not None
     for name in ("nobody", "ada"):
         with pytest.raises(SignInRefused):
-            sign_in(conn, name, "guess", now=NOW)
+            sign_in(on(conn), name, "guess", now=NOW)
     with pytest.raises(SignInRefused):
-        sign_in(conn, "somebody", "guess", now=NOW + LOCKOUT + dt.timedelta(seconds=1))
+        sign_in(on(conn), "somebody", "guess", now=NOW + LOCKOUT + dt.timedelta(seconds=1))
     names = conn.execute("SELECT username FROM signin_throttle ORDER BY 1").fetchall()
     assert names == [("somebody",)]
 
 
 def test_a_password_reset_ends_the_sessions(conn: psycopg.Connection) -> None:
     create_user(conn, "ada", "admin", PASSWORD)
-    sid = sign_in(conn, "ada", PASSWORD, now=NOW).session_id
+    sid = sign_in(on(conn), "ada", PASSWORD, now=NOW).session_id
     set_password(conn, "ada", "another long password", now=NOW + dt.timedelta(minutes=1))
     assert user_of_session(conn, sid, now=NOW + dt.timedelta(minutes=2)) is None
 
@@ -305,7 +372,7 @@ def test_users_cli_create_list_disable_reset_with_exit_codes(
     assert created.returncode == 0, created.stderr
     password = created.stdout.split("password: ")[1].split()[0]
     assert "shown once" in created.stdout
-    assert sign_in(conn, "ada", password, now=NOW).user.role == "admin"
+    assert sign_in(on(conn), "ada", password, now=NOW).user.role == "admin"
 
     as_json = run(
         "users", "create", "carla", "--role", "csm", "--csm", "csm-a", "--json", db_url=db_url
@@ -322,7 +389,7 @@ def test_users_cli_create_list_disable_reset_with_exit_codes(
     )
     assert stdin.returncode == 0, stdin.stderr
     assert json.loads(stdin.stdout)["password"] is None
-    assert sign_in(conn, "mona", "mona's own password", now=NOW).user.role == "manager"
+    assert sign_in(on(conn), "mona", "mona's own password", now=NOW).user.role == "manager"
 
     listed = run("users", "list", "--json", db_url=db_url)
     assert listed.returncode == 0
@@ -362,10 +429,10 @@ def test_users_cli_create_list_disable_reset_with_exit_codes(
     reset = run("users", "reset-password", "carla", "--json", db_url=db_url)
     assert reset.returncode == 0
     new_password = json.loads(reset.stdout)["password"]
-    assert sign_in(conn, "carla", new_password, now=NOW).user.username == "carla"
+    assert sign_in(on(conn), "carla", new_password, now=NOW).user.username == "carla"
     assert run("users", "disable", "carla", db_url=db_url).returncode == 0
     with pytest.raises(SignInRefused):
-        sign_in(conn, "carla", new_password, now=NOW)
+        sign_in(on(conn), "carla", new_password, now=NOW)
     audit = conn.execute(
         "SELECT action, target, source FROM audit_log WHERE source = 'cli' ORDER BY audit_id"
     ).fetchall()
