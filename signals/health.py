@@ -859,15 +859,29 @@ def measure(method: str) -> str:
 
 
 def latest_health(
-    conn: psycopg.Connection[TupleRow], account_id: str | None = None
+    conn: psycopg.Connection[TupleRow],
+    account_id: str | None = None,
+    *,
+    accounts: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Each account's latest recorded health, riskiest first."""
-    rows = conn.execute(
-        "SELECT DISTINCT ON (account_id) account_id, as_of, probability, horizon_days, method,"
-        " factors FROM account_health WHERE %(account)s::text IS NULL OR account_id = %(account)s"
-        " ORDER BY account_id, as_of DESC",
-        {"account": account_id},
-    ).fetchall()
+    """Each account's latest recorded health, riskiest first: of ``account_id`` alone, of
+    ``accounts`` (a CSM's list: one index probe per account, however long the history of
+    the others), or of every account."""
+    if accounts is not None:
+        rows = conn.execute(
+            "SELECT h.account_id, h.as_of, h.probability, h.horizon_days, h.method, h.factors"
+            " FROM unnest(%s::text[]) AS ids(id) CROSS JOIN LATERAL (SELECT * FROM"
+            " account_health WHERE account_id = ids.id ORDER BY as_of DESC LIMIT 1) AS h",
+            (list(accounts),),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT DISTINCT ON (account_id) account_id, as_of, probability, horizon_days,"
+            " method, factors FROM account_health"
+            " WHERE %(account)s::text IS NULL OR account_id = %(account)s"
+            " ORDER BY account_id, as_of DESC",
+            {"account": account_id},
+        ).fetchall()
     result = [
         {
             "account_id": r[0],

@@ -144,8 +144,7 @@ def account_lines(
     from signals.health import latest_health
 
     ids = [a.account_id for a in accounts]
-    wanted = set(ids)
-    health = {h["account_id"]: h for h in latest_health(conn) if h["account_id"] in wanted}
+    health = {h["account_id"]: h for h in latest_health(conn, accounts=ids)}
     this_month = today.replace(day=1)
     history = mrr_history(conn, ids, FIRST_LEDGER_MONTH, this_month)
     contracts = contracts_of(conn, ids)

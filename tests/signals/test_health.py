@@ -359,8 +359,11 @@ def test_the_demo_replay_stores_its_models_and_the_account_health(
     with psycopg.connect(db_url) as conn:
         stored = conn.execute("SELECT DISTINCT name FROM signal_models ORDER BY name").fetchall()
         latest = health.latest_health(conn)
+        some = [r["account_id"] for r in latest[::3]]
+        chosen = health.latest_health(conn, accounts=[*some, "no-such-account"])
     assert (health.NAME,) in stored
     assert latest
+    assert chosen == [r for r in latest if r["account_id"] in some]  # same rows, same order
     assert {r["as_of"][:10] for r in latest} == {"2025-12-31"}  # the replay's last pass
 
     listed = _cli(db_url, "--json")
