@@ -4,30 +4,20 @@ browser download is never used) against ``basewatch api`` on a free port and a r
 
 A CSM signs in through the form, sees only their own alerts, acknowledges one, is shown the
 result, and signs out (their page then sends the browser to ``/signin``); at 390 px width their
-page has no horizontal overflow (a screenshot is kept in ``tmp_path``). A manager signs in and
-opens the NRR.
+page has no horizontal overflow (a screenshot is kept in ``tmp_path``). After acknowledging,
+the CSM opens the account page of their account (``/accounts/<id>``): its daily usage chart
+and one component life bar per machine and catalogued component render. A manager signs in
+and opens the NRR, as JSON (``/nrr``) and as the monthly report page (``/reports/nrr``, with its
+charts).
 
 Each page a person works from is a step function (``open_…``) that goes there and checks what
-must be visible; a new page is one more step called from a scenario. The workspace already
-holds what the pages still to come draw from: acct-1 (carla's) has :data:`MACHINES`, each with
-the components of :data:`COMPONENTS` and :data:`USAGE_DAYS` days of telemetry rolled up as the
-scheduler does (on either engine), and the ledger has :data:`NRR_MONTH`. So once they are
-merged, the account page (``/accounts/<id>``) and the manager's NRR report (``/reports/nrr``)
-are these steps, called after ``acknowledge`` and in the manager's scenario::
-
-    def open_account_page(page: Page, account_id: str) -> None:
-        goto_ok(page, f"/accounts/{account_id}")
-        expect_drawn(page.get_by_role("img", name=re.compile("air delivered", re.I)))  # usage
-        expect_drawn(page.get_by_role("img", name=re.compile("of rated life")), BARS)
-
-    def open_nrr_report(page: Page, month: str) -> None:
-        goto_ok(page, f"/reports/nrr?month={month}")
-        expect(page.get_by_role("heading", name=re.compile("NRR"))).to_be_visible()
-        expect_drawn(page.get_by_role("img").first)  # its chart
-
-(the names are the pages' accessible ones: an SVG chart with ``role="img"`` and a ``<title>``,
-a life bar with ``role="img"`` and an ``aria-label``). :func:`expect_drawn` checks that each
-element is visible and takes room, so an empty or collapsed chart fails.
+must be visible; a new page is one more step called from a scenario. acct-1 (carla's) has
+:data:`MACHINES`, each with the components of :data:`COMPONENTS` and :data:`USAGE_DAYS` days of
+telemetry rolled up as the scheduler does (on either engine), and the ledger has
+:data:`NRR_MONTH`. The steps find elements by their accessible names (an SVG chart has
+``role="img"`` and a ``<title>``, a life bar ``role="img"`` and an ``aria-label``), and
+:func:`expect_drawn` checks that each is visible and takes room, so an empty or collapsed
+chart fails.
 
 Without ``/usr/bin/chromium`` the tests fail and say to run ``scripts/bootstrap --browser``: a
 browser test that skips silently would let the pages break unseen.
@@ -291,6 +281,21 @@ def page_width_px(page: Page) -> int:
     return width
 
 
+def open_account_page(page: Page, account_id: str) -> None:
+    """The account page: its usage chart (daily, from the rollups) and every machine's
+    component life bars are drawn."""
+    goto_ok(page, f"/accounts/{account_id}")
+    expect_drawn(page.get_by_role("img", name=re.compile("air delivered per day", re.I)))
+    expect_drawn(page.get_by_role("img", name=re.compile("of rated life")), BARS)
+
+
+def open_nrr_report(page: Page, month: str) -> None:
+    """The monthly NRR report as the app renders it, with its charts."""
+    goto_ok(page, f"/reports/nrr?month={month}")
+    expect(page.get_by_role("heading", name=re.compile("Net revenue retention"))).to_be_visible()
+    expect_drawn(page.get_by_role("img").first)
+
+
 def open_nrr(page: Page, month: str) -> None:
     """The NRR as a manager opens it: today the JSON document of ``/nrr``."""
     document = goto_ok(page, f"/nrr?month={month}").json()
@@ -323,6 +328,7 @@ def test_a_csm_signs_in_acknowledges_an_alert_and_signs_out(
     ).fetchone()
     assert row == ("acknowledged", "carla")
 
+    open_account_page(page, "acct-1")
     sign_out(page)
     page.goto("/csm/csm-a")
     expect(page).to_have_url(re.compile(r"/signin$"))
@@ -331,6 +337,7 @@ def test_a_csm_signs_in_acknowledges_an_alert_and_signs_out(
 def test_a_manager_signs_in_and_opens_the_nrr(new_page: NewPage, conn: psycopg.Connection) -> None:
     page = signed_in(new_page, "mona")
     open_nrr(page, NRR_MONTH)
+    open_nrr_report(page, NRR_MONTH)
 
 
 def test_the_nrr_is_not_for_a_csm(new_page: NewPage, conn: psycopg.Connection) -> None:
