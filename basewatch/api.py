@@ -29,6 +29,8 @@ same functions: ``signals.alerts``, ``signals.health``, ``nrr.headline``)::
                                            to their own list)
     GET  /accounts/<account_id>            HTML: the account: contracts, MRR and usage charts,
                                            machines and component life, alerts, health factors
+    GET  /accounts/<account_id>/review?from=&to=   HTML: the printable business review of
+                                           the account (``basewatch.pages.review``)
     GET  /team?days=30|90|365              HTML: alerts per CSM, the share acted on, the value
                                            won (manager, admin)
     GET  /reports/nrr?month=YYYY-MM        HTML: the monthly NRR report, as `nrr report` writes
@@ -177,6 +179,7 @@ from basewatch.metrics import (
 from basewatch.pages.accounts import page_account, page_all_accounts, page_csm_accounts
 from basewatch.pages.alerts import page_csm, page_index, post_bulk_action, post_page_action
 from basewatch.pages.render import render_error
+from basewatch.pages.review import page_review
 from basewatch.pages.signin import page_signin, post_signin, post_signout
 from basewatch.pages.team import page_nrr_report, page_team
 from basewatch.users import Actor, record
@@ -855,6 +858,7 @@ ROUTES = (
     _route("GET", r"/csm/([^/]+)/accounts", page_csm_accounts, page=True),
     _route("GET", r"/accounts", page_all_accounts, page=True),
     _route("GET", r"/accounts/([^/]+)", page_account, page=True),
+    _route("GET", r"/accounts/([^/]+)/review", page_review, page=True),
     _route("GET", r"/team", page_team, page=True, managers=True),
     _route("GET", r"/reports/nrr", page_nrr_report, page=True, managers=True),
     _route("POST", r"/csm/([^/]+)/alerts/bulk", post_bulk_action, page=True, body="form"),

@@ -361,6 +361,10 @@ MATRIX: dict[tuple[str, str], tuple[Example, tuple[int, ...]]] = {
     # a csm is sent to their own list
     ("GET", r"/accounts"): (_get("/accounts"), (303, 303, 303, 200, 200, 401)),
     ("GET", r"/accounts/([^/]+)"): (_get("/accounts/acct-1"), (303, 200, 404, 200, 200, 401)),
+    ("GET", r"/accounts/([^/]+)/review"): (
+        _get("/accounts/acct-1/review"),
+        (303, 200, 404, 200, 200, 401),
+    ),
     ("GET", r"/team"): (_get("/team"), (303, 403, 403, 200, 200, 401)),
     ("GET", r"/reports/nrr"): (_get("/reports/nrr?month=2024-02"), (303, 403, 403, 200, 200, 401)),
     ("POST", r"/csm/([^/]+)/alerts/bulk"): (
