@@ -80,7 +80,9 @@ def check_period(first: dt.date, last: dt.date) -> None:
         raise InputError(f"from ({first}) is after to ({last})")
     days = (last - first).days + 1
     if days > MAX_DAYS:
-        raise InputError(f"the period is {days} days; a review covers at most {MAX_DAYS}")
+        raise InputError(
+            f"from {first} to {last} is {days} days; a review covers at most {MAX_DAYS}"
+        )
 
 
 def review_period(
