@@ -153,6 +153,21 @@ class Review:
     avoided: list[AlertOutcome]  # warnings acted on with no failure of the machine since
     alerts: list[AlertOutcome]  # opened in the period
     recommendations: list[dict[str, Any]]  # active expansion and service alerts (JSON-ready)
+    air_per_day: list[tuple[dt.date, float]]  # m³, all machines, days with a reading
+
+    def air_chart(self) -> str:
+        """The air delivered per day as an inline SVG bar chart ("" without data)."""
+        from basewatch.pages.charts import bar_chart
+
+        if not self.air_per_day:
+            return ""
+        return bar_chart(
+            "Air delivered per day (m³, all machines)",
+            [d.strftime("%d %b") for d, _ in self.air_per_day],
+            [v for _, v in self.air_per_day],
+            "air delivered (m³/day)",
+            [f"{v:,.0f} m³" for _, v in self.air_per_day],
+        )
 
     @property
     def days(self) -> int:
@@ -270,7 +285,7 @@ def build_review(
     from core.registry import assets_of
     from ingest.failures import failures_between
     from signals.alerts import list_alerts
-    from signals.asset_status import usage_over_period
+    from signals.asset_status import air_delivered_per_day, usage_over_period
     from signals.outcomes import alerts_opened_between
 
     start = dt.datetime.combine(first, dt.time(), dt.UTC)
@@ -302,6 +317,7 @@ def build_review(
         avoided=avoided(in_period, failures),
         alerts=in_period,
         recommendations=[r for r in active if r["family"] in RECOMMENDATION_FAMILIES],
+        air_per_day=air_delivered_per_day(conn, asset_ids, first, last),
     )
 
 

@@ -237,6 +237,9 @@ def test_the_page_shows_the_figures_with_their_units_and_is_printable(
     assert "3,400.00 EUR" in text  # open recommendations
     assert "9,999.00" not in text  # acct-2's
     assert "@media print" in text
+    assert text.count("<svg") == 1  # air per day, the account page's chart helper
+    account = call(f"{api}/accounts/acct-1", headers=carla, auth=False).text
+    assert 'href="/accounts/acct-1/review"' in account
     assert "Acme &lt;Air&gt; &amp; Co" in text
     assert "flow_m3_min" not in text
     assert "power_kw" not in text
