@@ -14,7 +14,8 @@ from psycopg.rows import TupleRow
 
 from signals.findings import asset_of
 
-ACTED_ON = ("acknowledged", "won", "lost")  # a person took it up (dismissed: judged not worth it)
+# resolved by a person; as the team page counts (signals.team_figures): expired is not acted on
+RESOLVED_BY_A_PERSON = ("won", "lost", "dismissed")
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class AlertOutcome:
     family: str  # risk, expansion or service
     subject: str  # the machine (``asset`` or ``asset/component``), or "" for the account
     status: str  # open, acknowledged, won, lost, dismissed, expired
-    value: Decimal  # the alert's money value, reporting currency
+    value: Decimal  # the alert's money value per month, reporting currency
     expected_value: Decimal
     opened_at: dt.datetime
     acknowledged_at: dt.datetime | None
@@ -37,8 +38,8 @@ class AlertOutcome:
 
     @property
     def acted_on(self) -> bool:
-        """Acknowledged, won or lost: a person took it up (whatever it is now)."""
-        return self.acknowledged_at is not None or self.status in ACTED_ON
+        """Acknowledged at some point, or resolved by a person (won, lost or dismissed)."""
+        return self.acknowledged_at is not None or self.status in RESOLVED_BY_A_PERSON
 
 
 def alerts_opened_between(

@@ -16,10 +16,11 @@ Figures and where they come from (each through its owning package's function):
   *warned* when a risk or service alert on that machine was opened in the :data:`WARNING_DAYS`
   before it (handled with notice). **Failures avoided** is an association, not a proof: risk
   or service alerts on a machine raised in the period, acted on, and no failure of that
-  machine followed before the period's end.
+  machine followed before the period's end (dismissed ones left out).
 - **Alerts** (``signals.outcomes``): alerts opened in the period, by outcome (still open,
-  acknowledged, won, lost, dismissed, expired), how many were acted on (acknowledged, won or
-  lost) and the value of the won ones.
+  acknowledged, won, lost, dismissed, expired), how many were acted on (acknowledged, or
+  resolved by a person: won, lost, dismissed; as the team page counts) and the value of the
+  won ones (per month, as every alert value).
 - **Recommendations**: the expansion and service alerts active when the review is built, with
   their value and expected value. Alert money is in the reporting currency.
 
@@ -353,14 +354,15 @@ def warning_for(failure: Failure, alerts: list[AlertOutcome]) -> int | None:
 
 
 def avoided(alerts: list[AlertOutcome], failures: list[Failure]) -> list[AlertOutcome]:
-    """Risk or service alerts on a machine, acted on, with no failure of that machine after
-    the alert was opened (within the failures given: the period's)."""
+    """Risk or service alerts on a machine, acted on and not dismissed, with no failure of
+    that machine after the alert was opened (within the failures given: the period's)."""
     return [
         a
         for a in alerts
         if a.family in WARNING_FAMILIES
         and a.asset_id
         and a.acted_on
+        and a.status != "dismissed"
         and not any(f.asset_id == a.asset_id and f.time >= a.opened_at for f in failures)
     ]
 
