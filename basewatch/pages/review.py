@@ -9,8 +9,9 @@ Figures and where they come from (each through its owning package's function):
   energy = the day's mean ``power_kw`` x 24, summed over the days with a reading; specific
   power = energy / air (kWh/m³), absent when either is. Both figures stand on the same basis,
   so a day with readings over part of it counts that part's means for the whole day.
-- **Availability**: hours with any reading (hourly rollups) / hours of the period, per machine
-  and over all registered machines (a machine that never reported counts as 0 h). Beside it the
+- **Availability**: hours with any reading (hourly rollups) / hours of the period gone by
+  (up to now), per machine and over all registered machines (a machine that never reported
+  counts as 0 h). Beside it the
   running-hours counter's rise as a share of the period (the machine ran, not only reported).
 - **Failures** (``ingest.failures``): the machines' ``failure`` events in the period; one is
   *warned* when a risk or service alert on that machine was opened in the :data:`WARNING_DAYS`
@@ -118,7 +119,7 @@ class MachineLine:
     energy_kwh: float | None
     hours_reported: int
     running_hours: float | None
-    period_hours: int
+    period_hours: int  # the hours of the period that have passed
 
     @property
     def specific_power(self) -> float | None:
@@ -126,12 +127,15 @@ class MachineLine:
         return specific_power(self.energy_kwh, self.air_m3)
 
     @property
-    def availability(self) -> float:
-        return self.hours_reported / self.period_hours
+    def availability(self) -> float | None:
+        """Hours with readings / hours passed (None for a period still to come)."""
+        return self.hours_reported / self.period_hours if self.period_hours else None
 
     @property
     def running_share(self) -> float | None:
-        return None if self.running_hours is None else self.running_hours / self.period_hours
+        if self.running_hours is None or not self.period_hours:
+            return None
+        return self.running_hours / self.period_hours
 
 
 @dataclass(frozen=True)
@@ -190,9 +194,8 @@ class Review:
 
     @property
     def availability(self) -> float | None:
-        if not self.machines:
-            return None
-        return sum(m.hours_reported for m in self.machines) / (self.days * 24 * len(self.machines))
+        passed = sum(m.period_hours for m in self.machines)
+        return sum(m.hours_reported for m in self.machines) / passed if passed else None
 
     @property
     def outcomes(self) -> dict[str, int]:
@@ -301,7 +304,9 @@ def build_review(
     active = list_alerts(
         conn, account=account.account_id, status="active", limit=RECOMMENDATIONS_SHOWN
     )
-    hours = (last - first).days * 24 + 24
+    # a period that reaches past now counts only its hours gone by (a review of this quarter
+    # so far is not diluted by the weeks to come)
+    hours = max(int((min(end, now) - start).total_seconds() // 3600), 0)
     machines = [
         _machine_line(a.asset_id, a.model or "", a.site or "", usage.get(a.asset_id), hours)
         for a in assets

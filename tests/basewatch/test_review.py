@@ -203,6 +203,11 @@ def test_figures_from_a_known_data_set(conn: psycopg.Connection, data: dict[str,
     assert eight["availability"] == 0
     assert document["failures"] == {"count": 3, "warned": 2, "avoided": 1}
     assert [f.warned_by for f in review.failures] == [None, data["warning"], data["service"]]
+    # a period that reaches past now: availability over the hours gone by (5 days = 120 h)
+    early = build_review(conn, account, dt.date(2026, 6, 1), dt.date(2026, 6, 10), "EUR", _at(6))
+    assert early.machines[0].availability == 48 / 120
+    ahead = build_review(conn, account, dt.date(2026, 6, 1), dt.date(2026, 6, 10), "EUR", _at(-5))
+    assert ahead.availability is None
     assert [a.alert_id for a in review.avoided] == [data["avoided"]]
     assert document["alerts"] == {
         "raised": 5,
