@@ -241,7 +241,9 @@ def test_the_page_shows_the_figures_with_their_units_and_is_printable(
     assert "1,200.00 EUR" in text  # won
     assert "3,400.00 EUR" in text  # open recommendations
     assert "9,999.00" not in text  # acct-2's
-    assert "@media print" in text
+    assert "@media print{nav,.noprint{display:none}" in text  # printed without navigation
+    assert '<p class="meta noprint">Signed in as' in text
+    assert '<form class=noprint method="get"' in text
     assert text.count("<svg") == 1  # air per day, the account page's chart helper
     account = call(f"{api}/accounts/acct-1", headers=carla, auth=False).text
     assert 'href="/accounts/acct-1/review"' in account
