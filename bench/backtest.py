@@ -8,7 +8,10 @@ its own promise: failure_risk against failures only, service_due against replace
 asset_anomaly against failures and alarms), precision with its chance level (see
 signals/backtest.py), recall (and over foreseeable failures, where the truth labels them),
 lead time (median and quartiles) and false alerts per 1,000 operating hours, beside the
-published figures named in ../shared/data/README.md. For Azure, whose published figures
+published figures named in ../shared/data/README.md. Alerts whose window reaches past the end
+of the data are pending (neither true nor false): each kind also shows how many, the precision
+over the decided alerts with its chance level, and the refuted (decided false) alerts per
+1,000 operating hours (``signals.backtest``, "Pending alerts"). For Azure, whose published figures
 predict a failure within 24 h, failure_risk's alerts are also scored at that horizon
 (``PUBLISHED_HORIZON``; ``signals.backtest.evaluate_at_horizon``, the same matching and chance
 level with a 24 h window instead of each alert's own), printed beside the native figures and
@@ -50,7 +53,7 @@ from typing import Any
 import psycopg
 
 from core.db import drop_database, ensure_database, with_database
-from signals.backtest import CHANCE_NOTE, RaisedAlert, evaluate_at_horizon
+from signals.backtest import CHANCE_NOTE, PENDING_NOTE, RaisedAlert, evaluate_at_horizon
 from signals.kinds import SignalKind
 from simulator.truth import read_ground_truth_csv, store_ground_truth
 
@@ -210,20 +213,26 @@ def _text(results: list[dict[str, Any]]) -> str:
                 else f" (foreseeable {_pct(k['recall_foreseeable'])})"
             )
             lines.append(
-                f"  {k['kind']:<15} alerts {k['alerts']:>5}  precision {_pct(k['precision'])}"
-                f"  chance {_chance(k.get('chance_precision'))}"
+                f"  {k['kind']:<15} alerts {k['alerts']:>5} (pending {_count(k)})  precision "
+                f"{_pct(k['precision'])}  chance {_chance(k.get('chance_precision'))}  decided "
+                f"{_pct(k.get('precision_decided'))} chance "
+                f"{_chance(k.get('chance_precision_decided'))}"
                 f"  recall {recall:>7} {_pct(k['recall'])}{foreseen}  lead "
                 f"{_num(k['median_lead_hours'])} h ({_num(k.get('lead_hours_p25'))}–"
                 f"{_num(k.get('lead_hours_p75'))})  false/1000 h "
-                f"{_num(k['false_per_1000_operating_hours'], '.2f')}"
+                f"{_num(k['false_per_1000_operating_hours'], '.2f')}  refuted/1000 h "
+                f"{_num(k.get('refuted_per_1000_operating_hours'), '.2f')}"
             )
         if r.get("published_horizon"):
             k = r["published_horizon"]
             recall = "-" if k["events"] is None else f"{k['caught']}/{k['events']}"
             lines.append(
-                f"  {k['kind']} at {k['horizon_hours']:g} h (as published): precision "
-                f"{_pct(k['precision'])}  chance {_chance(k.get('chance_precision'))}  recall "
-                f"{recall} {_pct(k['recall'])}  lead {_num(k['median_lead_hours'])} h"
+                f"  {k['kind']} at {k['horizon_hours']:g} h (as published): alerts "
+                f"{k['alerts']} (pending {_count(k)})  precision {_pct(k['precision'])}  chance "
+                f"{_chance(k.get('chance_precision'))}  decided "
+                f"{_pct(k.get('precision_decided'))} chance "
+                f"{_chance(k.get('chance_precision_decided'))}  recall {recall} "
+                f"{_pct(k['recall'])}  lead {_num(k['median_lead_hours'])} h"
             )
         if r.get("delivery"):
             d = r["delivery"]
@@ -235,7 +244,14 @@ def _text(results: list[dict[str, Any]]) -> str:
             )
     if results:
         lines.append(f"  ({CHANCE_NOTE})")
+        ends = ", ".join(f"{r['dataset']} {r.get('data_end') or '-'}" for r in results)
+        lines.append(f"  ({PENDING_NOTE.format(data_end=ends)})")
     return "\n".join(lines)
+
+
+def _count(kind: dict[str, Any]) -> str:
+    pending = kind.get("pending_alerts")
+    return "-" if pending is None else str(pending)
 
 
 def _chance(value: float | None) -> str:

@@ -52,6 +52,18 @@ fact), its median and quartiles; **alerts per CSM per week**; **false alerts per
 operating hours** (asset-hours with data in the period). A kind with no truth of its kind (in
 the database or the labelled truth) reports its alerts only.
 
+**Pending alerts.** An alert whose window (e.g. raised_at + horizon) reaches past the end of the
+data (``data_end``: the end of the latest hourly rollup bucket, ``signals.health.data_end``, no
+later than the truth loaded) can be confirmed but not refuted: when no event confirms it, it is
+**pending**, neither true nor false. A window ending exactly at ``data_end`` is decided (the
+closed window is all observed). The existing figures keep their meaning (``precision`` = true /
+all alerts, ``false_per_1000_operating_hours`` counts pending alerts as false: outside clients
+read them); beside them: ``pending_alerts``, ``decided_alerts`` (all but pending),
+``false_alerts`` (decided and not confirmed), ``precision_decided`` = true / decided,
+``chance_precision_decided`` (the chance level over the decided alerts, with only decided random
+windows counted: those that hold an event or end by ``data_end``) and
+``refuted_per_1000_operating_hours`` (false alerts per 1,000 operating hours).
+
 **Chance level** (``chance_precision``, the ``chance`` column beside precision): the precision
 the kind's alerts would have had if each had been raised at a random moment for a random subject
 - the share of windows of the same length, starting at a uniformly random operating subject-hour
@@ -91,6 +103,7 @@ from psycopg.rows import TupleRow
 from signals.alerts import strongest
 from signals.catalogue import PriceBook
 from signals.findings import Finding
+from signals.health import data_end as fleet_data_end
 from signals.kinds import RETIRED, Family, SignalKind, family_of, promise_of
 from signals.routing import DIGEST, IMMEDIATE, Candidate, Routing, delivery_load, route_in_order
 from signals.scoring import score, train_models
@@ -122,6 +135,13 @@ FORESEEN_NOTE = (
     "foreseen: recall over the failures the labelled truth calls foreseeable (failure_risk, "
     "asset_anomaly); lead h: median hours from the first alert to the event, p25–p75 its "
     "quartiles"
+)
+
+PENDING_NOTE = (
+    "pending: alerts not confirmed whose window reaches past the end of the data ({data_end}), "
+    "neither true nor false; decided: precision over the other alerts, with its chance level "
+    "(random windows that end by then or hold an event); refuted/1kh: decided false alerts "
+    "per 1,000 operating hours (false/1kh counts the pending ones as false)"
 )
 
 
@@ -238,10 +258,35 @@ class KindResult:
     lead_p75_hours: float | None = None
     foreseeable_events: int | None = None
     foreseeable_caught: int | None = None
+    # alerts neither confirmed nor refuted: their window reaches past the data's end
+    pending_alerts: int | None = None
+    chance_precision_decided: float | None = None
+    refuted_per_1000_hours: float | None = None
 
     @property
     def promise(self) -> str:
         return promise_of(self.kind)
+
+    @property
+    def decided_alerts(self) -> int | None:
+        """Alerts confirmed or refuted: all but the pending ones."""
+        if self.true_alerts is None:
+            return None
+        return self.alerts - (self.pending_alerts or 0)
+
+    @property
+    def false_alerts(self) -> int | None:
+        """Alerts refuted: decided and not confirmed (pending ones are not counted)."""
+        decided = self.decided_alerts
+        return None if decided is None or self.true_alerts is None else decided - self.true_alerts
+
+    @property
+    def precision_decided(self) -> float | None:
+        """True alerts / decided alerts: the precision of the alerts the data can judge."""
+        decided = self.decided_alerts
+        if self.true_alerts is None or not decided:
+            return None
+        return self.true_alerts / decided
 
     @property
     def precision(self) -> float | None:
@@ -283,6 +328,12 @@ class KindResult:
             "false_per_1000_operating_hours": _round(self.false_per_1000_hours),
             "truth": self.truth,
             "promise": self.promise,
+            "pending_alerts": self.pending_alerts,
+            "false_alerts": self.false_alerts,
+            "decided_alerts": self.decided_alerts,
+            "precision_decided": _round(self.precision_decided),
+            "chance_precision_decided": _round(self.chance_precision_decided, 6),
+            "refuted_per_1000_operating_hours": _round(self.refuted_per_1000_hours),
         }
 
 
@@ -303,6 +354,7 @@ class BacktestResult:
     csms: int
     truth_events: dict[str, int]
     seconds: float
+    data_end: dt.datetime | None = None
 
     @property
     def weeks(self) -> float:
@@ -320,6 +372,7 @@ class BacktestResult:
             "weeks": round(self.weeks, 2),
             "truth_events": self.truth_events,
             "seconds": round(self.seconds, 1),
+            "data_end": None if self.data_end is None else self.data_end.isoformat(),
             "by_kind": [k.as_dict() for k in self.kinds],
             "alerts": [a.as_dict() for a in self.alerts],
         }
@@ -534,16 +587,30 @@ def evaluate(
     ``asset_events`` and ``labelled`` (none when omitted)."""
     labelled = labelled if labelled is not None else LabelledTruth()
     owners = _owners(conn)
-    truth = load_truth(conn, start, end + max(CHURN_WINDOW, EXPANSION_WINDOW), labelled)
+    until = end + max(CHURN_WINDOW, EXPANSION_WINDOW)
+    truth = load_truth(conn, start, until, labelled)
     stories = dict(labelled.stories)
     hours = _operating_hours(conn, start, end)
     spans = operating_spans(conn, start, end)
     csms = len({o for o in owners.values() if o}) or 1
     weeks = (end - start) / dt.timedelta(weeks=1)
+    known = truth_end(conn, until)
     # a retired kind (in signals.scoring.KINDS_SCORED, which the demo passes) has nothing to score
     scored = sorted(k for k in (SignalKind if kinds is None else kinds) if k not in RETIRED)
     results = [
-        evaluate_kind(kind, raised, truth, stories, start, end, hours, csms, weeks, spans=spans)
+        evaluate_kind(
+            kind,
+            raised,
+            truth,
+            stories,
+            start,
+            end,
+            hours,
+            csms,
+            weeks,
+            spans=spans,
+            data_end=known,
+        )
         for kind in scored
     ]
     counts: dict[str, int] = defaultdict(int)
@@ -562,7 +629,16 @@ def evaluate(
         csms,
         dict(sorted(counts.items())),
         seconds,
+        known,
     )
+
+
+def truth_end(conn: psycopg.Connection[TupleRow], until: dt.datetime) -> dt.datetime | None:
+    """Up to when the truth is known: the end of the fleet's data (the end of its latest
+    hourly rollup bucket, ``signals.health.data_end``), but no later than ``until``, the end
+    of the truth loaded. An alert whose window reaches past it is pending."""
+    end = fleet_data_end(conn)
+    return None if end is None else min(end, until)
 
 
 def evaluate_at_horizon(
@@ -579,7 +655,8 @@ def evaluate_at_horizon(
     kind; e.g. failure_risk at 24 h beside the published Azure figures)."""
     labelled = labelled if labelled is not None else LabelledTruth()
     owners = _owners(conn)
-    truth = load_truth(conn, start, end + max(CHURN_WINDOW, EXPANSION_WINDOW), labelled)
+    until = end + max(CHURN_WINDOW, EXPANSION_WINDOW)
+    truth = load_truth(conn, start, until, labelled)
     csms = len({o for o in owners.values() if o}) or 1
     return evaluate_kind(
         kind,
@@ -593,6 +670,7 @@ def evaluate_at_horizon(
         (end - start) / dt.timedelta(weeks=1),
         spans=operating_spans(conn, start, end),
         horizon=horizon,
+        data_end=truth_end(conn, until),
     )
 
 
@@ -761,6 +839,19 @@ def _confirms(alert: RaisedAlert, event: TruthEvent, horizon: dt.timedelta | Non
     return _matches(alert, event) and lo <= alert.raised_at <= hi
 
 
+def is_pending(
+    alert: RaisedAlert,
+    data_end: dt.datetime | None,
+    horizon: dt.timedelta | None = None,
+) -> bool:
+    """Whether ``alert``'s window reaches past ``data_end`` (an event there could still
+    confirm it): an unconfirmed such alert is pending, neither true nor false. A window that
+    ends exactly at ``data_end`` is decided (its closed window is all observed)."""
+    if data_end is None:
+        return False
+    return alert.raised_at + _window(alert, horizon)[1] > data_end
+
+
 def hours_covered(
     first: dt.datetime, last: dt.datetime, intervals: Iterable[tuple[dt.datetime, dt.datetime]]
 ) -> int:
@@ -786,11 +877,14 @@ def chance_level(
     truth: Iterable[TruthEvent],
     subjects: Iterable[tuple[str, str, dt.datetime, dt.datetime]],
     horizon: dt.timedelta | None = None,
+    data_end: dt.datetime | None = None,
 ) -> tuple[int, int]:
     """(hours whose window holds a confirming event, hours) for ``alert``'s window put at each
     operating hour of each subject ``(account, asset or "", first, last)``: the alert's subject
     is replaced (its component kept) and matched by the scoring rule (``_matches``,
-    ``_confirming_starts``)."""
+    ``_confirming_starts``). With ``data_end``, the hours counted are the decided ones only
+    (as :func:`is_pending` decides an alert): those whose window holds an event or ends by
+    ``data_end``."""
     events = list(truth)
     hits = hours = 0
     for account, asset, first, last in subjects:
@@ -800,7 +894,11 @@ def chance_level(
         there = replace(alert, account_id=account, subject=subject)
         starts = [_confirming_starts(there, e, horizon) for e in events if _matches(there, e)]
         hits += hours_covered(first, last, starts)
-        hours += (last - first) // _HOUR + 1
+        if data_end is None:
+            hours += (last - first) // _HOUR + 1
+        else:  # a start hour is decided when its window is hit or ends by data_end
+            decidable = (first, data_end - _window(there, horizon)[1])
+            hours += hours_covered(first, last, [*starts, decidable])
     return hits, hours
 
 
@@ -810,8 +908,10 @@ def _chance_precision(
     relevant: list[TruthEvent],
     spans: OperatingSpans | None,
     horizon: dt.timedelta | None = None,
+    data_end: dt.datetime | None = None,
 ) -> float | None:
-    """The mean over ``mine`` of each alert's chance level (see the module docstring)."""
+    """The mean over ``mine`` of each alert's chance level (see the module docstring); with
+    ``data_end``, of each one's chance among the decided windows (:func:`chance_level`)."""
     if not mine or not relevant or spans is None:
         return None
     if kind in _ASSET_KINDS or kind == SignalKind.THIRD_PARTY_PARTS:
@@ -823,11 +923,13 @@ def _chance_precision(
     alike: dict[tuple[str, int], list[RaisedAlert]] = defaultdict(list)
     for a in mine:  # alerts with one component and horizon have one chance
         alike[(a.component, a.horizon_days)].append(a)
-    total = 0.0
+    total, counted = 0.0, 0
     for group in alike.values():
-        hits, hours = chance_level(group[0], relevant, subjects, horizon)
-        total += len(group) * hits / hours
-    return total / len(mine)
+        hits, hours = chance_level(group[0], relevant, subjects, horizon, data_end)
+        if hours:  # no decided window at all: the group has no chance level
+            total += len(group) * hits / hours
+            counted += len(group)
+    return total / counted if counted else None
 
 
 def _story_chance(
@@ -875,11 +977,15 @@ def evaluate_kind(
     *,
     spans: OperatingSpans | None = None,
     horizon: dt.timedelta | None = None,
+    data_end: dt.datetime | None = None,
 ) -> KindResult:
     """Precision, recall, lead time and alert load of one kind, and its chance level when the
     subjects' operating ``spans`` are given (see the module docstring). ``horizon``: score the
     asset kinds' alerts against this window after each alert instead of their own horizon
-    (e.g. the 24 h of the published Azure figures); the kind's promise is unchanged."""
+    (e.g. the 24 h of the published Azure figures); the kind's promise is unchanged.
+    ``data_end``: where the data ends; an unconfirmed alert whose window reaches past it is
+    pending (:func:`is_pending`), counted in neither the decided nor the false alerts (none
+    is pending when omitted)."""
     mine = [a for a in alerts if a.kind == kind]
     per_csm_week = len(mine) / csms / weeks if weeks > 0 else 0.0
     confirming, expected = _truth_kinds(kind)
@@ -901,11 +1007,21 @@ def evaluate_kind(
             _false_rate(len(mine) - true, operating_hours),
             f"accounts with the {story} story",
             _story_chance(story, mine, stories, spans),
+            pending_alerts=0,  # a story has no window: every alert is decided
+            chance_precision_decided=_story_chance(story, mine, stories, spans),
+            refuted_per_1000_hours=_false_rate(len(mine) - true, operating_hours),
         )
     relevant = [e for e in truth if e.kind in confirming]
     if not relevant:
         return KindResult(kind, len(mine), None, None, None, None, per_csm_week, None, "")
-    true = sum(any(_confirms(a, e, horizon) for e in relevant) for a in mine)
+    confirmed = [any(_confirms(a, e, horizon) for e in relevant) for a in mine]
+    true = sum(confirmed)
+    decided = [
+        a
+        for a, ok in zip(mine, confirmed, strict=True)
+        if ok or not is_pending(a, data_end, horizon)
+    ]
+    pending = len(mine) - len(decided)
     events = [e for e in relevant if e.kind in expected and start <= e.time < end]
     leads: list[float] = []
     foreseeable = foreseen = 0
@@ -933,6 +1049,9 @@ def evaluate_kind(
         quartiles[2],
         foreseeable if failures else None,
         foreseen if failures else None,
+        pending,
+        _chance_precision(kind, decided, relevant, spans, horizon, data_end),
+        _false_rate(len(decided) - true, operating_hours),
     )
 
 
@@ -967,8 +1086,9 @@ def format_table(result: BacktestResult) -> str:
         f"{result.passes:,} scoring passes (step {result.step}), {result.trainings} trainings, "
         f"{result.operating_hours:,} operating hours, {result.csms} CSM(s), "
         f"{result.seconds:.0f} s",
-        f"{'kind':<20} {'alerts':>6} {'precision':>9} {'chance':>7} {'recall':>11} "
-        f"{'foreseen':>8} {'lead h':>7} {'p25–p75':>11} {'/CSM/wk':>7} {'false/1kh':>9}",
+        f"{'kind':<20} {'alerts':>6} {'pending':>7} {'precision':>9} {'chance':>7} "
+        f"{'decided':>7} {'chance':>7} {'recall':>11} {'foreseen':>8} {'lead h':>7} "
+        f"{'p25–p75':>11} {'/CSM/wk':>7} {'false/1kh':>9} {'refuted/1kh':>11}",
     ]
     for k in result.kinds:
         recall = "-" if k.events is None else f"{k.caught}/{k.events} {pct(k.recall)}"
@@ -977,14 +1097,19 @@ def format_table(result: BacktestResult) -> str:
             if k.lead_p25_hours is None or k.lead_p75_hours is None
             else f"{k.lead_p25_hours:.0f}–{k.lead_p75_hours:.0f}"
         )
+        pending = "-" if k.pending_alerts is None else str(k.pending_alerts)
         lines.append(
-            f"{k.kind:<20} {k.alerts:>6} {pct(k.precision):>9} {chance(k.chance_precision):>7} "
-            f"{recall:>11} {pct(k.recall_foreseeable):>8} "
-            f"{num(k.median_lead_hours, '.0f'):>7} {spread:>11} {k.alerts_per_csm_week:>7.2f} "
-            f"{num(k.false_per_1000_hours, '.2f'):>9}"
+            f"{k.kind:<20} {k.alerts:>6} {pending:>7} {pct(k.precision):>9} "
+            f"{chance(k.chance_precision):>7} {pct(k.precision_decided):>7} "
+            f"{chance(k.chance_precision_decided):>7} {recall:>11} "
+            f"{pct(k.recall_foreseeable):>8} {num(k.median_lead_hours, '.0f'):>7} {spread:>11} "
+            f"{k.alerts_per_csm_week:>7.2f} {num(k.false_per_1000_hours, '.2f'):>9} "
+            f"{num(k.refuted_per_1000_hours, '.2f'):>11}"
         )
     lines.append(CHANCE_NOTE)
     lines.append(FORESEEN_NOTE)
+    end = "-" if result.data_end is None else f"{result.data_end:%Y-%m-%d %H:%M} UTC"
+    lines.append(PENDING_NOTE.format(data_end=end))
     lines.append("promises (each kind is scored against this event and horizon only):")
     lines += [f"  {k.kind}: {k.promise}" for k in result.kinds]
     events = ", ".join(f"{n} {kind}" for kind, n in result.truth_events.items()) or "none"

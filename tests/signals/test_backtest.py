@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from signals.backtest import (
+    PENDING_NOTE,
     BacktestResult,
     KindResult,
     Lifecycle,
@@ -21,6 +22,7 @@ from signals.backtest import (
     evaluate_kind,
     format_table,
     hours_covered,
+    is_pending,
     load_truth,
     operating_spans,
     replay,
@@ -239,7 +241,10 @@ def test_chance_level_by_hand_at_the_scoring_rule() -> None:
     )
     assert result.chance_precision is None  # no spans: no chance level
     assert with_chance.chance_precision == pytest.approx(25 / 200)
-    assert with_chance.as_dict() == result.as_dict() | {"chance_precision": 0.125}
+    assert with_chance.as_dict() == result.as_dict() | {
+        "chance_precision": 0.125,
+        "chance_precision_decided": 0.125,  # no data end given: every window is decided
+    }
     assert with_chance.precision == 1.0  # the failure is 20 h after the alert
     due = [
         _alert("service_due", T0, "m2/oil_filter", horizon=1),  # 25 of 200
@@ -349,6 +354,9 @@ def test_backtest_uses_no_future_data(db_url: str) -> None:
         truncated = run_backtest(conn, start, cut, step=step, retrain_every=week)
         again = {t: findings for t, findings, _ in replay(conn, start, cut, step=step)}
     assert truncated.alerts == before
+    assert truncated.data_end == cut  # the end of the last hourly bucket before the cut
+    assert full.data_end is not None
+    assert full.data_end > stop
     assert again == passes  # every finding of every pass, with its figures and reasons
     assert "usage_decline" in format_table(full)
     assert " chance " in format_table(full).splitlines()[1]
@@ -557,3 +565,150 @@ def test_failure_risk_at_a_24_hour_horizon_by_hand() -> None:
 def test_a_raised_alert_survives_its_json_form() -> None:
     alert = _alert("failure_risk", T0 + 10 * HOUR, "m1", horizon=3)
     assert RaisedAlert.from_dict(alert.as_dict()) == alert
+
+
+# -- pending alerts: windows past the end of the data ----------------------------------------
+
+
+def test_an_alert_whose_window_reaches_past_the_data_end_is_pending_not_false() -> None:
+    """Data ends at hour 100; failure_risk alerts with a one-day window. Raised at hour 76 the
+    window ends exactly at the data end: decided, false. At hour 77 it reaches 1 h past it:
+    pending. At hour 40 it ended long before: false. At hour 90 its window reaches past the
+    end but a failure at hour 95 confirms it: true, not pending."""
+    data_end = T0 + 100 * HOUR
+    start, end = T0, data_end
+    exactly = _alert("failure_risk", T0 + 76 * HOUR, "m1", horizon=1)
+    after = _alert("failure_risk", T0 + 77 * HOUR, "m1", horizon=1)
+    before = _alert("failure_risk", T0 + 40 * HOUR, "m1", horizon=1)
+    confirmed = _alert("failure_risk", T0 + 90 * HOUR, "m2", horizon=1)
+    assert (is_pending(exactly, data_end), is_pending(after, data_end)) == (False, True)
+    assert not is_pending(before, data_end)
+    assert not is_pending(after, None)  # no data end known: nothing is pending
+    truth = [
+        TruthEvent("failure", "a1", "m2", "", T0 + 95 * HOUR),
+        TruthEvent("failure", "a1", "m3", "", T0 + 30 * HOUR),  # not foreseen
+    ]
+    alerts = [exactly, after, before, confirmed]
+    result = evaluate_kind(
+        "failure_risk", alerts, truth, {}, start, end, 2000, 1, 1.0, data_end=data_end
+    )
+    assert (result.alerts, result.true_alerts, result.pending_alerts) == (4, 1, 1)
+    assert (result.decided_alerts, result.false_alerts) == (3, 2)
+    assert result.precision == pytest.approx(1 / 4)  # unchanged: true / all alerts
+    assert result.precision_decided == pytest.approx(1 / 3)
+    assert result.false_per_1000_hours == pytest.approx(3 * 1000 / 2000)  # unchanged meaning
+    assert result.refuted_per_1000_hours == pytest.approx(2 * 1000 / 2000)
+    assert (result.events, result.caught) == (2, 1)
+    figures = result.as_dict()
+    assert {k: figures[k] for k in ("pending_alerts", "false_alerts", "decided_alerts")} == {
+        "pending_alerts": 1,
+        "false_alerts": 2,
+        "decided_alerts": 3,
+    }
+    assert figures["precision_decided"] == pytest.approx(0.3333)
+    assert figures["refuted_per_1000_operating_hours"] == 1.0
+    assert figures["precision"] == 0.25
+    # scored at a given horizon, the window is that horizon's: at 24 h (the alerts' own here)
+    # hour 77 is still pending, at 10 h it is decided
+    at_day = evaluate_kind(
+        "failure_risk", alerts, truth, {}, start, end, 2000, 1, 1.0, horizon=DAY, data_end=data_end
+    )
+    assert at_day.pending_alerts == 1
+    at_ten = evaluate_kind(
+        "failure_risk",
+        alerts,
+        truth,
+        {},
+        start,
+        end,
+        2000,
+        1,
+        1.0,
+        horizon=10 * HOUR,
+        data_end=data_end,
+    )
+    assert at_ten.pending_alerts == 0  # 77 + 10 h ends before hour 100
+    assert at_ten.true_alerts == 1  # hour 90 + 10 h: the failure at 95 is inside
+
+
+def test_every_alert_is_decided_without_a_data_end_and_for_detections() -> None:
+    """Without a data end the new figures equal the old ones; third_party_parts looks back
+    (its window ends at the alert), so it is never pending."""
+    start, end = T0, T0 + 100 * HOUR
+    alerts = [_alert("failure_risk", T0 + 99 * HOUR, "m1", horizon=3)]
+    truth = [TruthEvent("failure", "a1", "m9", "", T0 + 50 * HOUR)]
+    plain = evaluate_kind("failure_risk", alerts, truth, {}, start, end, 100, 1, 1.0)
+    assert (plain.pending_alerts, plain.decided_alerts, plain.false_alerts) == (0, 1, 1)
+    assert plain.precision_decided == plain.precision == 0.0
+    assert plain.refuted_per_1000_hours == plain.false_per_1000_hours
+    parts = [_alert("third_party_parts", T0 + 99 * HOUR, "m1")]
+    swapped = [TruthEvent("third_party_replacement", "a1", "m1", "oil", T0 + 90 * HOUR)]
+    detected = evaluate_kind(
+        "third_party_parts", parts, swapped, {}, start, end, 100, 1, 1.0, data_end=end
+    )
+    assert (detected.true_alerts, detected.pending_alerts) == (1, 0)
+    nothing = evaluate_kind("silent_assets", parts, [], {}, start, end, 100, 1, 1.0, data_end=end)
+    assert (nothing.pending_alerts, nothing.decided_alerts, nothing.false_alerts) == (
+        None,
+        None,
+        None,
+    )
+    assert nothing.precision_decided is None
+
+
+def test_chance_level_counts_only_decided_windows() -> None:
+    """One asset, hours 0..99, data ending at hour 100, a one-day window: the windows starting
+    at hours 0..76 end by the data end; those at 77..99 are pending unless they hold the
+    failure at hour 90 (windows 66..90 do). Decided: 0..90 = 91 hours, 25 of them hits."""
+    data_end = T0 + 100 * HOUR
+    spans = _spans(assets=("m1",))
+    subjects = [(a, s, lo, hi) for s, (a, lo, hi) in spans.assets.items()]
+    failure = TruthEvent("failure", "a1", "m1", "", T0 + 90 * HOUR)
+    alert = _alert("failure_risk", T0 + 10 * HOUR, "m1", horizon=1)
+    assert chance_level(alert, [failure], subjects) == (25, 100)
+    assert chance_level(alert, [failure], subjects, data_end=data_end) == (25, 91)
+    assert chance_level(alert, [], subjects, data_end=data_end) == (0, 77)
+    result = evaluate_kind(
+        "failure_risk",
+        [alert],
+        [failure],
+        {},
+        T0,
+        data_end,
+        100,
+        1,
+        1.0,
+        spans=spans,
+        data_end=data_end,
+    )
+    assert result.chance_precision == pytest.approx(25 / 100)
+    assert result.chance_precision_decided == pytest.approx(25 / 91)
+
+
+def test_the_table_shows_pending_and_decided_figures() -> None:
+    data_end = T0 + 100 * HOUR
+    kinds = [
+        evaluate_kind(
+            "failure_risk",
+            [_alert("failure_risk", T0 + 90 * HOUR, "m1", horizon=1)],
+            [TruthEvent("failure", "a1", "m2", "", T0 + 50 * HOUR)],
+            {},
+            T0,
+            data_end,
+            100,
+            1,
+            1.0,
+            data_end=data_end,
+        )
+    ]
+    result = BacktestResult(
+        T0, data_end, HOUR, 100, 1, [], kinds, 100, 1, {"failure": 1}, 0.0, data_end
+    )
+    table = format_table(result)
+    header, row = table.splitlines()[1:3]
+    assert header.split()[:5] == ["kind", "alerts", "pending", "precision", "chance"]
+    assert "decided" in header
+    assert "refuted/1kh" in header
+    assert row.split()[:4] == ["failure_risk", "1", "1", "0%"]
+    assert PENDING_NOTE.format(data_end="2026-03-05 04:00 UTC") in table
+    assert result.as_dict()["data_end"] == data_end.isoformat()

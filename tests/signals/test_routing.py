@@ -308,6 +308,9 @@ def test_signals_backtest_records_its_precision_unless_told_not_to(
     assert args.handler(settings, args) == 0
     document = json.loads(capsys.readouterr().out)
     [kind] = document["by_kind"]
+    assert "data_end" in document
+    decided = {"pending_alerts", "false_alerts", "decided_alerts", "precision_decided"}
+    assert decided | {"chance_precision_decided", "refuted_per_1000_operating_hours"} <= set(kind)
     rows = conn.execute("SELECT kind, alerts, precision FROM kind_precision").fetchall()
     assert rows == [("usage_decline", kind["alerts"], kind["precision"])]
     assert latest_precision(conn) == {"usage_decline": kind["precision"]}
