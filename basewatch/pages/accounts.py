@@ -30,7 +30,7 @@ from basewatch.web import Conn, HttpError, Principal, Request, Response, princip
 from core.errors import NotFound
 
 if TYPE_CHECKING:
-    from basewatch.api import Api
+    from basewatch.api.context import Api
     from core.contracts import Contract
     from core.registry import AccountRow
 

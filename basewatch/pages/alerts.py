@@ -28,7 +28,7 @@ from basewatch.web import (
 from core.errors import NotFound
 
 if TYPE_CHECKING:
-    from basewatch.api import Api
+    from basewatch.api.context import Api
 
 PAGE_ALERTS = 500  # alerts shown on one CSM page
 SNOOZE_DAYS = (1, 3, 7, 14, 30)  # the choices of the snooze form
