@@ -70,19 +70,8 @@ def create_app(api: Api) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = api.config.threads
         yield
 
-    app = FastAPI(
-        title="basewatch",
-        summary="Installed-base telemetry to revenue signals: alerts, account health, NRR.",
-        version="1",
-        openapi_url=OPENAPI_URL,
-        docs_url=None,  # the interactive docs load scripts from a CDN: the schema is enough
-        redoc_url=None,
-        lifespan=lifespan,
-        default_response_class=PrettyJSON,
-        redirect_slashes=False,  # /alerts/ is no route (404), as before
-    )
+    app = _new_app(lifespan)
     app.state.api = api
-    _assemble(app)
     errors.install(app)
     app.add_exception_handler(SignInFirst, on_sign_in_first)
     app.add_middleware(Edge, api=api)
@@ -151,9 +140,32 @@ class RouteEntry:
     label: str
 
 
-def _assemble(app: FastAPI) -> None:
+def _new_app(lifespan: Any = None) -> FastAPI:
+    app = FastAPI(
+        title="basewatch",
+        summary="Installed-base telemetry to revenue signals: alerts, account health, NRR.",
+        description=(
+            "Errors are RFC 9457 problem details (application/problem+json) that keep the "
+            "`error` field of earlier versions. Authenticate with `Authorization: Bearer "
+            "<personal token>` (`basewatch users token create`) or the session cookie of "
+            "`/signin`; a change made with the cookie carries `X-CSRF-Token`."
+        ),
+        version="1",
+        openapi_url=OPENAPI_URL,
+        docs_url=None,  # the interactive docs load scripts from a CDN: the schema is enough
+        redoc_url=None,
+        lifespan=lifespan,
+        default_response_class=PrettyJSON,
+        redirect_slashes=False,  # /alerts/ is no route (404), as before
+    )
     app.include_router(routes.router)
     app.include_router(pages.router)
+    return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI schema the app serves at ``/openapi.json`` (built without a server)."""
+    return _new_app().openapi()
 
 
 def route_table() -> tuple[RouteEntry, ...]:
