@@ -233,9 +233,11 @@ def test_beyond_max_connections_the_answer_is_an_immediate_503(
     assert took < 2
 
 
-def test_a_client_that_trickles_its_request_holds_a_worker_only_until_the_deadline(
+def test_a_client_that_trickles_its_request_is_cut_off_at_the_deadline(
     db_url: str,
 ) -> None:
+    # since the port to uvicorn a trickling client holds a connection, never a worker thread
+    # (the one thread answers the others meanwhile), and only until the request deadline
     config = api_config(db_url, threads=1, request_timeout_s=1)
     with running(config) as url:
         split = urllib.parse.urlsplit(url)
@@ -251,12 +253,20 @@ def test_a_client_that_trickles_its_request_holds_a_worker_only_until_the_deadli
 
             sender = threading.Thread(target=trickle)
             sender.start()
-            time.sleep(0.2)  # the only worker is reading the trickle now
+            time.sleep(0.2)
             answer = call(f"{url}/healthz")
             took = time.monotonic() - started
+            slow.settimeout(5)
+            try:
+                closed = slow.recv(1024)  # b"": the server closed the connection
+            except ConnectionResetError:
+                closed = b""
+            cut_off = time.monotonic() - started
             sender.join()
     assert answer.status == 200
-    assert took < 3  # the worker was freed at the 1 s deadline, not after the trickle
+    assert took < 1  # not queued behind the trickle
+    assert closed == b""  # no answer to the trickled request: the connection was closed
+    assert 0.9 < cut_off < 2.5  # at the 1 s deadline, not after the 4 s trickle
 
 
 # -- item 7: no open API beyond loopback, no cross-site changes, a clean SIGTERM -------------
