@@ -22,7 +22,8 @@ published at ``/openapi.json``)::
     GET  /signin, POST /signin             HTML: the sign-in form; 303 with the session cookie
     POST /signout                          ends the session server-side, 303 to /signin
     GET  /                                 HTML: the CSMs and their active alert counts
-    GET  /csm/<csm_id>?family=&kind=&account=&status=   HTML: that CSM's alerts, new first,
+    GET  /csm/<csm_id>?family=&kind=&account=&status=&offset=   HTML: that CSM's alerts (500 a
+                                           page), new first,
                                            then by expected value; overdue due dates marked
     POST /csm/<csm_id>/alerts/<id>/{ack,snooze,resolve,feedback}   HTML forms, then 303 back
     GET  /csm/<csm_id>/accounts?sort=      HTML: that CSM's accounts (health, MRR and its trend,

@@ -667,3 +667,18 @@ def test_basewatch_api_serves_until_sigterm(db_url: str) -> None:
     assert "SIGTERM received" in text
     assert "api stopped" in text
     assert "Traceback" not in text
+
+
+def test_alerts_list_pages_with_limit_and_offset_and_filters_by_family(
+    api: str, conn: psycopg.Connection
+) -> None:
+    findings = [dataclasses.replace(saturation(), subject=f"asset-{n}") for n in range(3)]
+    raise_alerts(conn, *findings, decline())
+    every = call(f"{api}/alerts?limit=10").json
+    assert len(every) == 4
+    pages = [call(f"{api}/alerts?limit=2&offset={offset}").json for offset in (0, 2, 4)]
+    assert [a["alert_id"] for page in pages for a in page] == [a["alert_id"] for a in every]
+    assert pages[2] == []
+    risk = call(f"{api}/alerts?family=risk").json
+    assert [a["kind"] for a in risk] == ["usage_decline"]
+    assert call(f"{api}/alerts?offset=-1").status == 400
