@@ -101,6 +101,8 @@ def error_status(exc: Exception, config: ApiConfig) -> tuple[int, str]:
         return 503, "the API is stopping; retry later"
     if isinstance(exc, psycopg.errors.QueryCanceled):
         return 503, f"the database did not answer within {config.statement_timeout_s} s"
+    if isinstance(exc, psycopg.DataError):  # a NUL character in a filter, say (schemathesis)
+        return 400, f"a value the database cannot take: {first_line(exc)}"
     if isinstance(exc, psycopg.errors.UndefinedTable):
         return 503, "the database is not migrated: run basewatch db migrate"
     if isinstance(exc, StorageUnavailable | psycopg.OperationalError):
