@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import psycopg
 
 from basewatch import (
+    account_commands,
     admin_commands,
     alerts_commands,
     demo_commands,
@@ -54,6 +55,7 @@ REGISTER: tuple[Register, ...] = (
     alerts_commands.register,
     signals_commands.register,
     health_commands.register,
+    account_commands.register,
     service_commands.register,
     demo_commands.register,
 )

@@ -32,6 +32,8 @@ published at ``/openapi.json``)::
                                            to their own list)
     GET  /accounts/<account_id>            HTML: the account: contracts, MRR and usage charts,
                                            machines and component life, alerts, health factors
+    GET  /accounts/<account_id>/review?from=&to=   HTML: the printable business review of
+                                           the account (``basewatch.pages.review``)
     GET  /team?days=30|90|365              HTML: alerts per CSM, the share acted on, the value
                                            won (manager, admin)
     GET  /reports/nrr?month=YYYY-MM        HTML: the monthly NRR report, as `nrr report` writes

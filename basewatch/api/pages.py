@@ -15,6 +15,7 @@ from basewatch.api.auth import Exchange, Gate
 from basewatch.api.errors import PageRoute
 from basewatch.pages.accounts import page_account, page_all_accounts, page_csm_accounts
 from basewatch.pages.alerts import page_csm, page_index, post_bulk_action, post_page_action
+from basewatch.pages.review import page_review
 from basewatch.pages.signin import page_signin, post_signin, post_signout
 from basewatch.pages.team import page_nrr_report, page_team
 
@@ -66,6 +67,11 @@ def all_accounts(exchange: Page) -> Response:
 @router.get("/accounts/{account_id}")
 def account(exchange: Page, account_id: str) -> Response:
     return exchange.answer(page_account, account_id)
+
+
+@router.get("/accounts/{account_id}/review")
+def account_review(exchange: Page, account_id: str) -> Response:
+    return exchange.answer(page_review, account_id)
 
 
 @router.get("/team")

@@ -31,6 +31,7 @@ def environment() -> jinja2.Environment:
     env.filters["day"] = day
     env.filters["minute"] = minute
     env.filters["percent"] = percent
+    env.filters["quantity"] = quantity
     env.filters["words"] = words
     env.globals["url"] = url
     return env
@@ -65,6 +66,13 @@ def money(amount: Any, currency: str, places: int = 2) -> str:
     except (InvalidOperation, ValueError):
         return str(amount)
     return f"{value:,.{places}f} {currency}"
+
+
+def quantity(value: float | None, unit: str, places: int = 0) -> str:
+    """``12,345 m³``; None is a dash."""
+    if value is None:
+        return "–"
+    return f"{value:,.{places}f} {unit}"
 
 
 def day(value: Any) -> str:

@@ -365,6 +365,10 @@ MATRIX: dict[tuple[str, str], tuple[Example, tuple[int, ...]]] = {
     # a csm is sent to their own list
     ("GET", "/accounts"): (_get("/accounts"), (303, 303, 303, 200, 200, 401)),
     ("GET", "/accounts/{account_id}"): (_get("/accounts/acct-1"), (303, 200, 404, 200, 200, 401)),
+    ("GET", "/accounts/{account_id}/review"): (
+        _get("/accounts/acct-1/review"),
+        (303, 200, 404, 200, 200, 401),
+    ),
     ("GET", "/team"): (_get("/team"), (303, 403, 403, 200, 200, 401)),
     ("GET", "/reports/nrr"): (_get("/reports/nrr?month=2024-02"), (303, 403, 403, 200, 200, 401)),
     ("POST", "/csm/{csm_id}/alerts/bulk"): (
