@@ -26,9 +26,10 @@ published at ``/openapi.json``)::
                                            page), new first,
                                            then by expected value; overdue due dates marked
     POST /csm/<csm_id>/alerts/<id>/{ack,snooze,resolve,feedback}   HTML forms, then 303 back
-    GET  /csm/<csm_id>/accounts?sort=      HTML: that CSM's accounts (health, MRR and its trend,
-                                           renewal, active alerts by family, last data)
-    GET  /accounts?sort=                   HTML: every account (manager, admin; a csm is sent
+    GET  /csm/<csm_id>/accounts?sort=&q=&offset=   HTML: that CSM's accounts (health, MRR
+                                           and its trend, renewal, active alerts by family,
+                                           last data)
+    GET  /accounts?sort=&q=&offset=        HTML: every account (manager, admin; a csm is sent
                                            to their own list)
     GET  /accounts/<account_id>            HTML: the account: contracts, MRR and usage charts,
                                            machines and component life, alerts, health factors
@@ -102,7 +103,9 @@ Decisions:
   rejected, so a typo is a 400 rather than a silently ignored option. A snooze ``until`` is
   bounded like ``hours``: at most ``MAX_SNOOZE_HOURS`` ahead.
 - Lists take ``limit`` (1 to ``MAX_LIST_LIMIT``, default 100) and ``offset`` and answer a
-  JSON array, as before (no envelope, so existing clients keep working).
+  JSON array, as before (no envelope, so existing clients keep working). The HTML lists page
+  too: My alerts 500 and the account lists 200 rows a page, through ``?offset=``; the account
+  lists filter by ``?q=`` (part of the id or name).
 - CSRF (issue 11 item 7): every POST/PUT/PATCH/DELETE is refused with 403 when the browser
   says it comes from another site: ``Sec-Fetch-Site`` other than ``same-origin`` or ``none``,
   or (without that header) an ``Origin`` whose host and port differ from the ``Host`` header

@@ -242,3 +242,24 @@ def test_my_alerts_pages_through_offset(api: str, conn: psycopg.Connection) -> N
     assert order_of(call(f"{api}/csm/csm-a?offset=2", headers=session, auth=False).text) == []
     for bad in ("offset=-1", "offset=two"):
         assert call(f"{api}/csm/csm-a?{bad}", headers=session, auth=False).status == 400
+
+
+def test_account_list_filters_by_id_or_name_and_pages_through_offset(
+    api: str, conn: psycopg.Connection
+) -> None:
+    manager = session_of(sign_in(api, "mona"))
+
+    def listed(query: str) -> list[str]:
+        answer = call(f"{api}/accounts?{query}", headers=manager, auth=False)
+        assert answer.status == 200, query
+        return re.findall(r'<a href="/accounts/([^"]+)">', answer.text)
+
+    every = listed("sort=name")
+    assert {"acct-1", "acct-2"} <= set(every)
+    assert listed("q=BRIO") == ["acct-2"]  # by name, ignoring case
+    assert listed("q=acct-1") == ["acct-1"]  # by id
+    assert listed("q=nobody-has-this") == []
+    assert listed(f"sort=name&offset={len(every)}") == []
+    assert listed("sort=name&offset=1") == every[1:]
+    for bad in ("offset=-1", "offset=x", "colour=red"):
+        assert call(f"{api}/accounts?{bad}", headers=manager, auth=False).status == 400
