@@ -1,8 +1,8 @@
 """What the JSON routes (``basewatch.api``) and the pages (``basewatch.pages``) share: the
 request and response of one exchange, the principal who sent it, the error raised at the HTTP
 edge, and the one path every alert change takes (scope check, change, audit row, one
-transaction). No sockets and no routing here: ``basewatch.api`` owns the server and the route
-table."""
+transaction). No sockets and no routing here: ``basewatch.api`` owns the server (uvicorn) and
+the routes (FastAPI), and hands the pages this module's :class:`Request`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import json
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from email.message import Message
 from typing import Any, Protocol
 
 import psycopg
@@ -26,7 +25,8 @@ Conn = psycopg.Connection[TupleRow]
 
 class Database(Protocol):
     """What an alert change needs of the API: a pooled connection per request (committed on
-    success). ``basewatch.api.Api`` is one; a protocol keeps this module below ``api``."""
+    success). ``basewatch.api.context.Api`` is one; a protocol keeps this module below
+    ``api``."""
 
     def database(
         self, timeout_s: float | None = None
@@ -69,7 +69,7 @@ class Request:
     method: str
     path: str
     query: dict[str, list[str]]
-    headers: Message
+    headers: Mapping[str, str]  # case-insensitive (Starlette's Headers)
     body: bytes
     params: tuple[str, ...]  # the route's path segments, percent-decoded
     principal: Principal | None = None  # who sent it (None on a public route, signed out)

@@ -29,7 +29,8 @@ Then it starts the real server, ``python -m basewatch api`` on a free port (a su
 measurement, because a burst of them is refused (see below). Then it runs ``--clients`` client
 processes, each with one of those sessions. For ``--seconds`` (default 30) every client
 requests the routes of :data:`ROUTES` in turn as fast as it gets answers (a closed loop: one
-request at a time per client, a new connection per request, as the HTTP/1.0 server wants),
+request at a time per client, a new connection per request: the worst case for the server,
+which keeps connections alive since the FastAPI port),
 with one of its CSM's accounts drawn at random where a route names an account. Latency is
 from sending the request to reading the whole body. Only 200s count as answered; anything else
 (a 503 when busy, say) is counted as an error per status.

@@ -532,18 +532,20 @@ def list_alerts(
     account: str | None = None,
     limit: int = 100,
     family: str | None = None,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Alerts as JSON-ready dicts (ISO times, money as strings), active ones first, then by
-    priority and due date; at most ``limit`` (:func:`count_alerts` says how many match).
+    priority and due date; at most ``limit`` after skipping ``offset`` (:func:`count_alerts`
+    says how many match).
     ``status`` is one of :data:`STATUS_FILTERS` or None for all; ``family`` risk, expansion or
     service (None: every family)."""
     where, params = _filters(status, owner, kind, account, family)
     rows = _select(
         conn,
         where,
-        [*params, limit],
+        [*params, limit, offset],
         " ORDER BY a.status IN ('open', 'acknowledged') DESC, a.priority, a.due_at, a.alert_id"
-        " LIMIT %s",
+        " LIMIT %s OFFSET %s",
     )
     return [{k: v for k, v in r.items() if k not in _PRIVATE} for r in rows]
 

@@ -30,10 +30,11 @@ from basewatch.web import Conn, HttpError, Principal, Request, Response, princip
 from core.errors import NotFound
 
 if TYPE_CHECKING:
-    from basewatch.api import Api
+    from basewatch.api.context import Api
     from core.contracts import Contract
     from core.registry import AccountRow
 
+PAGE_ACCOUNTS = 200  # rows of one account list page (?offset= for the next)
 SORTS = ("name", "health", "mrr", "trend", "renewal", "alerts", "last_data")
 SORT_LABELS = {
     "name": "Account",
@@ -94,7 +95,7 @@ class AccountLine:
 def page_all_accounts(api: Api, request: Request) -> Response:
     principal = principal_of(request)
     if principal.scope is not None:  # a csm has one list: theirs
-        request.single(("sort",))
+        request.single(("sort", "q", "offset"))
         return redirect("/csm/" + quoted(principal.scope) + "/accounts")
     return _account_list(api, request, principal, None, "")
 
@@ -112,25 +113,42 @@ def _account_list(
 ) -> Response:
     from core.registry import accounts_of
 
-    sort = request.single(("sort",)).get("sort") or "name"
+    query = request.single(("sort", "q", "offset"))
+    sort = query.get("sort") or "name"
     if sort not in SORTS:
         raise HttpError(400, f"unknown sort {sort!r} (use {', '.join(SORTS)})")
+    offset_text = query.get("offset") or "0"
+    if not offset_text.isdigit() or int(offset_text) >= 2**31:
+        raise HttpError(400, "offset must be a whole number of accounts to skip")
+    offset, wanted = int(offset_text), query.get("q", "").strip()
     today = dt.datetime.now(dt.UTC).date()
     with api.database() as conn:
-        accounts = accounts_of(conn, csm_id)
+        accounts = [a for a in accounts_of(conn, csm_id) if _matches(a, wanted)]
         lines = account_lines(conn, accounts, csm_id, today)
+    ordered = sort_lines(lines, sort)
     return page(
         "accounts.html",
         principal,
         csm_id=csm_id,
         name=name,
-        lines=sort_lines(lines, sort),
+        lines=ordered[offset : offset + PAGE_ACCOUNTS],
+        total=len(ordered),
+        offset=offset,
+        page_size=PAGE_ACCOUNTS,
+        q=wanted,
         sort=sort,
         sorts=SORT_LABELS,
         families=FAMILIES,
         currency=api.config.reporting_currency,
         path=("/csm/" + quoted(csm_id) + "/accounts") if csm_id else "/accounts",
     )
+
+
+def _matches(account: AccountRow, wanted: str) -> bool:
+    """Whether ``wanted`` (the ``?q=`` filter) is part of the account's id or name, ignoring
+    case; an empty filter matches every account."""
+    folded = wanted.casefold()
+    return folded in account.account_id.casefold() or folded in (account.name or "").casefold()
 
 
 def account_lines(

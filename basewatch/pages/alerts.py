@@ -28,7 +28,7 @@ from basewatch.web import (
 from core.errors import NotFound
 
 if TYPE_CHECKING:
-    from basewatch.api import Api
+    from basewatch.api.context import Api
 
 PAGE_ALERTS = 500  # alerts shown on one CSM page
 SNOOZE_DAYS = (1, 3, 7, 14, 30)  # the choices of the snooze form
@@ -73,7 +73,9 @@ def page_csm(api: Api, request: Request) -> Response:
     from signals.alerts import OUTCOMES, STATUS_FILTERS, list_alerts
     from signals.kinds import SignalKind
 
-    query = request.single(("done", "alert", "n", "skipped", "family", "kind", "account", "status"))
+    query = request.single(
+        ("done", "alert", "n", "skipped", "family", "kind", "account", "status", "offset")
+    )
     principal = principal_of(request)
     csm_id = request.params[0]
     filters = {
@@ -87,6 +89,10 @@ def page_csm(api: Api, request: Request) -> Response:
     statuses = ("active", "open", "acknowledged", "closed", "all", *STATUS_FILTERS[4:])
     if filters["status"] not in statuses:
         raise HttpError(400, f"unknown status {filters['status']!r} (use {', '.join(statuses)})")
+    offset_text = query.get("offset") or "0"
+    if not offset_text.isdigit() or int(offset_text) >= 2**31:
+        raise HttpError(400, "offset must be a whole number of alerts to skip")
+    offset = int(offset_text)
     with api.database() as conn:
         name = csm_in_scope(conn, principal, csm_id)
         accounts = accounts_of(conn, csm_id)
@@ -98,6 +104,7 @@ def page_csm(api: Api, request: Request) -> Response:
             account=filters["account"] or None,
             family=filters["family"] or None,
             limit=PAGE_ALERTS + 1,
+            offset=offset,
         )
     truncated = len(alerts) > PAGE_ALERTS
     alerts = sorted(alerts[:PAGE_ALERTS], key=_inbox_order)
@@ -111,6 +118,8 @@ def page_csm(api: Api, request: Request) -> Response:
         name=name,
         alerts=alerts,
         truncated=truncated,
+        offset=offset,
+        page_size=PAGE_ALERTS,
         accounts=accounts,
         filters=filters,
         filtered=any(filters[k] for k in ("family", "kind", "account")),

@@ -42,7 +42,7 @@ from basewatch.web import Conn, HttpError, Request, Response, html_response, pri
 from core.errors import InputError
 
 if TYPE_CHECKING:
-    from basewatch.api import Api
+    from basewatch.api.context import Api
     from core.registry import AccountRow
     from ingest.failures import Failure
     from signals.asset_status import MachinePeriod

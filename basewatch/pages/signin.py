@@ -9,7 +9,7 @@ from basewatch.pages.render import quoted, render
 from basewatch.web import HttpError, Request, Response, html_response, principal_of, redirect
 
 if TYPE_CHECKING:
-    from basewatch.api import Api
+    from basewatch.api.context import Api
 
 
 def page_signin(api: Api, request: Request) -> Response:

@@ -12,7 +12,7 @@ from basewatch.pages.render import page
 from basewatch.web import HttpError, Request, Response, html_response, month_query, principal_of
 
 if TYPE_CHECKING:
-    from basewatch.api import Api
+    from basewatch.api.context import Api
 
 WINDOWS = (30, 90, 365)  # days the team page can look back
 DEFAULT_WINDOW = 90

@@ -227,15 +227,17 @@ def test_beyond_max_connections_the_answer_is_an_immediate_503(
         # once the idle client has gone (and its worker has seen the end), requests are served
         wait_for(lambda: call(f"{url}/healthz").status == 200, timeout=5)
     head, _, body = refused.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.0 503 ")
+    assert head.startswith(b"HTTP/1.1 503 ")  # uvicorn answers HTTP/1.1
     assert b"\r\nRetry-After: 5" in head
-    assert json.loads(body) == {"error": "the API is busy (too many requests at once); retry later"}
+    assert json.loads(body)["error"] == "the API is busy (too many requests at once); retry later"
     assert took < 2
 
 
-def test_a_client_that_trickles_its_request_holds_a_worker_only_until_the_deadline(
+def test_a_client_that_trickles_its_request_is_cut_off_at_the_deadline(
     db_url: str,
 ) -> None:
+    # since the port to uvicorn a trickling client holds a connection, never a worker thread
+    # (the one thread answers the others meanwhile), and only until the request deadline
     config = api_config(db_url, threads=1, request_timeout_s=1)
     with running(config) as url:
         split = urllib.parse.urlsplit(url)
@@ -251,12 +253,20 @@ def test_a_client_that_trickles_its_request_holds_a_worker_only_until_the_deadli
 
             sender = threading.Thread(target=trickle)
             sender.start()
-            time.sleep(0.2)  # the only worker is reading the trickle now
+            time.sleep(0.2)
             answer = call(f"{url}/healthz")
             took = time.monotonic() - started
+            slow.settimeout(5)
+            try:
+                closed = slow.recv(1024)  # b"": the server closed the connection
+            except ConnectionResetError:
+                closed = b""
+            cut_off = time.monotonic() - started
             sender.join()
     assert answer.status == 200
-    assert took < 3  # the worker was freed at the 1 s deadline, not after the trickle
+    assert took < 1  # not queued behind the trickle
+    assert closed == b""  # no answer to the trickled request: the connection was closed
+    assert 0.9 < cut_off < 2.5  # at the 1 s deadline, not after the 4 s trickle
 
 
 # -- item 7: no open API beyond loopback, no cross-site changes, a clean SIGTERM -------------
@@ -456,22 +466,27 @@ def test_snooze_until_is_bounded(
 @pytest.mark.parametrize(
     ("request_bytes", "status"),
     [
+        # refused by h11 (uvicorn's parser): 400 with problem details and the usual headers
         (b"GARBAGE\r\n\r\n", 400),
         (b"GET / HTTP/1.0 extra\r\n\r\n", 400),
         (b"GET / FTP/1.0\r\n\r\n", 400),
         (b"POST /\r\n\r\n", 400),
-        (b"GET / HTTP/2.0\r\n\r\n", 505),
-        (b"GET /" + b"a" * 70_000 + b" HTTP/1.0\r\n\r\n", 414),
-        (b"GET / HTTP/1.0\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431),
-        (b"BREW /healthz HTTP/1.0\r\n\r\n", 501),
+        # a request line or header section that is still incomplete beyond h11's 16 KiB
+        # (before the port: 414 and 431 beyond 64 KiB)
+        (b"GET /" + b"a" * 300_000 + b" HTTP/1.0\r\n\r\n", 400),
+        (b"GET / HTTP/1.0\r\nX: " + b"a" * 300_000 + b"\r\n\r\n", 400),
+        # h11 takes any method token: the route answers (before the port: 501)
+        (b"BREW /healthz HTTP/1.0\r\n\r\n", 405),
     ],
 )
 def test_malformed_requests_get_an_answer(api: str, request_bytes: bytes, status: int) -> None:
+    # uvicorn answers HTTP/1.1 (also to an HTTP/1.0 request) and keeps header names as the
+    # app gives them (lower case): compared without regard to case
     answer = raw(api, request_bytes)
     head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(f"HTTP/1.0 {status} ".encode()), answer[:200]
-    assert b"\r\nServer: basewatch\r\n" in head
-    assert b"\r\nX-Frame-Options: DENY" in head
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), answer[:200]
+    assert b"\r\nserver: basewatch\r\n" in head.lower()
+    assert b"\r\nx-frame-options: deny" in head.lower()
     assert "error" in json.loads(body)
     assert call(f"{api}/healthz").status == 200  # and the server is still there
 
@@ -485,7 +500,7 @@ def test_head_works_like_get_without_a_body(api: str) -> None:
     assert call(f"{api}/csm/csm-a", "HEAD").status == 200
     assert call(f"{api}/csm/nobody", "HEAD").status == 404
     answer = raw(api, b"HEAD /healthz HTTP/1.0\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.0 200 ")
+    assert answer.startswith(b"HTTP/1.1 200 ")  # uvicorn answers HTTP/1.1
     assert answer.endswith(b"\r\n\r\n")  # no body
 
 

@@ -225,3 +225,41 @@ def test_names_with_markup_render_escaped_on_every_page(
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in texts[f"{api}/csm/csm-a"]
     assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in texts[f"{api}/accounts/evil-2"]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in texts[f"{api}/accounts/evil-1"]
+
+
+def test_my_alerts_pages_through_offset(api: str, conn: psycopg.Connection) -> None:
+    # the database's order (active, then priority and due date) decides what a page holds;
+    # within a page, new first then by expected value
+    capacity, _ = raise_alerts(conn, saturation(), decline())
+    (falling,) = raise_alerts(conn, decline("acct-1"))
+    session = session_of(sign_in(api, "carla"))
+    both = order_of(call(f"{api}/csm/csm-a", headers=session, auth=False).text)
+    assert sorted(both) == sorted([capacity, falling])
+    second = call(f"{api}/csm/csm-a?offset=1", headers=session, auth=False)
+    assert second.status == 200
+    assert len(order_of(second.text)) == 1
+    assert "Alerts 2 to 2" in second.text
+    assert order_of(call(f"{api}/csm/csm-a?offset=2", headers=session, auth=False).text) == []
+    for bad in ("offset=-1", "offset=two"):
+        assert call(f"{api}/csm/csm-a?{bad}", headers=session, auth=False).status == 400
+
+
+def test_account_list_filters_by_id_or_name_and_pages_through_offset(
+    api: str, conn: psycopg.Connection
+) -> None:
+    manager = session_of(sign_in(api, "mona"))
+
+    def listed(query: str) -> list[str]:
+        answer = call(f"{api}/accounts?{query}", headers=manager, auth=False)
+        assert answer.status == 200, query
+        return re.findall(r'<a href="/accounts/([^"]+)">', answer.text)
+
+    every = listed("sort=name")
+    assert {"acct-1", "acct-2"} <= set(every)
+    assert listed("q=BRIO") == ["acct-2"]  # by name, ignoring case
+    assert listed("q=acct-1") == ["acct-1"]  # by id
+    assert listed("q=nobody-has-this") == []
+    assert listed(f"sort=name&offset={len(every)}") == []
+    assert listed("sort=name&offset=1") == every[1:]
+    for bad in ("offset=-1", "offset=x", "colour=red"):
+        assert call(f"{api}/accounts?{bad}", headers=manager, auth=False).status == 400
