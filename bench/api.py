@@ -381,11 +381,12 @@ def cpu_seconds(pid: int) -> float:
 def request(
     port: int, method: str, path: str, headers: dict[str, str], body: bytes | None = None
 ) -> tuple[int, dict[str, str], bytes]:
+    """The status, the headers (names in lower case: uvicorn sends them so), the body."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
         connection.close()
 
@@ -407,12 +408,12 @@ def sign_in(port: int, username: str, secret: str, auth: str) -> tuple[dict[str,
             {"Content-Type": "application/x-www-form-urlencoded"},
             form,
         )
-        cookie = headers.get("Set-Cookie", "")
+        cookie = headers.get("set-cookie", "")
         if status == 303 and cookie:
             return {"Cookie": cookie.split(";", 1)[0]}, busy
         if status != 503:
             break
-        time.sleep(min(float(headers.get("Retry-After", "1")), 5.0))
+        time.sleep(min(float(headers.get("retry-after", "1")), 5.0))
     raise SystemExit(f"sign-in of {username} failed: {status}")
 
 
