@@ -434,12 +434,13 @@ def delivery_load_of(
     """Route the result's alerts pass by pass with the gate of ``signals.routing`` (the same
     rules as the live path, one rolling budget per CSM) and count what each CSM got at once
     and what waited for the digest. ``precision``: the measured precision per kind the gate
-    reads (e.g. the stored one); by default this backtest's own, which is in-sample: the
+    reads (e.g. the stored one); by default this backtest's own over its decided alerts
+    (``KindResult.precision_decided``, as ``signals.routing`` stores it), which is in-sample: the
     gate then knows how the period turned out, so the figures say what the gate does with
     a given measurement, not how well the measurement predicts itself."""
     source = "the stored measurements"
     if precision is None:
-        precision = {k.kind: k.precision for k in result.kinds}
+        precision = {k.kind: k.precision_decided for k in result.kinds}
         source = "this backtest (in-sample)"
     raised = [
         (a.raised_at, Candidate(i, a.kind, a.owner, _expected_value(a)))

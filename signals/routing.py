@@ -12,11 +12,16 @@ The rules (:func:`route`), for the alerts one scoring pass opens, highest expect
 
 1. **Precision gate.** A kind whose latest measured precision is below ``min_precision``
    (``BASEWATCH_ALERT_MIN_PRECISION``, default 0.5) goes to the digest: most of its alerts
-   have been false, and a CSM who is wrong-footed twice stops reading.
+   have been false, and a CSM who is wrong-footed twice stops reading. The precision is the
+   backtest's ``precision_decided``: true alerts over the alerts the data could judge. An
+   alert whose window reached past the end of the replayed data is pending, neither true nor
+   false, and does not count against its kind (counting it false would hold back a kind with
+   a long horizon just because its latest alerts had not come due).
 2. **Unmeasured kinds go to the digest.** A kind the backtest has not measured (no row in
-   ``kind_precision``, or a row without a precision because the backtest had no truth for it)
-   has not shown it deserves an interruption; ``basewatch signals backtest`` measures it. A
-   newly added or renamed kind is unmeasured until the next backtest.
+   ``kind_precision``, or a row without a decided precision because the backtest had no truth
+   for it or all its alerts were pending) has not shown it deserves an interruption;
+   ``basewatch signals backtest`` measures it. A newly added or renamed kind is unmeasured
+   until the next backtest.
 3. **Weekly budget.** At most ``weekly_budget`` (``BASEWATCH_ALERT_WEEKLY_BUDGET``, default 2)
    immediate alerts per CSM in any rolling 7 days (:data:`BUDGET_WINDOW`), counted over the
    alerts opened in the 7 days up to now with delivery ``immediate``; within one pass the
@@ -187,17 +192,20 @@ def delivery_load(
 
 _INSERT = """
 INSERT INTO kind_precision (kind, measured_at, period_from, period_to, step_hours, alerts,
-                            true_alerts, precision, chance_precision, truth)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                            true_alerts, precision, chance_precision, truth, decided_alerts,
+                            precision_decided)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (kind, measured_at) DO UPDATE
 SET period_from = EXCLUDED.period_from, period_to = EXCLUDED.period_to,
     step_hours = EXCLUDED.step_hours, alerts = EXCLUDED.alerts,
     true_alerts = EXCLUDED.true_alerts, precision = EXCLUDED.precision,
-    chance_precision = EXCLUDED.chance_precision, truth = EXCLUDED.truth
+    chance_precision = EXCLUDED.chance_precision, truth = EXCLUDED.truth,
+    decided_alerts = EXCLUDED.decided_alerts, precision_decided = EXCLUDED.precision_decided
 """
 _LATEST = """
 SELECT DISTINCT ON (kind) kind, measured_at, period_from, period_to, alerts, true_alerts,
-       precision, chance_precision, truth
+       precision, chance_precision, truth,
+       CASE WHEN decided_alerts IS NULL THEN precision ELSE precision_decided END
 FROM kind_precision
 ORDER BY kind, measured_at DESC
 """
@@ -225,6 +233,8 @@ def record_precision(
                     k.precision,
                     k.chance_precision,
                     k.truth,
+                    k.decided_alerts,
+                    k.precision_decided,
                 )
                 for k in result.kinds
             ],
@@ -233,8 +243,10 @@ def record_precision(
 
 
 def latest_precision(conn: psycopg.Connection[TupleRow]) -> dict[str, float | None]:
-    """The latest measured precision of every kind measured (None: measured without truth)."""
-    return {str(r[0]): r[6] for r in conn.execute(_LATEST)}
+    """The latest measured precision of every kind measured, over its decided alerts (None:
+    measured without truth, or every alert still pending). Rows recorded before the decided
+    figures were (``decided_alerts`` NULL) give their precision over all alerts."""
+    return {str(r[0]): r[9] for r in conn.execute(_LATEST)}
 
 
 def load_routing(

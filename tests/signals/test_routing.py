@@ -250,7 +250,9 @@ def test_a_held_alert_gets_no_reminder_when_its_snooze_ends(conn: psycopg.Connec
 # -- measured precision -----------------------------------------------------------------------
 
 
-def backtest_result(kinds: dict[str, tuple[int, int | None]]) -> BacktestResult:
+def backtest_result(
+    kinds: dict[str, tuple[int, int | None]], pending: dict[str, int] | None = None
+) -> BacktestResult:
     return BacktestResult(
         start=T0 - 90 * DAY,
         end=T0,
@@ -259,7 +261,19 @@ def backtest_result(kinds: dict[str, tuple[int, int | None]]) -> BacktestResult:
         trainings=3,
         alerts=[],
         kinds=[
-            KindResult(kind, alerts, true, None, None, None, 0.1, None, "truth", 0.05)
+            KindResult(
+                kind,
+                alerts,
+                true,
+                None,
+                None,
+                None,
+                0.1,
+                None,
+                "truth",
+                0.05,
+                pending_alerts=(pending or {}).get(kind, 0),
+            )
             for kind, (alerts, true) in kinds.items()
         ],
         operating_hours=1000,
@@ -285,6 +299,47 @@ def test_record_and_read_the_latest_precision_per_kind(conn: psycopg.Connection)
     assert row == (8, 6, T0 - 90 * DAY, T0, 24.0, 0.05, "truth")
     routing = load_routing(conn, 0.7, 5)
     assert (routing.min_precision, routing.weekly_budget) == (0.7, 5)
+
+
+def test_the_gate_reads_the_precision_over_decided_alerts(conn: psycopg.Connection) -> None:
+    # 10 alerts, 3 confirmed, 4 still pending at the data's end: 3 of 6 decided, not 3 of 10
+    record_precision(
+        conn,
+        backtest_result(
+            {"failure_risk": (10, 3), "service_due": (5, 0), "usage_decline": (4, 4)},
+            pending={"failure_risk": 4, "service_due": 5},
+        ),
+        T0,
+    )
+    assert latest_precision(conn) == {
+        "failure_risk": 0.5,
+        "service_due": None,  # every alert pending: unmeasured, not 0 %
+        "usage_decline": 1.0,
+    }
+    row = conn.execute(
+        "SELECT precision, decided_alerts, precision_decided FROM kind_precision"
+        " WHERE kind = 'failure_risk'"
+    ).fetchone()
+    assert row == (0.3, 6, 0.5)
+    routes = route(
+        [
+            Candidate(1, "failure_risk", "csm-x", Decimal(10)),
+            Candidate(2, "service_due", None, Decimal(9)),
+        ],
+        load_routing(conn, 0.5, 2),
+        Budget(2),
+        T0,
+    )
+    assert routes[1].delivery == IMMEDIATE  # 3 of 10 overall would have held it back
+    assert routes[2].delivery == DIGEST
+    assert "no measured precision" in routes[2].reason
+    # a row recorded before the decided figures existed keeps its precision over all alerts
+    conn.execute(
+        "INSERT INTO kind_precision (kind, measured_at, period_from, period_to, step_hours,"
+        " alerts, true_alerts, precision) VALUES ('heat_recovery', %s, %s, %s, 24, 5, 2, 0.4)",
+        (T0, T0 - DAY, T0),
+    )
+    assert latest_precision(conn)["heat_recovery"] == 0.4
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -313,7 +368,7 @@ def test_signals_backtest_records_its_precision_unless_told_not_to(
     assert decided | {"chance_precision_decided", "refuted_per_1000_operating_hours"} <= set(kind)
     rows = conn.execute("SELECT kind, alerts, precision FROM kind_precision").fetchall()
     assert rows == [("usage_decline", kind["alerts"], kind["precision"])]
-    assert latest_precision(conn) == {"usage_decline": kind["precision"]}
+    assert latest_precision(conn) == {"usage_decline": kind["precision_decided"]}
 
 
 def test_alerts_list_says_how_each_alert_reached_its_csm(
