@@ -338,6 +338,7 @@ def test_a_database_of_before_issue_12_upgrades_to_a_fresh_ones_schema_without_a
                 "core/002_contracts",
                 "signals/008_alert_outcomes",
                 "signals/009_alert_delivery",
+                "signals/010_kind_precision_decided",  # issue 13: the gate's decided precision
                 "simulator/001_ground_truth",
                 "simulator/002_failure_truth",  # issue 13: a failure's mode, foreseeable, lead
                 "basewatch/001_users",  # issue 15: users, sessions, tokens, audit
