@@ -55,7 +55,7 @@ the 120 days before the last 183 as ``train`` does, scored daily on those 183 da
 precursors are plain in the features - 24-hour residuals of 20-130 sd on the bearing, cooler
 and separator failures, where 99 % of the other snapshots stay under 3-11 sd - but a precursor
 drifts for 100-1,500 running hours, so most snapshots of a drifting machine are *not* followed
-by a failure within 72 running hours (of the snapshots with vibration 20 sd above normal,
+by a failure within 72 running hours (of the snapshots with vibration 20 sd off its normal,
 13-28 % were), and the training window holds about 36 failures of eight modes, a third of them
 sudden. Tried and left out (each within noise or worse): a longer label horizon (168, 336, 720
 running hours: AUC 0.65, 0.60, 0.51: the classifier learns the assets, not the drift), 182
