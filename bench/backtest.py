@@ -241,6 +241,12 @@ def _text(results: list[dict[str, Any]]) -> str:
                 f"precision from {d['precision_source']}): {d['immediate_per_csm_week']:.2f} "
                 f"immediate and {d['digest_per_csm_week']:.2f} digest alerts per CSM per week, "
                 f"at most {d['max_immediate_7_days']} immediate for one CSM in 7 days"
+                + (
+                    f" ({d['immediate_without_csm']} immediate of accounts without a CSM: no "
+                    "budget counts them)"
+                    if d.get("immediate_without_csm")
+                    else ""
+                )
             )
     if results:
         lines.append(f"  ({CHANCE_NOTE})")

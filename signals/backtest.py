@@ -105,7 +105,15 @@ from signals.catalogue import PriceBook
 from signals.findings import Finding
 from signals.health import data_end as fleet_data_end
 from signals.kinds import RETIRED, Family, SignalKind, family_of, promise_of
-from signals.routing import DIGEST, IMMEDIATE, Candidate, Routing, delivery_load, route_in_order
+from signals.routing import (
+    DIGEST,
+    IMMEDIATE,
+    NO_CSM,
+    Candidate,
+    Routing,
+    delivery_load,
+    route_in_order,
+)
 from signals.scoring import score, train_models
 from signals.truth import LabelledTruth, TruthEvent
 
@@ -392,6 +400,9 @@ class DeliveryLoad:
     digest: int
     max_immediate_7_days: int  # the most immediate alerts one CSM got in any 7 days
     immediate_by_kind: dict[str, int]
+    # immediate alerts of accounts without a CSM: no budget counts them (signals.routing, rule
+    # 4) and nobody receives them, so they are not in max_immediate_7_days
+    immediate_without_csm: int = 0
 
     @property
     def immediate_per_csm_week(self) -> float:
@@ -412,6 +423,7 @@ class DeliveryLoad:
             "digest_per_csm_week": round(self.digest_per_csm_week, 2),
             "max_immediate_7_days": self.max_immediate_7_days,
             "immediate_by_kind": self.immediate_by_kind,
+            "immediate_without_csm": self.immediate_without_csm,
         }
 
     def line(self) -> str:
@@ -422,6 +434,12 @@ class DeliveryLoad:
             f"{self.precision_source}): {self.immediate_per_csm_week:.2f} immediate and "
             f"{self.digest_per_csm_week:.2f} digest alerts per CSM per week, at most "
             f"{self.max_immediate_7_days} immediate for one CSM in any 7 days; immediate: {kinds}"
+            + (
+                f" ({self.immediate_without_csm} of them of accounts without a CSM, sent to "
+                "nobody and counted against no budget)"
+                if self.immediate_without_csm
+                else ""
+            )
         )
 
 
@@ -460,8 +478,9 @@ def delivery_load_of(
         result.weeks,
         sum(v[IMMEDIATE] for v in load.values()),
         sum(v[DIGEST] for v in load.values()),
-        max((v["max_7_days"] for v in load.values()), default=0),
+        max((v["max_7_days"] for o, v in load.items() if o != NO_CSM), default=0),
         dict(sorted(by_kind.items())),
+        load.get(NO_CSM, {}).get(IMMEDIATE, 0),
     )
 
 

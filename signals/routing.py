@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 IMMEDIATE = "immediate"
 DIGEST = "digest"
+NO_CSM = "(no CSM)"  # delivery_load's key for the alerts of accounts without a CSM
 BUDGET_WINDOW = dt.timedelta(days=7)
 MIN_PRECISION = 0.5
 WEEKLY_BUDGET = 2
@@ -171,14 +172,14 @@ def route_in_order(
 def delivery_load(
     raised: Iterable[tuple[dt.datetime, Candidate]], routes: Mapping[int, Route]
 ) -> dict[str, dict[str, int]]:
-    """Pure: per CSM (``(no CSM)`` for none), how many of the alerts were immediate and how
+    """Pure: per CSM (:data:`NO_CSM` for none), how many of the alerts were immediate and how
     many held for the digest, and the most immediate ones in any 7 days (``max_7_days``)."""
     load: dict[str, dict[str, int]] = defaultdict(
         lambda: {IMMEDIATE: 0, DIGEST: 0, "max_7_days": 0}
     )
     times: dict[str, list[dt.datetime]] = defaultdict(list)
     for at, c in raised:
-        owner = c.owner or "(no CSM)"
+        owner = c.owner or NO_CSM
         load[owner][routes[c.key].delivery] += 1
         if routes[c.key].delivery == IMMEDIATE:
             times[owner].append(at)

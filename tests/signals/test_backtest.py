@@ -484,7 +484,7 @@ def test_operating_spans_reads_the_contracts_in_force(db_url: str) -> None:
 # -- delivery load ----------------------------------------------------------------------------
 
 
-def _raised(hours: float, kind: str, owner: str, value: int = 100) -> RaisedAlert:
+def _raised(hours: float, kind: str, owner: str | None, value: int = 100) -> RaisedAlert:
     at = dt.datetime(2026, 3, 2, tzinfo=dt.UTC) + dt.timedelta(hours=hours)
     return RaisedAlert(at, "acct-1", kind, "m-1", 0.5, Decimal(value), 3, ("why",), owner)
 
@@ -532,6 +532,37 @@ def test_the_delivery_load_routes_the_replayed_alerts_through_the_gate_and_the_b
     # no budget left at all: nothing is immediate
     assert delivery_load_of(result, 0.5, 0).immediate == 0
     assert "0.75 immediate and 1.00 digest" in delivery_load_of(result, 0.5, 1).line()
+    assert load.immediate_without_csm == 0
+    assert "without a CSM" not in load.line()
+
+
+def test_alerts_without_a_csm_are_not_counted_as_one_csms_load() -> None:
+    """An account without a CSM has no budget (signals.routing, rule 4): its alerts pass the
+    gate alone. Five of them in a day are not "5 immediate for one CSM in 7 days": the
+    per-CSM maximum counts the CSMs' alerts, and those without a CSM are counted apart."""
+    alerts = [_raised(h, "renewal_risk", None) for h in range(5)]
+    alerts += [_raised(0, "renewal_risk", "csm-a"), _raised(1, "renewal_risk", "csm-a")]
+    alerts.append(_raised(2, "renewal_risk", "csm-a"))  # over csm-a's budget: digest
+    start = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    result = BacktestResult(
+        start,
+        start + dt.timedelta(weeks=1),
+        dt.timedelta(days=1),
+        7,
+        0,
+        alerts,
+        [_kind("renewal_risk", 8, 6)],
+        1000,
+        1,
+        {},
+        0.0,
+    )
+    load = delivery_load_of(result, 0.5, 2)
+    assert (load.immediate, load.digest) == (7, 1)
+    assert load.max_immediate_7_days == 2
+    assert load.immediate_without_csm == 5
+    assert load.as_dict()["immediate_without_csm"] == 5
+    assert "(5 of them of accounts without a CSM" in load.line()
 
 
 def test_failure_risk_at_a_24_hour_horizon_by_hand() -> None:
