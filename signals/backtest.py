@@ -1016,6 +1016,8 @@ def evaluate_kind(
         true = sum(stories.get(a.account_id) == story for a in mine)
         storied = {a for a, s in stories.items() if s == story}
         caught = len(storied & {a.account_id for a in mine})
+        false_rate = _false_rate(len(mine) - true, operating_hours)
+        chance = _story_chance(story, mine, stories, spans)
         return KindResult(
             kind,
             len(mine),
@@ -1024,12 +1026,12 @@ def evaluate_kind(
             caught,
             None,
             per_csm_week,
-            _false_rate(len(mine) - true, operating_hours),
+            false_rate,
             f"accounts with the {story} story",
-            _story_chance(story, mine, stories, spans),
+            chance,
             pending_alerts=0,  # a story has no window: every alert is decided
-            chance_precision_decided=_story_chance(story, mine, stories, spans),
-            refuted_per_1000_hours=_false_rate(len(mine) - true, operating_hours),
+            chance_precision_decided=chance,
+            refuted_per_1000_hours=false_rate,
         )
     relevant = [e for e in truth if e.kind in confirming]
     if not relevant:

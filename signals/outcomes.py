@@ -12,10 +12,8 @@ from decimal import Decimal
 import psycopg
 from psycopg.rows import TupleRow
 
+from signals.alerts import OUTCOMES
 from signals.findings import asset_of
-
-# resolved by a person; as the team page counts (signals.team_figures): expired is not acted on
-RESOLVED_BY_A_PERSON = ("won", "lost", "dismissed")
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,9 @@ class AlertOutcome:
     @property
     def acted_on(self) -> bool:
         """Acknowledged at some point, or resolved by a person (won, lost or dismissed)."""
-        return self.acknowledged_at is not None or self.status in RESOLVED_BY_A_PERSON
+        # the outcomes a person records; as the team page counts (signals.team_figures),
+        # expired is not acted on
+        return self.acknowledged_at is not None or self.status in OUTCOMES
 
 
 def alerts_opened_between(

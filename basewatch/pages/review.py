@@ -52,7 +52,6 @@ MAX_DAYS = 366
 WARNING_DAYS = 90  # an alert opened this long before a failure warned of it
 WARNING_FAMILIES = ("risk", "service")
 RECOMMENDATION_FAMILIES = ("expansion", "service")
-OUTCOMES = ("open", "acknowledged", "won", "lost", "dismissed", "expired")
 RECOMMENDATIONS_SHOWN = 500
 
 
@@ -199,8 +198,10 @@ class Review:
 
     @property
     def outcomes(self) -> dict[str, int]:
+        from signals.alerts import STATUSES
+
         counted = Counter(a.status for a in self.alerts)
-        return {status: counted.get(status, 0) for status in OUTCOMES}
+        return {status: counted.get(status, 0) for status in STATUSES}
 
     @property
     def acted_on(self) -> int:
